@@ -1,0 +1,189 @@
+"""`distst` command line: data | train | evaluate.
+
+Every user error is a :class:`DiststError`, printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from distst.errors import DiststError
+
+
+# -- output --------------------------------------------------------------------------------
+def format_metrics_table(final: dict) -> str:
+    """Rows per horizon (15/30/60 min and avg), MAE/RMSE/MAPE of the model next to HA."""
+    test = final.get("test", {})
+    ha = final.get("ha", {})
+    model = final.get("model", "model")
+    cols = [f"{model} MAE", f"{model} RMSE", f"{model} MAPE%"]
+    if ha:
+        cols += ["HA MAE", "HA RMSE", "HA MAPE%"]
+    lines = ["| horizon | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for horizon, vals in test.items():
+        row = [f"{vals['mae']:.3f}", f"{vals['rmse']:.3f}", f"{vals['mape']:.2f}"]
+        if ha and horizon in ha:
+            h = ha[horizon]
+            row += [f"{h['mae']:.3f}", f"{h['rmse']:.3f}", f"{h['mape']:.2f}"]
+        lines.append(f"| {horizon} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# -- verbs ---------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from distst.config import load_config
+
+    overrides = list(args.set or [])
+    if args.workers is not None:
+        overrides.append(f"runtime.workers={args.workers}")
+    if args.address:
+        overrides.append(f"runtime.address={args.address}")
+    if args.local:
+        overrides.append("runtime.mode=local")
+    cfg = load_config(args.config, overrides)
+    if cfg.runtime.mode == "local":
+        from distst.engine.run import train_local
+
+        run_dir, final = train_local(cfg, resume_from=args.resume)
+    else:
+        from distst.runtime.ray_train import run_ray
+
+        run_dir, final = run_ray(cfg, resume_from=args.resume)
+    print()
+    print(f"test split, {final.get('model', cfg.model.name)} vs historical average:")
+    print(format_metrics_table({"model": cfg.model.name, **final}))
+    print(f"\nrun directory: {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from distst.engine.run import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, split=args.split)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['model']} at epoch {res['epoch']} from {res['checkpoint']}, {args.split} split:")
+        print(format_metrics_table({"model": res["model"], "test": res[args.split]}))
+    return 0
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for text in pairs or []:
+        if "=" not in text:
+            raise DiststError(f"--opt {text!r} must look like key=value, e.g. --opt zero_is_missing=false")
+        k, v = text.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from distst.data.formats import read_dataset
+    from distst.data.network import save_network
+
+    opts = _parse_options(args.opt)
+    if args.series:
+        opts["series"] = args.series
+    if args.graph:
+        opts["graph"] = args.graph
+    net = read_dataset(args.format, args.path, **opts)
+    out = save_network(net, args.out)
+    print(f"wrote {net.num_nodes} nodes x {net.num_steps} steps x {net.num_channels} channels, "
+          f"{net.num_edges} edges to {out}")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from distst.data.synth import generate_network
+
+    out = generate_network(args.out, num_nodes=args.nodes, days=args.days, seed=args.seed,
+                           graph=args.graph)
+    print(f"wrote synthetic network ({args.nodes} nodes, {args.days} days) to {out}")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from distst.data.network import load_network
+
+    info = load_network(args.dir).summary()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, float):
+            v = f"{v:.4f}"
+        elif isinstance(v, list) and v and isinstance(v[0], float):
+            v = ", ".join(f"{x:.3f}" for x in v)
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distst", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    t = sub.add_parser("train", help="train a model (Ray Train DDP, or --local)")
+    t.add_argument("config", help="YAML config, e.g. configs/quickstart.yaml")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    t.add_argument("--workers", type=int, help="number of Ray Train workers (runtime.workers)")
+    t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    t.add_argument("--local", action="store_true", help="train in this process, without Ray")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="re-evaluate a checkpoint on the test split")
+    e.add_argument("checkpoint", help="run directory or checkpoint directory")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("data", help="prepare, generate or inspect datasets")
+    dsub = d.add_subparsers(dest="data_verb", required=True)
+    dp = dsub.add_parser("prepare", help="convert a standard format into distst's layout")
+    dp.add_argument("--format", required=True,
+                    help="metr-la | pems-bay | pems03 | pems04 | pems07 | pems08 | pemsd7 | los-loop | generic")
+    dp.add_argument("--path", required=True, help="directory holding the format's files")
+    dp.add_argument("--out", required=True, help="output dataset directory")
+    dp.add_argument("--series", help="series file, overriding the one found in --path")
+    dp.add_argument("--graph", help="graph file, overriding the one found in --path")
+    dp.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                    help="reader option, e.g. --opt zero_is_missing=false (repeatable)")
+    dp.set_defaults(func=cmd_data_prepare)
+    ds = dsub.add_parser("synth", help="generate a synthetic sensor network")
+    ds.add_argument("--nodes", type=int, default=1026)
+    ds.add_argument("--days", type=int, default=14)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--graph", default="knn", choices=["knn", "delaunay"])
+    ds.add_argument("--out", required=True)
+    ds.set_defaults(func=cmd_data_synth)
+    di = dsub.add_parser("info", help="summarise a prepared dataset")
+    di.add_argument("dir")
+    di.add_argument("--json", action="store_true")
+    di.set_defaults(func=cmd_data_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DiststError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

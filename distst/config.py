@@ -1,0 +1,334 @@
+"""Typed run configuration: dataclasses filled from YAML, strict keys, ``a.b=v`` overrides.
+
+A config file is a YAML mapping whose top-level sections mirror :class:`Config`. A file may
+name other files under ``include:`` (paths relative to it), which are merged first, so
+``configs/quickstart.yaml`` can be a dataset file + a model file + a few settings.
+
+Unknown keys are errors that list the valid keys; values are type-checked against the
+dataclass annotations. ``model.params`` is the one free-form mapping: its keys are the
+model's keyword arguments and are checked by the model registry, which config knows
+nothing about (the dependency arrow points from models to config, never back).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distst.errors import DiststError
+
+
+@dataclass
+class SynthConfig:
+    """Synthetic network generated on first use and cached under ``cache_dir``."""
+
+    nodes: int = 1026
+    days: int = 14
+    seed: int = 0
+    graph: str = "knn"
+
+
+@dataclass
+class DataConfig:
+    #: prepared dataset directory (``distst data prepare``); empty means use ``synth``
+    path: str = ""
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    #: where generated datasets are cached; ``~`` and env vars are expanded
+    cache_dir: str = "~/.cache/distst"
+    input_len: int = 12
+    horizon: int = 12
+    #: train/val/test fractions of the chronologically ordered samples
+    split: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    #: channels fed to the model; empty = all channels of the dataset
+    input_channels: list[int] = field(default_factory=list)
+    #: channels forecast (must be the first input channels)
+    target_channels: list[int] = field(default_factory=lambda: [0])
+    time_of_day: bool = True
+    day_of_week: bool = True
+    #: value in the targets that means "missing" besides NaN: "nan" or a number (e.g. 0)
+    null_value: str = "nan"
+    scaler: str = "standard"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "gcgru"
+    #: keyword arguments of the model's constructor (checked by the model registry)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    #: global batch: in replicate mode each of W workers takes batch_size / W windows
+    batch_size: int = 64
+    eval_batch_size: int = 64
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    #: learning-rate milestones (epochs) and decay factor (MultiStepLR, as DCRNN)
+    lr_milestones: list[int] = field(default_factory=lambda: [20, 30, 40, 50])
+    lr_gamma: float = 0.1
+    grad_clip: float = 5.0
+    #: early stopping: epochs without validation-MAE improvement
+    patience: int = 10
+    #: scheduled sampling: inverse-sigmoid decay constant in steps (DCRNN's cl_decay_steps);
+    #: 0 disables teacher forcing
+    cl_decay_steps: int = 2000
+    #: cap on training batches per epoch (0 = all); keeps quick runs inside a time budget
+    max_batches_per_epoch: int = 0
+    #: cap on validation batches per epoch (0 = all)
+    max_val_batches: int = 0
+    seed: int = 0
+    #: torch intra-op threads per worker (0 = leave torch's default)
+    threads: int = 0
+    #: also evaluate the historical-average baseline on the test split
+    baseline_ha: bool = True
+    #: report metrics at these horizon steps (3, 6, 12 = 15, 30, 60 min for 5-min data)
+    report_steps: list[int] = field(default_factory=lambda: [3, 6, 12])
+    progress: bool = True
+
+
+@dataclass
+class RuntimeConfig:
+    #: "replicate": whole graph per worker, windows split across workers (Ray Train DDP);
+    #: "local": one plain process, no Ray (debugging, tests)
+    mode: str = "replicate"
+    workers: int = 2
+    use_gpu: bool = False
+    #: Ray address; empty = RAY_ADDRESS if set, else a local Ray instance
+    address: str = ""
+    #: CPUs per worker reserved from Ray
+    cpus_per_worker: float = 1.0
+    #: root directory of run directories
+    storage: str = "runs"
+    #: run name; empty = "<model>-<dataset>-<timestamp>"
+    name: str = ""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+RUNTIME_MODES = ("replicate", "local")
+
+
+# -- filling dataclasses ---------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; ints widen to floats; raise naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except DiststError as e:
+                errors.append(str(e))
+        raise DiststError(f"config key '{key}': {value!r} is none of {tp}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise DiststError(
+                f"config key '{key}': expected a list, got {value!r}; write e.g. {key}=[1,2]"
+            )
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise DiststError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise DiststError(
+        f"config key '{key}': expected {_type_name(tp)}, got {value!r} "
+        f"({type(value).__name__})"
+    )
+
+
+def _fill(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise DiststError(f"config section '{prefix or 'root'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise DiststError(
+            f"unknown config key '{(prefix + '.') if prefix else ''}{unknown[0]}' in {where}; "
+            f"valid keys: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _fill(tp, data[name], key)
+        else:
+            kwargs[name] = _coerce(data[name], tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = _fill(Config, data or {}, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type alone cannot express."""
+    if cfg.runtime.mode not in RUNTIME_MODES:
+        raise DiststError(
+            f"config key 'runtime.mode': unknown mode {cfg.runtime.mode!r}; "
+            f"choices: {', '.join(RUNTIME_MODES)}"
+        )
+    if cfg.runtime.workers < 1:
+        raise DiststError(f"config key 'runtime.workers' must be >= 1, got {cfg.runtime.workers}")
+    if cfg.train.batch_size < cfg.runtime.workers and cfg.runtime.mode != "local":
+        raise DiststError(
+            f"config key 'train.batch_size' ({cfg.train.batch_size}) is smaller than "
+            f"runtime.workers ({cfg.runtime.workers}): every worker needs at least one window"
+        )
+    for key, val in (("data.input_len", cfg.data.input_len), ("data.horizon", cfg.data.horizon),
+                     ("train.epochs", cfg.train.epochs), ("train.batch_size", cfg.train.batch_size)):
+        if val < 1:
+            raise DiststError(f"config key '{key}' must be >= 1, got {val}")
+    if len(cfg.data.split) != 3 or any(x <= 0 for x in cfg.data.split) or not math.isclose(
+        sum(cfg.data.split), 1.0, abs_tol=1e-6
+    ):
+        raise DiststError(
+            f"config key 'data.split' must be three positive fractions summing to 1, "
+            f"got {cfg.data.split}"
+        )
+    null_value(cfg.data)
+    if not cfg.model.name:
+        raise DiststError("config key 'model.name' is empty; name a model, e.g. gcgru")
+
+
+def null_value(data: DataConfig) -> float:
+    """The configured missing-value marker as a float (NaN or a number)."""
+    v = str(data.null_value).strip().lower()
+    if v == "nan":
+        return float("nan")
+    try:
+        return float(v)
+    except ValueError:
+        raise DiststError(
+            f"config key 'data.null_value': {data.null_value!r} is neither 'nan' nor a number"
+        ) from None
+
+
+# -- YAML files, includes and overrides ------------------------------------------------------
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a config file, resolving ``include:`` lists relative to the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DiststError(f"config file {p} does not exist; pass a YAML file, e.g. configs/quickstart.yaml")
+    if p.resolve() in _seen:
+        raise DiststError(f"config file {p} includes itself (through {', '.join(map(str, _seen))})")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DiststError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DiststError(f"config file {p} must hold a mapping at the top level")
+    includes = data.pop("include", []) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        merged = _deep_merge(merged, read_yaml(p.parent / inc, _seen + (p.resolve(),)))
+    return _deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise DiststError(f"override {text!r} must look like key.sub=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise DiststError(f"override {text!r}: empty key; write e.g. model.params.hidden_size=32")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=v`` overrides to a raw config mapping (values parsed as YAML scalars)."""
+    out = copy.deepcopy(data)
+    for text in overrides or []:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise DiststError(f"override {text!r}: '{part}' is not a section")
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    data = read_yaml(path) if path else {}
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(cfg.to_yaml())
+    tmp.replace(p)

@@ -1,0 +1,289 @@
+"""The in-memory sensor network and the internal on-disk layout that every later step memory-maps.
+
+Layout of a prepared dataset directory (written atomically: temp dir, then rename)::
+
+    meta.json        name, format, shape, channels, step, time range, attribute names, source
+    values.npy       float32 [T, N, C]; NaN marks a missing observation (opened with mmap)
+    timestamps.npy   int64 [T], nanoseconds since the Unix epoch, strictly increasing
+    node_ids.npy     unicode [N]
+    edge_index.npy   int64 [2, E] (row = source, col = target)
+    edge_weight.npy  float32 [E] (already turned into weights: kernel applied, threshold cut)
+    coords.npy       float64 [N, 2] (optional: lat/lon or planar x/y)
+    node_attrs.npy   float32 [N, A] (optional; names in meta.json "attr_names")
+
+Missing values are stored as NaN, so no separate mask array doubles the memory; the mask of
+any slice is ``~np.isnan(slice)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distst.errors import DiststError
+
+LAYOUT_VERSION = 1
+DEFAULT_STEP_MINUTES = 5
+
+
+@dataclass
+class SensorNetwork:
+    """A weighted sensor graph plus a multivariate series per node.
+
+    ``values`` is ``[T, N, C]`` float32 with NaN for missing observations; it may be a
+    read-only ``np.memmap`` for large datasets.
+    """
+
+    name: str
+    values: np.ndarray
+    timestamps: np.ndarray
+    node_ids: np.ndarray
+    edge_index: np.ndarray
+    edge_weight: np.ndarray
+    channels: list[str] = field(default_factory=lambda: ["value"])
+    coords: np.ndarray | None = None
+    node_attrs: np.ndarray | None = None
+    attr_names: list[str] = field(default_factory=list)
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- shape helpers -------------------------------------------------------------------
+    @property
+    def num_steps(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.values.shape[2])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    @property
+    def step_minutes(self) -> float:
+        if self.num_steps < 2:
+            return float(DEFAULT_STEP_MINUTES)
+        return float((self.timestamps[1] - self.timestamps[0]) / 60e9)
+
+    def validate(self) -> None:
+        """Check the invariants every consumer relies on; raise DiststError naming the fix."""
+        where = f"sensor network '{self.name}'"
+        if self.values.ndim != 3:
+            raise DiststError(f"{where}: values must be [T, N, C], got shape {self.values.shape}")
+        t, n, c = self.values.shape
+        if self.timestamps.shape != (t,):
+            raise DiststError(
+                f"{where}: {self.timestamps.shape[0]} timestamps for {t} steps; give one per step"
+            )
+        if t > 1 and not np.all(np.diff(self.timestamps) > 0):
+            bad = int(np.argmax(np.diff(self.timestamps) <= 0)) + 1
+            raise DiststError(
+                f"{where}: timestamps must be strictly increasing, step {bad} is not; "
+                "sort the series by time and drop duplicate rows"
+            )
+        if len(self.node_ids) != n:
+            raise DiststError(
+                f"{where}: series has {n} nodes but {len(self.node_ids)} node ids; "
+                "the series columns and the graph must list the same sensors"
+            )
+        if self.edge_index.ndim != 2 or self.edge_index.shape[0] != 2:
+            raise DiststError(f"{where}: edge_index must be [2, E], got {self.edge_index.shape}")
+        if self.edge_weight.shape != (self.edge_index.shape[1],):
+            raise DiststError(
+                f"{where}: {self.edge_weight.shape[0]} edge weights for "
+                f"{self.edge_index.shape[1]} edges"
+            )
+        if self.edge_index.size and (self.edge_index.min() < 0 or self.edge_index.max() >= n):
+            raise DiststError(
+                f"{where}: edge_index refers to node {int(self.edge_index.max())} but the "
+                f"series has {n} nodes; the graph and the series must cover the same sensors"
+            )
+        if len(self.channels) != c:
+            raise DiststError(f"{where}: {c} channels but names {self.channels}")
+        if self.coords is not None and self.coords.shape != (n, 2):
+            raise DiststError(f"{where}: coords must be [N, 2] = [{n}, 2], got {self.coords.shape}")
+        if self.node_attrs is not None:
+            if self.node_attrs.shape[0] != n or self.node_attrs.ndim != 2:
+                raise DiststError(
+                    f"{where}: node_attrs must be [N, A] with N={n}, got {self.node_attrs.shape}"
+                )
+            if len(self.attr_names) != self.node_attrs.shape[1]:
+                raise DiststError(
+                    f"{where}: {self.node_attrs.shape[1]} node attributes but names "
+                    f"{self.attr_names}"
+                )
+
+    def check_observed(self, origin: str) -> None:
+        """Refuse sensors with no observation at all: they cannot be scaled nor evaluated.
+
+        Scans in chunks of time so a memory-mapped series is never loaded whole.
+        """
+        observed = np.zeros(self.num_nodes, dtype=bool)
+        chunk = max(1, 2**26 // max(1, self.num_nodes * self.num_channels))
+        for s in range(0, self.num_steps, chunk):
+            block = np.asarray(self.values[s : s + chunk])
+            observed |= (~np.isnan(block)).any(axis=(0, 2))
+        if not observed.all():
+            dead = np.flatnonzero(~observed)
+            names = ", ".join(str(self.node_ids[i]) for i in dead[:5])
+            more = f" and {len(dead) - 5} more" if len(dead) > 5 else ""
+            raise DiststError(
+                f"{origin}: sensor(s) {names}{more} have no observed value at all (all missing); "
+                "remove them from both the series and the graph, or supply their data"
+            )
+
+    # -- summary -------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Nodes, edges, steps, time range, missing ratio and value ranges (chunked scan)."""
+        n_missing = 0
+        lo = np.full(self.num_channels, np.inf)
+        hi = np.full(self.num_channels, -np.inf)
+        total = 0.0
+        count = np.zeros(self.num_channels)
+        chunk = max(1, 2**26 // max(1, self.num_nodes * self.num_channels))
+        sums = np.zeros(self.num_channels)
+        for s in range(0, self.num_steps, chunk):
+            block = np.asarray(self.values[s : s + chunk], dtype=np.float64)
+            nan = np.isnan(block)
+            n_missing += int(nan.sum())
+            total += block.size
+            with np.errstate(all="ignore"):
+                lo = np.fmin(lo, np.nanmin(block, axis=(0, 1)))
+                hi = np.fmax(hi, np.nanmax(block, axis=(0, 1)))
+            sums += np.nansum(block, axis=(0, 1))
+            count += (~nan).sum(axis=(0, 1))
+        ts = self.timestamps.astype("datetime64[ns]")
+        return {
+            "name": self.name,
+            "nodes": self.num_nodes,
+            "edges": self.num_edges,
+            "steps": self.num_steps,
+            "channels": list(self.channels),
+            "step_minutes": self.step_minutes,
+            "start": str(ts[0]) if len(ts) else None,
+            "end": str(ts[-1]) if len(ts) else None,
+            "missing_ratio": n_missing / total if total else 0.0,
+            "min": lo.tolist(),
+            "max": hi.tolist(),
+            "mean": (sums / np.maximum(count, 1)).tolist(),
+            "attributes": list(self.attr_names) + (["x", "y"] if self.coords is not None else []),
+        }
+
+
+# -- on-disk layout ----------------------------------------------------------------------
+def _atomic_dir(out: Path):
+    """Create a temp sibling dir; caller fills it and passes it to _commit_dir."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+
+
+def _commit_dir(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp`` so that readers never see a half-written dataset."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+def write_meta(net_like: dict, path: Path) -> None:
+    path.write_text(json.dumps(net_like, indent=2, sort_keys=True) + "\n")
+
+
+def build_meta(net: SensorNetwork) -> dict:
+    return {
+        "layout_version": LAYOUT_VERSION,
+        "name": net.name,
+        "num_steps": net.num_steps,
+        "num_nodes": net.num_nodes,
+        "num_channels": net.num_channels,
+        "num_edges": net.num_edges,
+        "channels": list(net.channels),
+        "step_minutes": net.step_minutes,
+        "attr_names": list(net.attr_names),
+        "has_coords": net.coords is not None,
+        "source": net.source,
+    }
+
+
+def save_network(net: SensorNetwork, out: str | Path) -> Path:
+    """Write ``net`` in the internal layout at ``out`` (atomic: temp dir, then rename)."""
+    out = Path(out)
+    tmp = _atomic_dir(out)
+    try:
+        write_static_files(net, tmp)
+        np.save(tmp / "values.npy", np.ascontiguousarray(net.values, dtype=np.float32))
+        write_meta(build_meta(net), tmp / "meta.json")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _commit_dir(tmp, out)
+    return out
+
+
+def write_static_files(net: SensorNetwork, d: Path) -> None:
+    """Everything but values.npy and meta.json (used by writers that stream the series)."""
+    np.save(d / "timestamps.npy", np.asarray(net.timestamps, dtype=np.int64))
+    np.save(d / "node_ids.npy", np.asarray(net.node_ids).astype(str))
+    np.save(d / "edge_index.npy", np.asarray(net.edge_index, dtype=np.int64))
+    np.save(d / "edge_weight.npy", np.asarray(net.edge_weight, dtype=np.float32))
+    if net.coords is not None:
+        np.save(d / "coords.npy", np.asarray(net.coords, dtype=np.float64))
+    if net.node_attrs is not None:
+        np.save(d / "node_attrs.npy", np.asarray(net.node_attrs, dtype=np.float32))
+
+
+def is_dataset_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / "meta.json").is_file() and (p / "values.npy").is_file()
+
+
+def load_network(path: str | Path, mmap: bool = True) -> SensorNetwork:
+    """Open a prepared dataset; the series is memory-mapped read-only unless ``mmap=False``."""
+    p = Path(path)
+    if not p.exists():
+        raise DiststError(
+            f"dataset directory {p} does not exist; create it with 'distst data prepare' "
+            "or 'distst data synth'"
+        )
+    if not is_dataset_dir(p):
+        raise DiststError(
+            f"{p} is not a prepared distst dataset (no meta.json/values.npy); "
+            "convert raw files with 'distst data prepare --format ... --out DIR'"
+        )
+    meta = json.loads((p / "meta.json").read_text())
+    if meta.get("layout_version") != LAYOUT_VERSION:
+        raise DiststError(
+            f"{p / 'meta.json'}: layout_version {meta.get('layout_version')} but this distst "
+            f"reads {LAYOUT_VERSION}; prepare the dataset again"
+        )
+    values = np.load(p / "values.npy", mmap_mode="r" if mmap else None)
+    opt = lambda name: np.load(p / name) if (p / name).exists() else None  # noqa: E731
+    return SensorNetwork(
+        name=meta["name"],
+        values=values,
+        timestamps=np.load(p / "timestamps.npy"),
+        node_ids=np.load(p / "node_ids.npy"),
+        edge_index=np.load(p / "edge_index.npy"),
+        edge_weight=np.load(p / "edge_weight.npy"),
+        channels=list(meta["channels"]),
+        coords=opt("coords.npy"),
+        node_attrs=opt("node_attrs.npy"),
+        attr_names=list(meta.get("attr_names", [])),
+        source=meta.get("source", {}),
+    )

@@ -1,0 +1,69 @@
+"""Self-describing checkpoints: everything needed to resume or re-evaluate without the run.
+
+A checkpoint directory holds ``checkpoint.pt`` (trainer state: model and optimizer state,
+epoch, best model, history; plus the resolved config, the fitted scaler, the dataset
+directory and the model's data-derived sizes) and ``config.yaml`` for people to read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import distst
+from distst.config import Config, config_from_dict
+from distst.errors import DiststError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(directory: str | Path, trainer_state: dict, cfg: Config, bundle, extra: dict | None = None) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    sizes = {k: v for k, v in bundle.model_data_kwargs().items()
+             if k not in ("edge_index", "edge_weight")}
+    payload = {
+        "format": "distst-checkpoint-v1",
+        "distst_version": distst.__version__,
+        "trainer": trainer_state,
+        "config": cfg.to_dict(),
+        "scaler": bundle.scaler.state_dict(),
+        "dataset_dir": bundle.dataset_dir,
+        "model_name": cfg.model.name,
+        "data_sizes": sizes,
+        "extra": extra or {},
+    }
+    tmp = d / (CHECKPOINT_FILE + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(d / CHECKPOINT_FILE)
+    (d / "config.yaml").write_text(cfg.to_yaml())
+    return d
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a checkpoint dir, its checkpoint.pt, or a run dir (then its latest checkpoint)."""
+    p = Path(path)
+    if p.is_file() and p.name == CHECKPOINT_FILE:
+        return p.parent
+    if (p / CHECKPOINT_FILE).is_file():
+        return p
+    if p.is_dir():
+        found = sorted(p.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+        if found:
+            return found[-1].parent
+    raise DiststError(
+        f"{p} is not a distst checkpoint (no {CHECKPOINT_FILE} in it nor in a checkpoint_* "
+        "folder); pass a run directory printed by 'distst train' or one of its checkpoint_* dirs"
+    )
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Config]:
+    d = resolve_checkpoint(path)
+    try:
+        payload = torch.load(d / CHECKPOINT_FILE, map_location=map_location, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which and why
+        raise DiststError(f"{d / CHECKPOINT_FILE} cannot be read ({e}); it is not a distst checkpoint") from None
+    if not isinstance(payload, dict) or payload.get("format") != "distst-checkpoint-v1":
+        raise DiststError(f"{d / CHECKPOINT_FILE} is not a distst checkpoint (format mismatch)")
+    return payload, config_from_dict(payload["config"])

@@ -1,0 +1,74 @@
+"""What the training loop needs from its surroundings, without knowing whether Ray is there.
+
+The engine runs in one plain process with :class:`LocalContext`; the runtime layer hands it a
+context backed by Ray Train (``distst.runtime``). Collective sums go through
+``torch.distributed`` whenever a process group exists, so the same loop serves both.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+class Context:
+    """Single-process defaults; subclasses override reporting and progress display."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over workers in place (no-op without a process group)."""
+        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
+            # gloo cannot reduce float64 on every build; sums are moved as float64 on CPU
+            # where it can, which is the case for the CPU gloo backend used here.
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        """Persist one epoch's metrics and (main rank only) its checkpoint directory."""
+        raise NotImplementedError
+
+    def progress(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    disable=not self.is_main)
+
+    def latest_checkpoint(self) -> Path | None:
+        return None
+
+
+class LocalContext(Context):
+    """One plain process: checkpoints are copied to ``run_dir/checkpoint_XXXXXX``."""
+
+    def __init__(self, run_dir: str | Path, resume_from: str | Path | None = None):
+        super().__init__(run_dir)
+        self._resume = Path(resume_from) if resume_from else None
+        self._count = len(list(self.run_dir.glob("checkpoint_*"))) if self.run_dir.exists() else 0
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        if checkpoint_dir is None:
+            return
+        dest = self.run_dir / f"checkpoint_{self._count:06d}"
+        tmp = self.run_dir / f".{dest.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint_dir, tmp)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        tmp.rename(dest)
+        self._count += 1
+
+    def latest_checkpoint(self) -> Path | None:
+        return self._resume

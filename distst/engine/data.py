@@ -1,0 +1,139 @@
+"""From a DataConfig to windows, scaler and the model's data-derived sizes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distst.config import DataConfig
+from distst.data.network import SensorNetwork, is_dataset_dir, load_network
+from distst.data.scaler import StandardScaler
+from distst.data.windows import WindowDataset, make_splits, time_features, train_end_step
+from distst.errors import DiststError
+
+
+def synth_cache_dir(data: DataConfig) -> Path:
+    s = data.synth
+    root = Path(os.path.expandvars(os.path.expanduser(data.cache_dir)))
+    return root / f"synth-n{s.nodes}-d{s.days}-s{s.seed}-{s.graph}"
+
+
+def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
+    """Return the prepared dataset directory, generating the synthetic one on first use.
+
+    Called once on the driver before any worker starts, so workers only ever read.
+    """
+    if data.path:
+        p = Path(os.path.expandvars(os.path.expanduser(data.path)))
+        if not is_dataset_dir(p):
+            raise DiststError(
+                f"config key 'data.path': {p} is not a prepared dataset; create it with "
+                "'distst data prepare --format FORMAT --path RAW --out DIR' or leave "
+                "data.path empty to use the synthetic network"
+            )
+        return p
+    out = synth_cache_dir(data)
+    if not is_dataset_dir(out):
+        from distst.data.synth import generate_network
+
+        if not quiet:
+            print(f"generating synthetic network ({data.synth.nodes} nodes, "
+                  f"{data.synth.days} days) into {out} ...", flush=True)
+        generate_network(out, num_nodes=data.synth.nodes, days=data.synth.days,
+                         seed=data.synth.seed, graph=data.synth.graph)
+    return out
+
+
+@dataclass
+class DataBundle:
+    network: SensorNetwork
+    splits: dict[str, np.ndarray]
+    scaler: StandardScaler
+    datasets: dict[str, WindowDataset]
+    input_channels: list[int]
+    target_channels: list[int]
+    input_len: int
+    horizon: int
+    dataset_dir: str
+
+    @property
+    def input_dim(self) -> int:
+        return self.datasets["train"].num_features
+
+    @property
+    def output_dim(self) -> int:
+        return len(self.target_channels)
+
+    @property
+    def steps_per_day(self) -> int:
+        return max(1, int(round(24 * 60 / self.network.step_minutes)))
+
+    def model_data_kwargs(self) -> dict:
+        """Sizes and graph that every model constructor accepts (see distst.nn.registry)."""
+        return {
+            "num_nodes": self.network.num_nodes,
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "input_len": self.input_len,
+            "horizon": self.horizon,
+            "edge_index": torch.as_tensor(self.network.edge_index, dtype=torch.long),
+            "edge_weight": torch.as_tensor(self.network.edge_weight, dtype=torch.float32),
+        }
+
+    def target_scale(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the target channels, broadcastable to ``[B, H, N, C_t]``."""
+        mean, std = self.scaler.channel_stats(self.target_channels)
+        # mean/std: [N or 1, C_t] -> broadcast over [B, H, N, C_t]
+        return (torch.as_tensor(mean, dtype=torch.float32, device=device),
+                torch.as_tensor(std, dtype=torch.float32, device=device))
+
+
+def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict | None = None) -> DataBundle:
+    """Open the dataset, split it, fit (or restore) the scaler and build the window datasets."""
+    net = load_network(dataset_dir)
+    c = net.num_channels
+    input_channels = list(data.input_channels) or list(range(c))
+    for key, chans in (("data.input_channels", input_channels),
+                       ("data.target_channels", data.target_channels)):
+        bad = [ch for ch in chans if not 0 <= ch < c]
+        if bad:
+            raise DiststError(
+                f"config key '{key}': channel {bad[0]} does not exist; dataset "
+                f"{dataset_dir} has channels 0..{c - 1} ({', '.join(net.channels)})"
+            )
+    splits = make_splits(net.num_steps, input_len=data.input_len, horizon=data.horizon,
+                         ratios=tuple(data.split))
+    if scaler_state is not None:
+        scaler = StandardScaler.from_state_dict(scaler_state)
+    else:
+        scaler = StandardScaler().fit(net.values, end_step=train_end_step(splits, data.input_len))
+    datasets = {
+        name: WindowDataset(
+            net.values, net.timestamps, starts, input_len=data.input_len, horizon=data.horizon,
+            scaler=scaler, input_channels=input_channels,
+            target_channels=list(data.target_channels), add_time_of_day=data.time_of_day,
+            add_day_of_week=data.day_of_week,
+        )
+        for name, starts in splits.items()
+    }
+    return DataBundle(net, splits, scaler, datasets, input_channels,
+                      list(data.target_channels), data.input_len, data.horizon,
+                      str(Path(dataset_dir).resolve()))
+
+
+def history_for_ha(bundle: DataBundle) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scaled training-range target series with time features, to fit the HA table.
+
+    Only the steps that training windows cover (inputs and targets) are used, so HA sees
+    no validation or test data.
+    """
+    starts = bundle.splits["train"]
+    end = int(starts[-1]) + bundle.input_len + bundle.horizon
+    vals = np.asarray(bundle.network.values[:end][..., bundle.target_channels], dtype=np.float32)
+    scaled = bundle.scaler.transform(vals, channels=bundle.target_channels)
+    tod, dow = time_features(bundle.network.timestamps[:end])
+    return torch.from_numpy(np.ascontiguousarray(scaled)), torch.from_numpy(tod), torch.from_numpy(dow)

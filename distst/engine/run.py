@@ -1,0 +1,75 @@
+"""Plain-process entry points: build everything from a Config and train or evaluate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from distst.config import Config, save_config
+from distst.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from distst.engine.context import Context, LocalContext
+from distst.engine.data import build_bundle, ensure_dataset
+from distst.engine.trainer import Trainer
+from distst.errors import DiststError
+
+
+def run_name(cfg: Config, dataset_dir: str | Path) -> str:
+    if cfg.runtime.name:
+        return cfg.runtime.name
+    return f"{cfg.model.name}-{Path(dataset_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Path:
+    run_dir = (Path(cfg.runtime.storage) / run_name(cfg, dataset_dir)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    return run_dir
+
+
+def set_threads(cfg: Config) -> None:
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
+                     scaler_state: dict | None = None) -> dict:
+    """What every worker runs: data, model, loop. Returns the final test metrics."""
+    set_threads(cfg)
+    bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state)
+    return Trainer(cfg, bundle, ctx).fit()
+
+
+def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
+    """Train in this process without Ray; returns (run directory, final metrics)."""
+    dataset_dir = ensure_dataset(cfg.data)
+    if resume_from:
+        run_dir = resolve_checkpoint(resume_from).parent
+        ckpt = resolve_checkpoint(resume_from)
+    else:
+        run_dir, ckpt = prepare_run_dir(cfg, dataset_dir), None
+    final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
+    return run_dir, final
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test") -> dict:
+    """Re-evaluate a checkpoint's best model on ``split`` in this process."""
+    payload, cfg = load_checkpoint(path)
+    dataset_dir = payload["dataset_dir"]
+    if not Path(dataset_dir).exists():
+        dataset_dir = ensure_dataset(cfg.data)
+    set_threads(cfg)
+    bundle = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"])
+    ctx = LocalContext(resolve_checkpoint(path).parent)
+    trainer = Trainer(cfg, bundle, ctx)
+    state = payload["trainer"]
+    trainer.load_state_dict(state)
+    if state.get("best_model") is not None:
+        trainer.model.load_state_dict(state["best_model"])
+    if split not in bundle.datasets:
+        raise DiststError(f"split {split!r} does not exist; choices: {', '.join(bundle.datasets)}")
+    res = trainer.evaluate(split).report(steps=tuple(cfg.train.report_steps),
+                                          step_minutes=bundle.network.step_minutes)
+    return {"model": cfg.model.name, "split": split, "epoch": trainer.epoch,
+            "checkpoint": str(resolve_checkpoint(path)), split: res}

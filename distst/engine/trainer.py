@@ -1,0 +1,287 @@
+"""One-process training and evaluation loops; the Ray runtime runs the same code per worker.
+
+Replicate semantics: every worker holds the whole graph; each epoch the training windows are
+shuffled with a seed shared by all workers and cut into disjoint, equal slices (one per
+rank); a global batch of ``train.batch_size`` windows is split evenly so that W workers take
+the same optimiser steps as one. Evaluation sums absolute/squared errors and counts over
+workers before dividing, so the reported metrics equal those of one process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from distst.config import Config, null_value
+from distst.data.windows import iterate_batches
+from distst.engine.checkpoint import load_checkpoint, save_checkpoint
+from distst.engine.context import Context
+from distst.engine.data import DataBundle, history_for_ha
+from distst.errors import DiststError
+from distst.metrics import StreamingMetrics, masked_mae
+from distst.nn.registry import build_model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def teacher_forcing_ratio(step: int, decay_steps: int) -> float:
+    """DCRNN's inverse-sigmoid schedule k / (k + exp(step / k)); 0 when disabled."""
+    if decay_steps <= 0:
+        return 0.0
+    return decay_steps / (decay_steps + math.exp(min(step / decay_steps, 700.0)))
+
+
+class Trainer:
+    def __init__(self, cfg: Config, bundle: DataBundle, ctx: Context):
+        self.cfg = cfg
+        self.bundle = bundle
+        self.ctx = ctx
+        self.device = ctx.device
+        self.null = null_value(cfg.data)
+        seed_everything(cfg.train.seed)
+        params = dict(cfg.model.params)
+        if cfg.model.name == "ha":
+            params.setdefault("steps_per_day", bundle.steps_per_day)
+        self.model = build_model(cfg.model.name, bundle.model_data_kwargs(), params)
+        self.model.to(self.device)
+        self.trainable = any(p.requires_grad for p in self.model.parameters())
+        if hasattr(self.model, "fit_history"):
+            self.model.fit_history(*[t.to(self.device) for t in history_for_ha(bundle)])
+        self.net = self.model
+        if self.trainable and ctx.world_size > 1:
+            # graph operators are non-persistent buffers that are equal on every rank; per-node
+            # state must never be overwritten by rank 0's copy, hence no buffer broadcast.
+            self.net = DistributedDataParallel(self.model, broadcast_buffers=False)
+        tc = cfg.train
+        self.optimizer = (
+            torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            if self.trainable else None
+        )
+        self.scheduler = (
+            torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=tc.lr_milestones,
+                                                 gamma=tc.lr_gamma)
+            if self.optimizer else None
+        )
+        self.mean, self.std = bundle.target_scale(self.device)
+        self.epoch = 0
+        self.global_step = 0
+        self.best_val = math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.best_state: dict | None = None
+        self.history: list[dict] = []
+
+    # -- helpers -------------------------------------------------------------------------
+    def _per_worker_batch(self, batch_size: int) -> int:
+        return max(1, batch_size // self.ctx.world_size)
+
+    def _scale_targets(self, y: torch.Tensor) -> torch.Tensor:
+        # y: [B, H, N, C_t] in original units with NaN; teacher forcing wants scaled, no NaN
+        return torch.nan_to_num((y - self.mean) / self.std, nan=0.0)
+
+    def _predict(self, x: torch.Tensor, y: torch.Tensor | None, teacher_forcing: float) -> torch.Tensor:
+        targets = self._scale_targets(y) if y is not None and teacher_forcing > 0 else None
+        out = self.net(x, targets=targets, teacher_forcing=teacher_forcing)
+        # out: [B, H, N, C_t] scaled -> original units, where losses and metrics live
+        return out * self.std + self.mean
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "best_model": self.best_state,
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.optimizer and state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.best_val = float(state["best_val"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.best_state = state.get("best_model")
+        self.history = list(state.get("history", []))
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+
+    def _save(self, extra: dict | None = None) -> Path:
+        tmp = Path(tempfile.mkdtemp(prefix="distst-ckpt-"))
+        save_checkpoint(tmp, self.state_dict(), self.cfg, self.bundle, extra=extra)
+        return tmp
+
+    # -- loops ---------------------------------------------------------------------------
+    def train_epoch(self) -> dict:
+        tc = self.cfg.train
+        ds = self.bundle.datasets["train"]
+        bs = self._per_worker_batch(tc.batch_size)
+        batches = iterate_batches(ds, bs, shuffle=True, seed=tc.seed, epoch=self.epoch,
+                                  rank=self.ctx.rank, world_size=self.ctx.world_size,
+                                  drop_last=True)
+        n_batches = len(ds) // (bs * self.ctx.world_size)
+        if tc.max_batches_per_epoch:
+            n_batches = min(n_batches, tc.max_batches_per_epoch)
+        if n_batches == 0:
+            raise DiststError(
+                f"train.batch_size={tc.batch_size} is larger than the {len(ds)} training "
+                "windows; lower train.batch_size"
+            )
+        self.net.train()
+        total, count = 0.0, 0
+        t0 = time.perf_counter()
+        bar = self.ctx.progress(n_batches, f"epoch {self.epoch + 1}/{tc.epochs}")
+        for i, (x, y) in enumerate(batches):
+            if i >= n_batches:
+                break
+            x, y = x.to(self.device), y.to(self.device)
+            tf = teacher_forcing_ratio(self.global_step, tc.cl_decay_steps)
+            pred = self._predict(x, y, tf)
+            loss = masked_mae(pred, y, null_value=self.null)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+            self.optimizer.step()
+            self.global_step += 1
+            total += float(loss.detach())
+            count += 1
+            elapsed = time.perf_counter() - t0
+            wps = (i + 1) * bs * self.ctx.world_size / max(elapsed, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / count:.4f}", win_s=f"{wps:.0f}")
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        # mean training loss over workers, so every rank logs the same number
+        red = self.ctx.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
+        return {
+            "train_loss": float(red[0] / max(red[1], 1.0)),
+            "train_time_s": elapsed,
+            "windows_per_s": n_batches * bs * self.ctx.world_size / max(elapsed, 1e-9),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, split: str, max_batches: int = 0, model: torch.nn.Module | None = None) -> StreamingMetrics:
+        """Streaming masked metrics on ``split``, summed over all workers."""
+        net = model if model is not None else self.net
+        ds = self.bundle.datasets[split]
+        bs = max(1, self.cfg.train.eval_batch_size // self.ctx.world_size)
+        metrics = StreamingMetrics(self.bundle.horizon, null_value=self.null)
+        net.eval()
+        for i, (x, y) in enumerate(iterate_batches(ds, bs, shuffle=False, seed=0, epoch=0,
+                                                   rank=self.ctx.rank,
+                                                   world_size=self.ctx.world_size,
+                                                   drop_last=False)):
+            if max_batches and i >= max_batches:
+                break
+            x = x.to(self.device)
+            out = net(x, targets=None, teacher_forcing=0.0)
+            metrics.update(out * self.std + self.mean, y)
+        state = self.ctx.all_reduce_sum(metrics.state())
+        return StreamingMetrics.from_state(state, self.bundle.horizon, null_value=self.null)
+
+    def _log(self, record: dict) -> None:
+        self.history.append(record)
+        if self.ctx.is_main:
+            self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.ctx.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> dict:
+        tc = self.cfg.train
+        resume = self.ctx.latest_checkpoint()
+        if resume is not None:
+            state, _ = load_checkpoint(resume, map_location=self.device)
+            self.load_state_dict(state["trainer"])
+            if self.ctx.is_main:
+                print(f"resuming from {resume} at epoch {self.epoch}", flush=True)
+        if self.trainable:
+            while self.epoch < tc.epochs and self.bad_epochs < tc.patience:
+                t0 = time.perf_counter()
+                record = {"epoch": self.epoch + 1, **self.train_epoch()}
+                val = self.evaluate("val", tc.max_val_batches).compute()
+                record.update({"val_mae": val["avg"]["mae"], "val_rmse": val["avg"]["rmse"],
+                               "val_mape": val["avg"]["mape"],
+                               "lr": self.optimizer.param_groups[0]["lr"],
+                               "teacher_forcing": teacher_forcing_ratio(self.global_step,
+                                                                        tc.cl_decay_steps)})
+                self.scheduler.step()
+                self.epoch += 1
+                if record["val_mae"] < self.best_val:
+                    self.best_val, self.best_epoch, self.bad_epochs = record["val_mae"], self.epoch, 0
+                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    self.bad_epochs += 1
+                record["epoch_time_s"] = time.perf_counter() - t0
+                record["best_val_mae"] = self.best_val
+                self._log(record)
+                if self.ctx.is_main:
+                    print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} "
+                          f"val_mae {record['val_mae']:.4f} ({record['windows_per_s']:.0f} windows/s, "
+                          f"{record['epoch_time_s']:.1f}s)", flush=True)
+                ckpt = self._save() if self.ctx.is_main else None
+                self.ctx.report(record, ckpt)
+            if self.best_state is not None:
+                self.model.load_state_dict(self.best_state)
+        final = self.final_metrics()
+        ckpt = self._save(extra={"test": final}) if self.ctx.is_main else None
+        self.ctx.report({"epoch": self.epoch, "final": True, **_flat(final)}, ckpt)
+        if self.ctx.is_main:
+            tmp = self.ctx.run_dir / "test_metrics.json.tmp"
+            tmp.write_text(json.dumps(final, indent=2))
+            tmp.replace(self.ctx.run_dir / "test_metrics.json")
+        return final
+
+    def final_metrics(self) -> dict:
+        tc = self.cfg.train
+        steps = tuple(tc.report_steps)
+        minutes = self.bundle.network.step_minutes
+        out = {
+            "model": self.cfg.model.name,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epoch,
+            "test": self.evaluate("test").report(steps=steps, step_minutes=minutes),
+        }
+        if tc.baseline_ha and self.cfg.model.name != "ha":
+            ha = build_model("ha", self.bundle.model_data_kwargs(),
+                             {"steps_per_day": self.bundle.steps_per_day})
+            ha.to(self.device)
+            ha.fit_history(*[t.to(self.device) for t in history_for_ha(self.bundle)])
+            out["ha"] = self.evaluate("test", model=ha).report(steps=steps, step_minutes=minutes)
+        return out
+
+
+def _flat(final: dict) -> dict:
+    flat = {}
+    for who in ("test", "ha"):
+        for horizon, vals in final.get(who, {}).items():
+            for k, v in vals.items():
+                flat[f"{who}_{horizon}_{k}"] = v
+    return flat

@@ -1,0 +1,5 @@
+"""One error type for bad user input, printed by the CLI as one line with a non-zero exit."""
+
+
+class DiststError(Exception):
+    """A user-facing error: the message names the file, key or value and the fix."""

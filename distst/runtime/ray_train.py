@@ -1,0 +1,163 @@
+"""Ray Train (V2 API) runtime: one TorchTrainer, W DDP workers, each running the engine loop.
+
+The driver makes sure the dataset exists (generating the synthetic one once), connects to
+Ray (``runtime.address`` / ``RAY_ADDRESS``, else a local instance), checks that the cluster
+has the CPUs the workers ask for, and starts the TorchTrainer. Every worker builds the same
+bundle and model and runs :class:`distst.engine.trainer.Trainer`; rank 0 writes checkpoints
+through ``ray.train.report`` while every rank calls report, as Ray requires.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from distst.config import Config, config_from_dict
+from distst.engine.checkpoint import resolve_checkpoint
+from distst.engine.context import Context
+from distst.engine.data import ensure_dataset
+from distst.engine.run import prepare_run_dir, train_in_context
+from distst.errors import DiststError
+
+
+class _RayBar:
+    """ray's tqdm renders worker progress on the driver; it has no postfix, so fold it in."""
+
+    def __init__(self, total: int, desc: str):
+        from ray.experimental.tqdm_ray import tqdm
+
+        self._desc = desc
+        self._bar = tqdm(total=total, desc=desc)
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def set_postfix(self, **kw) -> None:
+        self._bar.set_description(self._desc + " " + " ".join(f"{k}={v}" for k, v in kw.items()))
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
+class RayContext(Context):
+    def __init__(self, run_dir: str | Path, progress: bool = True):
+        super().__init__(run_dir)
+        tc = ray.train.get_context()
+        self.rank = tc.get_world_rank()
+        self.world_size = tc.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self._show = progress
+        self._resume = ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        ckpt = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+        if checkpoint_dir is not None:
+            # report copies the directory into the run's storage before returning (SYNC mode)
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    def progress(self, total: int, desc: str):
+        if self.is_main and self._show:
+            return _RayBar(total, desc)
+        return _NoBar()
+
+    def latest_checkpoint(self) -> Path | None:
+        if self._resume is None:
+            return None
+        return Path(self._resume.to_directory())
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Entry point of every Ray Train worker (must live in the installed package)."""
+    cfg = config_from_dict(config["config"])
+    ctx = RayContext(config["run_dir"], progress=cfg.train.progress)
+    train_in_context(cfg, config["dataset_dir"], ctx)
+
+
+def connect(address: str = "") -> None:
+    """Attach to ``address`` or ``RAY_ADDRESS``; otherwise start a local Ray instance."""
+    if ray.is_initialized():
+        return
+    addr = address or os.environ.get("RAY_ADDRESS", "")
+    try:
+        if addr:
+            ray.init(address=addr, log_to_driver=True)
+        else:
+            # loopback only: nothing of a laptop run should listen on the network
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+    except ConnectionError as e:
+        raise DiststError(
+            f"cannot reach the Ray cluster at {addr!r} ({e}); check the address "
+            "(ray://HOST:10001 or HOST:6379) or unset RAY_ADDRESS to run locally"
+        ) from None
+
+
+def check_resources(cfg: Config) -> None:
+    rt = cfg.runtime
+    total = ray.cluster_resources()
+    need_cpu = rt.workers * rt.cpus_per_worker
+    have_cpu = total.get("CPU", 0.0)
+    if need_cpu > have_cpu:
+        raise DiststError(
+            f"runtime.workers={rt.workers} x runtime.cpus_per_worker={rt.cpus_per_worker} needs "
+            f"{need_cpu:g} CPUs but the Ray cluster has {have_cpu:g}; lower --workers or "
+            "runtime.cpus_per_worker"
+        )
+    if rt.use_gpu and total.get("GPU", 0.0) < rt.workers:
+        raise DiststError(
+            f"runtime.use_gpu with {rt.workers} workers needs {rt.workers} GPUs but the "
+            f"cluster has {total.get('GPU', 0.0):g}; set runtime.use_gpu=false or fewer workers"
+        )
+
+
+def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
+    """Train ``cfg`` with Ray Train; returns (run directory, final test metrics)."""
+    dataset_dir = ensure_dataset(cfg.data)
+    if resume_from:
+        ckpt_dir = resolve_checkpoint(resume_from)
+        run_dir = ckpt_dir.parent
+        resume = Checkpoint.from_directory(str(ckpt_dir))
+    else:
+        run_dir, resume = prepare_run_dir(cfg, dataset_dir), None
+    connect(cfg.runtime.address)
+    check_resources(cfg)
+    print(f"run directory: {run_dir}", flush=True)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
+                           "dataset_dir": str(Path(dataset_dir).resolve())},
+        scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
+                                     resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
+        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
+                             checkpoint_config=CheckpointConfig(num_to_keep=3)),
+        resume_from_checkpoint=resume,
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    metrics = result.metrics or {}
+    final = _unflatten(metrics)
+    return run_dir, final
+
+
+def _unflatten(metrics: dict) -> dict:
+    """Rebuild the nested final-metrics dict from the flat keys reported through Ray."""
+    out: dict = {}
+    for key, val in metrics.items():
+        parts = key.split("_")
+        if parts[0] in ("test", "ha") and len(parts) == 3:
+            out.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = val
+    return out

@@ -1,0 +1,75 @@
+import math
+
+import pytest
+
+from distst.config import (Config, apply_overrides, config_from_dict, load_config, null_value,
+                           read_yaml, save_config)
+from distst.errors import DiststError
+
+
+def test_defaults_and_overrides_are_typed():
+    cfg = load_config(None, ["train.epochs=3", "train.lr=1", "model.params.hidden_size=32",
+                             "data.split=[0.6,0.2,0.2]", "runtime.workers=1"])
+    assert cfg.train.epochs == 3
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0  # int widened to float
+    assert cfg.model.params == {"hidden_size": 32}
+    assert cfg.data.split == [0.6, 0.2, 0.2]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.epoch=3", "valid keys: epochs"),
+    ("trian.epochs=3", "valid keys: data, model, train, runtime"),
+    ("train.epochs=abc", "expected int"),
+    ("train.epochs=1.5", "expected int"),
+    ("data.split=0.5", "expected a list"),
+    ("data.split=[0.5,0.5,0.5]", "sum"),
+    ("runtime.mode=shards", "choices: replicate, local"),
+    ("runtime.workers=0", ">= 1"),
+    ("data.null_value=zero", "neither 'nan' nor a number"),
+    ("noequals", "key.sub=value"),
+])
+def test_bad_keys_and_values_name_the_key(override, fragment):
+    with pytest.raises(DiststError, match=None) as e:
+        load_config(None, [override])
+    assert fragment in str(e.value)
+
+
+def test_yaml_include_and_roundtrip(tmp_path):
+    (tmp_path / "base.yaml").write_text("train: {epochs: 7, lr: 0.5}\nmodel: {name: gru, params: {hidden_size: 8}}\n")
+    (tmp_path / "run.yaml").write_text("include: [base.yaml]\ntrain: {lr: 0.1}\nmodel: {params: {num_layers: 1}}\n")
+    cfg = load_config(tmp_path / "run.yaml")
+    assert cfg.train.epochs == 7 and cfg.train.lr == 0.1
+    assert cfg.model.name == "gru" and cfg.model.params == {"hidden_size": 8, "num_layers": 1}
+    save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == cfg
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(DiststError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(DiststError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "loop.yaml").write_text("include: [loop.yaml]\n")
+    with pytest.raises(DiststError, match="includes itself"):
+        read_yaml(tmp_path / "loop.yaml")
+
+
+def test_null_value_parsing():
+    cfg = Config()
+    assert math.isnan(null_value(cfg.data))
+    cfg = config_from_dict(apply_overrides({}, ["data.null_value=0"]))
+    assert null_value(cfg.data) == 0.0
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    assert (root / "quickstart.yaml") in files
+    for f in files:
+        if "sweeps" in f.parts:
+            continue
+        load_config(f)

@@ -11,7 +11,7 @@ import torch
 
 from distst.config import DataConfig
 from distst.data.network import SensorNetwork, is_dataset_dir, load_network
-from distst.data.scaler import StandardScaler
+from distst.data.scaler import Scaler, make_scaler, scaler_from_state_dict
 from distst.data.windows import WindowDataset, make_splits, time_features, train_end_step
 from distst.errors import DiststError
 
@@ -52,7 +52,7 @@ def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
 class DataBundle:
     network: SensorNetwork
     splits: dict[str, np.ndarray]
-    scaler: StandardScaler
+    scaler: Scaler
     datasets: dict[str, WindowDataset]
     input_channels: list[int]
     target_channels: list[int]
@@ -62,7 +62,7 @@ class DataBundle:
 
     @property
     def input_dim(self) -> int:
-        return self.datasets["train"].num_features
+        return self.datasets["train"].input_dim
 
     @property
     def output_dim(self) -> int:
@@ -86,8 +86,8 @@ class DataBundle:
 
     def target_scale(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the target channels, broadcastable to ``[B, H, N, C_t]``."""
-        mean, std = self.scaler.channel_stats(self.target_channels)
-        # mean/std: [N or 1, C_t] -> broadcast over [B, H, N, C_t]
+        mean, std = self.scaler.params(channels=self.target_channels)
+        # offset/scale: [C_t] (global) or [N, C_t] (per node): both broadcast over [B, H, N, C_t]
         return (torch.as_tensor(mean, dtype=torch.float32, device=device),
                 torch.as_tensor(std, dtype=torch.float32, device=device))
 
@@ -108,9 +108,10 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
     splits = make_splits(net.num_steps, input_len=data.input_len, horizon=data.horizon,
                          ratios=tuple(data.split))
     if scaler_state is not None:
-        scaler = StandardScaler.from_state_dict(scaler_state)
+        scaler = scaler_from_state_dict(scaler_state)
     else:
-        scaler = StandardScaler().fit(net.values, end_step=train_end_step(splits, data.input_len))
+        scaler = make_scaler(data.scaler, per_node=False)
+        scaler.fit(net.values, end_step=train_end_step(splits, data.input_len))
     datasets = {
         name: WindowDataset(
             net.values, net.timestamps, starts, input_len=data.input_len, horizon=data.horizon,

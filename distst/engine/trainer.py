@@ -198,7 +198,7 @@ class Trainer:
         for i, (x, y) in enumerate(iterate_batches(ds, bs, shuffle=False, seed=0, epoch=0,
                                                    rank=self.ctx.rank,
                                                    world_size=self.ctx.world_size,
-                                                   drop_last=False)):
+                                                   drop_last=False, even=False)):
             if max_batches and i >= max_batches:
                 break
             x = x.to(self.device)

@@ -50,6 +50,11 @@ class Context:
     def latest_checkpoint(self) -> Path | None:
         return None
 
+    def log(self, line: str) -> None:
+        """A line for the person watching (main rank only)."""
+        if self.is_main:
+            print(line, flush=True)
+
 
 class LocalContext(Context):
     """One plain process: checkpoints are copied to ``run_dir/checkpoint_XXXXXX``."""

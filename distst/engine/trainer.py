@@ -14,6 +14,7 @@ import math
 import random
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,11 @@ class Trainer:
         if self.trainable and ctx.world_size > 1:
             # graph operators are non-persistent buffers that are equal on every rank; per-node
             # state must never be overwritten by rank 0's copy, hence no buffer broadcast.
-            self.net = DistributedDataParallel(self.model, broadcast_buffers=False)
+            with warnings.catch_warnings():
+                # torch deprecates the flag, but its replacement still syncs at init, and
+                # rank-local buffers (shard graphs) must not be synced: keep the old flag
+                warnings.simplefilter("ignore", FutureWarning)
+                self.net = DistributedDataParallel(self.model, broadcast_buffers=False)
         tc = cfg.train
         self.optimizer = (
             torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -220,8 +225,7 @@ class Trainer:
         if resume is not None:
             state, _ = load_checkpoint(resume, map_location=self.device)
             self.load_state_dict(state["trainer"])
-            if self.ctx.is_main:
-                print(f"resuming from {resume} at epoch {self.epoch}", flush=True)
+            self.ctx.log(f"resuming from {resume} at epoch {self.epoch}")
         if self.trainable:
             while self.epoch < tc.epochs and self.bad_epochs < tc.patience:
                 t0 = time.perf_counter()
@@ -242,10 +246,9 @@ class Trainer:
                 record["epoch_time_s"] = time.perf_counter() - t0
                 record["best_val_mae"] = self.best_val
                 self._log(record)
-                if self.ctx.is_main:
-                    print(f"epoch {record['epoch']}: train_loss {record['train_loss']:.4f} "
-                          f"val_mae {record['val_mae']:.4f} ({record['windows_per_s']:.0f} windows/s, "
-                          f"{record['epoch_time_s']:.1f}s)", flush=True)
+                self.ctx.log(f"epoch {record['epoch']}/{tc.epochs}: train_loss {record['train_loss']:.4f} "
+                             f"val_mae {record['val_mae']:.4f} ({record['windows_per_s']:.0f} windows/s, "
+                             f"{record['epoch_time_s']:.1f}s)")
                 ckpt = self._save() if self.ctx.is_main else None
                 self.ctx.report(record, ckpt)
             if self.best_state is not None:

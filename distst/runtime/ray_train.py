@@ -9,6 +9,7 @@ through ``ray.train.report`` while every rank calls report, as Ray requires.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import ray
 import ray.train
 import ray.train.torch
-from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from distst.config import Config, config_from_dict
@@ -25,25 +26,7 @@ from distst.engine.context import Context
 from distst.engine.data import ensure_dataset
 from distst.engine.run import prepare_run_dir, train_in_context
 from distst.errors import DiststError
-
-
-class _RayBar:
-    """ray's tqdm renders worker progress on the driver; it has no postfix, so fold it in."""
-
-    def __init__(self, total: int, desc: str):
-        from ray.experimental.tqdm_ray import tqdm
-
-        self._desc = desc
-        self._bar = tqdm(total=total, desc=desc)
-
-    def update(self, n: int = 1) -> None:
-        self._bar.update(n)
-
-    def set_postfix(self, **kw) -> None:
-        self._bar.set_description(self._desc + " " + " ".join(f"{k}={v}" for k, v in kw.items()))
-
-    def close(self) -> None:
-        self._bar.close()
+from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
 
 class _NoBar:
@@ -53,13 +36,13 @@ class _NoBar:
 
 
 class RayContext(Context):
-    def __init__(self, run_dir: str | Path, progress: bool = True):
+    def __init__(self, run_dir: str | Path, board=None):
         super().__init__(run_dir)
         tc = ray.train.get_context()
         self.rank = tc.get_world_rank()
         self.world_size = tc.get_world_size()
         self.device = ray.train.torch.get_device()
-        self._show = progress
+        self._board = board
         self._resume = ray.train.get_checkpoint()
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
@@ -70,9 +53,13 @@ class RayContext(Context):
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
     def progress(self, total: int, desc: str):
-        if self.is_main and self._show:
-            return _RayBar(total, desc)
+        if self.is_main and self._board is not None:
+            return WorkerBar(self._board, desc, total)
         return _NoBar()
+
+    def log(self, line: str) -> None:
+        if self.is_main and self._board is not None:
+            self._board.log.remote(line)
 
     def latest_checkpoint(self) -> Path | None:
         if self._resume is None:
@@ -80,10 +67,22 @@ class RayContext(Context):
         return Path(self._resume.to_directory())
 
 
+def _quiet_report_log() -> None:
+    """Ray 2.60 logs every report at INFO under a file-path logger name that
+    LoggingConfig's level does not reach; the driver shows progress itself."""
+    try:
+        from ray.train.v2._internal.execution import context as _train_ctx
+
+        logging.getLogger(_train_ctx.__file__).setLevel(logging.WARNING)
+    except ImportError:  # a Ray without that module logs differently; nothing to quiet
+        pass
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker (must live in the installed package)."""
+    _quiet_report_log()
     cfg = config_from_dict(config["config"])
-    ctx = RayContext(config["run_dir"], progress=cfg.train.progress)
+    ctx = RayContext(config["run_dir"], board=config.get("board"))
     train_in_context(cfg, config["dataset_dir"], ctx)
 
 
@@ -97,7 +96,8 @@ def connect(address: str = "") -> None:
             ray.init(address=addr, log_to_driver=True)
         else:
             # loopback only: nothing of a laptop run should listen on the network
-            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False)
+            # the dashboard hosts the state API that Train's placement-group cleaner queries
+            ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
     except ConnectionError as e:
         raise DiststError(
             f"cannot reach the Ray cluster at {addr!r} ({e}); check the address "
@@ -135,17 +135,21 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, d
     connect(cfg.runtime.address)
     check_resources(cfg)
     print(f"run directory: {run_dir}", flush=True)
+    board = ProgressBoard.remote()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
-                           "dataset_dir": str(Path(dataset_dir).resolve())},
+                           "dataset_dir": str(Path(dataset_dir).resolve()), "board": board},
         scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                             checkpoint_config=CheckpointConfig(num_to_keep=3)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=3),
+                             logging_config=LoggingConfig(log_level="WARNING")),
         resume_from_checkpoint=resume,
     )
-    result = trainer.fit()
+    with DriverDisplay(board, enabled=cfg.train.progress):
+        result = trainer.fit()
+    ray.kill(board)
     if result.error:
         raise result.error
     metrics = result.metrics or {}

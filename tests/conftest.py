@@ -23,9 +23,10 @@ def shared_data() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray with 2 CPUs for the whole session; shut down at the end."""
+    """A local Ray with 2 CPUs per test module, shut down after it (so that the job-submit
+    test can run its own head without a second cluster competing for the 2 cores)."""
     import ray
 
     if not ray.is_initialized():
@@ -33,3 +34,29 @@ def ray_local():
                  log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def tiny_overrides(tmp_path, *extra: str, nodes: int = 20, days: int = 4, model: str = "gcgru") -> list[str]:
+    """Overrides that make any config a seconds-long run on a tiny cached synthetic network."""
+    base = [
+        f"data.cache_dir={tmp_path.parent / 'distst-cache'}",
+        f"data.synth.nodes={nodes}", f"data.synth.days={days}",
+        f"runtime.storage={tmp_path / 'runs'}",
+        f"model.name={model}",
+        "model.params=" + {"gcgru": "{K: 2, hidden_size: 8, num_layers: 1}",
+                           "gru": "{hidden_size: 8, num_layers: 1}"}.get(model, "{}"),
+        "train.epochs=2", "train.batch_size=32", "train.eval_batch_size=64",
+        "train.cl_decay_steps=20", "train.threads=1", "train.progress=false",
+    ]
+    return base + list(extra)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Factory: tiny(*overrides, nodes=.., days=.., model=..) -> Config."""
+    from distst.config import load_config
+
+    def make(*extra: str, **kw):
+        return load_config(None, tiny_overrides(tmp_path, *extra, **kw))
+
+    return make

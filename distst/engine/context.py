@@ -15,6 +15,14 @@ import torch
 import torch.distributed as dist
 
 
+class NullBar:
+    """Progress bar that shows nothing (non-main ranks, train.progress=false)."""
+
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
 class Context:
     """Single-process defaults; subclasses override reporting and progress display."""
 

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from distst.config import Config, null_value
 from distst.data.windows import iterate_batches
 from distst.engine.checkpoint import load_checkpoint, save_checkpoint
-from distst.engine.context import Context
+from distst.engine.context import Context, NullBar
 from distst.engine.data import DataBundle, history_for_ha
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_mae
@@ -162,7 +162,8 @@ class Trainer:
         self.net.train()
         total, count = 0.0, 0
         t0 = time.perf_counter()
-        bar = self.ctx.progress(n_batches, f"epoch {self.epoch + 1}/{tc.epochs}")
+        bar = (self.ctx.progress(n_batches, f"epoch {self.epoch + 1}/{tc.epochs}")
+               if tc.progress else NullBar())
         for i, (x, y) in enumerate(batches):
             if i >= n_batches:
                 break

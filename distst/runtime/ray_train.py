@@ -22,17 +22,11 @@ from ray.train.torch import TorchTrainer
 
 from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
-from distst.engine.context import Context
+from distst.engine.context import Context, NullBar
 from distst.engine.data import ensure_dataset
 from distst.engine.run import prepare_run_dir, train_in_context
 from distst.errors import DiststError
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix(self, **kw) -> None: ...
-    def close(self) -> None: ...
 
 
 class RayContext(Context):
@@ -55,7 +49,7 @@ class RayContext(Context):
     def progress(self, total: int, desc: str):
         if self.is_main and self._board is not None:
             return WorkerBar(self._board, desc, total)
-        return _NoBar()
+        return NullBar()
 
     def log(self, line: str) -> None:
         if self.is_main and self._board is not None:

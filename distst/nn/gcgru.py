@@ -1,0 +1,260 @@
+"""GCGRU: graph-convolutional GRU encoder-decoder (ST-UNet, Yu et al., Eq. 7 with Eq. 2).
+
+The cell (ST-UNet Eq. 7)::
+
+    z_t  = sigma(W_z *_G X_t + U_z *_G h_{t-1})
+    r_t  = sigma(W_r *_G X_t + U_r *_G h_{t-1})
+    h'_t = tanh (W_h *_G X_t + U_h *_G (r_t . h_{t-1}))
+    h_t  = z_t . h_{t-1} + (1 - z_t) . h'_t
+
+where ``*_G`` is the K-order Chebyshev graph convolution of Eq. (2),
+``W *_G X = sum_{k<K} T_k(L~) X W_k``. The input and hidden convolutions are separate, as in
+PyTorch Geometric Temporal's ``GConvGRU``, so equal weights give equal outputs.
+
+Speed: the Chebyshev basis of a signal is computed once and shared by every gate that convolves
+that signal -- the three input convolutions ``W_{z,r,h} *_G X_t`` form ONE expansion feeding ONE
+matmul into ``3H`` outputs, the two hidden convolutions ``U_{z,r} *_G h`` one expansion into
+``2H``; stacking the gates' weights column-wise is mathematically the same as separate
+convolutions. Each expansion is ``K - 1`` sparse (CSR) products with batch and features folded
+into the columns, ``L~ [N, N] @ X [N, B*F]``, then one dense ``[N*B, K*F] @ [K*F, G*H]``.
+The state is kept node-major ``[N, B, H]`` inside the model so no step needs a transpose.
+
+The seq2seq wrapper is the DCRNN / ST-UNet design: a stacked GCGRU encoder over ``input_len``
+steps whose final states initialise a stacked GCGRU decoder, a linear projection
+hidden -> output_dim per step, decoder input = previous output (GO symbol = zeros), with
+DCRNN's scheduled sampling during training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from distst.errors import DiststError
+from distst.nn import graphops
+from distst.nn.common import check_input, check_targets, coin
+
+
+def cheb_features(op: torch.Tensor, op_t: torch.Tensor | None, x: torch.Tensor,
+                  K: int) -> torch.Tensor:
+    """Chebyshev basis ``[T_0 X | T_1 X | ... | T_{K-1} X]`` of a node-major signal.
+
+    ``x``: ``[N, M, F]`` (M = batch, or time*batch); returns ``[N*M, K*F]`` whose column
+    ``k*F + f`` is feature f of ``T_k(L~) X`` -- the row layout of the stacked weights.
+    """
+    n, m, f = x.shape
+    t0 = x.reshape(n, m * f)  # [N, M*F]: batch and features become columns of one spmm
+    basis = [t0]
+    if K > 1:
+        t1 = graphops.spmm(op, op_t, t0)  # [N, M*F]
+        basis.append(t1)
+        for _ in range(2, K):
+            t2 = 2.0 * graphops.spmm(op, op_t, t1) - t0  # T_k = 2 L~ T_{k-1} - T_{k-2}
+            basis.append(t2)
+            t0, t1 = t1, t2
+    # K x [N, M*F] -> [N, M, K, F] -> [N*M, K*F]
+    return torch.stack([t.view(n, m, f) for t in basis], dim=2).view(n * m, K * f)
+
+
+def _glorot_blocks(w: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    """Glorot-uniform per [fan_in, fan_out] block, as PyG ChebConv initialises each T_k weight."""
+    a = math.sqrt(6.0 / (fan_in + fan_out))
+    nn.init.uniform_(w, -a, a)
+
+
+class GCGRUCell(nn.Module):
+    """One GCGRU cell (ST-UNet Eq. 7) with fused Chebyshev convolutions.
+
+    Tensors are node-major: ``x [N, B, input_dim]``, ``h [N, B, hidden_size]``; the graph
+    operator ``op`` is the CSR ``L~`` from :func:`distst.nn.graphops.cheb_operator` and ``op_t``
+    its transpose (or None: slower backward).
+
+    Parameters: ``weight_x [K*input_dim, 3H]`` (gates z | r | h), ``bias [3H]``,
+    ``weight_hzr [K*H, 2H]`` (z | r), ``weight_hh [K*H, H]``. PyG-Temporal's GConvGRU has a bias
+    on both the X- and the h-convolution of each gate; only their sum matters, so there is one.
+    """
+
+    def __init__(self, input_dim: int, hidden_size: int, K: int = 3):
+        super().__init__()
+        if K < 1:
+            raise DiststError(f"gcgru: K={K} must be >= 1 (Chebyshev order; the paper uses 3)")
+        self.input_dim, self.hidden_size, self.K = input_dim, hidden_size, K
+        h = hidden_size
+        self.weight_x = nn.Parameter(torch.empty(K * input_dim, 3 * h))
+        self.bias = nn.Parameter(torch.empty(3 * h))
+        self.weight_hzr = nn.Parameter(torch.empty(K * h, 2 * h))
+        self.weight_hh = nn.Parameter(torch.empty(K * h, h))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _glorot_blocks(self.weight_x, self.input_dim, self.hidden_size)
+        _glorot_blocks(self.weight_hzr, self.hidden_size, self.hidden_size)
+        _glorot_blocks(self.weight_hh, self.hidden_size, self.hidden_size)
+        nn.init.zeros_(self.bias)
+
+    def input_gates(self, op, op_t, x: torch.Tensor) -> torch.Tensor:
+        """``W_{z,r,h} *_G X + b``: ``x [N, M, input_dim]`` -> ``[N, M, 3H]``.
+
+        M may be time*batch: the encoder convolves a whole known input sequence at once.
+        """
+        n, m, _ = x.shape
+        feats = cheb_features(op, op_t, x, self.K)  # [N*M, K*F]
+        return torch.addmm(self.bias, feats, self.weight_x).view(n, m, 3 * self.hidden_size)
+
+    def recur(self, op, op_t, xg: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The state update given the input part ``xg [N, B, 3H]`` and ``h [N, B, H]``."""
+        n, b, hs = h.shape
+        hzr = (cheb_features(op, op_t, h, self.K) @ self.weight_hzr).view(n, b, 2 * hs)
+        zr = torch.sigmoid(xg[..., : 2 * hs] + hzr)  # [N, B, 2H]
+        z, r = zr[..., :hs], zr[..., hs:]
+        hc = (cheb_features(op, op_t, r * h, self.K) @ self.weight_hh).view(n, b, hs)
+        cand = torch.tanh(xg[..., 2 * hs:] + hc)
+        return z * h + (1.0 - z) * cand
+
+    def forward(self, op, op_t, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step: ``x [N, B, input_dim]``, ``h [N, B, H]`` -> new ``h [N, B, H]``."""
+        return self.recur(op, op_t, self.input_gates(op, op_t, x), h)
+
+    @torch.no_grad()
+    def load_from_gconv_gru(self, ref: nn.Module) -> None:
+        """Copy weights from a PyG-Temporal-style GConvGRU (six ChebConv: conv_{x,h}_{z,r,h}).
+
+        ChebConv keeps ``lins[k].weight`` as ``[out, in]``; distst stacks ``weight.T`` blocks
+        row-wise by order k and column-wise by gate.
+        """
+        h, fin, K = self.hidden_size, self.input_dim, self.K
+        for g, gate in enumerate("zrh"):
+            cx, ch = getattr(ref, f"conv_x_{gate}"), getattr(ref, f"conv_h_{gate}")
+            if len(cx.lins) != K or len(ch.lins) != K:
+                raise DiststError(f"gcgru: reference cell has K={len(cx.lins)}, this cell K={K}")
+            for k in range(K):
+                self.weight_x[k * fin:(k + 1) * fin, g * h:(g + 1) * h] = cx.lins[k].weight.T
+                if gate == "h":
+                    self.weight_hh[k * h:(k + 1) * h, :] = ch.lins[k].weight.T
+                else:
+                    self.weight_hzr[k * h:(k + 1) * h, g * h:(g + 1) * h] = ch.lins[k].weight.T
+            bias = torch.zeros(h)
+            for conv in (cx, ch):
+                if conv.bias is not None:
+                    bias += conv.bias
+            self.bias[g * h:(g + 1) * h] = bias
+
+
+class GraphOperator(nn.Module):
+    """Holds ``L~`` and its transpose as non-persistent CSR-component buffers.
+
+    Non-persistent: the graph is data, not a learned state -- it is rebuilt from the dataset,
+    never saved in checkpoints or broadcast by DDP (the engine uses ``broadcast_buffers=False``);
+    ``.to(device)`` still moves it.
+    """
+
+    def __init__(self, edge_index, edge_weight, num_nodes: int, normalization: str,
+                 lambda_max: float = 2.0):
+        super().__init__()
+        self.num_nodes = num_nodes
+        op = graphops.cheb_operator(edge_index, edge_weight, num_nodes, normalization,
+                                    lambda_max)
+        parts = graphops.csr_parts(op)
+        parts_t = graphops.transpose_parts(parts, num_nodes)
+        for prefix, p in (("op", parts), ("op_t", parts_t)):
+            self.register_buffer(f"{prefix}_crow", p.crow, persistent=False)
+            self.register_buffer(f"{prefix}_col", p.col, persistent=False)
+            self.register_buffer(f"{prefix}_val", p.val, persistent=False)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.num_nodes
+        op = graphops.assemble_csr(graphops.CSRParts(self.op_crow, self.op_col, self.op_val), n)
+        op_t = graphops.assemble_csr(
+            graphops.CSRParts(self.op_t_crow, self.op_t_col, self.op_t_val), n)
+        return op, op_t
+
+
+class GCGRU(nn.Module):
+    """GCGRU seq2seq forecaster (ST-UNet Eq. 7 backbone; DCRNN-style encoder-decoder).
+
+    ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
+    -> [B, horizon, N, output_dim]``; with ``teacher_forcing = p > 0`` each decoder step is fed
+    the true previous value (``targets [B, horizon, N, output_dim]``, NaN read as 0) with
+    probability p, else its own prediction (DCRNN scheduled sampling; the coin is drawn per step
+    whatever the module's train/eval mode -- the engine passes 0 outside training).
+    Defaults: K=3, two layers of 64 units (ST-UNet / DCRNN settings); the Laplacian uses
+    ``normalization`` ("sym" or "rw") and ``lambda_max = 2`` (PyG ChebConv's default for sym:
+    ``L~ = -D^-1/2 A D^-1/2`` without self loops).
+    """
+
+    trainable = True
+
+    def __init__(
+        self,
+        *,
+        num_nodes: int,
+        input_dim: int,
+        output_dim: int,
+        input_len: int = 12,
+        horizon: int = 12,
+        edge_index: torch.Tensor | None = None,
+        edge_weight: torch.Tensor | None = None,
+        K: int = 3,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        normalization: str = "sym",
+    ):
+        super().__init__()
+        for key, val in (("num_nodes", num_nodes), ("input_dim", input_dim),
+                         ("output_dim", output_dim), ("input_len", input_len),
+                         ("horizon", horizon), ("K", K), ("hidden_size", hidden_size),
+                         ("num_layers", num_layers)):
+            if val < 1:
+                raise DiststError(f"gcgru: {key}={val} must be >= 1")
+        if output_dim > input_dim:
+            raise DiststError(f"gcgru: output_dim={output_dim} > input_dim={input_dim}; the "
+                              "first output_dim input channels must be the targets")
+        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
+        self.input_len, self.horizon = input_len, horizon
+        self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
+        self.graph = GraphOperator(edge_index, edge_weight, num_nodes, normalization)
+        self.encoder = nn.ModuleList(
+            GCGRUCell(input_dim if i == 0 else hidden_size, hidden_size, K)
+            for i in range(num_layers))
+        self.decoder = nn.ModuleList(
+            GCGRUCell(output_dim if i == 0 else hidden_size, hidden_size, K)
+            for i in range(num_layers))
+        self.proj = nn.Linear(hidden_size, output_dim)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                teacher_forcing: float = 0.0) -> torch.Tensor:
+        check_input("gcgru", x, self.input_len, self.num_nodes, self.input_dim)
+        b, t, n, _ = x.shape
+        sampling = check_targets("gcgru", targets, teacher_forcing, b, self.horizon, n,
+                                 self.output_dim)
+        op, op_t = self.graph()
+        # [B, T, N, F] -> [N, T, B, F]: node-major so each layer convolves all steps at once
+        seq = x.permute(2, 1, 0, 3).contiguous()
+        states = []
+        for cell in self.encoder:
+            f = seq.shape[-1]
+            # Inputs of a whole layer are known: one expansion for all T steps.
+            xg = cell.input_gates(op, op_t, seq.view(n, t * b, f)).view(n, t, b, -1)
+            h = x.new_zeros(n, b, self.hidden_size)
+            outs = []
+            for step in range(t):
+                h = cell.recur(op, op_t, xg[:, step], h)  # [N, B, H]
+                outs.append(h)
+            states.append(h)
+            seq = torch.stack(outs, dim=1)  # [N, T, B, H]
+        if sampling:
+            # missing targets are NaN; the decoder sees them as the data layer fills x: 0
+            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
+        inp = x.new_zeros(n, b, self.output_dim)  # GO symbol
+        preds = []
+        for step in range(self.horizon):
+            for i, cell in enumerate(self.decoder):
+                states[i] = cell(op, op_t, inp, states[i])
+                inp = states[i]
+            out = self.proj(inp)  # [N, B, O]
+            preds.append(out)
+            inp = truth[step] if sampling and coin(teacher_forcing) else out
+        # horizon x [N, B, O] -> [N, horizon, B, O] -> [B, horizon, N, O]
+        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()

@@ -1,0 +1,214 @@
+"""Graph operators on the torch side: the rescaled Laplacian of Chebyshev graph convolution.
+
+ST-UNet (Yu et al.) Eq. (1)-(2), after Defferrard et al. (ChebNet): the filter
+``g_theta *_G x = sum_{k<K} theta_k T_k(L~) x`` with ``L~ = 2 L / lambda_max - I`` and the
+Chebyshev recursion ``T_0 = I, T_1 = L~, T_k = 2 L~ T_{k-1} - T_{k-2}``.
+
+Normalisations follow PyTorch Geometric's ``get_laplacian``/``ChebConv`` exactly, so distst's
+graph convolution equals ``torch_geometric.nn.ChebConv`` for equal weights:
+
+* ``"sym"``: ``L = I - D^-1/2 A D^-1/2``; with the default ``lambda_max = 2`` (PyG's value for
+  sym normalisation) the operator is ``L~ = -D^-1/2 A D^-1/2`` with a zero diagonal.
+* ``"rw"``: ``L = I - D^-1 A``; ``L~ = 2 L / lambda_max - I``.
+
+Conventions (the same as PyG's message passing with ``flow="source_to_target"``):
+``edge_index[0]`` is the source, ``edge_index[1]`` the target; the degree ``D`` sums the weights
+of a node's OUTGOING edges (the paper's ``D_ii = sum_j W_ij``); self loops are removed first;
+duplicate edges add up; nodes without outgoing edges get ``D^-1/2 = 0``. The operator is stored
+row = target, column = source, so ``(L~ @ X)[i] = sum_{j -> i} L~[i, j] X[j]``.
+
+Sparse CSR tensors cannot be deep-copied or pickled by torch, so modules keep the three CSR
+component arrays as plain buffers (:class:`CSRParts`) and assemble the sparse tensor per forward
+(a cheap view-constructor, no copy).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from distst.errors import DiststError
+
+NORMALIZATIONS = ("sym", "rw")
+
+
+class CSRParts(NamedTuple):
+    """Components of a square CSR matrix: ``crow [N+1]``, ``col [nnz]`` (int64), ``val [nnz]``."""
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    val: torch.Tensor
+
+
+def _as_tensor(x, dtype, name: str) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise DiststError(
+            f"graph: {name} must be a torch.Tensor or numpy array, got {type(x).__name__}; "
+            "pass the dataset's edge_index/edge_weight arrays"
+        )
+    return x.detach().to(dtype)
+
+
+def validate_graph(
+    edge_index, edge_weight, num_nodes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check and convert a directed weighted graph; returns (int64 [2, E], float [E]).
+
+    ``edge_weight=None`` means every edge has weight 1.
+    """
+    if edge_index is None:
+        raise DiststError("graph: edge_index is None; this model needs a graph -> "
+                          "give the dataset an edge list or choose a graph-free model (gru, ha)")
+    ei = _as_tensor(edge_index, torch.int64, "edge_index")
+    if ei.dim() != 2 or ei.shape[0] != 2:
+        raise DiststError(f"graph: edge_index must have shape [2, E], got {list(ei.shape)}; "
+                          "transpose an [E, 2] edge list")
+    num_edges = ei.shape[1]
+    if num_edges and (int(ei.min()) < 0 or int(ei.max()) >= num_nodes):
+        raise DiststError(
+            f"graph: edge_index holds node ids in [{int(ei.min())}, {int(ei.max())}] but "
+            f"num_nodes={num_nodes}; node ids must be 0..{num_nodes - 1}"
+        )
+    if edge_weight is None:
+        ew = torch.ones(num_edges, dtype=torch.float32)
+    else:
+        ew = _as_tensor(edge_weight, torch.float32, "edge_weight")
+        if ew.shape != (num_edges,):
+            raise DiststError(f"graph: edge_weight must have shape [{num_edges}] "
+                              f"(one per edge), got {list(ew.shape)}")
+        if num_edges and (not bool(torch.isfinite(ew).all()) or float(ew.min()) < 0):
+            raise DiststError("graph: edge_weight must be finite and >= 0 (a Laplacian "
+                              "normalisation takes square roots of degrees); fix the weights")
+    return ei, ew
+
+
+def cheb_operator_coo(
+    edge_index,
+    edge_weight,
+    num_nodes: int,
+    normalization: str = "sym",
+    lambda_max: float = 2.0,
+) -> torch.Tensor:
+    """The rescaled Laplacian ``L~ = 2 L / lambda_max - I`` (ST-UNet Eq. 2) as coalesced COO [N, N]."""
+    if normalization not in NORMALIZATIONS:
+        raise DiststError(f"graph: normalization={normalization!r} is not supported; "
+                          f"choose one of {list(NORMALIZATIONS)}")
+    if not lambda_max > 0:
+        raise DiststError(f"graph: lambda_max={lambda_max} must be > 0 (2.0 is the usual bound)")
+    ei, ew = validate_graph(edge_index, edge_weight, num_nodes)
+    keep = ei[0] != ei[1]  # the Laplacian's diagonal comes from I, never from self loops
+    src, dst, w = ei[0][keep], ei[1][keep], ew[keep]
+    # Degree in float64 so that very dense graphs do not lose the low bits of D^-1/2.
+    deg = torch.zeros(num_nodes, dtype=torch.float64).index_add_(0, src, w.double())
+    if normalization == "sym":
+        dinv = deg.pow(-0.5)
+        dinv[torch.isinf(dinv)] = 0.0
+        a_norm = dinv[src] * w.double() * dinv[dst]
+    else:  # "rw"
+        dinv = 1.0 / deg
+        dinv[torch.isinf(dinv)] = 0.0
+        a_norm = dinv[src] * w.double()
+    scale = 2.0 / float(lambda_max)
+    rows, cols, vals = [dst], [src], [-scale * a_norm]  # row = target, col = source
+    diag = scale - 1.0  # from 2 (I) / lambda_max - I
+    if diag != 0.0:
+        ar = torch.arange(num_nodes)
+        rows.append(ar)
+        cols.append(ar)
+        vals.append(torch.full((num_nodes,), diag, dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse invariant checks" chatter
+        op = torch.sparse_coo_tensor(
+            torch.stack([torch.cat(rows), torch.cat(cols)]),
+            torch.cat(vals).float(),
+            (num_nodes, num_nodes),
+        ).coalesce()  # duplicate edges add up, as PyG's message sums do
+    return op
+
+
+def cheb_operator(
+    edge_index,
+    edge_weight,
+    num_nodes: int,
+    normalization: str = "sym",
+    lambda_max: float = 2.0,
+) -> torch.Tensor:
+    """The rescaled Laplacian ``L~`` as a sparse CSR tensor [N, N] (row = target, col = source)."""
+    coo = cheb_operator_coo(edge_index, edge_weight, num_nodes, normalization, lambda_max)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta" chatter
+        return coo.to_sparse_csr()
+
+
+def csr_parts(op: torch.Tensor) -> CSRParts:
+    """Split a CSR tensor into its component arrays (deep-copyable, picklable buffers)."""
+    return CSRParts(op.crow_indices().clone(), op.col_indices().clone(), op.values().clone())
+
+
+def transpose_parts(parts: CSRParts, num_nodes: int) -> CSRParts:
+    """CSR parts of the transposed matrix (used by the backward pass of :func:`spmm`)."""
+    op = assemble_csr(parts, num_nodes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        t = op.to_sparse_coo().t().coalesce().to_sparse_csr()
+    return csr_parts(t)
+
+
+def assemble_csr(parts: CSRParts, num_nodes: int) -> torch.Tensor:
+    """Build the CSR tensor from its parts (no copy; invariants were checked when built)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            parts.crow, parts.col, parts.val, (num_nodes, num_nodes), check_invariants=False
+        )
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ X`` for a constant sparse ``A``; the backward uses a precomputed ``A^T`` (CSR).
+
+    torch's own backward of ``sparse.mm`` rebuilds the transpose on every call; the operator is
+    constant, so it is built once per model.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, a_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.a_t = a_t
+        return torch.sparse.mm(a, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, torch.sparse.mm(ctx.a_t, grad.contiguous())
+
+
+def spmm(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """Sparse [N, N] times dense [N, M]; ``a_t`` (the transpose) speeds up the backward pass."""
+    if x.dtype != a.dtype:  # e.g. bf16 activations under autocast: sparse kernels need one dtype
+        x = x.to(a.dtype)
+    if a_t is None or not x.requires_grad:
+        return torch.sparse.mm(a, x)
+    return _SpMM.apply(a, a_t, x)
+
+
+def dense_cheb_basis(
+    edge_index,
+    edge_weight,
+    num_nodes: int,
+    K: int,
+    normalization: str = "sym",
+    lambda_max: float = 2.0,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Dense reference ``[K, N, N]`` of ``T_0(L~) .. T_{K-1}(L~)`` (for tests; O(K N^2) memory)."""
+    lt = cheb_operator_coo(edge_index, edge_weight, num_nodes, normalization,
+                           lambda_max).to_dense().to(dtype)
+    basis = [torch.eye(num_nodes, dtype=dtype)]
+    if K > 1:
+        basis.append(lt)
+    for _ in range(2, K):
+        basis.append(2 * lt @ basis[-1] - basis[-2])
+    return torch.stack(basis[:K])

@@ -1,0 +1,97 @@
+"""Model registry: name -> class, and checked construction from a config's ``params``.
+
+Every model takes keyword-only arguments: the data-derived ``DATA_KEYS`` (passed by the engine,
+the same dict for every model; keys a model does not declare are not passed) plus its own
+hyperparameters, which are checked against the constructor's annotations.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+
+from torch import nn
+
+from distst.errors import DiststError
+from distst.nn.gcgru import GCGRU
+from distst.nn.gru import GRUSeq2Seq
+from distst.nn.ha import HistoricalAverage
+
+MODELS: dict[str, type[nn.Module]] = {
+    "ha": HistoricalAverage,
+    "gru": GRUSeq2Seq,
+    "gcgru": GCGRU,
+}
+
+DATA_KEYS = ("num_nodes", "input_dim", "output_dim", "input_len", "horizon",
+             "edge_index", "edge_weight")
+
+
+def _model_class(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise DiststError(f"model: unknown model name {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def _signature(cls: type) -> dict[str, inspect.Parameter]:
+    return {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+
+
+def model_param_names(name: str) -> list[str]:
+    """The hyperparameter names of model ``name`` (the data-derived keys excluded)."""
+    return [k for k in _signature(_model_class(name)) if k not in DATA_KEYS]
+
+
+def model_param_defaults(name: str) -> dict:
+    """Hyperparameter name -> default value (the paper's setting) of model ``name``."""
+    sig = _signature(_model_class(name))
+    return {k: p.default for k, p in sig.items() if k not in DATA_KEYS}
+
+
+def _accepts(value, hint) -> bool:
+    """Whether ``value`` fits annotation ``hint`` (int is accepted for float; bool is not int)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # an annotation this checker does not model: let the constructor judge
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(h) for h in typing.get_args(hint))
+    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def build_model(name: str, data_kwargs: dict, params: dict | None = None) -> nn.Module:
+    """Construct model ``name`` from the data's sizes/graph and the config's hyperparameters."""
+    cls = _model_class(name)
+    params = dict(params or {})
+    sig = _signature(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    valid = model_param_names(name)
+    for key, value in params.items():
+        if key in DATA_KEYS:
+            raise DiststError(f"model {name}: params.{key} is derived from the data and cannot "
+                              f"be set in params; remove it (valid keys: {valid})")
+        if key not in sig:
+            raise DiststError(f"model {name}: unknown parameter {key!r}; valid keys: {valid}")
+        hint = hints.get(key)
+        if hint is not None and not _accepts(value, hint):
+            raise DiststError(f"model {name}: params.{key}={value!r} has type "
+                              f"{type(value).__name__}, expected {_type_name(hint)}")
+    data = {k: v for k, v in data_kwargs.items() if k in sig and k not in params}
+    missing = [k for k, p in sig.items()
+               if p.default is inspect.Parameter.empty and k not in data and k not in params]
+    if missing:
+        raise DiststError(f"model {name}: data_kwargs lack {missing}; the engine must pass "
+                          f"the data's sizes ({list(DATA_KEYS)})")
+    return cls(**data, **params)

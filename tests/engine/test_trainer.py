@@ -1,0 +1,93 @@
+"""The one-process engine: training, checkpoints, resume, re-evaluation."""
+
+import json
+import math
+
+import pytest
+
+from distst.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from distst.engine.run import evaluate_checkpoint, train_local
+from distst.engine.trainer import teacher_forcing_ratio
+from distst.errors import DiststError
+
+
+def _history(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_local_run_writes_everything_and_learns(tiny):
+    cfg = tiny("train.epochs=3", "runtime.mode=local")
+    run_dir, final = train_local(cfg)
+    hist = _history(run_dir)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert all(h["windows_per_s"] > 0 for h in hist)
+    saved = json.loads((run_dir / "test_metrics.json").read_text())
+    assert set(saved["test"]) == {"15min", "30min", "60min", "avg"}
+    assert set(saved["ha"]) == {"15min", "30min", "60min", "avg"}
+    assert all(math.isfinite(v) for h in saved["test"].values() for v in h.values())
+    assert (run_dir / "config.yaml").is_file()
+    payload, cfg_back = load_checkpoint(run_dir)  # the run dir resolves to its latest checkpoint
+    assert cfg_back == cfg
+    assert payload["trainer"]["epoch"] == 3 and payload["scaler"]["type"]
+    assert payload["extra"]["test"]["test"]["avg"]["mae"] == pytest.approx(saved["test"]["avg"]["mae"])
+
+
+def test_evaluate_checkpoint_reproduces_test_metrics(tiny):
+    run_dir, final = train_local(tiny("runtime.mode=local"))
+    again = evaluate_checkpoint(run_dir)
+    for h in ("15min", "60min", "avg"):
+        for m in ("mae", "rmse", "mape"):
+            assert again["test"][h][m] == pytest.approx(final["test"][h][m], rel=1e-6)
+
+
+def test_resume_continues_from_saved_epoch(tiny):
+    run_dir, _ = train_local(tiny("train.epochs=2", "runtime.mode=local"))
+    first = _history(run_dir)
+    ckpts_before = sorted(p.name for p in run_dir.glob("checkpoint_*"))
+    # the same run asked for one more epoch: it must start at epoch 3, not retrain 1-2
+    _, _ = train_local(tiny("train.epochs=3", "runtime.mode=local"), resume_from=run_dir)
+    hist = _history(run_dir)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert hist[:2] == first
+    payload, _ = load_checkpoint(run_dir)
+    assert payload["trainer"]["epoch"] == 3
+    assert [h["epoch"] for h in payload["trainer"]["history"]] == [1, 2, 3]
+    assert len(list(run_dir.glob("checkpoint_*"))) == len(ckpts_before) + 2  # epoch 3 + final
+
+
+def test_early_stopping_stops_on_patience(tiny):
+    # lr=0 cannot improve validation MAE after the first epoch: patience 1 stops at epoch 2
+    run_dir, final = train_local(tiny("train.epochs=10", "train.lr=0", "train.patience=1",
+                                      "runtime.mode=local"))
+    assert [h["epoch"] for h in _history(run_dir)] == [1, 2]
+    assert final["epochs_run"] == 2 and final["best_epoch"] == 1
+
+
+def test_ha_model_trains_nothing_and_reports(tiny):
+    run_dir, final = train_local(tiny("runtime.mode=local", "train.baseline_ha=false", model="ha"))
+    assert not (run_dir / "metrics.jsonl").exists()
+    assert math.isfinite(final["test"]["avg"]["mae"]) and "ha" not in final
+
+
+def test_teacher_forcing_schedule():
+    assert teacher_forcing_ratio(0, 0) == 0.0
+    assert teacher_forcing_ratio(0, 100) == pytest.approx(100 / 101)
+    assert teacher_forcing_ratio(10_000, 100) < 1e-6
+    values = [teacher_forcing_ratio(s, 50) for s in range(0, 500, 50)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_bad_checkpoint_path(tmp_path):
+    with pytest.raises(DiststError, match="not a distst checkpoint"):
+        resolve_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(DiststError, match="cannot be read"):
+        load_checkpoint(tmp_path)
+
+
+def test_unknown_model_and_param_are_clear(tiny):
+    with pytest.raises(DiststError, match="gcgru"):
+        train_local(tiny("runtime.mode=local", "model.name=gcgr"))
+    with pytest.raises(DiststError, match="hidden_size"):
+        train_local(tiny("runtime.mode=local", "model.params.hidden=3"))

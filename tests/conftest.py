@@ -60,3 +60,9 @@ def tiny(tmp_path):
         return load_config(None, tiny_overrides(tmp_path, *extra, **kw))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def overrides_for():
+    """The tiny_overrides function, for module-scoped fixtures that cannot use ``tiny``."""
+    return tiny_overrides

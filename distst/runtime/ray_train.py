@@ -30,14 +30,17 @@ from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
 
 class RayContext(Context):
-    def __init__(self, run_dir: str | Path, board=None):
+    def __init__(self, run_dir: str | Path, board=None, resume_from: str | None = None):
         super().__init__(run_dir)
         tc = ray.train.get_context()
         self.rank = tc.get_world_rank()
         self.world_size = tc.get_world_size()
         self.device = ray.train.torch.get_device()
         self._board = board
+        # Ray's own checkpoint wins: it is set when Ray restarts workers after a failure
+        # or restores a run of the same name; otherwise the one `--resume` named.
         self._resume = ray.train.get_checkpoint()
+        self._resume_path = Path(resume_from) if resume_from else None
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         ckpt = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
@@ -56,9 +59,9 @@ class RayContext(Context):
             self._board.log.remote(line)
 
     def latest_checkpoint(self) -> Path | None:
-        if self._resume is None:
-            return None
-        return Path(self._resume.to_directory())
+        if self._resume is not None:
+            return Path(self._resume.to_directory())
+        return self._resume_path
 
 
 def _quiet_report_log() -> None:
@@ -76,7 +79,8 @@ def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker (must live in the installed package)."""
     _quiet_report_log()
     cfg = config_from_dict(config["config"])
-    ctx = RayContext(config["run_dir"], board=config.get("board"))
+    ctx = RayContext(config["run_dir"], board=config.get("board"),
+                     resume_from=config.get("resume_from"))
     train_in_context(cfg, config["dataset_dir"], ctx)
 
 
@@ -123,7 +127,8 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, d
     if resume_from:
         ckpt_dir = resolve_checkpoint(resume_from)
         run_dir = ckpt_dir.parent
-        resume = Checkpoint.from_directory(str(ckpt_dir))
+        # Train V2 deprecates resume_from_checkpoint: the path travels in the loop config
+        resume = str(ckpt_dir.resolve())
     else:
         run_dir, resume = prepare_run_dir(cfg, dataset_dir), None
     connect(cfg.runtime.address)
@@ -133,13 +138,13 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, d
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
-                           "dataset_dir": str(Path(dataset_dir).resolve()), "board": board},
+                           "dataset_dir": str(Path(dataset_dir).resolve()), "board": board,
+                           "resume_from": resume},
         scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
                              checkpoint_config=CheckpointConfig(num_to_keep=3),
                              logging_config=LoggingConfig(log_level="WARNING")),
-        resume_from_checkpoint=resume,
     )
     with DriverDisplay(board, enabled=cfg.train.progress):
         result = trainer.fit()

@@ -1,0 +1,64 @@
+"""Model registry: construction, name/key/type errors."""
+
+import pytest
+import torch
+
+from distst.errors import DiststError
+from distst.nn import MODELS, build_model, model_param_defaults, model_param_names
+from distst.nn.registry import _accepts
+
+DATA = dict(num_nodes=5, input_dim=3, output_dim=1, input_len=4, horizon=2,
+            edge_index=torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]),
+            edge_weight=torch.ones(4))
+
+
+@pytest.mark.parametrize("name", ["ha", "gru", "gcgru"])
+def test_every_model_builds_from_the_same_data_kwargs(name):
+    model = build_model(name, DATA, {})
+    assert isinstance(model, MODELS[name])
+    assert model.trainable == (name != "ha")
+    assert model.horizon == 2 and model.input_len == 4
+
+
+def test_params_are_applied_and_listed():
+    model = build_model("gcgru", DATA, {"K": 2, "hidden_size": 7, "num_layers": 1})
+    assert (model.K, model.hidden_size, model.num_layers) == (2, 7, 1)
+    assert model_param_names("gcgru") == ["K", "hidden_size", "num_layers", "normalization"]
+    assert model_param_defaults("gru") == {"hidden_size": 64, "num_layers": 2}
+    assert model_param_defaults("ha") == {"steps_per_day": 288, "weekly": True}
+    y = model(torch.randn(2, 4, 5, 3))
+    assert y.shape == (2, 2, 5, 1)
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(DiststError, match=r"'lstm'.*\['gcgru', 'gru', 'ha'\]"):
+        build_model("lstm", DATA, {})
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(DiststError, match=r"'hidden'.*\['hidden_size', 'num_layers'\]"):
+        build_model("gru", DATA, {"hidden": 3})
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("hidden_size", "64", "int"), ("hidden_size", 6.0, "int"), ("num_layers", True, "int"),
+    ("normalization", 1, "str"),
+])
+def test_bad_type_names_key_value_and_type(key, value, expected):
+    with pytest.raises(DiststError, match=rf"{key}={value!r}.*expected {expected}"):
+        build_model("gcgru", DATA, {key: value})
+
+
+def test_data_keys_cannot_be_set_in_params():
+    with pytest.raises(DiststError, match="derived from the data"):
+        build_model("gru", DATA, {"num_nodes": 3})
+
+
+def test_bad_value_is_a_diststerror():
+    with pytest.raises(DiststError, match="normalization"):
+        build_model("gcgru", DATA, {"normalization": "lap"})
+
+
+def test_type_checker_accepts_int_for_float():
+    assert _accepts(3, float) and _accepts(3.5, float) and not _accepts(True, float)
+    assert _accepts(None, torch.Tensor | None) and not _accepts("x", int)

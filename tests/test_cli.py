@@ -1,0 +1,154 @@
+"""The CLI as a user meets it: verbs that work, and one-line errors with exit code 2."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from distst.cli import main
+
+LOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "los-loop"
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *fragments):
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])
+
+
+def write_los(d: Path, series: np.ndarray, adj: np.ndarray, ids=None) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    ids = ids or [f"s{i}" for i in range(series.shape[1])]
+    pd.DataFrame(series, columns=ids).to_csv(d / "los_speed.csv", index=False)
+    np.savetxt(d / "los_adj.csv", adj, delimiter=",")
+    return d
+
+
+def test_prepare_real_los_loop_then_info(capsys, tmp_path):
+    out_dir = tmp_path / "los"
+    rc, out, err = run(capsys, "data", "prepare", "--format", "los-loop", "--path", str(LOS),
+                       "--out", str(out_dir))
+    assert rc == 0, err
+    assert "207 nodes x 2016 steps" in out
+    rc, out, _ = run(capsys, "data", "info", str(out_dir), "--json")
+    info = json.loads(out)
+    assert info["nodes"] == 207 and info["steps"] == 2016
+    assert info["start"].startswith("2012-03-01") and info["missing_ratio"] == 0.0
+    assert info["min"] == [1.0] and info["max"] == [70.0]
+
+
+def test_synth_and_info(capsys, tmp_path):
+    rc, out, err = run(capsys, "data", "synth", "--nodes", "12", "--days", "2", "--out", str(tmp_path / "s"))
+    assert rc == 0, err
+    rc, out, _ = run(capsys, "data", "info", str(tmp_path / "s"))
+    assert rc == 0
+    assert "nodes" in out and "12" in out and "missing_ratio" in out and "576" in out
+
+
+def test_train_local_evaluate(capsys, tmp_path):
+    base = ["--set", f"data.cache_dir={tmp_path}/c", "--set", "data.synth.nodes=15",
+            "--set", "data.synth.days=3", "--set", f"runtime.storage={tmp_path}/runs",
+            "--set", "train.epochs=1", "--set", "model.params.hidden_size=8",
+            "--set", "train.progress=false"]
+    rc, out, err = run(capsys, "train", "configs/quickstart.yaml", "--local", *base)
+    assert rc == 0, err
+    assert "| 15min |" in out and "| 60min |" in out and "| avg |" in out and "HA MAE" in out
+    run_dir = out.strip().splitlines()[-1].split("run directory: ")[1]
+    rc, out2, err = run(capsys, "evaluate", run_dir, "--json")
+    assert rc == 0, err
+    res = json.loads(out2)
+    assert set(res["test"]) == {"15min", "30min", "60min", "avg"}
+
+
+# -- bad input: each a one-line error naming the culprit and the fix ---------------------
+def test_wrong_format_name(capsys, tmp_path):
+    rc, _, err = run(capsys, "data", "prepare", "--format", "metrla", "--path", str(tmp_path),
+                     "--out", str(tmp_path / "o"))
+    assert_one_line_error(rc, err, "metrla", "metr-la", "los-loop")
+
+
+def test_missing_file(capsys, tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    rc, _, err = run(capsys, "data", "prepare", "--format", "los-loop", "--path", str(d),
+                     "--out", str(tmp_path / "o"))
+    assert_one_line_error(rc, err, "los_speed.csv")
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_node_count_mismatch(capsys, tmp_path):
+    d = write_los(tmp_path / "raw", np.ones((30, 3)), np.eye(4))
+    rc, _, err = run(capsys, "data", "prepare", "--format", "los-loop", "--path", str(d),
+                     "--out", str(tmp_path / "o"))
+    assert_one_line_error(rc, err, "3", "4")
+
+
+def test_non_square_and_negative_distance_matrix(capsys, tmp_path):
+    d = tmp_path / "p7"
+    d.mkdir()
+    np.savetxt(d / "V_3.csv", np.ones((288, 3)), delimiter=",")
+    np.savetxt(d / "W_3.csv", np.ones((3, 4)), delimiter=",")
+    rc, _, err = run(capsys, "data", "prepare", "--format", "pemsd7", "--path", str(d),
+                     "--out", str(tmp_path / "o"), "--opt", "calendar=consecutive")
+    assert_one_line_error(rc, err, "W_3.csv", "square")
+    w = np.array([[0, 1, 2], [1, 0, -3], [2, -3, 0]], dtype=float)
+    np.savetxt(d / "W_3.csv", w, delimiter=",")
+    rc, _, err = run(capsys, "data", "prepare", "--format", "pemsd7", "--path", str(d),
+                     "--out", str(tmp_path / "o"), "--opt", "calendar=consecutive")
+    assert_one_line_error(rc, err, "W_3.csv", "negative")
+
+
+def test_all_missing_sensor(capsys, tmp_path):
+    series = np.ones((30, 3))
+    series[:, 1] = np.nan
+    d = write_los(tmp_path / "raw", series, np.ones((3, 3)) - np.eye(3))
+    rc, _, err = run(capsys, "data", "prepare", "--format", "los-loop", "--path", str(d),
+                     "--out", str(tmp_path / "o"))
+    assert_one_line_error(rc, err, "s1", "no observed value")
+
+
+def test_non_increasing_timestamps(capsys, tmp_path):
+    d = tmp_path / "gen"
+    d.mkdir()
+    ts = pd.to_datetime(["2024-01-01 00:00", "2024-01-01 00:10", "2024-01-01 00:05"])
+    pd.DataFrame({"timestamp": ts, "a": [1.0, 2, 3], "b": [1.0, 2, 3]}).to_parquet(d / "series.parquet")
+    pd.DataFrame({"from": ["a"], "to": ["b"], "weight": [1.0]}).to_parquet(d / "edges.parquet")
+    rc, _, err = run(capsys, "data", "prepare", "--format", "generic", "--path", str(d),
+                     "--out", str(tmp_path / "o"))
+    assert_one_line_error(rc, err, "increasing")
+
+
+def test_window_longer_than_series(capsys, tmp_path):
+    rc, _, err = run(capsys, "train", "configs/quickstart.yaml", "--local",
+                     "--set", f"data.cache_dir={tmp_path}/c", "--set", "data.synth.nodes=10",
+                     "--set", "data.synth.days=1", "--set", "data.input_len=300",
+                     "--set", f"runtime.storage={tmp_path}/runs")
+    assert_one_line_error(rc, err, "input_len", "288")
+
+
+def test_unknown_config_key_and_missing_config(capsys, tmp_path):
+    rc, _, err = run(capsys, "train", "configs/quickstart.yaml", "--set", "train.epoch=1")
+    assert_one_line_error(rc, err, "train.epoch", "valid keys")
+    rc, _, err = run(capsys, "train", str(tmp_path / "nope.yaml"))
+    assert_one_line_error(rc, err, "nope.yaml", "does not exist")
+
+
+def test_evaluate_not_a_checkpoint(capsys, tmp_path):
+    rc, _, err = run(capsys, "evaluate", str(tmp_path))
+    assert_one_line_error(rc, err, "not a distst checkpoint")
+
+
+def test_data_info_not_a_dataset(capsys, tmp_path):
+    rc, _, err = run(capsys, "data", "info", str(tmp_path))
+    assert_one_line_error(rc, err, "not a prepared distst dataset", "distst data prepare")

@@ -59,6 +59,8 @@ class DataBundle:
     input_len: int
     horizon: int
     dataset_dir: str
+    #: windows per split left out because they straddle a gap in the timestamps
+    excluded_windows: dict[str, int]
 
     @property
     def input_dim(self) -> int:
@@ -107,6 +109,7 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
             )
     splits = make_splits(net.num_steps, input_len=data.input_len, horizon=data.horizon,
                          ratios=tuple(data.split))
+    splits, excluded = drop_gap_windows(splits, net.timestamps, data.input_len + data.horizon)
     if scaler_state is not None:
         scaler = scaler_from_state_dict(scaler_state)
     else:
@@ -123,7 +126,36 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
     }
     return DataBundle(net, splits, scaler, datasets, input_channels,
                       list(data.target_channels), data.input_len, data.horizon,
-                      str(Path(dataset_dir).resolve()))
+                      str(Path(dataset_dir).resolve()), excluded)
+
+
+def drop_gap_windows(splits: dict[str, np.ndarray], timestamps: np.ndarray,
+                     length: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Keep only windows whose ``length`` steps are evenly spaced in time.
+
+    Series with calendar gaps (PeMSD7 holds weekdays only) would otherwise produce windows
+    that jump from Friday night to Monday. The steps themselves are all kept; only windows
+    that straddle a gap are left out, and the counts are returned so that the run says so.
+    """
+    ts = np.asarray(timestamps, dtype=np.int64)
+    if ts.size < 2:
+        return splits, {k: 0 for k in splits}
+    diffs = np.diff(ts)
+    step = np.median(diffs)
+    if np.all(diffs == step):
+        return splits, {k: 0 for k in splits}
+    # irregular[i] = 1 where the gap between step i and i+1 is not the usual step
+    irregular = np.concatenate([[0], np.cumsum(diffs != step)])
+    out, excluded = {}, {}
+    for name, starts in splits.items():
+        ok = irregular[starts + length - 1] == irregular[starts]
+        out[name], excluded[name] = starts[ok], int((~ok).sum())
+        if not ok.any():
+            raise DiststError(
+                f"every {name} window of {length} steps straddles a gap in the timestamps; "
+                "use shorter windows (data.input_len, data.horizon) or a gap-free series"
+            )
+    return out, excluded
 
 
 def history_for_ha(bundle: DataBundle) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -222,6 +222,9 @@ class Trainer:
 
     def fit(self) -> dict:
         tc = self.cfg.train
+        if any(self.bundle.excluded_windows.values()):
+            self.ctx.log("windows left out because they straddle a time gap: " + ", ".join(
+                f"{k} {v}" for k, v in self.bundle.excluded_windows.items()))
         resume = self.ctx.latest_checkpoint()
         if resume is not None:
             state, _ = load_checkpoint(resume, map_location=self.device)

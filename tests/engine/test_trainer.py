@@ -91,3 +91,22 @@ def test_unknown_model_and_param_are_clear(tiny):
         train_local(tiny("runtime.mode=local", "model.name=gcgr"))
     with pytest.raises(DiststError, match="hidden_size"):
         train_local(tiny("runtime.mode=local", "model.params.hidden=3"))
+
+
+def test_windows_straddling_time_gaps_are_left_out():
+    import numpy as np
+
+    from distst.engine.data import drop_gap_windows
+
+    step = 300 * 10**9
+    ts = np.arange(30, dtype=np.int64) * step
+    ts[15:] += 2 * 86400 * 10**9  # a weekend between step 14 and 15
+    splits = {"train": np.arange(0, 20), "val": np.arange(20, 24)}
+    kept, excluded = drop_gap_windows(splits, ts, length=6)
+    # windows starting at 10..14 cover steps s..s+5, which cross the 14|15 gap
+    assert kept["train"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 18, 19]
+    assert excluded == {"train": 5, "val": 0}
+    regular, none = drop_gap_windows(splits, np.arange(30, dtype=np.int64) * step, length=6)
+    assert none == {"train": 0, "val": 0} and regular["train"].tolist() == list(range(20))
+    with pytest.raises(DiststError, match="straddles a gap"):
+        drop_gap_windows({"train": np.arange(10, 15)}, ts, length=6)

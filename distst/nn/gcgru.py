@@ -239,8 +239,10 @@ class GCGRU(nn.Module):
             xg = cell.input_gates(op, op_t, seq.view(n, t * b, f)).view(n, t, b, -1)
             h = x.new_zeros(n, b, self.hidden_size)
             outs = []
-            for step in range(t):
-                h = cell.recur(op, op_t, xg[:, step], h)  # [N, B, H]
+            # unbind, not xg[:, step]: a slice's backward materialises a zero tensor of xg's
+            # full size per step; unbind's backward stacks the T gradients once.
+            for xg_t in xg.unbind(1):
+                h = cell.recur(op, op_t, xg_t, h)  # [N, B, H]
                 outs.append(h)
             states.append(h)
             seq = torch.stack(outs, dim=1)  # [N, T, B, H]

@@ -135,11 +135,19 @@ _LAT_HETERO, _LAT_HETERO_CAP = 1.5, 5.0  # lognormal sigma of the per-node scale
 # Incidents per node per day by type; jam spread parameters.
 _INCIDENT_RATE = np.array([0.05, 0.10, 0.25])
 _INCIDENT_MINUTES = 35.0
-_SHOCK_KMH = 15.0
-_MAX_DELAY = 6
-_JAM_SPREAD_HW, _JAM_SPREAD = 0.8, 0.55
-_JAM_PERSIST = 0.8
+# Congestion fronts move slowly against the sensor spacing here (median edge ~0.5 km), so
+# 4 km/h gives the 1-4 steps per hop of real stop-and-go waves between 1-2 km apart sensors.
+_WAVE_KMH = 4.0
+_MAX_DELAY = 4
+_JAM_SPREAD_HW, _JAM_SPREAD = 0.95, 0.85
+_JAM_PERSIST = 0.5
 _JAM_FLOOR = 0.01
+# Travelling waves: starts per node per weekday by type, severity range, duration in steps.
+_WAVE_RATE = np.array([1.0, 1.5, 3.0])
+_WAVE_SEVERITY = (0.15, 0.45)
+_WAVE_STEPS = (3, 8)
+_WAVE_ROOT_BOOST, _WAVE_INNER = 6.0, 0.25
+_WAVE_NIGHT, _WAVE_DAY = 0.05, 0.3  # start intensity outside the rush hours (rush = 1)
 _OUTAGE_MINUTES = 60.0
 _BURN_IN_STEPS = 288
 
@@ -204,11 +212,13 @@ class _Generator:
             noise_std=self.noise_std, latent_lag=self.latent_lag,
             incident_rate=float(incident_rate),
             units=SPEED_UNITS, weight_kernel="exp(-(d/sigma)^2), sigma = std of candidate road km",
-            weight_threshold=WEIGHT_THRESHOLD, shock_wave_kmh=_SHOCK_KMH,
+            weight_threshold=WEIGHT_THRESHOLD, wave_kmh=_WAVE_KMH, max_hop_delay=_MAX_DELAY,
             jam_spread_highway=_JAM_SPREAD_HW, jam_spread=_JAM_SPREAD, jam_persist=_JAM_PERSIST,
             latent_a=_LAT_A.tolist(), latent_b=_LAT_B.tolist(), latent_gain=_LAT_GAIN,
             latent_hetero_sigma=_LAT_HETERO, latent_hetero_cap=_LAT_HETERO_CAP,
             incident_rate_per_day=(_INCIDENT_RATE * incident_rate).tolist(),
+            wave_rate_per_weekday=(_WAVE_RATE * incident_rate).tolist(),
+            wave_severity=list(_WAVE_SEVERITY), wave_steps=list(_WAVE_STEPS),
             free_flow_mph=_FREE_FLOW_MPH.tolist(), type_names=list(TYPE_NAMES),
         )
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, 0])))
@@ -263,6 +273,9 @@ class _Generator:
         self.coords = pts[perm]
         self.types = types[perm].astype(np.int64)
         self.town = towns[perm]
+        # Flow potential: distance to the own town centre. Congestion waves travel from higher
+        # to lower potential, i.e. inbound, so the directed "upstream" graph is acyclic.
+        self.potential = np.linalg.norm(self.coords - centres[self.town], axis=1)
         self.n_towns = n_towns
         self.params["num_towns"] = n_towns
         self.params["box_km"] = round(side, 3)
@@ -342,24 +355,42 @@ class _Generator:
         self.day_factor = (
             rng.lognormal(0.0, 0.1, (n_days, 1)) * rng.lognormal(0.0, 0.1, (n_days, self.n_towns))
         ).astype(np.float32)  # [days, towns]
-        # Row-normalised weighted adjacency P = D^-1 W for the latent diffusion.
-        src, dst = self.edge_index
-        wsum = np.bincount(src, weights=self.edge_weight, minlength=n)
+        # Upstream edges: (i <- j) with j farther from its town centre than i (ties by index), so
+        # every directed path descends the potential and the upstream graph is a DAG.
+        src, dst = self.edge_index  # src = receiving node i, dst = upstream candidate j
+        pot = self.potential
+        up = (pot[dst] > pot[src]) | ((pot[dst] == pot[src]) & (dst > src))
+        # Advective latent operator: row-normalised weights over the upstream edges only; roots
+        # (no upstream neighbour) get an empty row. Being nilpotent (DAG), it is stable for any b.
+        wsum = np.bincount(src[up], weights=self.edge_weight[up], minlength=n)
         self.P = sp.csr_matrix(
-            ((self.edge_weight / wsum[src]).astype(np.float32), (src, dst)), shape=(n, n)
+            ((self.edge_weight[up] / wsum[src[up]]).astype(np.float32), (src[up], dst[up])),
+            shape=(n, n),
         )
-        # Jam propagation in CSR order (edge_index is sorted by source = receiving node i).
-        step_km = _SHOCK_KMH * self.step_minutes / 60.0
-        delay = np.clip(np.ceil(self.edge_road_km / step_km), 1, _MAX_DELAY).astype(np.int64)
+        # Wave propagation over the upstream edges in CSR order (sorted by receiving node), plus
+        # one zero-gain self edge per root so that reduceat sees a non-empty row for every node.
+        roots = np.flatnonzero(np.bincount(src[up], minlength=n) == 0)
+        step_km = _WAVE_KMH * self.step_minutes / 60.0
+        delay = np.clip(np.ceil(self.edge_road_km[up] / step_km), 1, _MAX_DELAY).astype(np.int64)
+        gain = np.where(self.edge_both_hw[up], _JAM_SPREAD_HW, _JAM_SPREAD)
+        self.params["wave_delay_steps"] = [int(delay.min()), int(delay.max())] if up.any() else []
+        jsrc = np.concatenate([src[up], roots])
+        jdst = np.concatenate([dst[up], roots])
+        delay = np.concatenate([delay, np.ones(len(roots), np.int64)])
+        gain = np.concatenate([gain, np.zeros(len(roots))])
+        order = np.argsort(jsrc, kind="stable")
+        jsrc, jdst, delay, gain = jsrc[order], jdst[order], delay[order], gain[order]
         self.ring = _MAX_DELAY + 1
         idx_dtype = np.int32 if self.ring * n < 2**31 else np.int64
         # idx[r, e]: flat position of J_{dst_e}(t - delay_e) in the [ring, N] buffer when
-        # t % ring = r, so that one gather per step reads every delayed neighbour value.
+        # t % ring = r, so that one gather per step reads every delayed upstream value.
         self.jam_idx = (((np.arange(self.ring)[:, None] - delay[None]) % self.ring) * n
-                        + dst[None]).astype(idx_dtype)
-        self.jam_gain = np.where(self.edge_both_hw, _JAM_SPREAD_HW, _JAM_SPREAD).astype(np.float32)
-        self.jam_starts = np.searchsorted(src, np.arange(n))  # every node has >= 1 edge
-        self.params["jam_delay_steps"] = [int(delay.min()), int(delay.max())]
+                        + jdst[None]).astype(idx_dtype)
+        self.jam_gain = gain.astype(np.float32)
+        self.jam_starts = np.searchsorted(jsrc, np.arange(n))  # every node has >= 1 entry
+        self.params["upstream_roots"] = int(len(roots))
+        self.is_root = np.zeros(n, dtype=bool)
+        self.is_root[roots] = True
         # Spatial attributes: one-hot type plus the posted speed limit.
         onehot = np.eye(3, dtype=np.float32)[ty]
         limit = (np.round(self.vfree / 5.0) * 5.0).astype(np.float32)[:, None]
@@ -384,6 +415,9 @@ class _Generator:
         order = np.argsort(start, kind="stable")
         self.incidents = (start[order], dur[order], node[order], sev[order])
         self.params["incidents"] = int(node.size)
+        # Wave starts are drawn step by step in run(); this is the per-node weekday rate.
+        boost = np.where(self.is_root, _WAVE_ROOT_BOOST, _WAVE_INNER)
+        self.wave_rate = (_WAVE_RATE[self.types] * boost * incident_rate).astype(np.float64)
         # Missing values: 1 - (1 - p)^2 = missing_ratio, p for dropouts and p for outages.
         p = 1.0 - math.sqrt(1.0 - self.missing_ratio)
         self.p_drop = p
@@ -402,6 +436,16 @@ class _Generator:
     @staticmethod
     def _minute_of_day(ts_ns):
         return ((ts_ns // 60_000_000_000) % 1440).astype(np.float64)
+
+    def _wave_intensity(self, ts_ns):
+        """Relative wave-start intensity per step, float64 [len(ts)]: 1 at the weekday rush."""
+        day_ns = 86_400_000_000_000
+        hour = self._minute_of_day(ts_ns) / 60.0
+        dow = ((ts_ns // day_ns) + 3) % 7  # Monday = 0
+        am = _DOW_BUMP[dow, 0] * np.exp(-0.5 * (hour - 7.75) ** 2)
+        pm = _DOW_BUMP[dow, 2] * np.exp(-0.5 * (hour - 17.5) ** 2)
+        base = np.where((hour >= 6) & (hour < 21), _WAVE_DAY, _WAVE_NIGHT)
+        return np.maximum(np.maximum(am, pm), base)
 
     def _profile(self, ts_ns):
         """Daily/weekly congestion profile, float32 [len(ts), N]."""
@@ -456,6 +500,17 @@ class _Generator:
                 lat_hist[g % L] = z
         jam = np.zeros((self.ring, n), dtype=np.float32)
         jam_flat = jam.reshape(-1)  # view: [ring * N]
+        # Wave sources: the level and the steps left of the wave started at each node. Starts
+        # per step ~ Poisson(sum of node rates * intensity / weekday intensity total), placed on
+        # nodes in proportion to their rate.
+        wave_level = np.zeros(n, dtype=np.float32)
+        wave_left = np.zeros(n, dtype=np.int32)
+        monday = np.datetime64("2024-01-01", "ns").astype(np.int64)
+        per_day = max(1, int(round(1440.0 / self.step_minutes)))
+        weekday_total = float(self._wave_intensity(monday + np.arange(per_day) * step_ns).sum())
+        wave_cdf = np.cumsum(self.wave_rate)
+        wave_sum = float(wave_cdf[-1])
+        wave_cdf = wave_cdf / max(wave_sum, 1e-300)
         last_jam = -self.ring  # last step with any jam; older slots are all zero
         i_start, i_dur, i_node, i_sev = self.incidents
         o_start, o_len, o_node = self.outages
@@ -465,6 +520,7 @@ class _Generator:
             c1 = min(T, c0 + chunk_steps)
             m = c1 - c0
             prof = self._profile(self.timestamps[c0:c1])  # [m, N]
+            wave_lam = self._wave_intensity(self.timestamps[c0:c1]) * (wave_sum / weekday_total)
             src_jam = np.zeros((m, n), dtype=np.float32)  # incident severities S[t, i]
             w = self._window(i_start, max_dur, c0, c1)
             rows, ids = self._expand(i_start[w], i_dur[w], c0, c1)
@@ -478,6 +534,15 @@ class _Generator:
                 e = rng.standard_normal(n, dtype=np.float32)
                 noise = rng.standard_normal(n, dtype=np.float32)
                 drop[r] = rng.random(n, dtype=np.float32) < self.p_drop
+                k = rng.poisson(wave_lam[r])
+                if k:
+                    at = np.minimum(np.searchsorted(wave_cdf, rng.random(k), side="right"), n - 1)
+                    np.maximum.at(wave_level, at, rng.uniform(*_WAVE_SEVERITY, k).astype(np.float32))
+                    dur = rng.integers(_WAVE_STEPS[0], _WAVE_STEPS[1] + 1, k).astype(np.int32)
+                    np.maximum.at(wave_left, at, dur)
+                src_now = np.where(wave_left > 0, wave_level, np.float32(0.0))
+                np.maximum(src_now, src_jam[r], out=src_now)
+                np.subtract(wave_left, 1, out=wave_left, where=wave_left > 0)
                 scale = (_LAT_BASE + _LAT_RUSH * prof[r]) * self.lat_scale
                 z = a * z + b * (P @ lat_hist[g % L]) + scale * e
                 lat_hist[g % L] = z
@@ -487,9 +552,9 @@ class _Generator:
                     vals = jam_flat[self.jam_idx[slot]] * self.jam_gain
                     nb = np.maximum.reduceat(vals, self.jam_starts)
                     cur = np.maximum(nb, _JAM_PERSIST * jam[(t - 1) % self.ring])
-                    np.maximum(cur, src_jam[r], out=cur)
+                    np.maximum(cur, src_now, out=cur)
                 else:
-                    cur = src_jam[r].copy()
+                    cur = src_now
                 cur[cur < _JAM_FLOOR] = 0.0
                 jam[slot] = cur
                 if cur.any():

@@ -17,9 +17,13 @@ from distst.errors import DiststError
 
 
 def synth_cache_dir(data: DataConfig) -> Path:
+    """Cache key: every generator parameter plus the generator's version, so a changed
+    generator never serves a stale cached series."""
+    from distst.data.synth import GENERATOR_VERSION
+
     s = data.synth
     root = Path(os.path.expandvars(os.path.expanduser(data.cache_dir)))
-    return root / f"synth-n{s.nodes}-d{s.days}-s{s.seed}-{s.graph}"
+    return root / f"synth-v{GENERATOR_VERSION}-n{s.nodes}-d{s.days}-s{s.seed}-{s.graph}"
 
 
 def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:

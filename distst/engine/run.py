@@ -41,6 +41,20 @@ def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
     return Trainer(cfg, bundle, ctx).fit()
 
 
+def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
+    """Everything that can be wrong with data, windows and model settings, checked once in
+    this process before any worker starts; returns the fitted scaler state for the workers,
+    so that W workers do not scan the training series W times."""
+    from distst.nn.registry import build_model
+
+    bundle = build_bundle(cfg.data, dataset_dir)
+    params = dict(cfg.model.params)
+    if cfg.model.name == "ha":
+        params.setdefault("steps_per_day", bundle.steps_per_day)
+    build_model(cfg.model.name, bundle.model_data_kwargs(), params)
+    return bundle.scaler.state_dict()
+
+
 def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
     """Train in this process without Ray; returns (run directory, final metrics)."""
     dataset_dir = ensure_dataset(cfg.data)

@@ -24,7 +24,7 @@ from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.data import ensure_dataset
-from distst.engine.run import prepare_run_dir, train_in_context
+from distst.engine.run import preflight, prepare_run_dir, train_in_context
 from distst.errors import DiststError
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
@@ -81,7 +81,7 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = config_from_dict(config["config"])
     ctx = RayContext(config["run_dir"], board=config.get("board"),
                      resume_from=config.get("resume_from"))
-    train_in_context(cfg, config["dataset_dir"], ctx)
+    train_in_context(cfg, config["dataset_dir"], ctx, scaler_state=config.get("scaler"))
 
 
 def connect(address: str = "") -> None:
@@ -124,6 +124,7 @@ def check_resources(cfg: Config) -> None:
 def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
     """Train ``cfg`` with Ray Train; returns (run directory, final test metrics)."""
     dataset_dir = ensure_dataset(cfg.data)
+    scaler_state = preflight(cfg, dataset_dir)
     if resume_from:
         ckpt_dir = resolve_checkpoint(resume_from)
         run_dir = ckpt_dir.parent
@@ -139,21 +140,34 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, d
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
                            "dataset_dir": str(Path(dataset_dir).resolve()), "board": board,
-                           "resume_from": resume},
+                           "resume_from": resume, "scaler": scaler_state},
         scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
                              checkpoint_config=CheckpointConfig(num_to_keep=3),
                              logging_config=LoggingConfig(log_level="WARNING")),
     )
-    with DriverDisplay(board, enabled=cfg.train.progress):
-        result = trainer.fit()
-    ray.kill(board)
+    try:
+        with DriverDisplay(board, enabled=cfg.train.progress):
+            result = trainer.fit()
+    except Exception as e:  # a worker's DiststError arrives wrapped in Ray's errors
+        raise _user_error(e) or e
+    finally:
+        ray.kill(board)
     if result.error:
-        raise result.error
+        raise _user_error(result.error) or result.error
     metrics = result.metrics or {}
     final = _unflatten(metrics)
     return run_dir, final
+
+
+def _user_error(err: BaseException) -> DiststError | None:
+    """The DiststError a worker raised, if that is what failed the run."""
+    marker = "DiststError: "
+    lines = [ln for ln in str(err).splitlines() if marker in ln]
+    if lines:
+        return DiststError("a training worker failed: " + lines[-1].split(marker, 1)[1].strip())
+    return None
 
 
 def _unflatten(metrics: dict) -> dict:

@@ -67,3 +67,10 @@ def test_too_many_workers_is_refused_before_starting(ray_local, tiny):
     cfg = tiny("runtime.workers=3")
     with pytest.raises(DiststError, match="needs 3 CPUs but the Ray cluster has 2"):
         check_resources(cfg)
+
+
+def test_bad_settings_fail_before_any_worker_starts(ray_local, tiny):
+    with pytest.raises(DiststError, match="input_len"):
+        run_ray(tiny("data.input_len=2000"))
+    with pytest.raises(DiststError, match="hidden_size"):
+        run_ray(tiny("model.params.hiden_size=4"))

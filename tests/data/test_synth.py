@@ -236,19 +236,22 @@ def test_neighbours_are_more_correlated_than_random_pairs(week):
 def test_neighbours_past_predicts_own_future(week):
     """Least squares for x_i(t+3) from 12 own lags, with and without 12 neighbour lags.
 
-    Fit on the first half, score on the second (out of sample), pooled over nodes.
+    The neighbour features are the weighted neighbour mean and the slowest neighbour (the
+    waves spread as a max over upstream neighbours). Fit on the first half, score on the
+    second (out of sample), pooled over nodes.
     """
     r = _deseasonalise(week)  # [T, N]
     n = week.num_nodes
     w = np.zeros((n, n))
     w[tuple(week.edge_index)] = week.edge_weight
     nb = r @ (w / w.sum(1, keepdims=True)).T  # [T, N] weighted neighbour mean
+    slowest = np.where(w[None] > 0, r[:, None, :], np.inf).min(-1)  # [T, N] over neighbours
     lags, horizon, t = 12, 3, len(r)
 
     def mse(use_nb: bool) -> float:
         cols = [r[lags - 1 - k : t - horizon - k] for k in range(lags)]
         if use_nb:
-            cols += [nb[lags - 1 - k : t - horizon - k] for k in range(lags)]
+            cols += [f[lags - 1 - k : t - horizon - k] for f in (nb, slowest) for k in range(lags)]
         x = np.stack(cols + [np.ones_like(cols[0])], axis=-1)  # [T', N, F]
         y = r[lags - 1 + horizon :]  # [T', N]
         half = len(y) // 2

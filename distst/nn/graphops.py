@@ -10,6 +10,9 @@ graph convolution equals ``torch_geometric.nn.ChebConv`` for equal weights:
 * ``"sym"``: ``L = I - D^-1/2 A D^-1/2``; with the default ``lambda_max = 2`` (PyG's value for
   sym normalisation) the operator is ``L~ = -D^-1/2 A D^-1/2`` with a zero diagonal.
 * ``"rw"``: ``L = I - D^-1 A``; ``L~ = 2 L / lambda_max - I``.
+* ``"none"``: the edge weights already ARE the normalised adjacency (e.g. a shard's
+  ``D^-1/2 A D^-1/2`` entries computed on the whole graph before slicing, so that inner nodes
+  see exactly the full-graph operator); ``L~ = -(2 / lambda_max) A + (2 / lambda_max - 1) I``.
 
 Conventions (the same as PyG's message passing with ``flow="source_to_target"``):
 ``edge_index[0]`` is the source, ``edge_index[1]`` the target; the degree ``D`` sums the weights
@@ -32,7 +35,7 @@ import torch
 
 from distst.errors import DiststError
 
-NORMALIZATIONS = ("sym", "rw")
+NORMALIZATIONS = ("sym", "rw", "none")
 
 
 class CSRParts(NamedTuple):
@@ -109,6 +112,8 @@ def cheb_operator_coo(
         dinv = deg.pow(-0.5)
         dinv[torch.isinf(dinv)] = 0.0
         a_norm = dinv[src] * w.double() * dinv[dst]
+    elif normalization == "none":
+        a_norm = w.double()
     else:  # "rw"
         dinv = 1.0 / deg
         dinv[torch.isinf(dinv)] = 0.0

@@ -93,3 +93,22 @@ def test_bad_graph_errors(kwargs, match):
 def test_bad_normalization():
     with pytest.raises(DiststError, match="sym"):
         graphops.cheb_operator(torch.tensor([[0], [1]]), None, 2, normalization="lap")
+
+
+def test_none_normalization_takes_precomputed_sym_weights():
+    # a shard passes D^-1/2 A D^-1/2 computed on the whole graph: "none" must rebuild L~ as is
+    import torch
+
+    from distst.nn.graphops import cheb_operator
+
+    ei = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
+    ew = torch.tensor([1.0, 1.0, 2.0, 2.0, 0.5, 0.5])
+    deg = torch.zeros(4).index_add_(0, ei[0], ew)
+    sym = deg.pow(-0.5)[ei[0]] * ew * deg.pow(-0.5)[ei[1]]
+    full = cheb_operator(ei, ew, 4, "sym").to_dense()
+    pre = cheb_operator(ei, sym, 4, "none").to_dense()
+    assert torch.allclose(full, pre)
+    # restricted to nodes {0, 1, 2}: rows of inner nodes 0 and 1 keep their full-graph entries
+    keep = (ei < 3).all(0)
+    part = cheb_operator(ei[:, keep], sym[keep], 3, "none").to_dense()
+    assert torch.allclose(part[:2], full[:2, :3])

@@ -1,4 +1,4 @@
-"""`distst` command line: data | train | evaluate.
+"""`distst` command line: data | partition | train | evaluate.
 
 Every user error is a :class:`DiststError`, printed as one line on stderr with exit code 2.
 """
@@ -72,6 +72,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_partition(args: argparse.Namespace) -> int:
+    from distst.graph.partition.plan import make_plan
+    from distst.graph.partition.quality import format_quality_table
+
+    out, _, quality = make_plan(args.data_dir, args.out, method=args.method, parts=args.parts,
+                                halo_hops=args.halo_hops, seed=args.seed)
+    print(format_quality_table(quality))
+    print(f"\nplan written to {out}")
+    return 0
+
+
 def _parse_options(pairs: list[str]) -> dict:
     import yaml
 
@@ -140,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--local", action="store_true", help="train in this process, without Ray")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.set_defaults(func=cmd_train)
+
+    pa = sub.add_parser("partition", help="cut a prepared dataset into halo shards on disk")
+    pa.add_argument("data_dir", help="prepared dataset directory")
+    pa.add_argument("--method", default="metis", help="metis | gpa")
+    pa.add_argument("--parts", type=int, required=True, help="number of parts (= shard workers)")
+    pa.add_argument("--halo-hops", type=int, default=2, help="k-hop halo around each part")
+    pa.add_argument("--seed", type=int, default=0)
+    pa.add_argument("--out", required=True, help="plan directory to write")
+    pa.set_defaults(func=cmd_partition)
 
     e = sub.add_parser("evaluate", help="re-evaluate a checkpoint on the test split")
     e.add_argument("checkpoint", help="run directory or checkpoint directory")

@@ -97,9 +97,22 @@ class TrainConfig:
 
 
 @dataclass
+class PartitionConfig:
+    """Graph partition for ``runtime.mode=shard`` (one Ray Train worker per part)."""
+
+    #: an existing plan directory (``distst partition``); empty = plan on the fly and cache
+    plan: str = ""
+    method: str = "metis"
+    parts: int = 2
+    halo_hops: int = 2
+    seed: int = 0
+
+
+@dataclass
 class RuntimeConfig:
     #: "replicate": whole graph per worker, windows split across workers (Ray Train DDP);
-    #: "local": one plain process, no Ray (debugging, tests)
+    #: "shard": worker i holds part i plus its halo, every worker sees the same windows,
+    #: loss and metrics on inner nodes only; "local": one plain process, no Ray
     mode: str = "replicate"
     workers: int = 2
     use_gpu: bool = False
@@ -119,6 +132,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,7 +141,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-RUNTIME_MODES = ("replicate", "local")
+RUNTIME_MODES = ("replicate", "shard", "local")
 
 
 # -- filling dataclasses ---------------------------------------------------------------------
@@ -227,7 +241,13 @@ def validate(cfg: Config) -> None:
         )
     if cfg.runtime.workers < 1:
         raise DiststError(f"config key 'runtime.workers' must be >= 1, got {cfg.runtime.workers}")
-    if cfg.train.batch_size < cfg.runtime.workers and cfg.runtime.mode != "local":
+    if cfg.partition.parts < 1:
+        raise DiststError(f"config key 'partition.parts' must be >= 1, got {cfg.partition.parts}")
+    if cfg.partition.halo_hops < 0:
+        raise DiststError(
+            f"config key 'partition.halo_hops' must be >= 0, got {cfg.partition.halo_hops}"
+        )
+    if cfg.train.batch_size < cfg.runtime.workers and cfg.runtime.mode == "replicate":
         raise DiststError(
             f"config key 'train.batch_size' ({cfg.train.batch_size}) is smaller than "
             f"runtime.workers ({cfg.runtime.workers}): every worker needs at least one window"

@@ -18,12 +18,14 @@ def test_defaults_and_overrides_are_typed():
 
 @pytest.mark.parametrize("override, fragment", [
     ("train.epoch=3", "valid keys: epochs"),
-    ("trian.epochs=3", "valid keys: data, model, train, runtime"),
+    ("trian.epochs=3", "valid keys: data, model, train, runtime, partition"),
     ("train.epochs=abc", "expected int"),
     ("train.epochs=1.5", "expected int"),
     ("data.split=0.5", "expected a list"),
     ("data.split=[0.5,0.5,0.5]", "sum"),
-    ("runtime.mode=shards", "choices: replicate, local"),
+    ("runtime.mode=shards", "choices: replicate, shard, local"),
+    ("partition.halo_hops=-1", ">= 0"),
+    ("partition.parts=0", ">= 1"),
     ("runtime.workers=0", ">= 1"),
     ("data.null_value=zero", "neither 'nan' nor a number"),
     ("noequals", "key.sub=value"),

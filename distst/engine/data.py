@@ -65,6 +65,10 @@ class DataBundle:
     dataset_dir: str
     #: windows per split left out because they straddle a gap in the timestamps
     excluded_windows: dict[str, int]
+    #: shard mode: nodes [0, num_inner) are owned, the rest is halo (None = all owned)
+    num_inner: int | None = None
+    #: shard mode: normalised full-graph edge weights that replace the raw ones
+    edge_weight_override: np.ndarray | None = None
 
     @property
     def input_dim(self) -> int:
@@ -87,7 +91,9 @@ class DataBundle:
             "input_len": self.input_len,
             "horizon": self.horizon,
             "edge_index": torch.as_tensor(self.network.edge_index, dtype=torch.long),
-            "edge_weight": torch.as_tensor(self.network.edge_weight, dtype=torch.float32),
+            "edge_weight": torch.as_tensor(
+                self.network.edge_weight if self.edge_weight_override is None
+                else self.edge_weight_override, dtype=torch.float32),
         }
 
     def target_scale(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,10 +34,22 @@ def set_threads(cfg: Config) -> None:
 
 
 def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
-                     scaler_state: dict | None = None) -> dict:
-    """What every worker runs: data, model, loop. Returns the final test metrics."""
+                     scaler_state: dict | None = None, plan_dir: str | Path | None = None) -> dict:
+    """What every worker runs: data, model, loop. Returns the final test metrics.
+
+    With ``plan_dir`` (shard mode) the worker opens only ``part_{rank}`` of the plan: its
+    inner nodes, then its halo, with full-graph-normalised edge weights.
+    """
     set_threads(cfg)
-    bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state)
+    if plan_dir is None:
+        bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state)
+    else:
+        from distst.graph.partition.plan import open_part
+
+        part = open_part(plan_dir, ctx.rank)
+        bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
+        bundle.num_inner = part.num_inner
+        bundle.edge_weight_override = part.edge_weight_sym
     return Trainer(cfg, bundle, ctx).fit()
 
 

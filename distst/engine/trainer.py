@@ -1,5 +1,11 @@
 """One-process training and evaluation loops; the Ray runtime runs the same code per worker.
 
+Shard semantics (``runtime.mode=shard``): worker i holds part i (inner nodes first, then its
+halo). Every worker draws the same windows in the same order, so one step is one full-graph
+batch. The loss of worker i is ``W * sum_i |e| / count`` where ``count`` is the number of
+observed inner targets summed over all workers: DDP's gradient average then equals the
+gradient of the full-graph masked MAE (over inner nodes, each node counted once).
+
 Replicate semantics: every worker holds the whole graph; each epoch the training windows are
 shuffled with a seed shared by all workers and cut into disjoint, equal slices (one per
 rank); a global batch of ``train.batch_size`` windows is split evenly so that W workers take
@@ -27,8 +33,8 @@ from distst.engine.checkpoint import load_checkpoint, save_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.data import DataBundle, history_for_ha
 from distst.errors import DiststError
-from distst.metrics import StreamingMetrics, masked_mae
-from distst.nn.registry import build_model
+from distst.metrics import StreamingMetrics, masked_mae, observed_mask
+from distst.nn.registry import build_model, model_param_names
 
 
 def seed_everything(seed: int) -> None:
@@ -51,10 +57,22 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         self.null = null_value(cfg.data)
+        self.shard = cfg.runtime.mode == "shard"
+        # losses and metrics cover inner nodes [0, num_inner); halo nodes follow them
+        self.num_inner = bundle.num_inner if bundle.num_inner is not None else bundle.network.num_nodes
         seed_everything(cfg.train.seed)
         params = dict(cfg.model.params)
         if cfg.model.name == "ha":
             params.setdefault("steps_per_day", bundle.steps_per_day)
+        if bundle.edge_weight_override is not None and "normalization" in model_param_names(cfg.model.name):
+            # the shard's weights are D^-1/2 A D^-1/2 of the whole graph, already normalised
+            if params.get("normalization", "sym") != "sym":
+                raise DiststError(
+                    f"model.params.normalization={params['normalization']!r} is not available "
+                    "in shard mode: plans store the symmetric normalisation of the whole graph; "
+                    "use normalization=sym or runtime.mode=replicate"
+                )
+            params["normalization"] = "none"
         self.model = build_model(cfg.model.name, bundle.model_data_kwargs(), params)
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())
@@ -90,7 +108,22 @@ class Trainer:
 
     # -- helpers -------------------------------------------------------------------------
     def _per_worker_batch(self, batch_size: int) -> int:
+        if self.shard:  # every shard sees the whole global batch (for its own nodes)
+            return batch_size
         return max(1, batch_size // self.ctx.world_size)
+
+    def _window_split(self) -> tuple[int, int]:
+        """(rank, world) for splitting windows: shards all take the same windows."""
+        return (0, 1) if self.shard else (self.ctx.rank, self.ctx.world_size)
+
+    def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not self.shard:
+            return masked_mae(pred, y, null_value=self.null)
+        pred, y = pred[:, :, : self.num_inner], y[:, :, : self.num_inner]
+        mask = observed_mask(y, self.null)
+        err = torch.where(mask, (pred - torch.nan_to_num(y)).abs(), torch.zeros_like(pred))
+        count = self.ctx.all_reduce_sum(mask.sum().to(torch.float64).reshape(1))
+        return err.sum() * self.ctx.world_size / count.clamp(min=1.0).to(err.dtype)
 
     def _scale_targets(self, y: torch.Tensor) -> torch.Tensor:
         # y: [B, H, N, C_t] in original units with NaN; teacher forcing wants scaled, no NaN
@@ -148,10 +181,10 @@ class Trainer:
         tc = self.cfg.train
         ds = self.bundle.datasets["train"]
         bs = self._per_worker_batch(tc.batch_size)
+        rank, world = self._window_split()
         batches = iterate_batches(ds, bs, shuffle=True, seed=tc.seed, epoch=self.epoch,
-                                  rank=self.ctx.rank, world_size=self.ctx.world_size,
-                                  drop_last=True)
-        n_batches = len(ds) // (bs * self.ctx.world_size)
+                                  rank=rank, world_size=world, drop_last=True)
+        n_batches = len(ds) // (bs * world)
         if tc.max_batches_per_epoch:
             n_batches = min(n_batches, tc.max_batches_per_epoch)
         if n_batches == 0:
@@ -170,7 +203,7 @@ class Trainer:
             x, y = x.to(self.device), y.to(self.device)
             tf = teacher_forcing_ratio(self.global_step, tc.cl_decay_steps)
             pred = self._predict(x, y, tf)
-            loss = masked_mae(pred, y, null_value=self.null)
+            loss = self._loss(pred, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tc.grad_clip > 0:
@@ -180,7 +213,7 @@ class Trainer:
             total += float(loss.detach())
             count += 1
             elapsed = time.perf_counter() - t0
-            wps = (i + 1) * bs * self.ctx.world_size / max(elapsed, 1e-9)
+            wps = (i + 1) * bs * world / max(elapsed, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}", win_s=f"{wps:.0f}")
         bar.close()
@@ -190,7 +223,7 @@ class Trainer:
         return {
             "train_loss": float(red[0] / max(red[1], 1.0)),
             "train_time_s": elapsed,
-            "windows_per_s": n_batches * bs * self.ctx.world_size / max(elapsed, 1e-9),
+            "windows_per_s": n_batches * bs * world / max(elapsed, 1e-9),
         }
 
     @torch.no_grad()
@@ -198,18 +231,20 @@ class Trainer:
         """Streaming masked metrics on ``split``, summed over all workers."""
         net = model if model is not None else self.net
         ds = self.bundle.datasets[split]
-        bs = max(1, self.cfg.train.eval_batch_size // self.ctx.world_size)
+        rank, world = self._window_split()
+        bs = max(1, self.cfg.train.eval_batch_size // world)
         metrics = StreamingMetrics(self.bundle.horizon, null_value=self.null)
         net.eval()
+        n = self.num_inner
         for i, (x, y) in enumerate(iterate_batches(ds, bs, shuffle=False, seed=0, epoch=0,
-                                                   rank=self.ctx.rank,
-                                                   world_size=self.ctx.world_size,
+                                                   rank=rank, world_size=world,
                                                    drop_last=False, even=False)):
             if max_batches and i >= max_batches:
                 break
             x = x.to(self.device)
             out = net(x, targets=None, teacher_forcing=0.0)
-            metrics.update(out * self.std + self.mean, y)
+            # [B, H, N_local, C] -> inner nodes only; halo nodes are scored by their owner
+            metrics.update((out * self.std + self.mean)[:, :, :n], y[:, :, :n])
         state = self.ctx.all_reduce_sum(metrics.state())
         return StreamingMetrics.from_state(state, self.bundle.horizon, null_value=self.null)
 

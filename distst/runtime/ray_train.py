@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -81,7 +82,8 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = config_from_dict(config["config"])
     ctx = RayContext(config["run_dir"], board=config.get("board"),
                      resume_from=config.get("resume_from"))
-    train_in_context(cfg, config["dataset_dir"], ctx, scaler_state=config.get("scaler"))
+    train_in_context(cfg, config["dataset_dir"], ctx, scaler_state=config.get("scaler"),
+                     plan_dir=config.get("plan_dir"))
 
 
 def connect(address: str = "") -> None:
@@ -121,9 +123,47 @@ def check_resources(cfg: Config) -> None:
         )
 
 
+def ensure_plan(cfg: Config, dataset_dir: str | Path) -> Path:
+    """The partition plan for shard mode: the configured one (verified against the dataset)
+    or one made on the fly and cached beside the synthetic datasets."""
+    from distst.graph.partition.plan import load_plan, make_plan, verify_plan
+
+    pc = cfg.partition
+    if pc.plan:
+        verify_plan(pc.plan, dataset_dir)
+        meta = load_plan(pc.plan)
+        if meta.num_parts != pc.parts:
+            raise DiststError(
+                f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
+                f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
+            )
+        return Path(pc.plan)
+    root = Path(os.path.expandvars(os.path.expanduser(cfg.data.cache_dir))) / "plans"
+    out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{pc.halo_hops}-s{pc.seed}"
+    if out.exists():
+        try:
+            verify_plan(out, dataset_dir)
+            return out
+        except DiststError:
+            pass  # the dataset changed since: plan again below
+    print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
+          f"(halo {pc.halo_hops} hops) -> {out}", flush=True)
+    make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=pc.halo_hops,
+              seed=pc.seed)
+    return out
+
+
 def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
     """Train ``cfg`` with Ray Train; returns (run directory, final test metrics)."""
     dataset_dir = ensure_dataset(cfg.data)
+    plan_dir = None
+    if cfg.runtime.mode == "shard":
+        plan_dir = ensure_plan(cfg, dataset_dir)
+        if cfg.runtime.workers != cfg.partition.parts:
+            # one worker per part is what shard mode means; say so rather than fail
+            print(f"shard mode: {cfg.partition.parts} parts -> {cfg.partition.parts} workers "
+                  f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
+            cfg = replace(cfg, runtime=replace(cfg.runtime, workers=cfg.partition.parts))
     scaler_state = preflight(cfg, dataset_dir)
     if resume_from:
         ckpt_dir = resolve_checkpoint(resume_from)
@@ -140,7 +180,8 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, d
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
                            "dataset_dir": str(Path(dataset_dir).resolve()), "board": board,
-                           "resume_from": resume, "scaler": scaler_state},
+                           "resume_from": resume, "scaler": scaler_state,
+                           "plan_dir": str(plan_dir) if plan_dir else None},
         scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),

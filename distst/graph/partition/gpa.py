@@ -29,15 +29,24 @@ lowest original id they contain, so everything is deterministic.
 Part III, multilevel (:func:`gpa_hierarchy`): repeat I and II ``levels`` times.
 
 The partitioner (:func:`gpa_partition`) is a multilevel scheme in the style of METIS, with GPA
-as its coarsening: coarsen (a super-node may not grow beyond ``1.5 N / (coarsen_per_part P)``
-nodes, so that the coarse graph stays balanceable) until at most ``coarsen_per_part * P``
-super-nodes remain or a level shrinks the graph by less than 5%; split the coarse graph into
-``P`` parts by greedy graph growing (several seeds, the best cut kept); then project back level
-by level, restoring balance and refining the boundary at each level with vectorised
-Fiduccia-Mattheyses-style moves (boundary vertices move to the neighbouring part they are most
-connected to if that lowers the cut and the part has room; moves alternate between "to a
-higher part id" and "to a lower part id" passes so that two neighbours never swap blindly; a
-pass that does not lower the cut is undone).
+as its coarsening:
+
+* coarsen by GPA matching + contraction until at most ``coarsen_per_part * P`` super-nodes
+  remain or a level shrinks the graph by less than 5%. Two departures from the pooling
+  hierarchy, both standard in multilevel partitioners: a super-node may not grow beyond
+  ``1.5 N / (coarsen_per_part P)`` nodes (so the coarse graph stays balanceable), and the
+  path growing follows the edge rating ``w_uv^2 / (size_u size_v)`` (``rating="expansion2"``,
+  Holtgrewe, Sanders & Schulz 2010) instead of the raw summed weight, which otherwise makes
+  big super-nodes swallow each other and leaves small ones unmatched
+  (``rating="weight"`` restores the raw weights). Coarse edges still carry summed weights;
+* split the coarse graph into ``P`` parts by greedy graph growing from ``trials`` seeds;
+* project each back level by level, and at every level restore balance, then refine the
+  boundary: first vectorised passes (boundary vertices move to the neighbouring part they are
+  most connected to if that lowers the cut and the part has room; passes alternate between
+  "to a higher part id" and "to a lower part id" so that neighbours never swap blindly; a
+  pass that does not lower the cut is undone), then a few sequential Fiduccia-Mattheyses
+  passes over the boundary that may take negative-gain moves and keep the best prefix;
+* keep the trial with the lowest final cut.
 
 The graph is symmetrised as in :func:`~distst.graph.partition.quality.undirected_csr`. Part I
 visits every vertex and edge a constant number of times, but it is a sequential Python loop
@@ -260,6 +269,20 @@ def _cut_weight(adj: sp.csr_matrix, row: np.ndarray, part: np.ndarray) -> float:
     return float(adj.data[cross].sum()) / 2.0  # both directions stored
 
 
+def _cut_change(adj: sp.csr_matrix, moved: np.ndarray, old: np.ndarray,
+                new: np.ndarray) -> float:
+    """Exact change of the cut weight when ``moved`` vertices go from ``old`` to ``new`` parts,
+    from the edges at the moved vertices only (an edge with both ends moved is seen twice)."""
+    sub = adj[moved]
+    src = np.repeat(moved, np.diff(sub.indptr))  # [nnz of the moved rows]
+    dst = sub.indices
+    change = (new[src] != new[dst]).astype(np.float64) - (old[src] != old[dst])
+    both = np.zeros(adj.shape[0], dtype=bool)
+    both[moved] = True
+    share = np.where(both[dst], 0.5, 1.0)
+    return float(np.sum(sub.data * change * share))
+
+
 def _connections(adj: sp.csr_matrix, nodes: np.ndarray, part: np.ndarray, P: int) -> np.ndarray:
     """``conn[i, q]``: weight from ``nodes[i]`` into part ``q`` (float64 [len(nodes), P])."""
     sub = adj[nodes]
@@ -392,8 +415,9 @@ def _refine(adj, row, nw, part, P, cap, passes):
                 break
             continue
         new = part.copy()
-        new[v[accept]] = d[accept]
-        new_cut = _cut_weight(adj, row, new)
+        moved = v[accept]
+        new[moved] = d[accept]
+        new_cut = cut + _cut_change(adj, moved, part, new)
         if new_cut < cut - 1e-12:
             part, cut, stale = new, new_cut, 0
         else:
@@ -403,7 +427,7 @@ def _refine(adj, row, nw, part, P, cap, passes):
     return part
 
 
-def _fm_refine(adj, nw, part, P, cap, passes=3, stall=64):
+def _fm_refine(adj, row, nw, part, P, cap, passes=3, stall=64):
     """Sequential k-way Fiduccia-Mattheyses refinement of the boundary (Python, boundary-only).
 
     Each pass repeatedly moves the unlocked vertex with the best gain (cut decrease, possibly
@@ -412,11 +436,19 @@ def _fm_refine(adj, nw, part, P, cap, passes=3, stall=64):
     climb out of the local minima the vectorised refinement stops in. Cost is proportional to
     the boundary and the moves tried, not to N.
     """
-    indptr, indices, data = adj.indptr.tolist(), adj.indices.tolist(), adj.data.tolist()
+    indptr, indices, data = adj.indptr, adj.indices, adj.data
     nw_l = nw.tolist()
     part_l = part.tolist()
     size = np.bincount(part, weights=nw, minlength=P).tolist()
-    row = np.repeat(np.arange(adj.shape[0]), np.diff(adj.indptr))
+    adjacency: dict[int, tuple[list, list]] = {}  # only the rows FM touches, as lists
+
+    def neighbours(v):
+        nb = adjacency.get(v)
+        if nb is None:
+            lo, hi = indptr[v], indptr[v + 1]
+            nb = adjacency[v] = (indices[lo:hi].tolist(), data[lo:hi].tolist())
+        return nb
+
     for _ in range(passes):
         cross = part[row] != part[adj.indices]
         bnodes = np.unique(row[cross])
@@ -428,8 +460,8 @@ def _fm_refine(adj, nw, part, P, cap, passes=3, stall=64):
             c = conn.get(v)
             if c is None:
                 c = [0.0] * P
-                for q in range(indptr[v], indptr[v + 1]):
-                    c[part_l[indices[q]]] += data[q]
+                for u, w in zip(*neighbours(v)):
+                    c[part_l[u]] += w
                 conn[v] = c
             return c
 
@@ -472,8 +504,7 @@ def _fm_refine(adj, nw, part, P, cap, passes=3, stall=64):
             total += g
             if total > best_total + 1e-12:
                 best_total, best_len = total, len(moves)
-            for p in range(indptr[v], indptr[v + 1]):
-                u, w = indices[p], data[p]
+            for u, w in zip(*neighbours(v)):
                 c = conn.get(u)
                 if c is not None:
                     c[a] -= w
@@ -553,7 +584,7 @@ def gpa_partition(edge_index, edge_weight, num_nodes: int, num_parts: int, *, se
     # vectorised) and the best final result is kept, since the best coarse cut is often not
     # the best fine one.
     rows = [_row_ids(g) for g in graphs]
-    g, nw, row = graphs[-1], weights[-1], rows[-1]
+    g, nw = graphs[-1], weights[-1]
     rng = np.random.default_rng(seed)
     seeds = [0] + rng.integers(0, g.shape[0], size=trials - 1).tolist()
     best = None
@@ -565,7 +596,8 @@ def gpa_partition(edge_index, edge_weight, num_nodes: int, num_parts: int, *, se
             part = _rebalance(graphs[lvl], rows[lvl], weights[lvl], part, P, cap)
             part = _refine(graphs[lvl], rows[lvl], weights[lvl], part, P, cap, refine_passes)
             if fm_passes:
-                part = _fm_refine(graphs[lvl], weights[lvl], part, P, cap, fm_passes)
+                part = _fm_refine(graphs[lvl], rows[lvl], weights[lvl], part, P, cap,
+                                  fm_passes)
         over = max(0, int(np.bincount(part, minlength=P).max()) - cap)
         key = (over, _cut_weight(graphs[0], rows[0], part))
         if best is None or key < best[0]:

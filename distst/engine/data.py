@@ -69,6 +69,10 @@ class DataBundle:
     num_inner: int | None = None
     #: shard mode: normalised full-graph edge weights that replace the raw ones
     edge_weight_override: np.ndarray | None = None
+    #: global id of every local node (shard: inner then halo; otherwise 0..N-1)
+    global_ids: np.ndarray | None = None
+    #: node count of the whole graph (shard: more than the part holds)
+    num_global_nodes: int | None = None
 
     @property
     def input_dim(self) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 import torch
 
 from distst.config import Config, save_config
@@ -44,12 +46,17 @@ def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
     if plan_dir is None:
         bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state)
     else:
-        from distst.graph.partition.plan import open_part
+        from distst.graph.partition.plan import load_plan, open_part
 
         part = open_part(plan_dir, ctx.rank)
         bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
         bundle.num_inner = part.num_inner
         bundle.edge_weight_override = part.edge_weight_sym
+        bundle.global_ids = np.asarray(part.nodes, dtype=np.int64)
+        bundle.num_global_nodes = load_plan(plan_dir).num_nodes
+        # checkpoints name the whole dataset, not this worker's part: `distst evaluate`
+        # re-evaluates on the full graph, in global node order
+        bundle.dataset_dir = str(Path(dataset_dir).resolve())
     return Trainer(cfg, bundle, ctx).fit()
 
 

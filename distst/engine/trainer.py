@@ -21,6 +21,7 @@ import random
 import tempfile
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +77,29 @@ class Trainer:
         self.model = build_model(cfg.model.name, bundle.model_data_kwargs(), params)
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())
+        # Per-node parameters (first dim = local nodes): initialised from the node's global id
+        # so that a node starts equal in every shard that holds it, kept out of DDP in shard
+        # mode (their shapes differ per part) and reduced by hand (see _reduce_node_grads).
+        self.node_param_names = tuple(getattr(self.model, "node_parameters", ()))
+        n_local = bundle.network.num_nodes
+        self.global_ids = torch.as_tensor(
+            bundle.global_ids if bundle.global_ids is not None else np.arange(n_local),
+            dtype=torch.long, device=self.device)
+        self.num_global = bundle.num_global_nodes or n_local
+        self._init_node_params()
         if hasattr(self.model, "fit_history"):
             self.model.fit_history(*[t.to(self.device) for t in history_for_ha(bundle)])
         self.net = self.model
         if self.trainable and ctx.world_size > 1:
             # graph operators are non-persistent buffers that are equal on every rank; per-node
             # state must never be overwritten by rank 0's copy, hence no buffer broadcast.
+            if self.shard and self.node_param_names:
+                # DDP matches "{module}.{param}" names, which for a root parameter is
+                # ".name"; plain names alone would be silently averaged (measured, torch 2.13)
+                ignore = [n for n in self.node_param_names]
+                ignore += [n if "." in n else f".{n}" for n in self.node_param_names]
+                DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                    self.model, ignore)
             with warnings.catch_warnings():
                 # torch deprecates the flag, but its replacement still syncs at init, and
                 # rank-local buffers (shard graphs) must not be synced: keep the old flag
@@ -135,10 +153,81 @@ class Trainer:
         # out: [B, H, N, C_t] scaled -> original units, where losses and metrics live
         return out * self.std + self.mean
 
+    # -- per-node parameters ---------------------------------------------------------------
+    def _node_params(self) -> list[tuple[str, torch.nn.Parameter]]:
+        named = dict(self.model.named_parameters())
+        return [(n, named[n]) for n in self.node_param_names]
+
+    @torch.no_grad()
+    def _init_node_params(self) -> None:
+        std = float(getattr(self.model, "node_parameter_std", 0.1))
+        for name, p in self._node_params():
+            g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + zlib.crc32(name.encode()))
+            full = torch.randn((self.num_global, *p.shape[1:]), generator=g) * std
+            p.copy_(full.to(p.device)[self.global_ids])
+
+    def _reduce_node_grads(self) -> None:
+        """Sum every copy's gradient into its global row and hand each copy the total / W.
+
+        Worker i's loss is W * (its share of the full-graph loss), so the summed gradient over
+        copies, divided by W, is exactly the full-graph gradient of that node's parameters."""
+        if not (self.shard and self.ctx.world_size > 1):
+            return
+        for _, p in self._node_params():
+            if p.grad is None:
+                continue
+            full = p.grad.new_zeros((self.num_global, *p.shape[1:]))
+            full.index_add_(0, self.global_ids, p.grad)
+            self.ctx.all_reduce_sum(full)
+            p.grad.copy_(full[self.global_ids] / self.ctx.world_size)
+
+    def _clip(self, max_norm: float) -> None:
+        if not self.node_param_names:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            return
+        # One norm for the whole model, every node counted once (by its owner), so that all
+        # shards scale their gradients by the same factor as a single process would.
+        node = set(self.node_param_names)
+        grads = [p.grad for n, p in self.model.named_parameters() if p.grad is not None]
+        shared = sum((p.grad.double().pow(2).sum() for n, p in self.model.named_parameters()
+                      if n not in node and p.grad is not None), torch.zeros((), dtype=torch.float64))
+        own = sum((p.grad[: self.num_inner].double().pow(2).sum()
+                   for _, p in self._node_params() if p.grad is not None),
+                  torch.zeros((), dtype=torch.float64))
+        if self.shard:
+            own = self.ctx.all_reduce_sum(own.reshape(1).cpu())[0]
+        coef = max_norm / (float((shared.cpu() + own).sqrt()) + 1e-6)
+        if coef < 1.0:
+            for g in grads:
+                g.mul_(coef)
+
+    def _global_node_state(self, state: dict) -> dict:
+        """Replace local per-node rows by whole-graph tensors (collective: every rank calls)."""
+        out = dict(state)
+        for name in self.node_param_names:
+            local = state[name]
+            full = local.new_zeros((self.num_global, *local.shape[1:]))
+            own = slice(0, self.num_inner)
+            full.index_add_(0, self.global_ids[own], local[own])
+            if self.shard:
+                self.ctx.all_reduce_sum(full)
+            out[name] = full
+        return out
+
+    def _local_node_state(self, state: dict) -> dict:
+        out = dict(state)
+        for name in self.node_param_names:
+            if name in out and out[name].shape[0] == self.num_global:
+                out[name] = out[name].to(self.global_ids.device)[self.global_ids]
+        return out
+
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """Trainer state for a checkpoint; per-node parameters are stored for the whole graph
+        (collective in shard mode: every rank must call it)."""
+        best = self._global_node_state(self.best_state) if self.best_state is not None else None
         return {
-            "model": self.model.state_dict(),
+            "model": self._global_node_state(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch,
@@ -146,16 +235,22 @@ class Trainer:
             "best_val": self.best_val,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
-            "best_model": self.best_state,
+            "best_model": best,
             "history": self.history,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "python": random.getstate()},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(self._local_node_state(state["model"]))
         if self.optimizer and state.get("optimizer"):
-            self.optimizer.load_state_dict(state["optimizer"])
+            opt = state["optimizer"]
+            if self.shard and self.node_param_names:
+                # Adam moments of per-node rows were rank 0's local rows: restart them
+                idx = {i for i, (n, _) in enumerate(self.model.named_parameters())
+                       if n in self.node_param_names}
+                opt = {**opt, "state": {k: v for k, v in opt["state"].items() if int(k) not in idx}}
+            self.optimizer.load_state_dict(opt)
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
@@ -163,7 +258,8 @@ class Trainer:
         self.best_val = float(state["best_val"])
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
-        self.best_state = state.get("best_model")
+        best = state.get("best_model")
+        self.best_state = self._local_node_state(best) if best is not None else None
         self.history = list(state.get("history", []))
         rng = state.get("rng")
         if rng:
@@ -171,9 +267,13 @@ class Trainer:
             np.random.set_state(rng["numpy"])
             random.setstate(rng["python"])
 
-    def _save(self, extra: dict | None = None) -> Path:
+    def _save(self, extra: dict | None = None) -> Path | None:
+        """Every rank calls (the state gathers per-node rows); the main rank writes."""
+        state = self.state_dict()
+        if not self.ctx.is_main:
+            return None
         tmp = Path(tempfile.mkdtemp(prefix="distst-ckpt-"))
-        save_checkpoint(tmp, self.state_dict(), self.cfg, self.bundle, extra=extra)
+        save_checkpoint(tmp, state, self.cfg, self.bundle, extra=extra)
         return tmp
 
     # -- loops ---------------------------------------------------------------------------
@@ -206,8 +306,9 @@ class Trainer:
             loss = self._loss(pred, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self._reduce_node_grads()
             if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+                self._clip(tc.grad_clip)
             self.optimizer.step()
             self.global_step += 1
             total += float(loss.detach())
@@ -288,12 +389,11 @@ class Trainer:
                 self.ctx.log(f"epoch {record['epoch']}/{tc.epochs}: train_loss {record['train_loss']:.4f} "
                              f"val_mae {record['val_mae']:.4f} ({record['windows_per_s']:.0f} windows/s, "
                              f"{record['epoch_time_s']:.1f}s)")
-                ckpt = self._save() if self.ctx.is_main else None
-                self.ctx.report(record, ckpt)
+                self.ctx.report(record, self._save())
             if self.best_state is not None:
                 self.model.load_state_dict(self.best_state)
         final = self.final_metrics()
-        ckpt = self._save(extra={"test": final}) if self.ctx.is_main else None
+        ckpt = self._save(extra={"test": final})
         self.ctx.report({"epoch": self.epoch, "final": True, **_flat(final)}, ckpt)
         if self.ctx.is_main:
             tmp = self.ctx.run_dir / "test_metrics.json.tmp"

@@ -179,6 +179,9 @@ class GCGRU(nn.Module):
     the true previous value (``targets [B, horizon, N, output_dim]``, NaN read as 0) with
     probability p, else its own prediction (DCRNN scheduled sampling; the coin is drawn per step
     whatever the module's train/eval mode -- the engine passes 0 outside training).
+    ``node_embedding_dim > 0`` (default 0, not in the paper) appends a learnable per-node
+    vector to the encoder inputs; the engine treats it as a per-node parameter
+    (``node_parameters``), owned by the shard that owns the node.
     Defaults: K=3, two layers of 64 units (ST-UNet / DCRNN settings); the Laplacian uses
     ``normalization`` ("sym" or "rw") and ``lambda_max = 2`` (PyG ChebConv's default for sym:
     ``L~ = -D^-1/2 A D^-1/2`` without self loops).
@@ -200,6 +203,7 @@ class GCGRU(nn.Module):
         hidden_size: int = 64,
         num_layers: int = 2,
         normalization: str = "sym",
+        node_embedding_dim: int = 0,
     ):
         super().__init__()
         for key, val in (("num_nodes", num_nodes), ("input_dim", input_dim),
@@ -214,9 +218,17 @@ class GCGRU(nn.Module):
         self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
         self.input_len, self.horizon = input_len, horizon
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
+        if node_embedding_dim < 0:
+            raise DiststError(f"gcgru: node_embedding_dim={node_embedding_dim} must be >= 0")
         self.graph = GraphOperator(edge_index, edge_weight, num_nodes, normalization)
+        self.node_embedding_dim = node_embedding_dim
+        if node_embedding_dim:
+            # Not in the paper (default 0): a learnable per-node vector appended to every
+            # encoder input, the usual way to let a shared cell tell sensors apart.
+            self.node_emb = nn.Parameter(torch.randn(num_nodes, node_embedding_dim) * 0.1)
+            self.node_parameters = ("node_emb",)
         self.encoder = nn.ModuleList(
-            GCGRUCell(input_dim if i == 0 else hidden_size, hidden_size, K)
+            GCGRUCell(input_dim + node_embedding_dim if i == 0 else hidden_size, hidden_size, K)
             for i in range(num_layers))
         self.decoder = nn.ModuleList(
             GCGRUCell(output_dim if i == 0 else hidden_size, hidden_size, K)
@@ -231,7 +243,12 @@ class GCGRU(nn.Module):
                                  self.output_dim)
         op, op_t = self.graph()
         # [B, T, N, F] -> [N, T, B, F]: node-major so each layer convolves all steps at once
-        seq = x.permute(2, 1, 0, 3).contiguous()
+        seq = x.permute(2, 1, 0, 3)
+        if self.node_embedding_dim:
+            # [N, d] -> [N, T, B, d], appended to the features of every step
+            emb = self.node_emb[:, None, None, :].expand(n, t, b, self.node_embedding_dim)
+            seq = torch.cat([seq, emb], dim=-1)
+        seq = seq.contiguous()
         states = []
         for cell in self.encoder:
             f = seq.shape[-1]

@@ -23,7 +23,7 @@ def test_every_model_builds_from_the_same_data_kwargs(name):
 def test_params_are_applied_and_listed():
     model = build_model("gcgru", DATA, {"K": 2, "hidden_size": 7, "num_layers": 1})
     assert (model.K, model.hidden_size, model.num_layers) == (2, 7, 1)
-    assert model_param_names("gcgru") == ["K", "hidden_size", "num_layers", "normalization"]
+    assert model_param_names("gcgru") == ["K", "hidden_size", "num_layers", "normalization", "node_embedding_dim"]
     assert model_param_defaults("gru") == {"hidden_size": 64, "num_layers": 2}
     assert model_param_defaults("ha") == {"steps_per_day": 288, "weekly": True}
     y = model(torch.randn(2, 4, 5, 3))

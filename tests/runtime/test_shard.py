@@ -1,5 +1,8 @@
 """Shard mode on Ray Train: one worker per part, same windows everywhere, inner-node losses.
 
+The model carries a per-node embedding, and gradients are clipped (a global norm), so the
+comparison also pins per-node gradients and the clipping factor across shards.
+
 With a halo that covers the whole graph, every part sees the full graph, so sharded
 training must reproduce single-process training exactly (up to float summation order):
 that pins the loss scaling (DDP's averaging) and the all-reduced metrics.
@@ -23,7 +26,9 @@ def full_halo_runs(ray_local, tmp_path_factory, overrides_for):
 
     tmp = tmp_path_factory.mktemp("shard")
     common = ["train.epochs=2", "train.cl_decay_steps=0", "partition.parts=2",
-              "partition.halo_hops=50"]  # 50 hops > diameter of the 20-node graph
+              "partition.halo_hops=50",  # 50 hops > diameter of the 20-node graph
+              # a per-node embedding: DDP must neither average nor shrink its gradient
+              "model.params.node_embedding_dim=3", "train.grad_clip=0.5"]
     shard_cfg = load_config(None, overrides_for(tmp, *common, "runtime.mode=shard"))
     local_cfg = load_config(None, overrides_for(tmp, *common, "runtime.mode=local"))
     shard_dir, shard_final = run_ray(shard_cfg)

@@ -152,3 +152,24 @@ def test_evaluate_not_a_checkpoint(capsys, tmp_path):
 def test_data_info_not_a_dataset(capsys, tmp_path):
     rc, _, err = run(capsys, "data", "info", str(tmp_path))
     assert_one_line_error(rc, err, "not a prepared distst dataset", "distst data prepare")
+
+
+def test_partition_verb_and_its_errors(capsys, tmp_path):
+    data = tmp_path / "s"
+    assert main(["data", "synth", "--nodes", "30", "--days", "1", "--out", str(data)]) == 0
+    capsys.readouterr()
+    rc, out, err = run(capsys, "partition", str(data), "--method", "gpa", "--parts", "3",
+                       "--halo-hops", "1", "--out", str(tmp_path / "plan"))
+    assert rc == 0, err
+    assert "| parts | 3 |" in out and "edge cut (count)" in out and "plan written to" in out
+    meta = json.loads((tmp_path / "plan" / "META.json").read_text())
+    assert meta["num_parts"] == 3 and meta["halo_hops"] == 1
+    rc, _, err = run(capsys, "partition", str(data), "--parts", "31", "--out", str(tmp_path / "p2"))
+    assert_one_line_error(rc, err, "31", "30")
+    rc, _, err = run(capsys, "partition", str(data), "--parts", "2", "--halo-hops", "-1",
+                     "--out", str(tmp_path / "p3"))
+    assert_one_line_error(rc, err, "-1")
+    assert not (tmp_path / "p2").exists() and not (tmp_path / "p3").exists()
+    rc, _, err = run(capsys, "partition", str(data), "--method", "kmeans", "--parts", "2",
+                     "--out", str(tmp_path / "p4"))
+    assert_one_line_error(rc, err, "kmeans", "metis", "gpa")

@@ -137,8 +137,9 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path) -> Path:
                 f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
                 f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
             )
-        return Path(pc.plan)
-    root = Path(os.path.expandvars(os.path.expanduser(cfg.data.cache_dir))) / "plans"
+        # workers do not share the driver's working directory
+        return Path(pc.plan).resolve()
+    root = Path(os.path.expandvars(os.path.expanduser(cfg.data.cache_dir))).resolve() / "plans"
     out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{pc.halo_hops}-s{pc.seed}"
     if out.exists():
         try:

@@ -153,7 +153,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against annotation ``tp``; ints widen to floats; raise naming ``key``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in typing.get_args(tp):
             if arg is type(None):
                 if value is None:
@@ -161,8 +160,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(value, arg, key)
-            except DiststError as e:
-                errors.append(str(e))
+            except DiststError:
+                continue
         raise DiststError(f"config key '{key}': {value!r} is none of {tp}")
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (Any,)

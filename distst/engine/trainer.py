@@ -35,6 +35,7 @@ from distst.engine.context import Context, NullBar
 from distst.engine.data import DataBundle, history_for_ha
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_mae, observed_mask
+from distst.nn.common import inverse_sigmoid_decay
 from distst.nn.registry import build_model, model_param_names
 
 
@@ -45,10 +46,8 @@ def seed_everything(seed: int) -> None:
 
 
 def teacher_forcing_ratio(step: int, decay_steps: int) -> float:
-    """DCRNN's inverse-sigmoid schedule k / (k + exp(step / k)); 0 when disabled."""
-    if decay_steps <= 0:
-        return 0.0
-    return decay_steps / (decay_steps + math.exp(min(step / decay_steps, 700.0)))
+    """DCRNN's inverse-sigmoid schedule (distst.nn.common); ``decay_steps <= 0`` disables it."""
+    return inverse_sigmoid_decay(step, decay_steps) if decay_steps > 0 else 0.0
 
 
 class Trainer:

@@ -9,6 +9,7 @@ from distst.nn.graphops import cheb_operator, dense_cheb_basis
 from distst.nn.gru import GRUSeq2Seq
 from distst.nn.ha import HistoricalAverage
 from distst.nn.registry import (
+    model_class,
     MODELS,
     build_model,
     model_param_defaults,
@@ -25,6 +26,7 @@ __all__ = [
     "cheb_operator",
     "dense_cheb_basis",
     "inverse_sigmoid_decay",
+    "model_class",
     "model_param_defaults",
     "model_param_names",
 ]

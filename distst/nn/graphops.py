@@ -96,8 +96,13 @@ def cheb_operator_coo(
     num_nodes: int,
     normalization: str = "sym",
     lambda_max: float = 2.0,
+    degree=None,
 ) -> torch.Tensor:
-    """The rescaled Laplacian ``L~ = 2 L / lambda_max - I`` (ST-UNet Eq. 2) as coalesced COO [N, N]."""
+    """The rescaled Laplacian ``L~ = 2 L / lambda_max - I`` (ST-UNet Eq. 2) as coalesced COO [N, N].
+
+    ``degree`` (float [N], optional) replaces the degrees summed from these edges: a shard passes
+    the WHOLE-graph out-degrees of its local nodes so that its inner rows equal the full graph's.
+    """
     if normalization not in NORMALIZATIONS:
         raise DiststError(f"graph: normalization={normalization!r} is not supported; "
                           f"choose one of {list(NORMALIZATIONS)}")
@@ -107,7 +112,12 @@ def cheb_operator_coo(
     keep = ei[0] != ei[1]  # the Laplacian's diagonal comes from I, never from self loops
     src, dst, w = ei[0][keep], ei[1][keep], ew[keep]
     # Degree in float64 so that very dense graphs do not lose the low bits of D^-1/2.
-    deg = torch.zeros(num_nodes, dtype=torch.float64).index_add_(0, src, w.double())
+    if degree is None:
+        deg = torch.zeros(num_nodes, dtype=torch.float64).index_add_(0, src, w.double())
+    else:
+        deg = torch.as_tensor(degree, dtype=torch.float64)
+        if deg.shape != (num_nodes,):
+            raise DiststError(f"graph: degree has shape {list(deg.shape)}, expected [{num_nodes}]")
     if normalization == "sym":
         dinv = deg.pow(-0.5)
         dinv[torch.isinf(dinv)] = 0.0
@@ -142,9 +152,11 @@ def cheb_operator(
     num_nodes: int,
     normalization: str = "sym",
     lambda_max: float = 2.0,
+    degree=None,
 ) -> torch.Tensor:
     """The rescaled Laplacian ``L~`` as a sparse CSR tensor [N, N] (row = target, col = source)."""
-    coo = cheb_operator_coo(edge_index, edge_weight, num_nodes, normalization, lambda_max)
+    coo = cheb_operator_coo(edge_index, edge_weight, num_nodes, normalization, lambda_max,
+                            degree)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta" chatter
         return coo.to_sparse_csr()

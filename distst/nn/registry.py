@@ -11,27 +11,46 @@ import inspect
 import types
 import typing
 
+import importlib
+
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.gcgru import GCGRU
-from distst.nn.gru import GRUSeq2Seq
-from distst.nn.ha import HistoricalAverage
 
-MODELS: dict[str, type[nn.Module]] = {
-    "ha": HistoricalAverage,
-    "gru": GRUSeq2Seq,
-    "gcgru": GCGRU,
+#: model name -> "module:Class"; imported on first use so that one model's import cost (or
+#: a broken optional model) never touches runs of another.
+MODELS: dict[str, str] = {
+    "ha": "distst.nn.ha:HistoricalAverage",
+    "gru": "distst.nn.gru:GRUSeq2Seq",
+    "lstm": "distst.nn.lstm:LSTMSeq2Seq",
+    "gcgru": "distst.nn.gcgru:GCGRU",
+    "dcrnn": "distst.nn.dcrnn:DCRNN",
+    "stgcn": "distst.nn.stgcn:STGCN",
+    "hyperst_lstm_g": "distst.nn.hyperst_lstm:HyperSTLSTMG",
+    "hyperst_lstm_d": "distst.nn.hyperst_lstm:HyperSTLSTMD",
+    "hyperst_gcgru": "distst.nn.hyperst_rnn:HyperSTGCGRU",
+    "hyperst_dcgru": "distst.nn.hyperst_rnn:HyperSTDCGRU",
+    "hyperst_cnn": "distst.nn.hyperst_cnn:HyperSTCNN",
 }
 
+#: What the engine passes to every constructor (a model receives only the keys it declares):
+#: sizes; the local graph; ``spatial_attrs`` float32 [N, A] standardised node attributes
+#: (distst.graph.spatial; None when the dataset has none); ``coords`` float64 [N, 2] or None;
+#: ``out_degree`` / ``in_degree`` float64 [N]: WHOLE-graph weighted degrees of the local nodes
+#: (self loops excluded), so that a shard normalises its edges as the full graph would.
 DATA_KEYS = ("num_nodes", "input_dim", "output_dim", "input_len", "horizon",
-             "edge_index", "edge_weight")
+             "edge_index", "edge_weight", "spatial_attrs", "coords", "out_degree", "in_degree")
 
 
-def _model_class(name: str) -> type[nn.Module]:
+def model_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name`` (imported on first use)."""
     if name not in MODELS:
         raise DiststError(f"model: unknown model name {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name]
+    module, _, attr = MODELS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_model_class = model_class
 
 
 def _signature(cls: type) -> dict[str, inspect.Parameter]:

@@ -5,7 +5,7 @@ import torch
 
 from distst.errors import DiststError
 from distst.nn import MODELS, build_model, model_param_defaults, model_param_names
-from distst.nn.registry import _accepts
+from distst.nn.registry import _accepts, model_class
 
 DATA = dict(num_nodes=5, input_dim=3, output_dim=1, input_len=4, horizon=2,
             edge_index=torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]),
@@ -15,7 +15,7 @@ DATA = dict(num_nodes=5, input_dim=3, output_dim=1, input_len=4, horizon=2,
 @pytest.mark.parametrize("name", ["ha", "gru", "gcgru"])
 def test_every_model_builds_from_the_same_data_kwargs(name):
     model = build_model(name, DATA, {})
-    assert isinstance(model, MODELS[name])
+    assert isinstance(model, model_class(name))
     assert model.trainable == (name != "ha")
     assert model.horizon == 2 and model.input_len == 4
 
@@ -31,8 +31,8 @@ def test_params_are_applied_and_listed():
 
 
 def test_unknown_model_lists_choices():
-    with pytest.raises(DiststError, match=r"'lstm'.*\['gcgru', 'gru', 'ha'\]"):
-        build_model("lstm", DATA, {})
+    with pytest.raises(DiststError, match=r"'lstn'.*\['dcrnn', 'gcgru', 'gru', 'ha', "):
+        build_model("lstn", DATA, {})
 
 
 def test_unknown_key_lists_valid_keys():

@@ -414,7 +414,8 @@ def _graph_dcrnn(fmt: str, path, *, graph=None, locations=None, distances=None,
     if lp is not None:
         coords = _read_locations(lp, node_ids)
         files["locations"] = str(lp)
-    return SensorGraph(node_ids, ei, ew, coords, source={"files": files, "adjacency": info})
+    return SensorGraph(node_ids, ei, ew, coords, source={
+        "files": files, "adjacency": info, **({"coords_kind": "latlon"} if coords is not None else {})})
 
 
 def _read_dcrnn(fmt: str, path, *, series=None, zero_is_missing=True, name=None,
@@ -558,7 +559,8 @@ def _graph_pemsd7(fmt: str, path, *, graph=None, stations=None, matrix_kind="aut
         node_ids = st["ID"].astype(str).str.strip().to_numpy()
         coords = st[["Latitude", "Longitude"]].to_numpy(dtype=np.float64)
         files["stations"] = str(sp)
-    return SensorGraph(node_ids, ei, ew, coords, source={"files": files, "adjacency": info})
+    return SensorGraph(node_ids, ei, ew, coords, source={
+        "files": files, "adjacency": info, **({"coords_kind": "latlon"} if coords is not None else {})})
 
 
 def _weekday_timestamps(start, t: int, step_minutes: float, origin: str) -> np.ndarray:
@@ -682,17 +684,18 @@ def _generic_nodes(p: Path, node_column: str):
     ids = df[node_column].astype(str).to_numpy()
     if len(set(ids)) != len(ids):
         raise DiststError(f"{p}: node ids repeat in column '{node_column}'; keep one row per node")
-    coords, used = None, {node_column}
-    for a, b in (("x", "y"), ("lat", "lon")):
+    coords, used, kind = None, {node_column}, None
+    for a, b, k in (("x", "y", "xy"), ("lat", "lon", "latlon")):
         if a in df.columns and b in df.columns:
             coords = df[[a, b]].to_numpy(dtype=np.float64)
             used |= {a, b}
+            kind = k
             break
     extra = [c for c in df.columns if c not in used]
     attr = [c for c in extra if pd.api.types.is_numeric_dtype(df[c])]
     ignored = [c for c in extra if c not in attr]
     attrs = df[attr].to_numpy(dtype=np.float32) if attr else None
-    return ids, coords, attrs, attr, ignored
+    return ids, coords, attrs, attr, ignored, kind
 
 
 def _generic_edges(p: Path, node_ids: np.ndarray, *, symmetric=None, **kopts):
@@ -733,7 +736,8 @@ def _graph_generic(fmt: str, path, *, edges=None, nodes=None, node_column="node_
     attr_names: list[str] = []
     ignored: list[str] = []
     if np_ is not None:
-        node_ids, coords, attrs, attr_names, ignored = _generic_nodes(np_, node_column)
+        node_ids, coords, attrs, attr_names, ignored, coords_kind = _generic_nodes(np_,
+                                                                                   node_column)
         files["nodes"] = str(np_)
     elif _series_ids is not None:
         node_ids = np.asarray(_series_ids)
@@ -743,6 +747,8 @@ def _graph_generic(fmt: str, path, *, edges=None, nodes=None, node_column="node_
         node_ids = pd.unique(pd.concat([e["from"], e["to"]]).astype(str)).astype(str)
     ei, ew, info = _generic_edges(ep, np.asarray(node_ids), **kopts)
     src = {"files": files, "adjacency": info}
+    if coords is not None:
+        src["coords_kind"] = coords_kind
     if ignored:
         src["ignored_node_columns"] = ignored
     return SensorGraph(np.asarray(node_ids).astype(str), ei, ew, coords, attrs, attr_names, src)

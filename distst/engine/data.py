@@ -73,6 +73,13 @@ class DataBundle:
     global_ids: np.ndarray | None = None
     #: node count of the whole graph (shard: more than the part holds)
     num_global_nodes: int | None = None
+    #: shard mode: whole-graph out-/in-degrees of the local nodes (None: from the local edges)
+    out_degree: np.ndarray | None = None
+    in_degree: np.ndarray | None = None
+    #: standardised spatial attributes [N, A]; shard mode: the plan's whole-graph values,
+    #: otherwise computed on first use (distst.graph.spatial)
+    spatial_attrs: np.ndarray | None = None
+    spatial_attrs_missing: bool = False
 
     @property
     def input_dim(self) -> int:
@@ -86,9 +93,33 @@ class DataBundle:
     def steps_per_day(self) -> int:
         return max(1, int(round(24 * 60 / self.network.step_minutes)))
 
-    def model_data_kwargs(self) -> dict:
-        """Sizes and graph that every model constructor accepts (see distst.nn.registry)."""
-        return {
+    def spatial(self) -> np.ndarray | None:
+        """The nodes' spatial attributes, or None when the dataset has none."""
+        if self.spatial_attrs is None and not self.spatial_attrs_missing:
+            if self.num_inner is not None:
+                self.spatial_attrs_missing = True  # a shard cannot measure whole-graph roads
+            else:
+                from distst.graph.spatial import spatial_attributes
+
+                try:
+                    self.spatial_attrs = spatial_attributes(self.network).values
+                except DiststError:
+                    self.spatial_attrs_missing = True  # the model says what it needs
+        return self.spatial_attrs
+
+    def model_data_kwargs(self, keys=None) -> dict:
+        """Sizes and graph for a model constructor (see distst.nn.registry.DATA_KEYS).
+
+        ``keys``: the data keys the model declares (``model_data_keys(name)``); the costly
+        ones (spatial attributes) are computed only when asked for. A model that normalises
+        the graph itself with ``out_degree`` gets the raw local weights; older models get a
+        shard's pre-normalised weights instead (``edge_weight_override``).
+        """
+        keys = set(keys) if keys is not None else {"num_nodes", "input_dim", "output_dim",
+                                                   "input_len", "horizon", "edge_index",
+                                                   "edge_weight"}
+        raw = self.edge_weight_override is None or "out_degree" in keys
+        out = {
             "num_nodes": self.network.num_nodes,
             "input_dim": self.input_dim,
             "output_dim": self.output_dim,
@@ -96,9 +127,21 @@ class DataBundle:
             "horizon": self.horizon,
             "edge_index": torch.as_tensor(self.network.edge_index, dtype=torch.long),
             "edge_weight": torch.as_tensor(
-                self.network.edge_weight if self.edge_weight_override is None
-                else self.edge_weight_override, dtype=torch.float32),
+                self.network.edge_weight if raw else self.edge_weight_override,
+                dtype=torch.float32),
         }
+        if "coords" in keys:
+            c = self.network.coords
+            out["coords"] = None if c is None else torch.as_tensor(np.asarray(c),
+                                                                   dtype=torch.float64)
+        for key, arr in (("out_degree", self.out_degree), ("in_degree", self.in_degree)):
+            if key in keys:
+                out[key] = None if arr is None else torch.as_tensor(arr, dtype=torch.float64)
+        if "spatial_attrs" in keys:
+            sa = self.spatial()
+            out["spatial_attrs"] = None if sa is None else torch.as_tensor(sa,
+                                                                           dtype=torch.float32)
+        return out
 
     def target_scale(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the target channels, broadcastable to ``[B, H, N, C_t]``."""

@@ -52,6 +52,8 @@ def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
         bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
         bundle.num_inner = part.num_inner
         bundle.edge_weight_override = part.edge_weight_sym
+        bundle.out_degree, bundle.in_degree = part.deg, part.in_deg
+        bundle.spatial_attrs = part.spatial_attrs
         bundle.global_ids = np.asarray(part.nodes, dtype=np.int64)
         bundle.num_global_nodes = load_plan(plan_dir).num_nodes
         # checkpoints name the whole dataset, not this worker's part: `distst evaluate`
@@ -64,13 +66,13 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     """Everything that can be wrong with data, windows and model settings, checked once in
     this process before any worker starts; returns the fitted scaler state for the workers,
     so that W workers do not scan the training series W times."""
-    from distst.nn.registry import build_model
+    from distst.nn.registry import build_model, model_data_keys
 
     bundle = build_bundle(cfg.data, dataset_dir)
     params = dict(cfg.model.params)
     if cfg.model.name == "ha":
         params.setdefault("steps_per_day", bundle.steps_per_day)
-    build_model(cfg.model.name, bundle.model_data_kwargs(), params)
+    build_model(cfg.model.name, bundle.model_data_kwargs(model_data_keys(cfg.model.name)), params)
     return bundle.scaler.state_dict()
 
 

@@ -36,7 +36,7 @@ from distst.engine.data import DataBundle, history_for_ha
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_mae, observed_mask
 from distst.nn.common import inverse_sigmoid_decay
-from distst.nn.registry import build_model, model_param_names
+from distst.nn.registry import build_model, model_data_keys, model_param_names
 
 
 def seed_everything(seed: int) -> None:
@@ -64,7 +64,9 @@ class Trainer:
         params = dict(cfg.model.params)
         if cfg.model.name == "ha":
             params.setdefault("steps_per_day", bundle.steps_per_day)
-        if bundle.edge_weight_override is not None and "normalization" in model_param_names(cfg.model.name):
+        data_keys = model_data_keys(cfg.model.name)
+        if bundle.edge_weight_override is not None and "out_degree" not in data_keys \
+                and "normalization" in model_param_names(cfg.model.name):
             # the shard's weights are D^-1/2 A D^-1/2 of the whole graph, already normalised
             if params.get("normalization", "sym") != "sym":
                 raise DiststError(
@@ -73,7 +75,7 @@ class Trainer:
                     "use normalization=sym or runtime.mode=replicate"
                 )
             params["normalization"] = "none"
-        self.model = build_model(cfg.model.name, bundle.model_data_kwargs(), params)
+        self.model = build_model(cfg.model.name, bundle.model_data_kwargs(data_keys), params)
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())
         # Per-node parameters (first dim = local nodes): initialised from the node's global id

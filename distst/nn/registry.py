@@ -57,6 +57,11 @@ def _signature(cls: type) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
 
 
+def model_data_keys(name: str) -> list[str]:
+    """The data-derived keys (DATA_KEYS) that model ``name``'s constructor declares."""
+    return [k for k in _signature(model_class(name)) if k in DATA_KEYS]
+
+
 def model_param_names(name: str) -> list[str]:
     """The hyperparameter names of model ``name`` (the data-derived keys excluded)."""
     return [k for k in _signature(_model_class(name)) if k not in DATA_KEYS]

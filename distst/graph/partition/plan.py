@@ -12,7 +12,11 @@
         edge_index.npy   int64 [2, E_local]: edges with BOTH ends local, in local positions
         edge_weight.npy  float32 [E_local]: their raw weights
         edge_weight_sym.npy float32 [E_local]: D^-1/2 A D^-1/2 entries of the WHOLE graph
-        deg.npy          float64 [n_local]: whole-graph degrees of the local nodes
+        deg.npy          float64 [n_local]: whole-graph (out-)degrees of the local nodes
+        in_deg.npy       float64 [n_local]: whole-graph in-degrees (random-walk diffusion)
+        spatial_attrs.npy float32 [n_local, A]: distst.graph.spatial attributes computed on
+                         the WHOLE graph (road distances reach past any halo), when the
+                         dataset has any; names in META.json "spatial_attr_names"
         values.npy       float32 [T, n_local, C]: the series of just those nodes
         timestamps.npy, node_ids.npy (original string ids), coords.npy / node_attrs.npy
         meta.json        the dataset layout of distst.data.network
@@ -68,9 +72,10 @@ from distst.data.network import (
 from distst.errors import DiststError
 from distst.graph.partition.base import Partition
 from distst.graph.partition.halo import incoming_adjacency, k_hop_halo
+from distst.graph.spatial import spatial_attributes
 
 PLAN_FORMAT = "distst-partition-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 META_NAME = "META.json"
 PART_META = "part.json"
 # values.npy hashing: files up to _FULL_HASH_LIMIT are hashed whole, larger ones sampled.
@@ -123,6 +128,8 @@ class PartData:
     network: SensorNetwork
     edge_weight_sym: np.ndarray  # float32 [E_local]
     deg: np.ndarray  # float64 [n_local]
+    in_deg: np.ndarray | None = None  # float64 [n_local]
+    spatial_attrs: np.ndarray | None = None  # float32 [n_local, A], whole-graph standardised
 
     @property
     def inner_global(self) -> np.ndarray:
@@ -298,6 +305,12 @@ def write_plan(
     sym, deg = sym_normalized_weights(net.edge_index, net.edge_weight, n)
     ei = np.asarray(net.edge_index, dtype=np.int64)
     ew = np.asarray(net.edge_weight, dtype=np.float32)
+    keep = ei[0] != ei[1]
+    in_deg = np.bincount(ei[1][keep], weights=ew[keep].astype(np.float64),
+                         minlength=n).astype(np.float64)
+    spatial = None
+    if net.node_attrs is not None or net.coords is not None or ei.shape[1] > 0:
+        spatial = spatial_attributes(net)
     sizes = partition.sizes()
     if (sizes == 0).any():
         empty = np.flatnonzero(sizes == 0).tolist()
@@ -332,6 +345,9 @@ def write_plan(
             np.save(d / "nodes.npy", nodes)
             np.save(d / "edge_weight_sym.npy", sym[eids])
             np.save(d / "deg.npy", deg[nodes])
+            np.save(d / "in_deg.npy", in_deg[nodes])
+            if spatial is not None:
+                np.save(d / "spatial_attrs.npy", spatial.values[nodes])
         _write_part_values(net, dataset / "values.npy", [pt["nodes"] for pt in parts], tmp)
         part_sizes = []
         for i, part in enumerate(parts):
@@ -382,6 +398,7 @@ def write_plan(
             "sizes": part_sizes,
             "quality": None if quality is None else _drop_timings(_jsonable(quality)),
             "assignment_sha256": _sha256_file(tmp / "assignment.npy"),
+            "spatial_attr_names": None if spatial is None else spatial.names,
             "normalization": "edge_weight_sym = D^-1/2 A D^-1/2 of the whole graph "
                              "(out-degree, self loops removed; distst.nn.graphops 'sym')",
             "inputs": {"dataset": str(dataset.resolve()), "hashes": hashes},
@@ -493,6 +510,9 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
         nodes = np.load(d / "nodes.npy")
         sym = np.load(d / "edge_weight_sym.npy")
         deg = np.load(d / "deg.npy")
+        in_deg = np.load(d / "in_deg.npy")
+        spatial = (np.load(d / "spatial_attrs.npy") if (d / "spatial_attrs.npy").exists()
+                   else None)
     except (OSError, ValueError) as exc:
         raise DiststError(f"part {part} of plan {plan} is missing or corrupt ({exc}); {fix}") \
             from None
@@ -505,12 +525,13 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
     except DiststError as exc:
         raise DiststError(f"part {part} of plan {plan}: {exc} ({fix})") from None
     if network.num_nodes != nodes.size or sym.shape != (network.num_edges,) \
-            or deg.shape != (nodes.size,):
+            or deg.shape != (nodes.size,) or in_deg.shape != (nodes.size,) \
+            or (spatial is not None and spatial.shape[0] != nodes.size):
         raise DiststError(f"part {part} of plan {plan}: files disagree on the node/edge counts; "
                           f"the plan is corrupt: {fix}")
     return PartData(part=int(part), path=d, nodes=nodes.astype(np.int64),
                     num_inner=int(info["num_inner"]), network=network, edge_weight_sym=sym,
-                    deg=deg)
+                    deg=deg, in_deg=in_deg, spatial_attrs=spatial)
 
 
 def verify_plan(plan_dir: str | Path, dataset_dir: str | Path | None = None) -> PlanMeta:

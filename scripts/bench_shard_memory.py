@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Peak memory per worker, ``shard`` (one part of a plan) against ``replicate`` (whole dataset).
 
-Data side only (sharded training itself is measured once it exists): each measurement is a fresh
-subprocess that imports distst, opens either one part of a plan (``open_part``: its dataset is
-memory-mapped) or the whole dataset (``load_network``), fits the scaler on the training steps
-and makes one full pass of ``WindowDataset`` batches over the training windows and ALL the
-nodes it holds (a part's inner + halo nodes: a shard model reads the halo as input). Reported:
-the peak RSS of that process (``ru_maxrss``, file-backed memmap pages included) and the "data
-peak" = peak minus the RSS right after the imports (python + numpy + torch, the same in both
-modes), which is what partitioning can shrink.
+Each measurement is a fresh subprocess that imports distst, opens either one part of a plan
+(``open_part``: its dataset is memory-mapped) or the whole dataset (``load_network``), fits the
+scaler on the training steps and makes one pass of ``WindowDataset`` batches over the training
+windows and ALL the nodes it holds (a part's inner + halo nodes: a shard model reads the halo
+as input); then, with ``--model-steps S > 0`` (default 3), builds the model exactly as a worker
+does (GCGRU on the local graph; a shard's whole-graph-normalised weights) and runs S Adam
+training steps with the loss on the inner nodes. Reported: the peak RSS of that process
+(``ru_maxrss``, file-backed memmap pages included) and the "worker peak" = peak minus the RSS
+right after the imports and a warm-up step of a 10-node model (python, numpy, torch and its
+kernel libraries: the same in both modes), which is what partitioning can shrink.
 
 Target (issue 3): a worker's data peak <= (1/P + its halo share) x the replicate data peak,
 plus 10 % (the factor 1.10 below), where halo share = halo nodes of the part / N.
@@ -39,6 +41,25 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _warm_up(args) -> None:
+    """One training step of a 10-node GCGRU, so that torch's per-process fixed costs (kernel
+    libraries, thread pools, allocator arenas: several hundred MiB, the same whatever the graph
+    size) are in the baseline and the peak above it is what the graph's size drives."""
+    import torch
+
+    from distst.nn.registry import build_model
+
+    torch.set_num_threads(1)
+    ei = torch.tensor([[i for i in range(9)], [i + 1 for i in range(9)]])
+    m = build_model("gcgru", {"num_nodes": 10, "input_dim": 3, "output_dim": 1,
+                              "input_len": args.input_len, "horizon": args.horizon,
+                              "edge_index": ei, "edge_weight": torch.ones(9)},
+                    {"K": args.K, "hidden_size": args.hidden, "num_layers": 1})
+    opt = torch.optim.Adam(m.parameters())
+    m(torch.randn(args.batch_size, args.input_len, 10, 3)).abs().mean().backward()
+    opt.step()
+
+
 def worker(args) -> int:
     """One measurement in this (fresh) process; prints one JSON line."""
     from distst.data.network import load_network
@@ -46,6 +67,8 @@ def worker(args) -> int:
     from distst.data.windows import WindowDataset, iterate_batches, make_splits, train_end_step
     from distst.graph.partition.plan import open_part
 
+    if args.model_steps:
+        _warm_up(args)
     base = rss_bytes()
     t0 = time.perf_counter()
     if args.worker == "replicate":
@@ -67,6 +90,37 @@ def worker(args) -> int:
         if args.max_batches and batches >= args.max_batches:
             break
     del x, _y
+    if args.model_steps:
+        import numpy as np
+        import torch
+
+        from distst.nn.registry import build_model
+
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+        ew = net.edge_weight if args.worker == "replicate" else part.edge_weight_sym
+        model = build_model("gcgru", {
+            "num_nodes": net.num_nodes, "input_dim": ds.input_dim, "output_dim": 1,
+            "input_len": li, "horizon": h,
+            "edge_index": torch.as_tensor(np.asarray(net.edge_index)),
+            "edge_weight": torch.as_tensor(np.asarray(ew, dtype=np.float32))},
+            {"K": args.K, "hidden_size": args.hidden, "num_layers": 1,
+             "normalization": "sym" if args.worker == "replicate" else "none"})
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for step, (x, y) in enumerate(iterate_batches(ds, args.batch_size, shuffle=True,
+                                                      seed=1)):
+            if step >= args.model_steps:
+                break
+            x = torch.nan_to_num(torch.as_tensor(x))
+            y = torch.as_tensor(y)[..., :1]
+            pred = model(x)
+            inner = (slice(None), slice(None), slice(0, n_inner))  # loss on owned nodes only
+            err = (pred[inner] - y[inner]).abs()
+            loss = torch.nan_to_num(err, nan=0.0).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        del model, opt
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({"base": base, "peak": peak, "nodes": net.num_nodes, "inner": n_inner,
                       "batches": batches, "seconds": time.perf_counter() - t0}))
@@ -77,7 +131,9 @@ def measure(mode: str, path: Path, part: int, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--path", str(path), "--part", str(part),
            "--input-len", str(args.input_len), "--horizon", str(args.horizon),
            "--batch-size", str(args.batch_size), "--max-batches", str(args.max_batches),
-           "--scaler-chunk-steps", str(args.scaler_chunk_steps)]
+           "--scaler-chunk-steps", str(args.scaler_chunk_steps),
+           "--model-steps", str(args.model_steps), "--hidden", str(args.hidden),
+           "--K", str(args.K)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"worker {mode} part {part} failed:\n{res.stderr[-3000:]}")
@@ -98,6 +154,10 @@ def main(argv=None) -> int:
     ap.add_argument("--scaler-chunk-steps", type=int, default=0,
                     help="time steps per scaler-fit chunk (0 = library default: ~4M values "
                          "per chunk, a fixed cost per worker whatever its node count)")
+    ap.add_argument("--model-steps", type=int, default=3,
+                    help="GCGRU training steps after the data pass (0 = data side only)")
+    ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--K", type=int, default=2)
     ap.add_argument("--data", default=None, help="an existing dataset dir (default: generate)")
     ap.add_argument("--workdir", default=None, help="where data and plans go (default: temp)")
     ap.add_argument("--out", default=None, help="append the markdown table to this file")
@@ -144,14 +204,16 @@ def main(argv=None) -> int:
             f"{values_mib:.0f} MiB, {args.method}, halo {args.halo_hops} hop(s), batch "
             f"{args.batch_size}, {args.input_len}+{args.horizon} steps, scaler chunk "
             f"{args.scaler_chunk_steps or 'default'} steps, one pass over "
-            f"{rep['batches']} train batches",
+            f"{rep['batches']} train batches"
+            + (f", then {args.model_steps} GCGRU (K={args.K}, hidden {args.hidden}) training "
+               "steps" if args.model_steps else ", no model"),
             "",
             f"Machine: {platform.machine()} {os.cpu_count()} CPUs, Python "
             f"{sys.version.split()[0]}; dataset generated in {gen_s:.1f} s. Data peak = peak "
-            "RSS - RSS after imports; target = (1/P + halo share) x replicate data peak x 1.10.",
+            "RSS - RSS after imports; target = (1/P + halo share) x replicate peak x 1.10.",
             "",
             "| mode | P | part | plan s | local nodes (inner + halo) | halo share | peak RSS MiB "
-            "| data peak MiB | target MiB | data peak / replicate | within target |",
+            "| worker peak MiB | target MiB | worker peak / replicate | within target |",
             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
             f"| replicate | - | - | - | {n} | 0 | {rep['peak'] / MIB:.0f} | {r_data / MIB:.0f} "
             f"| - | 1.00 | - |",

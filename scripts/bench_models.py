@@ -1,0 +1,223 @@
+#!/usr/bin/env python
+"""Parameters, time per training batch and peak memory of every registered model (issue 4).
+
+Graphs: N = 207 is the real METR-LA graph (../shared/data/metr-la, with its GPS coordinates, so
+HyperST models get GPS + road distances to the 4 nearest sensors); N = 1,026 is the synthetic
+PeMS-L-sized network of the quickstart (sensor types, coordinates, road distances). HyperST-CNN
+needs a grid and gets one of about the same size (16 x 13 = 208 and 32 x 32 = 1,024 regions,
+4-neighbour edges). Each (model, N) runs in a fresh subprocess: batch ``--batch`` (64) of 12
+input and 12 output steps with 3 input channels (value, time of day, day of week), Adam
+(HA, a lookup table with no training step, is left out);
+``--warmup`` untimed steps, then the median of ``--steps`` timed forward + backward + step.
+Memory: on CPU the peak RSS of the subprocess minus its RSS after building the model and data
+(activations, gradients, optimizer state); on CUDA ``torch.cuda.max_memory_allocated``.
+Every model runs at its paper preset (``configs/models/<name>.yaml`` params); override with
+``--set name.key=value``.
+
+    .venv/bin/python scripts/bench_models.py [--nodes 207 1026] [--models gcgru dcrnn ...]
+        [--device cpu|cuda] [--batch 64] [--threads 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+MIB = 2**20
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def grid_graph(h: int, w: int):
+    import numpy as np
+
+    src, dst = [], []
+    for r in range(h):
+        for c in range(w):
+            i = r * w + c
+            for dr, dc in ((0, 1), (1, 0)):
+                if r + dr < h and c + dc < w:
+                    j = (r + dr) * w + c + dc
+                    src += [i, j]
+                    dst += [j, i]
+    coords = np.array([[r, c] for r in range(h) for c in range(w)], dtype=np.float64)
+    return np.array([src, dst]), np.ones(len(src), np.float32), coords
+
+
+def graph_for(name: str, n: int):
+    """(edge_index, edge_weight, coords, spatial_attrs) of the benchmark graph of size n."""
+    import numpy as np
+
+    from distst.data.network import SensorNetwork
+    from distst.graph.spatial import spatial_attributes
+
+    if name == "hyperst_cnn":
+        h, w = (16, 13) if n <= 300 else (32, 32)
+        ei, ew, coords = grid_graph(h, w)
+        rng = np.random.default_rng(0)
+        attrs = rng.normal(size=(h * w, 6)).astype(np.float32)
+        return ei, ew, coords, attrs
+    if n == 207:
+        from distst.data.formats import read_graph
+
+        g = read_graph("metr-la", DATA / "metr-la")
+        net = SensorNetwork(name="metr-la", values=np.zeros((1, g.num_nodes, 1), np.float32),
+                            timestamps=np.array(["2012-03-01"], dtype="datetime64[ns]"),
+                            node_ids=g.node_ids, edge_index=g.edge_index,
+                            edge_weight=g.edge_weight, channels=["speed"], coords=g.coords,
+                            source=dict(g.source))
+    else:
+        from distst.data.synth import synth_network
+
+        net = synth_network(num_nodes=n, days=1, seed=0)
+    sa = spatial_attributes(net)
+    return (np.asarray(net.edge_index), np.asarray(net.edge_weight, np.float32), net.coords,
+            sa.values)
+
+
+def preset(name: str) -> dict:
+    import yaml
+
+    p = ROOT / "configs" / "models" / f"{name}.yaml"
+    if not p.exists():
+        return {}
+    return dict((yaml.safe_load(p.read_text()) or {}).get("model", {}).get("params") or {})
+
+
+def child(args) -> int:
+    import torch
+
+    from distst.nn.registry import build_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    ei, ew, coords, attrs = graph_for(args.model, args.n)
+    n = attrs.shape[0]
+    params = preset(args.model)
+    params.update(json.loads(args.params))
+    data = dict(num_nodes=n, input_dim=3, output_dim=1, input_len=12, horizon=12,
+                edge_index=torch.as_tensor(ei), edge_weight=torch.as_tensor(ew),
+                spatial_attrs=torch.as_tensor(attrs),
+                coords=None if coords is None else torch.as_tensor(coords),
+                out_degree=None, in_degree=None)
+    model = build_model(args.model, data, params).to(dev)
+    nparams = sum(p.numel() for p in model.parameters())
+    x = torch.randn(args.batch, 12, n, 3, device=dev)
+    y = torch.randn(args.batch, 12, n, 1, device=dev)
+    trainable = any(p.requires_grad for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3) if trainable else None
+    base = rss()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        if opt is None:
+            with torch.no_grad():
+                model(x)
+            return
+        opt.zero_grad(set_to_none=True)
+        loss = (model(x) - y).abs().mean()
+        loss.backward()
+        opt.step()
+
+    times = []
+    for i in range(args.warmup + args.steps):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    if dev.type == "cuda":
+        mem = torch.cuda.max_memory_allocated() / MIB
+    else:
+        mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / MIB
+    print(json.dumps({"params": nparams, "seconds": statistics.median(times), "mem_mib": mem,
+                      "nodes": n}))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, nargs="+", default=[207, 1026])
+    ap.add_argument("--models", nargs="*", default=None, help="default: every registered model")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--params", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args)
+
+    import yaml
+
+    from distst.nn.registry import MODELS
+
+    # HA has no training step (a lookup table fitted once), so it is not timed here
+    models = args.models or [m for m in MODELS if m != "ha"]
+    extra: dict[str, dict] = {}
+    for item in args.set:
+        key, _, val = item.partition("=")
+        m, _, k = key.partition(".")
+        extra.setdefault(m, {})[k] = yaml.safe_load(val)
+    rows = []
+    for name in models:
+        for n in args.nodes:
+            cmd = [sys.executable, __file__, "--child", "--model", name, "--n", str(n),
+                   "--device", args.device, "--batch", str(args.batch),
+                   "--threads", str(args.threads), "--warmup", str(args.warmup),
+                   "--steps", str(args.steps), "--params", json.dumps(extra.get(name, {}))]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                err = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
+                row = f"| {name} | {n} | - | failed: {err[:120]} | - |"
+            else:
+                r = json.loads(res.stdout.strip().splitlines()[-1])
+                row = (f"| {name} | {r['nodes']} | {r['params']:,} | {r['seconds'] * 1000:.0f} "
+                       f"| {r['mem_mib']:.0f} |")
+            rows.append(row)
+            print(row, flush=True)
+    dev = args.device
+    text = "\n".join([
+        f"Batch {args.batch}, 12 -> 12 steps, {args.threads} threads, device {dev}, "
+        f"{platform.machine()} {os.cpu_count()} CPUs; median of {args.steps} steps after "
+        f"{args.warmup} warm-up. ms = forward + backward + Adam step.",
+        "",
+        "| model | N | parameters | ms / batch | peak MiB (" +
+        ("max allocated" if dev.startswith("cuda") else "RSS above model+data") + ") |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+    ]) + "\n"
+    print("\n" + text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -202,25 +202,59 @@ class Trainer:
             for g in grads:
                 g.mul_(coef)
 
+    def _globalise(self, local: torch.Tensor) -> torch.Tensor:
+        """Local per-node rows -> the whole-graph tensor, each node from the part that owns it
+        (collective in shard mode: every rank calls)."""
+        full = local.new_zeros((self.num_global, *local.shape[1:]))
+        own = slice(0, self.num_inner)
+        full.index_add_(0, self.global_ids[own], local[own])
+        if self.shard:
+            self.ctx.all_reduce_sum(full)
+        return full
+
+    def _localise(self, full: torch.Tensor) -> torch.Tensor:
+        return full.to(self.global_ids.device)[self.global_ids]
+
     def _global_node_state(self, state: dict) -> dict:
         """Replace local per-node rows by whole-graph tensors (collective: every rank calls)."""
         out = dict(state)
         for name in self.node_param_names:
-            local = state[name]
-            full = local.new_zeros((self.num_global, *local.shape[1:]))
-            own = slice(0, self.num_inner)
-            full.index_add_(0, self.global_ids[own], local[own])
-            if self.shard:
-                self.ctx.all_reduce_sum(full)
-            out[name] = full
+            out[name] = self._globalise(state[name])
         return out
 
     def _local_node_state(self, state: dict) -> dict:
         out = dict(state)
         for name in self.node_param_names:
             if name in out and out[name].shape[0] == self.num_global:
-                out[name] = out[name].to(self.global_ids.device)[self.global_ids]
+                out[name] = self._localise(out[name])
         return out
+
+    def _node_param_slots(self) -> dict[int, int]:
+        """Optimizer state index -> local row count, for the per-node parameters."""
+        return {i: p.shape[0] for i, (n, p) in enumerate(self.model.named_parameters())
+                if n in self.node_param_names}
+
+    def _global_optimizer_state(self) -> dict:
+        """The optimizer state with the per-node rows of Adam's moments made whole-graph, so a
+        resumed shard run (any partition) continues with every node's own moments
+        (collective: every rank calls, in the same parameter order)."""
+        opt = self.optimizer.state_dict()
+        state = dict(opt["state"])
+        for i, rows in self._node_param_slots().items():
+            if i in state:
+                state[i] = {k: self._globalise(v) if torch.is_tensor(v) and v.dim() >= 1
+                            and v.shape[0] == rows else v for k, v in state[i].items()}
+        return {**opt, "state": state}
+
+    def _local_optimizer_state(self, opt: dict) -> dict:
+        state = dict(opt["state"])
+        for i in self._node_param_slots():
+            key = i if i in state else str(i) if str(i) in state else None
+            if key is not None:
+                state[key] = {k: self._localise(v) if torch.is_tensor(v) and v.dim() >= 1
+                              and v.shape[0] == self.num_global else v
+                              for k, v in state[key].items()}
+        return {**opt, "state": state}
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -229,7 +263,7 @@ class Trainer:
         best = self._global_node_state(self.best_state) if self.best_state is not None else None
         return {
             "model": self._global_node_state(self.model.state_dict()),
-            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "optimizer": self._global_optimizer_state() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch,
             "global_step": self.global_step,
@@ -245,13 +279,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(self._local_node_state(state["model"]))
         if self.optimizer and state.get("optimizer"):
-            opt = state["optimizer"]
-            if self.shard and self.node_param_names:
-                # Adam moments of per-node rows were rank 0's local rows: restart them
-                idx = {i for i, (n, _) in enumerate(self.model.named_parameters())
-                       if n in self.node_param_names}
-                opt = {**opt, "state": {k: v for k, v in opt["state"].items() if int(k) not in idx}}
-            self.optimizer.load_state_dict(opt)
+            self.optimizer.load_state_dict(self._local_optimizer_state(state["optimizer"]))
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])

@@ -20,17 +20,21 @@ def _history(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+COMMON = ["train.cl_decay_steps=0", "partition.parts=2",
+          "partition.halo_hops=50",  # 50 hops > diameter of the 20-node graph
+          # a per-node embedding: DDP must neither average nor shrink its gradient
+          "model.params.node_embedding_dim=3", "train.grad_clip=0.5"]
+
+
 @pytest.fixture(scope="module")
 def full_halo_runs(ray_local, tmp_path_factory, overrides_for):
     from distst.config import load_config
 
     tmp = tmp_path_factory.mktemp("shard")
-    common = ["train.epochs=2", "train.cl_decay_steps=0", "partition.parts=2",
-              "partition.halo_hops=50",  # 50 hops > diameter of the 20-node graph
-              # a per-node embedding: DDP must neither average nor shrink its gradient
-              "model.params.node_embedding_dim=3", "train.grad_clip=0.5"]
-    shard_cfg = load_config(None, overrides_for(tmp, *common, "runtime.mode=shard"))
-    local_cfg = load_config(None, overrides_for(tmp, *common, "runtime.mode=local"))
+    shard_cfg = load_config(None, overrides_for(tmp, *COMMON, "train.epochs=2",
+                                                "runtime.mode=shard"))
+    local_cfg = load_config(None, overrides_for(tmp, *COMMON, "train.epochs=2",
+                                                "runtime.mode=local"))
     shard_dir, shard_final = run_ray(shard_cfg)
     local_dir, local_final = train_local(local_cfg)
     return shard_dir, shard_final, local_dir, local_final
@@ -65,3 +69,22 @@ def test_small_halo_shard_run_learns(ray_local, tiny):
     hist = _history(run_dir)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert final["test"]["avg"]["mae"] < final["ha"]["avg"]["mae"] * 1.5
+
+
+def test_resumed_shard_run_continues_like_an_uninterrupted_one(full_halo_runs, overrides_for,
+                                                                tmp_path):
+    """Resuming restores the per-node rows of Adam's moments too (they are saved for the
+    whole graph), so 2 sharded epochs + 1 resumed equal 3 uninterrupted single-process ones."""
+    from distst.config import load_config
+
+    shard_dir = full_halo_runs[0]
+    more = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
+                                           "runtime.mode=shard"))
+    resumed_dir, _ = run_ray(more, resume_from=shard_dir)
+    local3 = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
+                                             "runtime.mode=local"))
+    local_dir, _ = train_local(local3)
+    resumed, straight = _history(resumed_dir), _history(local_dir)
+    assert resumed[-1]["epoch"] == straight[-1]["epoch"] == 3
+    assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-4)
+    assert resumed[-1]["val_mae"] == pytest.approx(straight[-1]["val_mae"], rel=1e-4)

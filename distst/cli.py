@@ -112,6 +112,20 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    if args.grid:
+        from distst.data.grid import generate_grid_network
+        from distst.data.network import save_network
+
+        try:
+            h, w = (int(v) for v in args.grid.lower().split("x"))
+        except ValueError:
+            raise DiststError(f"--grid {args.grid!r}: expected HEIGHTxWIDTH, e.g. 32x32") \
+                from None
+        out = save_network(generate_grid_network(h, w, args.days, seed=args.seed,
+                                                 step_minutes=args.step_minutes or 60),
+                           args.out)
+        print(f"wrote synthetic {h} x {w} flow grid ({args.days} days) to {out}")
+        return 0
     from distst.data.synth import generate_network
 
     out = generate_network(args.out, num_nodes=args.nodes, days=args.days, seed=args.seed,
@@ -184,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--days", type=int, default=14)
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--graph", default="knn", choices=["knn", "delaunay"])
+    ds.add_argument("--grid", default=None, metavar="HxW",
+                    help="a TaxiBJ-like flow grid of H x W regions instead (HyperST-CNN)")
+    ds.add_argument("--step-minutes", type=int, default=None,
+                    help="grid only: minutes per step (default 60; TaxiBJ uses 30)")
     ds.add_argument("--out", required=True)
     ds.set_defaults(func=cmd_data_synth)
     di = dsub.add_parser("info", help="summarise a prepared dataset")

@@ -33,7 +33,13 @@ class SynthConfig:
     nodes: int = 1026
     days: int = 14
     seed: int = 0
+    #: "knn" / "delaunay": a road-like speed network of ``nodes`` sensors (distst.data.synth);
+    #: "grid": a TaxiBJ-like city grid of ``grid`` = [height, width] regions with inflow and
+    #: outflow (distst.data.grid; ``nodes`` is then height x width), for HyperST-CNN
     graph: str = "knn"
+    grid: list[int] = field(default_factory=lambda: [32, 32])
+    #: step of the grid's series in minutes (TaxiBJ: 30); the road networks use 5
+    grid_step_minutes: int = 60
 
 
 @dataclass
@@ -231,6 +237,9 @@ def config_from_dict(data: dict) -> Config:
     return cfg
 
 
+SYNTH_GRAPHS = ("knn", "delaunay", "grid")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that a type alone cannot express."""
     if cfg.runtime.mode not in RUNTIME_MODES:
@@ -263,6 +272,13 @@ def validate(cfg: Config) -> None:
             f"got {cfg.data.split}"
         )
     null_value(cfg.data)
+    s = cfg.data.synth
+    if s.graph not in SYNTH_GRAPHS:
+        raise DiststError(f"config key 'data.synth.graph': {s.graph!r} is not one of "
+                          f"{', '.join(SYNTH_GRAPHS)}")
+    if s.graph == "grid" and (len(s.grid) != 2 or min(s.grid) < 1):
+        raise DiststError(f"config key 'data.synth.grid' must be [height, width] >= 1, got "
+                          f"{s.grid}")
     if not cfg.model.name:
         raise DiststError("config key 'model.name' is empty; name a model, e.g. gcgru")
 

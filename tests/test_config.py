@@ -75,3 +75,12 @@ def test_shipped_configs_load():
         if "sweeps" in f.parts:
             continue
         load_config(f)
+
+
+def test_synth_graph_choices_and_grid_shape_are_checked():
+    from distst.config import load_config
+
+    with pytest.raises(DiststError, match=r"data.synth.graph.*'ring'.*knn, delaunay, grid"):
+        load_config(None, ["model.name=gcgru", "data.synth.graph=ring"])
+    with pytest.raises(DiststError, match=r"data.synth.grid.*\[height, width\]"):
+        load_config(None, ["model.name=gcgru", "data.synth.graph=grid", "data.synth.grid=[4]"])

@@ -23,6 +23,12 @@ def synth_cache_dir(data: DataConfig) -> Path:
 
     s = data.synth
     root = Path(os.path.expandvars(os.path.expanduser(data.cache_dir)))
+    if s.graph == "grid":
+        from distst.data.grid import GENERATOR_VERSION as GRID_VERSION
+
+        h, w = s.grid
+        return root / (f"synth-grid-v{GRID_VERSION}-{h}x{w}-d{s.days}-s{s.seed}-"
+                       f"m{s.grid_step_minutes}")
     return root / f"synth-v{GENERATOR_VERSION}-n{s.nodes}-d{s.days}-s{s.seed}-{s.graph}"
 
 
@@ -41,6 +47,16 @@ def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
             )
         return p
     out = synth_cache_dir(data)
+    if not is_dataset_dir(out) and data.synth.graph == "grid":
+        from distst.data.grid import generate_grid_network
+        from distst.data.network import save_network
+
+        h, w = data.synth.grid
+        if not quiet:
+            print(f"generating synthetic {h} x {w} flow grid ({data.synth.days} days) into "
+                  f"{out} ...", flush=True)
+        save_network(generate_grid_network(h, w, data.synth.days, seed=data.synth.seed,
+                                           step_minutes=data.synth.grid_step_minutes), out)
     if not is_dataset_dir(out):
         from distst.data.synth import generate_network
 

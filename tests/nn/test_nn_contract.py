@@ -12,24 +12,14 @@ import pytest
 import torch
 
 from distst.nn.registry import MODELS, build_model, model_class
+from tiny_models import TINY
 
 H, W = 3, 4
 N = H * W
 B, T_IN, T_OUT, F_IN, F_OUT = 4, 12, 3, 2, 1
 
-# Small sizes so that the whole file runs in seconds; each model's own defaults are the paper's.
-TINY: dict[str, dict] = {
-    "gru": {"hidden_size": 16, "num_layers": 1},
-    "lstm": {"hidden_size": 16, "num_layers": 1},
-    "gcgru": {"K": 2, "hidden_size": 16, "num_layers": 1},
-    "dcrnn": {"K": 2, "hidden_size": 16, "num_layers": 1},
-    "stgcn": {"channels": [8, 4, 8], "dropout": 0.0},
-    "hyperst_lstm_g": {"spatial_widths": [8, 4], "hidden_sizes": [8]},
-    "hyperst_lstm_d": {"spatial_widths": [8, 4], "hidden_sizes": [16]},
-    "hyperst_gcgru": {"K": 2, "hidden_size": 16, "num_layers": 1, "spatial_widths": [8, 4]},
-    "hyperst_dcgru": {"K": 2, "hidden_size": 16, "num_layers": 1, "spatial_widths": [8, 4]},
-    "hyperst_cnn": {"channels": [16, 8], "spatial_widths": [8, 4]},
-}
+# Small sizes (tests/tiny_models.py) so that the whole file runs in seconds; each model's own
+# defaults are the paper's.
 TRAINABLE = [m for m in MODELS if m != "ha"]
 
 

@@ -80,6 +80,10 @@ def _accepts(value, hint) -> bool:
         return any(_accepts(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and (
+            not args or all(_accepts(v, args[0]) for v in value))
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
@@ -90,6 +94,9 @@ def _accepts(value, hint) -> bool:
 
 
 def _type_name(hint) -> str:
+    if typing.get_origin(hint) in (list, tuple):
+        args = typing.get_args(hint)
+        return f"list of {_type_name(args[0])}" if args else "list"
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return " | ".join(_type_name(h) for h in typing.get_args(hint))
     return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))

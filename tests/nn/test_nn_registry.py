@@ -62,3 +62,11 @@ def test_bad_value_is_a_diststerror():
 def test_type_checker_accepts_int_for_float():
     assert _accepts(3, float) and _accepts(3.5, float) and not _accepts(True, float)
     assert _accepts(None, torch.Tensor | None) and not _accepts("x", int)
+
+
+def test_list_parameters_are_type_checked():
+    assert _accepts([64, 8, 4], list[int]) and not _accepts(3, list[int])
+    assert not _accepts([64, "8"], list[int])
+    with pytest.raises(DiststError, match=r"spatial_widths=3 has type int, expected list of int"):
+        build_model("hyperst_lstm_d", {**DATA, "spatial_attrs": torch.randn(5, 2)},
+                    {"spatial_widths": 3})

@@ -94,22 +94,39 @@ class GCGRUCell(nn.Module):
         _glorot_blocks(self.weight_hh, self.hidden_size, self.hidden_size)
         nn.init.zeros_(self.bias)
 
-    def input_gates(self, op, op_t, x: torch.Tensor) -> torch.Tensor:
+    def input_gates(self, op, op_t, x: torch.Tensor,
+                    scale: torch.Tensor | None = None) -> torch.Tensor:
         """``W_{z,r,h} *_G X + b``: ``x [N, M, input_dim]`` -> ``[N, M, 3H]``.
 
         M may be time*batch: the encoder convolves a whole known input sequence at once.
+        ``scale`` (optional ``[N, 3H]``, HyperST-GCGRU): a per-node channel-wise scale applied
+        to the convolution output before the bias, ``diag(z_n) (W *_G X)_n + b`` (HyperST-Net's
+        location-based HyperST-Conv, Eq. 4); None (default) leaves the cell unchanged.
         """
         n, m, _ = x.shape
         feats = cheb_features(op, op_t, x, self.K)  # [N*M, K*F]
-        return torch.addmm(self.bias, feats, self.weight_x).view(n, m, 3 * self.hidden_size)
+        if scale is None:
+            return torch.addmm(self.bias, feats, self.weight_x).view(n, m, 3 * self.hidden_size)
+        conv = (feats @ self.weight_x).view(n, m, 3 * self.hidden_size)
+        return torch.addcmul(self.bias, conv, scale[:, None, :])  # [N, 1, 3H] over M
 
-    def recur(self, op, op_t, xg: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The state update given the input part ``xg [N, B, 3H]`` and ``h [N, B, H]``."""
+    def recur(self, op, op_t, xg: torch.Tensor, h: torch.Tensor,
+              scale_hzr: torch.Tensor | None = None,
+              scale_hh: torch.Tensor | None = None) -> torch.Tensor:
+        """The state update given the input part ``xg [N, B, 3H]`` and ``h [N, B, H]``.
+
+        ``scale_hzr [N, 2H]`` / ``scale_hh [N, H]`` (optional, HyperST-GCGRU): per-node
+        channel-wise scales of the hidden convolutions ``U_{z,r} *_G h`` / ``U_h *_G (r . h)``.
+        """
         n, b, hs = h.shape
         hzr = (cheb_features(op, op_t, h, self.K) @ self.weight_hzr).view(n, b, 2 * hs)
+        if scale_hzr is not None:
+            hzr = hzr * scale_hzr[:, None, :]  # [N, 1, 2H] over the batch
         zr = torch.sigmoid(xg[..., : 2 * hs] + hzr)  # [N, B, 2H]
         z, r = zr[..., :hs], zr[..., hs:]
         hc = (cheb_features(op, op_t, r * h, self.K) @ self.weight_hh).view(n, b, hs)
+        if scale_hh is not None:
+            hc = hc * scale_hh[:, None, :]
         cand = torch.tanh(xg[..., 2 * hs:] + hc)
         return z * h + (1.0 - z) * cand
 
@@ -151,11 +168,13 @@ class GraphOperator(nn.Module):
     """
 
     def __init__(self, edge_index, edge_weight, num_nodes: int, normalization: str,
-                 lambda_max: float = 2.0):
+                 lambda_max: float = 2.0, degree=None):
         super().__init__()
         self.num_nodes = num_nodes
+        # degree: optional whole-graph out-degrees of the local nodes (shard mode), see
+        # graphops.cheb_operator; None = summed from these edges (the behaviour before).
         op = graphops.cheb_operator(edge_index, edge_weight, num_nodes, normalization,
-                                    lambda_max)
+                                    lambda_max, degree=degree)
         parts = graphops.csr_parts(op)
         parts_t = graphops.transpose_parts(parts, num_nodes)
         for prefix, p in (("op", parts), ("op_t", parts_t)):

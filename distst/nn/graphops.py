@@ -229,3 +229,75 @@ def dense_cheb_basis(
     for _ in range(2, K):
         basis.append(2 * lt @ basis[-1] - basis[-2])
     return torch.stack(basis[:K])
+
+
+# -- diffusion convolution (DCRNN) -------------------------------------------------------
+RANDOM_WALK_DIRECTIONS = ("forward", "backward")
+
+
+def random_walk_operator_coo(
+    edge_index,
+    edge_weight,
+    num_nodes: int,
+    direction: str = "forward",
+    degree=None,
+) -> torch.Tensor:
+    """A random-walk transition matrix of DCRNN's diffusion convolution, coalesced COO [N, N].
+
+    Li et al. 2018 (DCRNN, ICLR), Eq. (2): with ``W_ij`` the weight of the edge ``i -> j``
+    (``edge_index[0]`` = i, the source),
+
+    * ``"forward"``:  ``P_f = D_O^-1 W``, entry ``[i, j] = w_ij / d_O(i)``, ``d_O`` = out-degree;
+    * ``"backward"``: ``P_b = D_I^-1 W^T``, entry ``[i, j] = w_ji / d_I(i)``, ``d_I`` = in-degree.
+
+    Row ``i`` of either is normalised by node ``i``'s own degree (rows sum to 1, or 0 for a node
+    without edges in that direction). Unlike :func:`cheb_operator_coo`, self loops are KEPT in
+    ``W`` and in the degrees: DCRNN uses the adjacency as is (METR-LA's has a unit diagonal),
+    and the identity term of the filter is separate (k = 0). Duplicate edges add up.
+
+    ``degree`` (float [N], optional) replaces the degrees summed from these edges (out-degree for
+    ``"forward"``, in-degree for ``"backward"``): a shard passes the WHOLE-graph degrees of its
+    local nodes, which by the data contract EXCLUDE self loops, so the self-loop weight found in
+    these edges (a self loop of a local node is always a local edge) is added back. Rows of
+    nodes whose neighbours in that direction are all local then equal the full graph's rows.
+    """
+    if direction not in RANDOM_WALK_DIRECTIONS:
+        raise DiststError(f"graph: random-walk direction={direction!r} is not supported; "
+                          f"choose one of {list(RANDOM_WALK_DIRECTIONS)}")
+    ei, ew = validate_graph(edge_index, edge_weight, num_nodes)
+    src, dst, w = ei[0], ei[1], ew.double()  # float64 degrees, as cheb_operator_coo
+    row, col = (src, dst) if direction == "forward" else (dst, src)
+    if degree is None:
+        deg = torch.zeros(num_nodes, dtype=torch.float64).index_add_(0, row, w)
+    else:
+        deg = torch.as_tensor(degree, dtype=torch.float64).clone()
+        if deg.shape != (num_nodes,):
+            name = "out_degree" if direction == "forward" else "in_degree"
+            raise DiststError(f"graph: {name} has shape {list(deg.shape)}, expected "
+                              f"[{num_nodes}] (one whole-graph degree per local node)")
+        loop = src == dst
+        deg.index_add_(0, row[loop], w[loop])
+    dinv = 1.0 / deg
+    dinv[torch.isinf(dinv)] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        # duplicates are summed in float64 before the single rounding to float32
+        op = torch.sparse_coo_tensor(
+            torch.stack([row, col]), dinv[row] * w, (num_nodes, num_nodes)
+        ).coalesce()
+        return torch.sparse_coo_tensor(op.indices(), op.values().float(), op.shape,
+                                       is_coalesced=True)
+
+
+def random_walk_operator(
+    edge_index,
+    edge_weight,
+    num_nodes: int,
+    direction: str = "forward",
+    degree=None,
+) -> torch.Tensor:
+    """:func:`random_walk_operator_coo` as a sparse CSR tensor [N, N] (for :func:`spmm`)."""
+    coo = random_walk_operator_coo(edge_index, edge_weight, num_nodes, direction, degree)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return coo.to_sparse_csr()

@@ -100,3 +100,14 @@ def test_bad_inner_and_edges():
         k_hop_halo(PATH5.T, 5, [0], 1)
     with pytest.raises(DiststError, match="num_nodes=3"):
         k_hop_halo(PATH5, 3, [0], 1)
+
+
+def test_plan_halos_follow_edges_of_both_directions():
+    # chain 0 -> 1 -> 2 -> 3; part {1}: incoming halo {0}, both-direction halo {0, 2}
+    from distst.graph.partition.halo import halo_adjacency
+
+    mask = np.array([False, True, False, False])
+    assert k_hop_halo(CHAIN4, 4, mask, 1).tolist() == [0]
+    both = halo_adjacency(CHAIN4, 4)
+    assert k_hop_halo(None, 4, mask, 1, in_adj=both).tolist() == [0, 2]
+    assert k_hop_halo(None, 4, mask, 2, in_adj=both).tolist() == [0, 2, 3]

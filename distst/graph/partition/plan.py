@@ -71,11 +71,11 @@ from distst.data.network import (
 )
 from distst.errors import DiststError
 from distst.graph.partition.base import Partition
-from distst.graph.partition.halo import incoming_adjacency, k_hop_halo
+from distst.graph.partition.halo import halo_adjacency, k_hop_halo
 from distst.graph.spatial import spatial_attributes
 
 PLAN_FORMAT = "distst-partition-plan"
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 META_NAME = "META.json"
 PART_META = "part.json"
 # values.npy hashing: files up to _FULL_HASH_LIMIT are hashed whole, larger ones sampled.
@@ -301,7 +301,7 @@ def write_plan(
         )
     _check_out_dir(out, dataset)
     # Everything that can fail on bad input is computed before anything touches the disk.
-    in_adj = incoming_adjacency(net.edge_index, n)
+    in_adj = halo_adjacency(net.edge_index, n)  # both directions: exact for every model
     sym, deg = sym_normalized_weights(net.edge_index, net.edge_weight, n)
     ei = np.asarray(net.edge_index, dtype=np.int64)
     ew = np.asarray(net.edge_weight, dtype=np.float32)

@@ -118,12 +118,12 @@ def partition_quality(partition, edge_index, edge_weight, halo_hops: int = 1, *,
     ``cut_edges`` and ``cut_weight`` (undirected edges across parts, each once, weights of the
     symmetrised graph), ``cut_fraction`` (cut_edges / edges), ``halo_hops``,
     ``halo_min/max/total`` (nodes of the ``halo_hops``-hop halo of each part, as
-    :func:`distst.graph.partition.halo.k_hop_halo` defines it on the *directed* edges the plan
-    uses), ``replication`` (sum over parts of inner + halo nodes, divided by N; 1.0 = no
+    :func:`distst.graph.partition.halo.k_hop_halo` defines it over edges of both directions,
+    as plans do), ``replication`` (sum over parts of inner + halo nodes, divided by N; 1.0 = no
     copies), ``components`` (connected components of the undirected graph),
     ``partition_seconds`` (the partitioner's wall time) and ``quality_seconds``.
     """
-    from distst.graph.partition.halo import incoming_adjacency, k_hop_halo  # written alongside
+    from distst.graph.partition.halo import halo_adjacency, k_hop_halo  # written alongside
 
     t0 = time.perf_counter()
     a = partition.assignment
@@ -133,7 +133,7 @@ def partition_quality(partition, edge_index, edge_weight, halo_hops: int = 1, *,
     sizes = np.bincount(a, minlength=p)
     count, weight = edge_cut(adj, a)
     n_edges = adj.nnz // 2
-    in_adj = incoming_adjacency(ei, n)
+    in_adj = halo_adjacency(ei, n)
     halos = np.array([k_hop_halo(None, n, a == k, halo_hops, in_adj=in_adj).size
                       for k in range(p)], dtype=np.int64)
     return {

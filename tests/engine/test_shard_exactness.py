@@ -57,3 +57,40 @@ def test_inner_outputs_equal_full_graph_with_deep_enough_halo(dataset, tmp_path,
     assert shard_outputs(L_LAYERS * (K - 1)) < 1e-5
     # one hop short of the receptive field: boundary nodes must differ, or the test is blind
     assert shard_outputs(L_LAYERS * (K - 1) - 1) > 1e-4
+
+
+def test_diffusion_convolution_is_exact_on_a_directed_graph(tmp_path):
+    """DCRNN's forward walk reads OUT-neighbours and its backward walk IN-neighbours: with
+    halos grown over both directions and whole-graph degrees, K diffusion steps are exact
+    for inner nodes with K halo hops on a directed graph, and not with K - 1."""
+    from distst.data.network import load_network
+    from distst.nn.dcrnn import DiffusionOperators, diffusion_features
+
+    net = synth_network(num_nodes=40, days=1, seed=5)
+    rng = np.random.default_rng(0)
+    keep = rng.random(net.num_edges) < 0.6  # drop reverse edges at random: a directed graph
+    net.edge_index, net.edge_weight = net.edge_index[:, keep], net.edge_weight[keep]
+    d = save_network(net, tmp_path / "directed")
+    net = load_network(d)
+    n, kd = net.num_nodes, 2
+    x = torch.randn(n, 3, F)
+    full_ops = DiffusionOperators(torch.as_tensor(net.edge_index), torch.as_tensor(net.edge_weight), n)()
+    full = diffusion_features(full_ops, x, kd).view(n, 3, -1)
+
+    def worst(hops):
+        plan, _, _ = make_plan(d, tmp_path / f"plan-{hops}", method="metis", parts=3,
+                               halo_hops=hops)
+        err = 0.0
+        for i in range(3):
+            part = open_part(plan, i)
+            pn = part.network
+            ops = DiffusionOperators(torch.as_tensor(pn.edge_index), torch.as_tensor(pn.edge_weight),
+                                     part.num_local, out_degree=torch.as_tensor(part.deg),
+                                     in_degree=torch.as_tensor(part.in_deg))()
+            local = diffusion_features(ops, x[torch.as_tensor(part.nodes)], kd).view(part.num_local, 3, -1)
+            inner = torch.as_tensor(part.nodes[: part.num_inner])
+            err = max(err, float((local[: part.num_inner] - full[inner]).abs().max()))
+        return err
+
+    assert worst(kd) < 1e-5
+    assert worst(kd - 1) > 1e-4

@@ -46,19 +46,7 @@ def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
     if plan_dir is None:
         bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state)
     else:
-        from distst.graph.partition.plan import load_plan, open_part
-
-        part = open_part(plan_dir, ctx.rank)
-        bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
-        bundle.num_inner = part.num_inner
-        bundle.edge_weight_override = part.edge_weight_sym
-        bundle.out_degree, bundle.in_degree = part.deg, part.in_deg
-        bundle.spatial_attrs = part.spatial_attrs
-        bundle.global_ids = np.asarray(part.nodes, dtype=np.int64)
-        bundle.num_global_nodes = load_plan(plan_dir).num_nodes
-        # checkpoints name the whole dataset, not this worker's part: `distst evaluate`
-        # re-evaluates on the full graph, in global node order
-        bundle.dataset_dir = str(Path(dataset_dir).resolve())
+        bundle = _part_bundle(cfg, dataset_dir, plan_dir, ctx.rank, scaler_state)
     return Trainer(cfg, bundle, ctx).fit()
 
 
@@ -86,6 +74,57 @@ def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Pat
         run_dir, ckpt = prepare_run_dir(cfg, dataset_dir), None
     final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
     return run_dir, final
+
+
+def _part_bundle(cfg: Config, dataset_dir, plan_dir, part_id: int, scaler_state=None):
+    """The DataBundle a shard worker builds for part ``part_id`` of a plan."""
+    from distst.graph.partition.plan import load_plan, open_part
+
+    part = open_part(plan_dir, part_id)
+    bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
+    bundle.num_inner = part.num_inner
+    bundle.edge_weight_override = part.edge_weight_sym
+    bundle.out_degree, bundle.in_degree = part.deg, part.in_deg
+    bundle.spatial_attrs = part.spatial_attrs
+    bundle.global_ids = np.asarray(part.nodes, dtype=np.int64)
+    bundle.num_global_nodes = load_plan(plan_dir).num_nodes
+    # checkpoints name the whole dataset, not this worker's part: `distst evaluate`
+    # re-evaluates on the full graph, in global node order
+    bundle.dataset_dir = str(Path(dataset_dir).resolve())
+    return bundle
+
+
+def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
+                                split: str = "test") -> dict:
+    """A checkpoint's best model evaluated the way shard mode runs it: each part of the plan
+    sees only its inner nodes and halo, errors and counts of the inner nodes summed over parts.
+
+    With a fixed model this isolates what the halo depth costs (no training noise): compare
+    with :func:`evaluate_checkpoint` (the whole graph in one piece).
+    """
+    from distst.graph.partition.plan import load_plan, verify_plan
+
+    payload, cfg = load_checkpoint(path)
+    dataset_dir = payload["dataset_dir"]
+    verify_plan(plan_dir, dataset_dir)
+    set_threads(cfg)
+    cfg.runtime.mode = "shard"
+    total = None
+    for i in range(load_plan(plan_dir).num_parts):
+        bundle = _part_bundle(cfg, dataset_dir, plan_dir, i, scaler_state=payload["scaler"])
+        trainer = Trainer(cfg, bundle, LocalContext(resolve_checkpoint(path).parent))
+        state = payload["trainer"]
+        trainer.load_state_dict(state)
+        if state.get("best_model") is not None:
+            trainer.model.load_state_dict(trainer._local_node_state(state["best_model"]))
+        m = trainer.evaluate(split)
+        if total is None:
+            total = m
+        else:
+            total.merge_state(m.state())
+    return {"model": cfg.model.name, "split": split, "plan": str(plan_dir),
+            split: total.report(steps=tuple(cfg.train.report_steps),
+                              step_minutes=bundle.network.step_minutes)}
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "test") -> dict:

@@ -88,3 +88,24 @@ def test_resumed_shard_run_continues_like_an_uninterrupted_one(full_halo_runs, o
     assert resumed[-1]["epoch"] == straight[-1]["epoch"] == 3
     assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-4)
     assert resumed[-1]["val_mae"] == pytest.approx(straight[-1]["val_mae"], rel=1e-4)
+
+
+def test_sharded_evaluation_of_a_checkpoint(full_halo_runs, tmp_path):
+    """A fixed model evaluated part by part: with a halo covering the graph it equals the
+    whole-graph evaluation; with no halo it differs (the boundary nodes lose neighbours)."""
+    from distst.config import load_config
+    from distst.engine.run import evaluate_checkpoint_sharded
+    from distst.graph.partition.plan import make_plan
+
+    shard_dir = full_halo_runs[0]
+    whole = evaluate_checkpoint(shard_dir)["test"]
+    from distst.engine.checkpoint import load_checkpoint
+
+    cfg = load_config(shard_dir / "config.yaml")
+    data_dir = load_checkpoint(shard_dir)[0]["dataset_dir"]
+    for hops, same in ((50, True), (0, False)):
+        plan, _, _ = make_plan(data_dir, tmp_path / f"p{hops}", method=cfg.partition.method,
+                               parts=2, halo_hops=hops, seed=cfg.partition.seed)
+        got = evaluate_checkpoint_sharded(shard_dir, plan)["test"]
+        close = got["avg"]["mae"] == pytest.approx(whole["avg"]["mae"], rel=1e-5)
+        assert close == same, (hops, got["avg"], whole["avg"])

@@ -218,6 +218,7 @@ class GCGRU(nn.Module):
         horizon: int = 12,
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
+        out_degree: torch.Tensor | None = None,
         K: int = 3,
         hidden_size: int = 64,
         num_layers: int = 2,
@@ -239,7 +240,10 @@ class GCGRU(nn.Module):
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
         if node_embedding_dim < 0:
             raise DiststError(f"gcgru: node_embedding_dim={node_embedding_dim} must be >= 0")
-        self.graph = GraphOperator(edge_index, edge_weight, num_nodes, normalization)
+        # out_degree: whole-graph degrees of the local nodes (shard mode), so that a shard's
+        # inner rows of L~ equal the full graph's for "sym" and "rw" alike
+        self.graph = GraphOperator(edge_index, edge_weight, num_nodes, normalization,
+                                   degree=out_degree)
         self.node_embedding_dim = node_embedding_dim
         if node_embedding_dim:
             # Not in the paper (default 0): a learnable per-node vector appended to every

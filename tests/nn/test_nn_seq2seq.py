@@ -165,3 +165,29 @@ def test_gcgru_graph_is_not_in_state_dict_and_model_deep_copies(graph):
 def test_gcgru_needs_a_graph():
     with pytest.raises(DiststError, match="graph"):
         make("gcgru", None, None)
+
+
+@pytest.mark.parametrize("normalization", ["sym", "rw"])
+def test_gcgru_whole_graph_degrees_make_a_subgraph_exact_on_interior_rows(normalization):
+    """Shard mode passes whole-graph out-degrees: rows of nodes whose in-neighbours are all in
+    the subgraph then equal the full graph's operator, for sym and rw alike."""
+    from distst.nn.gcgru import GCGRU
+
+    ei, w = random_digraph(12, 40, seed=4)
+    full = GCGRU(num_nodes=12, input_dim=1, output_dim=1, edge_index=ei, edge_weight=w,
+                 normalization=normalization)
+    op_full = full.graph()[0].to_dense()
+    keep = torch.arange(8)  # nodes 0..7 local
+    mask = (ei[0] < 8) & (ei[1] < 8)
+    deg = torch.zeros(12, dtype=torch.float64).index_add_(
+        0, ei[0][ei[0] != ei[1]], w[ei[0] != ei[1]].double())
+    sub = GCGRU(num_nodes=8, input_dim=1, output_dim=1, edge_index=ei[:, mask],
+                edge_weight=w[mask], out_degree=deg[keep], normalization=normalization)
+    op_sub = sub.graph()[0].to_dense()
+    interior = [i for i in range(8) if not ((ei[1] == i) & (ei[0] >= 8)).any()]
+    assert interior, "the test graph must have interior nodes"
+    torch.testing.assert_close(op_sub[interior][:, :8], op_full[interior][:, :8])
+    # without the degrees the interior rows of boundary-touching nodes' neighbours differ
+    plain = GCGRU(num_nodes=8, input_dim=1, output_dim=1, edge_index=ei[:, mask],
+                  edge_weight=w[mask], normalization=normalization).graph()[0].to_dense()
+    assert not torch.allclose(plain[interior][:, :8], op_full[interior][:, :8])

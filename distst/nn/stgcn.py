@@ -55,37 +55,13 @@ from torch import nn
 from distst.errors import DiststError
 from distst.nn import graphops
 from distst.nn.common import check_input, check_targets
-from distst.nn.gcgru import cheb_features
+from distst.nn.gcgru import GraphOperator, cheb_features
 
 _ACTS = ("glu", "relu")
 
 
-class ChebGraph(nn.Module):
-    """``L~`` (and its transpose) as non-persistent CSR-component buffers.
-
-    Like :class:`distst.nn.gcgru.GraphOperator`, plus the ``degree`` override: a shard passes
-    the whole-graph out-degrees of its local nodes so its inner rows equal the full graph's.
-    """
-
-    def __init__(self, edge_index, edge_weight, num_nodes: int, normalization: str = "sym",
-                 lambda_max: float = 2.0, degree=None):
-        super().__init__()
-        self.num_nodes = num_nodes
-        op = graphops.cheb_operator(edge_index, edge_weight, num_nodes, normalization,
-                                    lambda_max, degree=degree)
-        parts = graphops.csr_parts(op)
-        parts_t = graphops.transpose_parts(parts, num_nodes)
-        for prefix, p in (("op", parts), ("op_t", parts_t)):
-            self.register_buffer(f"{prefix}_crow", p.crow, persistent=False)
-            self.register_buffer(f"{prefix}_col", p.col, persistent=False)
-            self.register_buffer(f"{prefix}_val", p.val, persistent=False)
-
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.num_nodes
-        op = graphops.assemble_csr(graphops.CSRParts(self.op_crow, self.op_col, self.op_val), n)
-        op_t = graphops.assemble_csr(
-            graphops.CSRParts(self.op_t_crow, self.op_t_col, self.op_t_val), n)
-        return op, op_t
+# The operator holder is GCGRU's (it takes the whole-graph ``degree`` override too).
+ChebGraph = GraphOperator
 
 
 class Align(nn.Module):

@@ -15,9 +15,14 @@ from distst.nn.common import check_input, check_targets, coin
 
 
 class GRUSeq2Seq(nn.Module):
-    """Stacked GRU encoder -> stacked GRU decoder -> linear(hidden -> output_dim) per step."""
+    """Stacked GRU encoder -> stacked GRU decoder -> linear(hidden -> output_dim) per step.
+
+    Subclasses swap the recurrent layer (``rnn``): :class:`distst.nn.lstm.LSTMSeq2Seq`.
+    """
 
     trainable = True
+    rnn: type[nn.Module] = nn.GRU
+    label = "gru"
 
     def __init__(
         self,
@@ -38,26 +43,27 @@ class GRUSeq2Seq(nn.Module):
                          ("horizon", horizon), ("hidden_size", hidden_size),
                          ("num_layers", num_layers)):
             if val < 1:
-                raise DiststError(f"gru: {key}={val} must be >= 1")
+                raise DiststError(f"{self.label}: {key}={val} must be >= 1")
         if output_dim > input_dim:
-            raise DiststError(f"gru: output_dim={output_dim} > input_dim={input_dim}; the "
+            raise DiststError(f"{self.label}: output_dim={output_dim} > input_dim={input_dim}; the "
                               "first output_dim input channels must be the targets")
         self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
         self.input_len, self.horizon = input_len, horizon
         self.hidden_size, self.num_layers = hidden_size, num_layers
-        self.encoder = nn.GRU(input_dim, hidden_size, num_layers, batch_first=True)
-        self.decoder = nn.GRU(output_dim, hidden_size, num_layers, batch_first=True)
+        self.encoder = self.rnn(input_dim, hidden_size, num_layers, batch_first=True)
+        self.decoder = self.rnn(output_dim, hidden_size, num_layers, batch_first=True)
         self.proj = nn.Linear(hidden_size, output_dim)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input("gru", x, self.input_len, self.num_nodes, self.input_dim)
+        check_input(self.label, x, self.input_len, self.num_nodes, self.input_dim)
         b, t, n, f = x.shape
-        sampling = check_targets("gru", targets, teacher_forcing, b, self.horizon, n,
+        sampling = check_targets(self.label, targets, teacher_forcing, b, self.horizon, n,
                                  self.output_dim)
         # [B, T, N, F] -> [B, N, T, F] -> [B*N, T, F]: nodes are independent sequences
         seq = x.permute(0, 2, 1, 3).reshape(b * n, t, f)
-        _, h = self.encoder(seq)  # h [layers, B*N, H]
+        # GRU: h [layers, B*N, H]; LSTM: the pair (h, c) of that shape
+        _, state = self.encoder(seq)
         if sampling:
             # [B, horizon, N, O] -> [B*N, horizon, O]; missing (NaN) fed as 0 like x
             truth = torch.nan_to_num(targets, nan=0.0).permute(0, 2, 1, 3).reshape(
@@ -65,7 +71,7 @@ class GRUSeq2Seq(nn.Module):
         inp = x.new_zeros(b * n, 1, self.output_dim)  # GO symbol
         preds = []
         for step in range(self.horizon):
-            out, h = self.decoder(inp, h)  # out [B*N, 1, H]
+            out, state = self.decoder(inp, state)  # out [B*N, 1, H]
             pred = self.proj(out)  # [B*N, 1, O]
             preds.append(pred)
             inp = truth[:, step:step + 1] if sampling and coin(teacher_forcing) else pred

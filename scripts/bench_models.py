@@ -194,6 +194,8 @@ def main(argv=None) -> int:
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 err = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
+                if res.returncode in (-9, 137):  # SIGKILL: the kernel's OOM killer
+                    err = f"killed (out of memory: {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB machine)"
                 row = f"| {name} | {n} | - | failed: {err[:120]} | - |"
             else:
                 r = json.loads(res.stdout.strip().splitlines()[-1])

@@ -50,9 +50,6 @@ def model_class(name: str) -> type[nn.Module]:
     return getattr(importlib.import_module(module), attr)
 
 
-_model_class = model_class
-
-
 def _signature(cls: type) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
 
@@ -64,12 +61,12 @@ def model_data_keys(name: str) -> list[str]:
 
 def model_param_names(name: str) -> list[str]:
     """The hyperparameter names of model ``name`` (the data-derived keys excluded)."""
-    return [k for k in _signature(_model_class(name)) if k not in DATA_KEYS]
+    return [k for k in _signature(model_class(name)) if k not in DATA_KEYS]
 
 
 def model_param_defaults(name: str) -> dict:
     """Hyperparameter name -> default value (the paper's setting) of model ``name``."""
-    sig = _signature(_model_class(name))
+    sig = _signature(model_class(name))
     return {k: p.default for k, p in sig.items() if k not in DATA_KEYS}
 
 
@@ -104,7 +101,7 @@ def _type_name(hint) -> str:
 
 def build_model(name: str, data_kwargs: dict, params: dict | None = None) -> nn.Module:
     """Construct model ``name`` from the data's sizes/graph and the config's hyperparameters."""
-    cls = _model_class(name)
+    cls = model_class(name)
     params = dict(params or {})
     sig = _signature(cls)
     hints = typing.get_type_hints(cls.__init__)

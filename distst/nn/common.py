@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -22,6 +23,14 @@ def inverse_sigmoid_decay(step: int, k: float = 2000.0) -> float:
     if z > 700:  # exp overflow: the probability is 0 to float precision anyway
         return 0.0
     return float(k / (k + math.exp(z)))
+
+
+def check_sizes(model: str, **sizes: int) -> None:
+    """Every size must be an integer >= 1; the error names the model and the key."""
+    for key, val in sizes.items():
+        if isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < 1:
+            raise DiststError(f"{model}: {key}={val!r} must be an integer >= 1; fix "
+                              f"model.params.{key} (or the data's {key})")
 
 
 def check_input(model: str, x: torch.Tensor, input_len: int, num_nodes: int,

@@ -50,14 +50,13 @@ METR-LA settings: ``max_diffusion_step`` K = 2, 2 layers of 64 units, ``dual_ran
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 
 from distst.errors import DiststError
 from distst.nn import graphops
-from distst.nn.common import check_input, check_targets, coin
+from distst.nn.common import check_input, check_sizes, check_targets, coin
 
 #: filter_type -> the random-walk directions it diffuses along (DCRNN's names; "laplacian"
 #: is the Chebyshev graph convolution -- use the gcgru model for that).
@@ -200,14 +199,6 @@ class DCGRUCell(nn.Module):
                 scale_c: torch.Tensor | None = None) -> torch.Tensor:
         """One step: ``x [N, B, input_dim]``, ``h [N, B, H]`` -> new ``h [N, B, H]``."""
         return self.recur(supports, self.input_gates(supports, x), h, scale_ru, scale_c)
-
-
-def check_sizes(model: str, **sizes: int) -> None:
-    """Every size must be >= 1; the error names the key."""
-    for key, val in sizes.items():
-        if isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < 1:
-            raise DiststError(f"{model}: {key}={val!r} must be an integer >= 1; fix "
-                              f"model.params.{key} (or the data's {key})")
 
 
 class GraphSeq2Seq(nn.Module):

@@ -34,7 +34,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn import graphops
-from distst.nn.common import check_input, check_targets, coin
+from distst.nn.common import check_input, check_sizes, check_targets, coin
 
 
 def cheb_features(op: torch.Tensor, op_t: torch.Tensor | None, x: torch.Tensor,
@@ -226,12 +226,9 @@ class GCGRU(nn.Module):
         node_embedding_dim: int = 0,
     ):
         super().__init__()
-        for key, val in (("num_nodes", num_nodes), ("input_dim", input_dim),
-                         ("output_dim", output_dim), ("input_len", input_len),
-                         ("horizon", horizon), ("K", K), ("hidden_size", hidden_size),
-                         ("num_layers", num_layers)):
-            if val < 1:
-                raise DiststError(f"gcgru: {key}={val} must be >= 1")
+        check_sizes("gcgru", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
+                    input_len=input_len, horizon=horizon, K=K, hidden_size=hidden_size,
+                    num_layers=num_layers)
         if output_dim > input_dim:
             raise DiststError(f"gcgru: output_dim={output_dim} > input_dim={input_dim}; the "
                               "first output_dim input channels must be the targets")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_input, check_targets, coin
+from distst.nn.common import check_input, check_sizes, check_targets, coin
 
 
 class GRUSeq2Seq(nn.Module):
@@ -38,12 +38,9 @@ class GRUSeq2Seq(nn.Module):
         num_layers: int = 2,
     ):
         super().__init__()
-        for key, val in (("num_nodes", num_nodes), ("input_dim", input_dim),
-                         ("output_dim", output_dim), ("input_len", input_len),
-                         ("horizon", horizon), ("hidden_size", hidden_size),
-                         ("num_layers", num_layers)):
-            if val < 1:
-                raise DiststError(f"{self.label}: {key}={val} must be >= 1")
+        check_sizes(self.label, num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
+                    input_len=input_len, horizon=horizon, hidden_size=hidden_size,
+                    num_layers=num_layers)
         if output_dim > input_dim:
             raise DiststError(f"{self.label}: output_dim={output_dim} > input_dim={input_dim}; the "
                               "first output_dim input channels must be the targets")

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_input, check_targets
+from distst.nn.common import check_input, check_sizes, check_targets
 from distst.nn.hyperst import FactorHead, SpatialModule, check_spatial_attrs
 
 _GRID_FIX = ("HyperST-CNN convolves over a city grid and needs a grid network whose coords are "
@@ -153,12 +153,9 @@ class HyperSTCNN(nn.Module):
         output_kernel: int = 1,
     ):
         super().__init__()
-        for key, val in (("num_nodes", num_nodes), ("input_dim", input_dim),
-                         ("output_dim", output_dim), ("input_len", input_len),
-                         ("horizon", horizon), ("kernel_size", kernel_size),
-                         ("output_kernel", output_kernel)):
-            if val < 1:
-                raise DiststError(f"hyperst_cnn: {key}={val} must be >= 1")
+        check_sizes("hyperst_cnn", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
+                    input_len=input_len, horizon=horizon, kernel_size=kernel_size,
+                    output_kernel=output_kernel)
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1:
             raise DiststError(f"hyperst_cnn: channels={channels} must list >= 1 layer sizes, "

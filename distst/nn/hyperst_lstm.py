@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_input, check_targets, coin
+from distst.nn.common import check_input, check_sizes, check_targets, coin
 from distst.nn.hyperst import FactorHead, HyperSTLinear, SpatialModule, check_spatial_attrs
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each node-major [N, B, H]
@@ -212,11 +212,8 @@ class _HyperSTLSTMSeq2Seq(nn.Module):
     def _setup(self, num_nodes, input_dim, output_dim, input_len, horizon, spatial_attrs,
                spatial_widths, hidden_sizes) -> None:
         name = self.name
-        for key, val in (("num_nodes", num_nodes), ("input_dim", input_dim),
-                         ("output_dim", output_dim), ("input_len", input_len),
-                         ("horizon", horizon)):
-            if val < 1:
-                raise DiststError(f"{name}: {key}={val} must be >= 1")
+        check_sizes(name, num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
+                    input_len=input_len, horizon=horizon)
         if output_dim > input_dim:
             raise DiststError(f"{name}: output_dim={output_dim} > input_dim={input_dim}; the "
                               "first output_dim input channels must be the targets")

@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.dcrnn import DCRNN, GraphSeq2Seq, check_sizes
+from distst.nn.common import check_sizes
+from distst.nn.dcrnn import DCRNN, GraphSeq2Seq
 from distst.nn.gcgru import GCGRUCell, GraphOperator
 from distst.nn.hyperst import FactorHead, SpatialModule, check_spatial_attrs
 

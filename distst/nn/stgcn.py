@@ -54,7 +54,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn import graphops
-from distst.nn.common import check_input, check_targets
+from distst.nn.common import check_input, check_sizes, check_targets
 from distst.nn.gcgru import GraphOperator, cheb_features
 
 _ACTS = ("glu", "relu")
@@ -246,12 +246,9 @@ class STGCN(nn.Module):
     ):
         super().__init__()
         channels = [int(c) for c in channels]
-        for key, val in (("num_nodes", num_nodes), ("input_dim", input_dim),
-                         ("output_dim", output_dim), ("input_len", input_len),
-                         ("horizon", horizon), ("Kt", Kt), ("Ks", Ks),
-                         ("num_blocks", num_blocks), ("output_hidden", output_hidden)):
-            if val < 1:
-                raise DiststError(f"stgcn: {key}={val} must be >= 1")
+        check_sizes("stgcn", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
+                    input_len=input_len, horizon=horizon, Kt=Kt, Ks=Ks, num_blocks=num_blocks,
+                    output_hidden=output_hidden)
         if len(channels) != 3 or min(channels) < 1:
             raise DiststError(f"stgcn: channels={channels} must be three sizes >= 1 (temporal, "
                               "graph, temporal channels of an ST-Conv block; the paper uses "

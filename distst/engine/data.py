@@ -83,8 +83,6 @@ class DataBundle:
     excluded_windows: dict[str, int]
     #: shard mode: nodes [0, num_inner) are owned, the rest is halo (None = all owned)
     num_inner: int | None = None
-    #: shard mode: normalised full-graph edge weights that replace the raw ones
-    edge_weight_override: np.ndarray | None = None
     #: global id of every local node (shard: inner then halo; otherwise 0..N-1)
     global_ids: np.ndarray | None = None
     #: node count of the whole graph (shard: more than the part holds)
@@ -127,14 +125,13 @@ class DataBundle:
         """Sizes and graph for a model constructor (see distst.nn.registry.DATA_KEYS).
 
         ``keys``: the data keys the model declares (``model_data_keys(name)``); the costly
-        ones (spatial attributes) are computed only when asked for. A model that normalises
-        the graph itself with ``out_degree`` gets the raw local weights; older models get a
-        shard's pre-normalised weights instead (``edge_weight_override``).
+        ones (spatial attributes) are computed only when asked for. Edge weights are always the
+        raw local ones: models that read the graph normalise it themselves, in shard mode with
+        the whole-graph ``out_degree`` / ``in_degree`` of the local nodes.
         """
         keys = set(keys) if keys is not None else {"num_nodes", "input_dim", "output_dim",
                                                    "input_len", "horizon", "edge_index",
                                                    "edge_weight"}
-        raw = self.edge_weight_override is None or "out_degree" in keys
         out = {
             "num_nodes": self.network.num_nodes,
             "input_dim": self.input_dim,
@@ -142,9 +139,7 @@ class DataBundle:
             "input_len": self.input_len,
             "horizon": self.horizon,
             "edge_index": torch.as_tensor(self.network.edge_index, dtype=torch.long),
-            "edge_weight": torch.as_tensor(
-                self.network.edge_weight if raw else self.edge_weight_override,
-                dtype=torch.float32),
+            "edge_weight": torch.as_tensor(self.network.edge_weight, dtype=torch.float32),
         }
         if "coords" in keys:
             c = self.network.coords

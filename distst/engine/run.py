@@ -83,7 +83,6 @@ def _part_bundle(cfg: Config, dataset_dir, plan_dir, part_id: int, scaler_state=
     part = open_part(plan_dir, part_id)
     bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
     bundle.num_inner = part.num_inner
-    bundle.edge_weight_override = part.edge_weight_sym
     bundle.out_degree, bundle.in_degree = part.deg, part.in_deg
     bundle.spatial_attrs = part.spatial_attrs
     bundle.global_ids = np.asarray(part.nodes, dtype=np.int64)

@@ -36,7 +36,7 @@ from distst.engine.data import DataBundle, history_for_ha
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_mae, observed_mask
 from distst.nn.common import inverse_sigmoid_decay
-from distst.nn.registry import build_model, model_data_keys, model_param_names
+from distst.nn.registry import build_model, model_data_keys
 
 
 def seed_everything(seed: int) -> None:
@@ -65,16 +65,6 @@ class Trainer:
         if cfg.model.name == "ha":
             params.setdefault("steps_per_day", bundle.steps_per_day)
         data_keys = model_data_keys(cfg.model.name)
-        if bundle.edge_weight_override is not None and "out_degree" not in data_keys \
-                and "normalization" in model_param_names(cfg.model.name):
-            # the shard's weights are D^-1/2 A D^-1/2 of the whole graph, already normalised
-            if params.get("normalization", "sym") != "sym":
-                raise DiststError(
-                    f"model.params.normalization={params['normalization']!r} is not available "
-                    "in shard mode: plans store the symmetric normalisation of the whole graph; "
-                    "use normalization=sym or runtime.mode=replicate"
-                )
-            params["normalization"] = "none"
         self.model = build_model(cfg.model.name, bundle.model_data_kwargs(data_keys), params)
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())

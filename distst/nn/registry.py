@@ -37,7 +37,8 @@ MODELS: dict[str, str] = {
 #: sizes; the local graph; ``spatial_attrs`` float32 [N, A] standardised node attributes
 #: (distst.graph.spatial; None when the dataset has none); ``coords`` float64 [N, 2] or None;
 #: ``out_degree`` / ``in_degree`` float64 [N]: WHOLE-graph weighted degrees of the local nodes
-#: (self loops excluded), so that a shard normalises its edges as the full graph would.
+#: (self loops excluded), so that a shard normalises its edges as the full graph would. A model
+#: that normalises the graph must declare them: shard-mode edge weights are the raw local ones.
 DATA_KEYS = ("num_nodes", "input_dim", "output_dim", "input_len", "horizon",
              "edge_index", "edge_weight", "spatial_attrs", "coords", "out_degree", "in_degree")
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow.fs
 import ray
 import ray.train
 import ray.train.torch
@@ -60,9 +62,14 @@ class RayContext(Context):
             self._board.log.remote(line)
 
     def latest_checkpoint(self) -> Path | None:
-        if self._resume is not None:
-            return Path(self._resume.to_directory())
-        return self._resume_path
+        if self._resume is None:
+            return self._resume_path
+        if isinstance(self._resume.filesystem, pyarrow.fs.LocalFileSystem):
+            return Path(self._resume.path)
+        # to_directory() without a path shares one temp folder between the workers of a
+        # node, and a late worker re-downloads into it while an early one is reading
+        # (a torn checkpoint.pt, seen in CI): each worker gets a folder of its own
+        return Path(self._resume.to_directory(tempfile.mkdtemp(prefix=f"distst-resume-r{self.rank}-")))
 
 
 def _quiet_report_log() -> None:

@@ -79,6 +79,10 @@ class TrainConfig:
     eval_batch_size: int = 64
     lr: float = 0.01
     weight_decay: float = 0.0
+    #: Adam's epsilon (HimNet's reference code trains with 1e-3)
+    adam_eps: float = 1e-8
+    #: training loss over observed targets: mae, mse, or mae_mse = (MAE + MSE) / 2 (ST-UNet)
+    loss: str = "mae"
     #: learning-rate milestones (epochs) and decay factor (MultiStepLR, as DCRNN)
     lr_milestones: list[int] = field(default_factory=lambda: [20, 30, 40, 50])
     lr_gamma: float = 0.1
@@ -238,6 +242,8 @@ def config_from_dict(data: dict) -> Config:
 
 
 SYNTH_GRAPHS = ("knn", "delaunay", "grid")
+#: losses that are sums over entries, so shard mode can all-reduce them exactly
+TRAIN_LOSSES = ("mae", "mse", "mae_mse")
 
 
 def validate(cfg: Config) -> None:
@@ -249,6 +255,11 @@ def validate(cfg: Config) -> None:
         )
     if cfg.runtime.workers < 1:
         raise DiststError(f"config key 'runtime.workers' must be >= 1, got {cfg.runtime.workers}")
+    if cfg.train.loss not in TRAIN_LOSSES:
+        raise DiststError(f"config key 'train.loss': unknown loss {cfg.train.loss!r}; "
+                          f"choices: {', '.join(TRAIN_LOSSES)}")
+    if not cfg.train.adam_eps > 0:
+        raise DiststError(f"config key 'train.adam_eps' must be > 0, got {cfg.train.adam_eps}")
     if cfg.partition.parts < 1:
         raise DiststError(f"config key 'partition.parts' must be >= 1, got {cfg.partition.parts}")
     if cfg.partition.halo_hops < 0:

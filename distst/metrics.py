@@ -84,6 +84,26 @@ def masked_mape(pred, target, null_value: float = NAN, mape_eps: float = MAPE_EP
     return 100.0 * (err / safe_t).abs().sum() / mask.sum().clamp(min=1)
 
 
+def masked_error_sum(pred, target, kind: str = "mae", null_value: float = NAN
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum of per-entry losses, count of observed entries)`` for a training loss.
+
+    ``kind``: ``mae`` (|e|), ``mse`` (e^2) or ``mae_mse`` ((|e| + e^2) / 2, the mean of the L1
+    and L2 losses that ST-UNet trains with). Sums rather than means so that shard mode can
+    add counts over workers and reproduce the whole-graph mean exactly.
+    """
+    err, _, mask = _masked_parts(pred, target, null_value, False, 0.0)
+    if kind == "mae":
+        total = err.abs().sum()
+    elif kind == "mse":
+        total = (err * err).sum()
+    elif kind == "mae_mse":
+        total = 0.5 * (err.abs().sum() + (err * err).sum())
+    else:
+        raise DiststError(f"train.loss: unknown loss {kind!r}; choose one of mae, mse, mae_mse")
+    return total, mask.sum()
+
+
 LOSSES = {"mae": masked_mae, "mse": masked_mse, "rmse": masked_rmse, "mape": masked_mape}
 
 

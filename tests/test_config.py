@@ -28,6 +28,8 @@ def test_defaults_and_overrides_are_typed():
     ("partition.parts=0", ">= 1"),
     ("runtime.workers=0", ">= 1"),
     ("data.null_value=zero", "neither 'nan' nor a number"),
+    ("train.loss=huber", "choices: mae, mse, mae_mse"),
+    ("train.adam_eps=0", "'train.adam_eps' must be > 0"),
     ("noequals", "key.sub=value"),
 ])
 def test_bad_keys_and_values_name_the_key(override, fragment):

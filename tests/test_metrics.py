@@ -184,3 +184,18 @@ def test_report_keys_and_missing_steps():
     short.update(*_random_batch(gen, 1, h=4))
     assert list(short.report(steps=(3, 6, 12))) == ["15min", "avg"]
     assert list(short.report(steps=(1, 2), step_minutes=2.5)) == ["2.5min", "5min", "avg"]
+
+
+def test_masked_error_sum_kinds_and_missing():
+    from distst.metrics import masked_error_sum
+
+    pred = torch.tensor([1.0, 2.0, 4.0, 0.0])
+    y = torch.tensor([0.0, 4.0, float("nan"), 3.0])
+    for kind, want in (("mae", 1 + 2 + 3), ("mse", 1 + 4 + 9), ("mae_mse", 0.5 * (6 + 14))):
+        total, count = masked_error_sum(pred, y, kind)
+        assert float(total) == pytest.approx(want) and int(count) == 3
+    # the mean of the sum matches masked_mae exactly, so switching the trainer changed nothing
+    total, count = masked_error_sum(pred, y, "mae")
+    assert torch.equal(total / count.clamp(min=1), masked_mae(pred, y))
+    with pytest.raises(DiststError, match="huber"):
+        masked_error_sum(pred, y, "huber")

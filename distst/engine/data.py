@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,23 @@ def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
                   f"{data.synth.days} days) into {out} ...", flush=True)
         generate_network(out, num_nodes=data.synth.nodes, days=data.synth.days,
                          seed=data.synth.seed, graph=data.synth.graph)
+    return out
+
+
+def local_coarsening(edge_index, edge_weight, num_nodes: int, levels: int) -> list[tuple]:
+    """GPA coarsening of a (local) graph for pooling models, one tuple per level l = 1..levels:
+    ``(parent LongTensor [N_{l-1}], edge_index LongTensor [2, E_l], edge_weight [E_l], N_l)``."""
+    from distst.graph.partition.gpa import gpa_hierarchy
+
+    hier = gpa_hierarchy(np.asarray(edge_index), np.asarray(edge_weight), int(num_nodes), levels)
+    out, prev = [], np.arange(int(num_nodes), dtype=np.int64)
+    for assign, (ei, ew, n_l) in zip(hier.levels, hier.graphs):
+        # assign: level-l super-node of each ORIGINAL node; parent: of each level-(l-1) node
+        parent = np.zeros(int(prev.max()) + 1, dtype=np.int64)
+        parent[prev] = assign
+        out.append((torch.as_tensor(parent), torch.as_tensor(ei, dtype=torch.long),
+                    torch.as_tensor(ew, dtype=torch.float32), int(n_l)))
+        prev = assign
     return out
 
 
@@ -141,6 +159,12 @@ class DataBundle:
             "edge_index": torch.as_tensor(self.network.edge_index, dtype=torch.long),
             "edge_weight": torch.as_tensor(self.network.edge_weight, dtype=torch.float32),
         }
+        train = self.datasets["train"]
+        out.update(steps_per_day=self.steps_per_day, time_of_day=train.add_time_of_day,
+                   day_of_week=train.add_day_of_week)
+        if "coarsening" in keys:
+            out["coarsening"] = functools.partial(local_coarsening, self.network.edge_index,
+                                                  self.network.edge_weight, self.network.num_nodes)
         if "coords" in keys:
             c = self.network.coords
             out["coords"] = None if c is None else torch.as_tensor(np.asarray(c),

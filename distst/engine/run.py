@@ -57,10 +57,8 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     from distst.nn.registry import build_model, model_data_keys
 
     bundle = build_bundle(cfg.data, dataset_dir)
-    params = dict(cfg.model.params)
-    if cfg.model.name == "ha":
-        params.setdefault("steps_per_day", bundle.steps_per_day)
-    build_model(cfg.model.name, bundle.model_data_kwargs(model_data_keys(cfg.model.name)), params)
+    build_model(cfg.model.name, bundle.model_data_kwargs(model_data_keys(cfg.model.name)),
+                dict(cfg.model.params))
     return bundle.scaler.state_dict()
 
 

@@ -34,7 +34,7 @@ from distst.engine.checkpoint import load_checkpoint, save_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.data import DataBundle, history_for_ha
 from distst.errors import DiststError
-from distst.metrics import StreamingMetrics, masked_mae, observed_mask
+from distst.metrics import StreamingMetrics, masked_error_sum
 from distst.nn.common import inverse_sigmoid_decay
 from distst.nn.registry import build_model, model_data_keys
 
@@ -62,8 +62,6 @@ class Trainer:
         self.num_inner = bundle.num_inner if bundle.num_inner is not None else bundle.network.num_nodes
         seed_everything(cfg.train.seed)
         params = dict(cfg.model.params)
-        if cfg.model.name == "ha":
-            params.setdefault("steps_per_day", bundle.steps_per_day)
         data_keys = model_data_keys(cfg.model.name)
         self.model = build_model(cfg.model.name, bundle.model_data_kwargs(data_keys), params)
         self.model.to(self.device)
@@ -98,7 +96,8 @@ class Trainer:
                 self.net = DistributedDataParallel(self.model, broadcast_buffers=False)
         tc = cfg.train
         self.optimizer = (
-            torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+            torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                             eps=tc.adam_eps)
             if self.trainable else None
         )
         self.scheduler = (
@@ -126,13 +125,14 @@ class Trainer:
         return (0, 1) if self.shard else (self.ctx.rank, self.ctx.world_size)
 
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        kind = self.cfg.train.loss
         if not self.shard:
-            return masked_mae(pred, y, null_value=self.null)
+            total, count = masked_error_sum(pred, y, kind, null_value=self.null)
+            return total / count.clamp(min=1)
         pred, y = pred[:, :, : self.num_inner], y[:, :, : self.num_inner]
-        mask = observed_mask(y, self.null)
-        err = torch.where(mask, (pred - torch.nan_to_num(y)).abs(), torch.zeros_like(pred))
-        count = self.ctx.all_reduce_sum(mask.sum().to(torch.float64).reshape(1))
-        return err.sum() * self.ctx.world_size / count.clamp(min=1.0).to(err.dtype)
+        total, count = masked_error_sum(pred, y, kind, null_value=self.null)
+        count = self.ctx.all_reduce_sum(count.to(torch.float64).reshape(1))
+        return total * self.ctx.world_size / count.clamp(min=1.0).to(total.dtype)
 
     def _scale_targets(self, y: torch.Tensor) -> torch.Tensor:
         # y: [B, H, N, C_t] in original units with NaN; teacher forcing wants scaled, no NaN
@@ -431,8 +431,7 @@ class Trainer:
             "test": self.evaluate("test").report(steps=steps, step_minutes=minutes),
         }
         if tc.baseline_ha and self.cfg.model.name != "ha":
-            ha = build_model("ha", self.bundle.model_data_kwargs(),
-                             {"steps_per_day": self.bundle.steps_per_day})
+            ha = build_model("ha", self.bundle.model_data_kwargs(model_data_keys("ha")))
             ha.to(self.device)
             ha.fit_history(*[t.to(self.device) for t in history_for_ha(self.bundle)])
             out["ha"] = self.evaluate("test", model=ha).report(steps=steps, step_minutes=minutes)

@@ -39,8 +39,15 @@ MODELS: dict[str, str] = {
 #: ``out_degree`` / ``in_degree`` float64 [N]: WHOLE-graph weighted degrees of the local nodes
 #: (self loops excluded), so that a shard normalises its edges as the full graph would. A model
 #: that normalises the graph must declare them: shard-mode edge weights are the raw local ones.
+#: ``steps_per_day`` (from the sampling interval); ``time_of_day`` / ``day_of_week``: whether the
+#: input's last channels carry those features (distst.data.windows order: tod, then dow).
+#: ``coarsening``: ``coarsening(levels) -> [(parent [N_{l-1}], edge_index, edge_weight, N_l)]``
+#: for l = 1..levels, GPA (ST-UNet Algorithm 1) run on the model's LOCAL graph (a shard's part
+#: plus halo), so super-nodes never span two parts; a callable so that only models that pool
+#: pay for it and the model keeps knowing nothing of distst.graph.
 DATA_KEYS = ("num_nodes", "input_dim", "output_dim", "input_len", "horizon",
-             "edge_index", "edge_weight", "spatial_attrs", "coords", "out_degree", "in_degree")
+             "edge_index", "edge_weight", "spatial_attrs", "coords", "out_degree", "in_degree",
+             "steps_per_day", "time_of_day", "day_of_week", "coarsening")
 
 
 def model_class(name: str) -> type[nn.Module]:

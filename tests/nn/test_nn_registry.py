@@ -25,7 +25,7 @@ def test_params_are_applied_and_listed():
     assert (model.K, model.hidden_size, model.num_layers) == (2, 7, 1)
     assert model_param_names("gcgru") == ["K", "hidden_size", "num_layers", "normalization", "node_embedding_dim"]
     assert model_param_defaults("gru") == {"hidden_size": 64, "num_layers": 2}
-    assert model_param_defaults("ha") == {"steps_per_day": 288, "weekly": True}
+    assert model_param_defaults("ha") == {"weekly": True}
     y = model(torch.randn(2, 4, 5, 3))
     assert y.shape == (2, 2, 5, 1)
 

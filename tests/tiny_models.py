@@ -12,4 +12,6 @@ TINY: dict[str, dict] = {
     "hyperst_gcgru": {"K": 2, "hidden_size": 16, "num_layers": 1, "spatial_widths": [8, 4]},
     "hyperst_dcgru": {"K": 2, "hidden_size": 16, "num_layers": 1, "spatial_widths": [8, 4]},
     "hyperst_cnn": {"channels": [16, 8], "spatial_widths": [8, 4]},
+    "himnet": {"hidden_size": 16, "tod_embedding_dim": 4, "node_embedding_dim": 4,
+               "st_embedding_dim": 4},
 }

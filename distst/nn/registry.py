@@ -31,6 +31,7 @@ MODELS: dict[str, str] = {
     "hyperst_gcgru": "distst.nn.hyperst_rnn:HyperSTGCGRU",
     "hyperst_dcgru": "distst.nn.hyperst_rnn:HyperSTDCGRU",
     "hyperst_cnn": "distst.nn.hyperst_cnn:HyperSTCNN",
+    "himnet": "distst.nn.himnet:HimNet",
 }
 
 #: What the engine passes to every constructor (a model receives only the keys it declares):

@@ -1,0 +1,475 @@
+"""HimNet: heterogeneity-informed meta-parameter learning (Dong et al., KDD 2024, arXiv 2405.10800).
+
+The poster's general formulation: a meta-parameter pool ``P = [theta_1 .. theta_k]`` is queried
+by an embedding ``E`` and the parameters are ``theta = E P = sum_i E_i theta_i``, with three
+kinds of heterogeneity (poster, "Spatial/Temporal/ST-Mixed"):
+
+* temporal ``E_t`` [B, d_t]: time-of-day and day-of-week embeddings of the window's last
+  input step; its pool ``P_t`` (TMP) generates the weights of the temporal encoder;
+* spatial ``E_s`` [N, d_s]: a learnable per-node embedding; ``P_s`` (SMP) generates one weight
+  set per node for the spatial encoder, and ``softmax(ReLU(E_s E_s^T))`` is its adaptive graph;
+* spatio-temporal ``E_st`` [B, N, d_st]: a projection of the encoders' last hidden state;
+  ``P_st`` (STMP) generates per-(sample, node) decoder weights, and
+  ``softmax(ReLU(E_st E_st^T))`` is the decoder's per-sample adaptive graph.
+
+Architecture (the paper's Fig. "HimNet Architecture", checked against the authors' code): two
+GCRU encoders over the input window -- one with spatial, one with temporal meta-parameters --
+whose last states are summed; a GCRU decoder with ST-mixed meta-parameters that is fed the
+previous prediction plus the future step's time features, and a linear output head. A GCRU
+cell is a GRU whose gates are graph convolutions of ``[x, h]`` with a Chebyshev-style basis
+``T_0 x = x, T_1 x = A x, T_k x = 2 A T_{k-1} x - T_{k-2} x`` (``cheb_k`` terms, default 2).
+
+Ablations (the poster's table; each is one switch): ``use_e_t / use_e_s / use_e_st = False``
+replaces that embedding by a static all-ones matrix of the same width ("w/o E": no heterogeneity,
+the pool collapses to one shared parameter set and the adaptive graph becomes uniform);
+``use_tmp / use_smp / use_stmp = False`` replaces that pool by plain randomly initialised
+parameters ("w/o MP").
+
+Scale (distst's addition): ``graph="dense"`` is the paper's N x N adaptive graph and the default.
+``graph="sparse"`` restricts the softmax of every row to the node's ``graph_hops``-hop
+neighbourhood in the physical graph (self included), so memory and time grow with the edges,
+not N^2; in shard mode it is built on the local graph (part + halo), so a worker never holds
+more. With a neighbourhood that covers a connected graph, sparse equals dense (tested).
+Per-node weights of the spatial encoder are materialised once per forward when they fit in
+``meta_weight_budget_mb``; otherwise (large N) they are never materialised: ``theta = E P`` is
+applied as ``(E kron x) P`` and recomputed in the backward pass (:class:`KronLinear`).
+
+Deviations from the authors' code, all documented here: the per-node embedding starts as
+N(0, 0.1^2) (``node_parameter_std``; the reference uses Xavier-normal, std sqrt(2 / (N + d)),
+which is 0.095 at N = 207) so that every shard initialises a node identically; the decoder's
+future time features use distst's encoding (time of day in [0, 1), day of week / 7) and are
+derived from the last input step and ``steps_per_day`` (exact on gap-free windows, which is all
+distst makes); the per-node weights are generated once per forward instead of once per step
+(same values, less work).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+
+from distst.errors import DiststError
+from distst.nn.common import check_input, check_sizes, check_targets, coin
+
+GRAPHS = ("dense", "sparse")
+
+
+# -- theta = E P without materialising theta --------------------------------------------------
+class KronLinear(torch.autograd.Function):
+    """``out[m] = x[m] @ (sum_d e[m, d] P[d])`` for rows m, i.e. ``(e[m] kron x[m]) @ P``.
+
+    ``x`` [M, I], ``e`` [M, d], ``pool`` [d, I, O] -> [M, O]. Neither the per-row weights
+    [M, I, O] nor the Kronecker rows [M, d * I] are kept: chunks of rows are formed in the
+    forward and again in the backward, so the saved state is just x, e and P.
+    """
+
+    @staticmethod
+    def _chunk(m: int, d: int, i: int) -> int:
+        return max(1, min(m, (16 << 20) // max(1, d * i)))  # ~64 MB of float32 per chunk
+
+    @staticmethod
+    def forward(ctx, x, e, pool):
+        m, i = x.shape
+        d, _, o = pool.shape
+        flat = pool.reshape(d * i, o)
+        out = x.new_empty(m, o)
+        step = KronLinear._chunk(m, d, i)
+        for s in range(0, m, step):
+            z = (e[s:s + step, :, None] * x[s:s + step, None, :]).reshape(-1, d * i)
+            torch.mm(z, flat, out=out[s:s + step])
+        ctx.save_for_backward(x, e, pool)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, e, pool = ctx.saved_tensors
+        m, i = x.shape
+        d, _, o = pool.shape
+        flat = pool.reshape(d * i, o)
+        grad = grad.contiguous()
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        ge = torch.empty_like(e) if ctx.needs_input_grad[1] else None
+        gp = torch.zeros_like(flat) if ctx.needs_input_grad[2] else None
+        step = KronLinear._chunk(m, d, i)
+        for s in range(0, m, step):
+            g = grad[s:s + step]
+            ec, xc = e[s:s + step], x[s:s + step]
+            if gp is not None:
+                z = (ec[:, :, None] * xc[:, None, :]).reshape(-1, d * i)
+                gp.addmm_(z.t(), g)
+            gz = (g @ flat.t()).view(-1, d, i)  # [m_c, d, I]
+            if gx is not None:
+                gx[s:s + step] = torch.einsum("mdi,md->mi", gz, ec)
+            if ge is not None:
+                ge[s:s + step] = torch.einsum("mdi,mi->md", gz, xc)
+        return gx, ge, None if gp is None else gp.view(d, i, o)
+
+
+# -- adaptive graphs ---------------------------------------------------------------------------
+def khop_neighbourhood(edge_index: torch.Tensor, num_nodes: int, hops: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(row, col)`` int64 of every pair within ``hops`` undirected hops, self pairs included,
+    sorted by row then column (CSR order)."""
+    n = int(num_nodes)
+    loops = torch.arange(n, dtype=torch.long)
+    ei = edge_index.to(torch.long)
+    both = torch.cat([ei, ei.flip(0), torch.stack([loops, loops])], dim=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse invariant checks" chatter
+        step = torch.sparse_coo_tensor(both, torch.ones(both.shape[1]), (n, n)).coalesce()
+        step = torch.sparse_coo_tensor(step.indices(), torch.ones(step.indices().shape[1]),
+                                       (n, n)).coalesce()
+        reach = step
+        for _ in range(max(0, int(hops) - 1)):
+            reach = torch.sparse.mm(reach, step).coalesce()
+            # binarise, or the counts of walks grow without bound over hops
+            reach = torch.sparse_coo_tensor(reach.indices(), torch.ones(reach.indices().shape[1]),
+                                            (n, n)).coalesce()
+    if hops <= 0:
+        return loops, loops.clone()
+    idx = reach.indices()  # coalesced: sorted by row, then column
+    return idx[0].contiguous(), idx[1].contiguous()
+
+
+def _segment_softmax(scores: torch.Tensor, row: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """Softmax of ``scores`` [..., E] within each row group (row ids [E])."""
+    shape = (*scores.shape[:-1], num_rows)
+    idx = row.expand_as(scores)
+    mx = scores.new_full(shape, -math.inf).scatter_reduce(-1, idx, scores, "amax",
+                                                          include_self=True)
+    ex = (scores - mx.gather(-1, idx).detach()).exp()
+    den = ex.new_zeros(shape).scatter_add(-1, idx, ex)
+    return ex / den.gather(-1, idx)
+
+
+class AdaptiveGraph:
+    """One forward's adaptive graph ``softmax(ReLU(E E^T))``, dense or neighbourhood-sparse, and
+    the propagation ``x -> A x`` on node-major features ``[N, B, C]``.
+
+    ``emb`` [N, d] (one graph for the batch) or [B, N, d] (one per sample, the decoder's).
+    """
+
+    def __init__(self, emb: torch.Tensor, sparse: tuple[torch.Tensor, torch.Tensor] | None):
+        self.per_sample = emb.dim() == 3
+        self.n = emb.shape[-2]
+        self.sparse = sparse is not None
+        if not self.sparse:
+            # [N, N] or [B, N, N]; row n is the distribution over the nodes n reads from
+            self.a = torch.softmax(torch.relu(emb @ emb.transpose(-1, -2)), dim=-1)
+            return
+        row, col = sparse
+        n, e = self.n, row.numel()
+        scores = torch.relu((emb[..., row, :] * emb[..., col, :]).sum(-1))  # [E] or [B, E]
+        vals = _segment_softmax(scores, row, n)
+        crow = torch.zeros(n + 1, dtype=torch.long, device=row.device)
+        crow[1:] = torch.bincount(row, minlength=n).cumsum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta" chatter
+            if not self.per_sample:
+                self.a = torch.sparse_csr_tensor(crow, col, vals, (n, n), check_invariants=False)
+            else:
+                # B samples as one block-diagonal [B*N, B*N] matrix: one product, and autograd
+                # keeps only the B*E weights (a gather/scatter would keep [B, E, C] features)
+                b = vals.shape[0]
+                off = torch.arange(b, device=row.device)
+                crow_b = torch.cat([(crow[:-1][None, :] + off[:, None] * e).reshape(-1),
+                                    crow.new_tensor([b * e])])
+                col_b = (col[None, :] + off[:, None] * n).reshape(-1)
+                self.a = torch.sparse_csr_tensor(crow_b, col_b, vals.reshape(-1),
+                                                 (b * n, b * n), check_invariants=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, b, c = x.shape
+        if not self.per_sample:
+            # [N, B, C] -> [N, B*C]: one product for the whole batch
+            y = self.a @ x.reshape(n, b * c) if not self.sparse else \
+                torch.sparse.mm(self.a, x.reshape(n, b * c))
+            return y.view(n, b, c)
+        xb = x.permute(1, 0, 2)  # [B, N, C]
+        if not self.sparse:
+            return torch.bmm(self.a, xb).permute(1, 0, 2)
+        y = torch.sparse.mm(self.a, xb.reshape(b * n, c))  # [B*N, C]
+        return y.view(b, n, c).permute(1, 0, 2)
+
+
+# -- meta-parameter graph convolution ---------------------------------------------------------
+class HimGCN(nn.Module):
+    """Graph convolution whose weights and bias come from a meta-parameter pool.
+
+    ``axis``: ``"t"`` (``E`` [B, d]), ``"s"`` (``E`` [N, d]), ``"st"`` (``E`` [B, N, d]) or
+    ``None`` (plain parameters: the "w/o MP" ablation). Input and output are node-major
+    ``[N, B, C]``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, cheb_k: int, embed_dim: int,
+                 axis: str | None, meta_weight_budget_mb: float):
+        super().__init__()
+        self.cheb_k, self.axis, self.out_dim = cheb_k, axis, out_dim
+        i = cheb_k * in_dim
+        self.budget = meta_weight_budget_mb * 2 ** 20
+        if axis is None:
+            self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(i, out_dim)))
+            self.bias = nn.Parameter(torch.zeros(out_dim))
+        else:
+            self.weight_pool = nn.Parameter(nn.init.xavier_normal_(torch.empty(embed_dim, i, out_dim)))
+            self.bias_pool = nn.Parameter(nn.init.xavier_normal_(torch.empty(embed_dim, out_dim)))
+
+    def prepare(self, emb: torch.Tensor | None) -> dict:
+        """Per-forward state: generated weights (when they are cheap) and biases."""
+        if self.axis is None:
+            return {}
+        st = {"emb": emb, "bias": emb @ self.bias_pool}  # [B, O] / [N, O] / [B, N, O]
+        if self.axis == "t":
+            st["w"] = torch.einsum("bd,dio->bio", emb, self.weight_pool)  # [B, I, O]
+        elif self.axis == "s":
+            n = emb.shape[0]
+            if n * self.weight_pool[0].numel() * emb.element_size() <= self.budget:
+                st["w"] = torch.einsum("nd,dio->nio", emb, self.weight_pool)  # [N, I, O]
+        return st
+
+    def basis(self, x: torch.Tensor, graph) -> torch.Tensor:
+        """``[T_0 x, .., T_{K-1} x]`` concatenated on features: [N, B, C] -> [N, B, K*C]."""
+        terms = [x]
+        if self.cheb_k > 1:
+            terms.append(graph(x))
+        for _ in range(2, self.cheb_k):
+            terms.append(2 * graph(terms[-1]) - terms[-2])
+        return torch.cat(terms, dim=-1)
+
+    def forward(self, x: torch.Tensor, graph, st: dict) -> torch.Tensor:
+        xg = self.basis(x, graph)  # [N, B, I]
+        n, b, i = xg.shape
+        if self.axis is None:
+            return xg @ self.weight + self.bias
+        if self.axis == "t":
+            # [N, B, I] -> [B, N, I] @ [B, I, O] -> [N, B, O]
+            out = torch.bmm(xg.transpose(0, 1), st["w"]).transpose(0, 1)
+            return out + st["bias"][None]
+        if self.axis == "s":
+            if "w" in st:
+                out = torch.bmm(xg, st["w"])  # per node: [N, B, I] @ [N, I, O]
+            else:
+                e = st["emb"][:, None, :].expand(n, b, -1).reshape(n * b, -1)  # [N*B, d]
+                out = KronLinear.apply(xg.reshape(n * b, i), e, self.weight_pool).view(n, b, -1)
+            return out + st["bias"][:, None, :]
+        # "st": emb [B, N, d] -> node-major rows [N*B, d]
+        e = st["emb"].transpose(0, 1).reshape(n * b, -1)
+        out = KronLinear.apply(xg.reshape(n * b, i), e, self.weight_pool).view(n, b, -1)
+        return out + st["bias"].transpose(0, 1)
+
+
+class HimGCRU(nn.Module):
+    """GRU cell with HimGCN gates, as the authors' code: ``z, r = sigmoid(gate([x, h]))``,
+    ``c = tanh(update([x, z * h]))``, ``h' = r * h + (1 - r) * c``."""
+
+    def __init__(self, in_dim: int, hidden: int, cheb_k: int, embed_dim: int,
+                 axis: str | None, budget: float):
+        super().__init__()
+        self.hidden = hidden
+        self.gate = HimGCN(in_dim + hidden, 2 * hidden, cheb_k, embed_dim, axis, budget)
+        self.update = HimGCN(in_dim + hidden, hidden, cheb_k, embed_dim, axis, budget)
+
+    def prepare(self, emb) -> tuple[dict, dict]:
+        return self.gate.prepare(emb), self.update.prepare(emb)
+
+    def forward(self, x, h, graph, st) -> torch.Tensor:
+        zr = torch.sigmoid(self.gate(torch.cat([x, h], dim=-1), graph, st[0]))
+        z, r = zr.split(self.hidden, dim=-1)
+        c = torch.tanh(self.update(torch.cat([x, z * h], dim=-1), graph, st[1]))
+        return r * h + (1 - r) * c
+
+
+class HimNet(nn.Module):
+    """HimNet forecaster: ``forward(x [B, T, N, input_dim], targets=None, teacher_forcing=0.0)
+    -> [B, horizon, N, output_dim]``.
+
+    Defaults are the authors' METR-LA settings (hidden 64, one layer, ``cheb_k`` 2, embeddings
+    tod 8 / dow 8 / node 16 / ST 16). The input's last channels must carry time of day (and day
+    of week) as distst's windows make them (``data.time_of_day`` / ``data.day_of_week``).
+    """
+
+    trainable = True
+    node_parameter_std = 0.1
+
+    def __init__(
+        self,
+        *,
+        num_nodes: int,
+        input_dim: int,
+        output_dim: int,
+        input_len: int = 12,
+        horizon: int = 12,
+        edge_index: torch.Tensor | None = None,
+        edge_weight: torch.Tensor | None = None,
+        steps_per_day: int = 288,
+        time_of_day: bool = True,
+        day_of_week: bool = True,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        cheb_k: int = 2,
+        tod_embedding_dim: int = 8,
+        dow_embedding_dim: int = 8,
+        node_embedding_dim: int = 16,
+        st_embedding_dim: int = 16,
+        graph: str = "dense",
+        graph_hops: int = 2,
+        use_e_t: bool = True,
+        use_e_s: bool = True,
+        use_e_st: bool = True,
+        use_tmp: bool = True,
+        use_smp: bool = True,
+        use_stmp: bool = True,
+        meta_weight_budget_mb: float = 512.0,
+    ):
+        super().__init__()
+        check_sizes("himnet", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
+                    input_len=input_len, horizon=horizon, hidden_size=hidden_size,
+                    num_layers=num_layers, cheb_k=cheb_k, steps_per_day=steps_per_day,
+                    tod_embedding_dim=tod_embedding_dim, node_embedding_dim=node_embedding_dim,
+                    st_embedding_dim=st_embedding_dim)
+        if dow_embedding_dim < 0:
+            raise DiststError(f"himnet: dow_embedding_dim={dow_embedding_dim} must be >= 0")
+        if graph not in GRAPHS:
+            raise DiststError(f"himnet: graph={graph!r} is not one of {GRAPHS}; 'dense' is the "
+                              "paper's N x N adaptive graph, 'sparse' its k-hop restriction")
+        n_time = int(time_of_day) + int(day_of_week)
+        if not time_of_day:
+            raise DiststError("himnet: the input has no time-of-day channel, which HimNet's "
+                              "temporal embedding and decoder need; set data.time_of_day=true")
+        if input_dim - n_time < output_dim:
+            raise DiststError(f"himnet: input_dim={input_dim} leaves fewer than output_dim="
+                              f"{output_dim} value channels after {n_time} time channel(s)")
+        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
+        self.input_len, self.horizon, self.hidden_size = input_len, horizon, hidden_size
+        self.num_layers, self.steps_per_day = num_layers, steps_per_day
+        self.tod_channel = input_dim - n_time
+        self.dow_channel = input_dim - 1 if day_of_week else None
+        self.use_e_t, self.use_e_s, self.use_e_st = use_e_t, use_e_s, use_e_st
+        d_t = tod_embedding_dim + (dow_embedding_dim if day_of_week else 0)
+        self.d_t, self.d_s, self.d_st = d_t, node_embedding_dim, st_embedding_dim
+
+        def layers(in_dim, d, axis):
+            return nn.ModuleList(HimGCRU(in_dim if i == 0 else hidden_size, hidden_size, cheb_k,
+                                         d, axis, meta_weight_budget_mb)
+                                 for i in range(num_layers))
+
+        self.encoder_s = layers(input_dim, self.d_s, "s" if use_smp else None)
+        self.encoder_t = layers(input_dim, d_t, "t" if use_tmp else None)
+        # the decoder reads the previous prediction and the future step's time features
+        self.decoder = layers(output_dim + n_time, st_embedding_dim, "st" if use_stmp else None)
+        self.out_proj = nn.Linear(hidden_size, output_dim)
+        if use_e_t:
+            self.tod_embedding = nn.Embedding(steps_per_day, tod_embedding_dim)
+            self.dow_embedding = nn.Embedding(7, dow_embedding_dim) if day_of_week else None
+        if use_e_s:
+            # per-node rows: the engine initialises them from the global node id and, in shard
+            # mode, keeps them out of DDP and reduces their gradients exactly
+            self.node_embedding = nn.Parameter(torch.randn(num_nodes, node_embedding_dim) * 0.1)
+            self.node_parameters = ("node_embedding",)
+        if use_e_st:
+            self.st_proj = nn.Linear(hidden_size, st_embedding_dim)
+        self.graph_kind = graph
+        if graph == "sparse":
+            if edge_index is None:
+                raise DiststError("himnet: graph='sparse' restricts the adaptive graph to the "
+                                  "physical neighbourhood and needs the dataset's edges")
+            if graph_hops < 1:
+                raise DiststError(f"himnet: graph_hops={graph_hops} must be >= 1")
+            row, col = khop_neighbourhood(torch.as_tensor(edge_index), num_nodes, graph_hops)
+            self.register_buffer("nb_row", row, persistent=False)
+            self.register_buffer("nb_col", col, persistent=False)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _slots(self, tod: torch.Tensor, dow: torch.Tensor | None):
+        s = self.steps_per_day
+        # rounding, not flooring: tod = minute / 1440 in float32 can sit a hair below a slot
+        slot = torch.round(tod.double() * s).long() % s
+        day = torch.zeros_like(slot) if dow is None else torch.round(dow.double() * 7).long() % 7
+        return slot, day
+
+    @staticmethod
+    def _last_time(x: torch.Tensor) -> torch.Tensor:
+        # time features are equal at every node; the node mean keeps the model equivariant to
+        # node order even for inputs where they are not: [B, T, N, F] -> [B, F]
+        return x[:, -1].mean(dim=1)
+
+    def _time_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        if not self.use_e_t:
+            return x.new_ones(b, self.d_t)  # "w/o E_t": a static all-ones matrix
+        last = self._last_time(x)
+        slot, day = self._slots(last[:, self.tod_channel],
+                                None if self.dow_channel is None else last[:, self.dow_channel])
+        parts = [self.tod_embedding(slot)]
+        if self.dow_embedding is not None:
+            parts.append(self.dow_embedding(day))
+        return torch.cat(parts, dim=-1)  # [B, d_t]
+
+    def _future_time(self, x: torch.Tensor) -> torch.Tensor:
+        """Time features of the ``horizon`` future steps, [H, B, n_time] in the input's encoding."""
+        last = self._last_time(x)
+        slot, day = self._slots(last[:, self.tod_channel],
+                                None if self.dow_channel is None else last[:, self.dow_channel])
+        ahead = slot[None, :] + torch.arange(1, self.horizon + 1, device=x.device)[:, None]
+        feats = [(ahead % self.steps_per_day).to(x.dtype) / self.steps_per_day]
+        if self.dow_channel is not None:
+            feats.append(((day[None, :] + ahead // self.steps_per_day) % 7).to(x.dtype) / 7)
+        return torch.stack(feats, dim=-1)
+
+    def _graph(self, emb: torch.Tensor) -> AdaptiveGraph:
+        sparse = (self.nb_row, self.nb_col) if self.graph_kind == "sparse" else None
+        return AdaptiveGraph(emb, sparse)
+
+    @staticmethod
+    def _encode(cells, seq: torch.Tensor, graph, emb) -> torch.Tensor:
+        """seq [N, T, B, F] -> the last layer's states [N, T, B, H]."""
+        for cell in cells:
+            st = cell.prepare(emb)
+            n, t, b, _ = seq.shape
+            h = seq.new_zeros(n, b, cell.hidden)
+            outs = []
+            for x_t in seq.unbind(1):
+                h = cell(x_t, h, graph, st)
+                outs.append(h)
+            seq = torch.stack(outs, dim=1)
+        return seq
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                teacher_forcing: float = 0.0) -> torch.Tensor:
+        check_input("himnet", x, self.input_len, self.num_nodes, self.input_dim)
+        b, t, n, _ = x.shape
+        sampling = check_targets("himnet", targets, teacher_forcing, b, self.horizon, n,
+                                 self.output_dim)
+        e_t = self._time_embedding(x)  # [B, d_t]
+        e_s = self.node_embedding if self.use_e_s else x.new_ones(n, self.d_s)  # [N, d_s]
+        g_s = self._graph(e_s)
+        seq = x.permute(2, 1, 0, 3)  # [B, T, N, F] -> node-major [N, T, B, F]
+        h_s = self._encode(self.encoder_s, seq, g_s, e_s)
+        h_t = self._encode(self.encoder_t, seq, g_s, e_t)
+        h_last = (h_s + h_t)[:, -1]  # [N, B, H]
+        if self.use_e_st:
+            e_st = self.st_proj(h_last).transpose(0, 1)  # [N, B, H] -> [B, N, d_st]
+        else:
+            e_st = x.new_ones(b, n, self.d_st)
+        g_st = self._graph(e_st)
+        prep = [cell.prepare(e_st) for cell in self.decoder]
+        states = [h_last] * self.num_layers
+        future = self._future_time(x)  # [H, B, n_time]
+        if sampling:
+            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
+        go = x.new_zeros(n, b, self.output_dim)
+        preds = []
+        for step in range(self.horizon):
+            inp = torch.cat([go, future[step][None].expand(n, b, -1)], dim=-1)
+            for i, cell in enumerate(self.decoder):
+                states[i] = cell(inp, states[i], g_st, prep[i])
+                inp = states[i]
+            out = self.out_proj(inp)  # [N, B, O]
+            preds.append(out)
+            go = truth[step] if sampling and coin(teacher_forcing) else out
+        # horizon x [N, B, O] -> [B, horizon, N, O]
+        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()

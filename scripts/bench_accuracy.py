@@ -47,6 +47,8 @@ SMALL = {
     "hyperst_lstm_d": {"hidden_sizes": [32]},
     "hyperst_lstm_g": {"hidden_sizes": [16]},
     "stgcn": {"channels": [32, 8, 32]},
+    "himnet": {"hidden_size": 32},
+    "stunet": {"hidden_size": 32},
 }
 
 

@@ -21,6 +21,7 @@ Every model runs at its paper preset (``configs/models/<name>.yaml`` params); ov
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -100,6 +101,7 @@ def preset(name: str) -> dict:
 def child(args) -> int:
     import torch
 
+    from distst.engine.data import local_coarsening
     from distst.nn.registry import build_model
 
     torch.set_num_threads(args.threads)
@@ -113,10 +115,15 @@ def child(args) -> int:
                 edge_index=torch.as_tensor(ei), edge_weight=torch.as_tensor(ew),
                 spatial_attrs=torch.as_tensor(attrs),
                 coords=None if coords is None else torch.as_tensor(coords),
-                out_degree=None, in_degree=None)
+                out_degree=None, in_degree=None, steps_per_day=288, time_of_day=True,
+                day_of_week=True,
+                coarsening=functools.partial(local_coarsening, ei, ew, n))
     model = build_model(args.model, data, params).to(dev)
     nparams = sum(p.numel() for p in model.parameters())
     x = torch.randn(args.batch, 12, n, 3, device=dev)
+    # channels 1-2 are time of day and day of week / 7, as distst's windows make them
+    x[..., 1] = torch.rand(args.batch, 1, 1, device=dev)
+    x[..., 2] = torch.randint(0, 7, (args.batch, 1, 1), device=dev) / 7
     y = torch.randn(args.batch, 12, n, 1, device=dev)
     trainable = any(p.requires_grad for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=1e-3) if trainable else None

@@ -59,13 +59,25 @@ def run(cmd: list[str]) -> str:
     return res.stdout
 
 
+def parse_model(entry: str) -> tuple[str, str, list[str]]:
+    """``NAME`` or ``LABEL@NAME:key=value,...`` -> (label, model name, --set overrides)."""
+    if "@" not in entry:
+        return entry, entry, []
+    label, _, rest = entry.partition("@")
+    model, _, spec = rest.partition(":")
+    sets = [f"model.params.{kv.strip()}" for kv in spec.split(",") if kv.strip()]
+    return label, model, sets
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", choices=["los-loop", "synth"], default="los-loop")
     ap.add_argument("--nodes", type=int, default=207, help="synth only")
     ap.add_argument("--days", type=int, default=14, help="synth only")
     ap.add_argument("--models", nargs="*", default=None,
-                    help="default: every registered trainable model")
+                    help="default: every registered trainable model; a variant is "
+                         "LABEL@MODEL:key=value,key=value (model.params overrides), e.g. "
+                         "plain@stunet:levels=0,dilation=1")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.005)
     ap.add_argument("--cl-decay", type=int, default=100)
@@ -104,14 +116,15 @@ def main(argv=None) -> int:
     results: dict[str, list[dict]] = {}
     ha = None
     secs: dict[str, list[float]] = {}
-    for name in models:
+    for entry in models:
+        name, model, variant = parse_model(entry)
         for seed in args.seeds:
             cfg = work / f"{name}.yaml"
-            cfg.write_text(f"include:\n  - {base}\n  - {ROOT / 'configs' / 'models' / name}.yaml\n")
+            cfg.write_text(f"include:\n  - {base}\n  - {ROOT / 'configs' / 'models' / model}.yaml\n")
             cmd = [py, "-m", "distst.cli", "train", str(cfg), "--local"]
             sized = [f"model.params.{k}={json.dumps(v)}"
-                     for k, v in (SMALL.get(name, {}) if args.size == "small" else {}).items()]
-            for o in data_over + budget + sized + [f"train.seed={seed}"] + args.set:
+                     for k, v in (SMALL.get(model, {}) if args.size == "small" else {}).items()]
+            for o in data_over + budget + sized + variant + [f"train.seed={seed}"] + args.set:
                 cmd += ["--set", o]
             t0 = time.perf_counter()
             try:

@@ -1,4 +1,4 @@
-"""`distst` command line: data | partition | train | evaluate.
+"""`distst` command line: data | partition | train | evaluate | tune.
 
 Every user error is a :class:`DiststError`, printed as one line on stderr with exit code 2.
 """
@@ -151,6 +151,39 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.sweep or args.set:
+            raise DiststError("--resume RUN_DIR continues a sweep as it was started; drop the "
+                              "sweep file and --set (a new sweep needs a new name instead)")
+        from distst.sweep.run import resume_sweep
+
+        res = resume_sweep(args.resume, address=args.address or "",
+                           progress=not args.no_progress)
+    else:
+        if not args.sweep:
+            raise DiststError("distst tune needs a sweep file (e.g. configs/sweeps/gcgru.yaml) "
+                              "or --resume RUN_DIR")
+        from distst.sweep.config import load_sweep
+        from distst.sweep.run import run_sweep
+
+        overrides = list(args.set or [])
+        if args.address:
+            overrides.append(f"address={args.address}")
+        res = run_sweep(load_sweep(args.sweep, overrides), progress=not args.no_progress)
+    print()
+    print(f"{res.counts.get('trials', 0)} trials ({res.counts.get('stopped_early', 0)} "
+          f"stopped early, {res.counts.get('errors', 0)} failed), best first:")
+    print(res.table)
+    if res.best is not None:
+        print(f"\nbest trial {res.best['trial']}: config written to {res.best_config} "
+              f"(run it with: distst train {res.best_config})")
+        print("test split, the best trial's best model:")
+        print(format_metrics_table({"model": res.test["model"], "test": res.test["test"]}))
+    print(f"\nsweep directory: {res.sweep_dir}")
+    return 0 if res.best is not None else 1
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distst", description=__doc__.splitlines()[0])
@@ -165,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--local", action="store_true", help="train in this process, without Ray")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     t.set_defaults(func=cmd_train)
+
+    tu = sub.add_parser("tune", help="hyperparameter sweep (Ray Tune over Ray Train runs)")
+    tu.add_argument("sweep", nargs="?", help="sweep YAML, e.g. configs/sweeps/gcgru.yaml")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a sweep key (num_samples=2) or a base-config key "
+                         "(train.epochs=2) (repeatable)")
+    tu.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    tu.add_argument("--resume", metavar="RUN_DIR",
+                    help="continue an interrupted sweep; finished trials are not re-run")
+    tu.add_argument("--no-progress", action="store_true", help="no trial table while it runs")
+    tu.set_defaults(func=cmd_tune)
 
     pa = sub.add_parser("partition", help="cut a prepared dataset into halo shards on disk")
     pa.add_argument("data_dir", help="prepared dataset directory")

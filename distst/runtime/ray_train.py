@@ -102,14 +102,30 @@ def connect(address: str = "") -> None:
         if addr:
             ray.init(address=addr, log_to_driver=True)
         else:
-            # loopback only: nothing of a laptop run should listen on the network
-            # the dashboard hosts the state API that Train's placement-group cleaner queries
-            ray.init(_node_ip_address="127.0.0.1", dashboard_host="127.0.0.1")
+            start_local()
     except ConnectionError as e:
         raise DiststError(
             f"cannot reach the Ray cluster at {addr!r} ({e}); check the address "
             "(ray://HOST:10001 or HOST:6379) or unset RAY_ADDRESS to run locally"
         ) from None
+
+
+def start_local(num_cpus: int | None = None, **kwargs) -> None:
+    """Start a local Ray on loopback (nothing of a laptop run should listen on the network)
+    with its dashboard, which hosts the state API that
+    Train's placement-group cleaner queries (without it a Tune trial stopped early leaks its
+    workers' CPUs). The cleaner finds the API by auto-detection, which fails as soon as a
+    second Ray instance runs on the machine ("Found multiple active Ray instances"): the
+    job's environment names this instance's dashboard explicitly."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1",
+             dashboard_port=port, include_dashboard=True,
+             runtime_env={"env_vars": env}, **kwargs)
 
 
 def check_resources(cfg: Config) -> None:
@@ -161,8 +177,14 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path) -> Path:
     return out
 
 
-def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
-    """Train ``cfg`` with Ray Train; returns (run directory, final test metrics)."""
+def run_ray(cfg: Config, resume_from: str | Path | None = None,
+            callbacks: list | None = None) -> tuple[Path, dict]:
+    """Train ``cfg`` with Ray Train; returns (run directory, final test metrics).
+
+    ``callbacks`` are Ray Train ``UserCallback`` objects added to the run (the sweep passes
+    one that forwards every report to Ray Tune); the run's storage is always
+    ``runtime.storage`` / ``runtime.name``, so a sweep places each trial's run itself.
+    """
     dataset_dir = ensure_dataset(cfg.data)
     plan_dir = None
     if cfg.runtime.mode == "shard":
@@ -194,7 +216,8 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, d
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
                              checkpoint_config=CheckpointConfig(num_to_keep=3),
-                             logging_config=LoggingConfig(log_level="WARNING")),
+                             logging_config=LoggingConfig(log_level="WARNING"),
+                             callbacks=list(callbacks or [])),
     )
     try:
         with DriverDisplay(board, enabled=cfg.train.progress):

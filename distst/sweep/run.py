@@ -1,0 +1,401 @@
+"""Ray Tune over Ray Train: every trial is a Tune function that builds and fits a TorchTrainer.
+
+This is the Train V2 way of tuning distributed runs (Ray 2.60): the Tune trial is a small
+driver at ``driver_cpus`` CPUs that calls :func:`distst.runtime.ray_train.run_ray` with a
+Train callback forwarding each report to Tune; the trial's workers get their own placement
+group from Ray Train, which Tune does not see. Hence ``max_concurrent_trials`` is chosen
+(:func:`distst.sweep.config.plan_resources`) so that the drivers plus the workers of all
+running trials fit the cluster: a driver never holds the CPUs its own workers wait for.
+
+Layout of a sweep directory (``storage/name``): Ray Tune's experiment state and one folder
+per trial (its ``result.json``), ``trials/<trial_id>/`` the trial's Ray Train run (config,
+metrics.jsonl, checkpoints), ``sweep.yaml`` (what ``--resume`` needs), ``plans.json``, and
+at the end ``trials.csv`` / ``trials.md`` (trials sorted by the metric), ``best_config.yaml``
+(runs as is with ``distst train``) and ``best_test_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+import ray
+import ray.tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from distst.config import _fill, config_from_dict, save_config
+from distst.errors import DiststError
+from distst.sweep.config import (
+    PARTITION_KEYS,
+    Resources,
+    Sweep,
+    SweepConfig,
+    build_sweep,
+    partition_combos,
+    plan_resources,
+    set_key,
+)
+
+SWEEP_FILE = "sweep.yaml"
+PLANS_FILE = "plans.json"
+
+
+def plan_key(method, parts, halo_hops, seed) -> str:
+    return f"{method}|p{int(parts)}|h{int(halo_hops)}|s{int(seed)}"
+
+
+# -- inside a trial ----------------------------------------------------------------------------
+class SweepReportCallback(TuneReportCallback):
+    """Forwards rank 0's per-epoch reports to Tune (``epoch`` is ASHA's time attribute).
+
+    The trainer's last report carries test metrics but no validation metrics; Tune requires
+    the sweep metric in every result, so that report is merged with the last epoch's."""
+
+    def __init__(self, metric: str, run_dir: str | Path):
+        super().__init__()
+        self._metric = metric
+        self._run_dir = Path(run_dir)
+        self._last: dict = {}
+
+    def after_report(self, run_context, metrics, checkpoint):
+        m = dict(metrics[0])
+        if m.get("final"):
+            last = self._last or _last_epoch_record(self._run_dir)
+            m = {**last, **m}
+            m.setdefault(self._metric, float("nan"))
+        else:
+            self._last = m
+        super().after_report(run_context, [m] + list(metrics[1:]), checkpoint)
+
+
+def _last_epoch_record(run_dir: Path) -> dict:
+    """The last epoch's record of a run resumed after its last epoch (nothing in memory)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def trial_main(config: dict, static: dict) -> None:
+    """The Tune function of one trial: its Config, then one Ray Train run (must live in the
+    installed package so that Ray workers can import it)."""
+    from distst.runtime.ray_train import run_ray
+
+    raw = static["base_raw"]
+    for key in static["keys"]:
+        raw = set_key(raw, key, config[key])
+    cfg = config_from_dict(raw)
+    trial_id = ray.tune.get_context().get_trial_id()
+    rt = cfg.runtime
+    rt.storage = str(Path(static["sweep_dir"]) / "trials")
+    rt.name = trial_id
+    rt.address = ""
+    rt.cpus_per_worker = static["cpus_per_worker"]
+    if rt.mode == "shard":
+        pc = cfg.partition
+        # the driver made every plan before the trials started: never partition in a trial
+        pc.plan = static["plans"][plan_key(pc.method, pc.parts, pc.halo_hops, pc.seed)]
+        rt.workers = pc.parts
+    elif static["workers_per_trial"]:
+        rt.workers = static["workers_per_trial"]
+    cfg.train.progress = False
+    cfg = config_from_dict(cfg.to_dict())  # re-check cross-field rules (batch vs workers)
+    run_dir = Path(rt.storage) / trial_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # a trial restarted by `--resume` continues its own run from its last checkpoint
+    resume = run_dir if any(run_dir.glob("checkpoint_*/checkpoint.pt")) else None
+    with open(run_dir / "starts.log", "a") as f:
+        f.write(f"{time.time():.3f} {'resume' if resume else 'start'}\n")
+    run_ray(cfg, resume_from=resume,
+            callbacks=[SweepReportCallback(static["metric"], run_dir)])
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folders (Tune's default names every searched value)."""
+    return trial.trial_id
+
+
+# -- the driver ----------------------------------------------------------------------------------
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    rows: list[dict]
+    best: dict | None
+    best_config: Path | None
+    #: evaluate_checkpoint's answer for the best trial's best model (split "test")
+    test: dict | None
+    table: str
+    resources: Resources | None = None
+    counts: dict = field(default_factory=dict)
+
+
+def tune_space(sweep: Sweep) -> dict:
+    tune = ray.tune
+    out = {}
+    for d in sweep.domains:
+        if d.kind == "choice":
+            out[d.key] = tune.choice(d.values)
+        elif d.kind == "grid":
+            out[d.key] = tune.grid_search(d.values)
+        elif d.kind == "uniform":
+            out[d.key] = tune.uniform(*d.values)
+        elif d.kind == "loguniform":
+            out[d.key] = tune.loguniform(*d.values)
+        else:  # randint: both ends included here, Tune's upper bound is exclusive
+            out[d.key] = tune.randint(d.values[0], d.values[1] + 1)
+    return out
+
+
+def check_models(sweep: Sweep, dataset_dir) -> None:
+    """Build the model once per candidate of every searched model hyperparameter, so that a
+    value the model refuses (e.g. hidden_size 0) fails here rather than in a trial."""
+    from distst.engine.data import build_bundle
+    from distst.nn.registry import build_model, model_data_keys
+
+    doms = [d for d in sweep.domains if d.key.startswith("model.")]
+    if not doms:
+        return
+    bundle = build_bundle(sweep.base.data, dataset_dir)
+    for d in doms:
+        for value in d.candidates():
+            cfg = config_from_dict(set_key(sweep.base_raw, d.key, value))
+            params = dict(cfg.model.params)
+            if cfg.model.name == "ha":
+                params.setdefault("steps_per_day", bundle.steps_per_day)
+            try:
+                build_model(cfg.model.name,
+                            bundle.model_data_kwargs(model_data_keys(cfg.model.name)), params)
+            except DiststError as e:
+                raise DiststError(f"search_space key '{d.key}': value {value!r}: {e}") from None
+
+
+def _sweep_dir(sweep: Sweep) -> Path:
+    sc = sweep.cfg
+    root = Path(os.path.expandvars(os.path.expanduser(sc.storage or sweep.base.runtime.storage)))
+    name = sc.name or f"sweep-{sweep.base.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return root.resolve() / name
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
+    """Every partition plan the trials can need, made (or found in the cache) once, here."""
+    from distst.runtime.ray_train import ensure_plan
+
+    plans = {}
+    for combo in partition_combos(sweep):
+        raw = sweep.base_raw
+        for name in PARTITION_KEYS:
+            raw = set_key(raw, f"partition.{name}", combo[name])
+        cfg = config_from_dict(raw)
+        plans[plan_key(**combo)] = str(ensure_plan(cfg, dataset_dir))
+    return plans
+
+
+def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None = None,
+              progress: bool = True) -> SweepResult:
+    """Run (or with ``resume``, continue) ``sweep``; returns the trials sorted by the metric."""
+    from distst.engine.data import ensure_dataset
+    from distst.engine.run import preflight
+    from distst.runtime.ray_train import connect
+
+    sc = sweep.cfg
+    sdir = Path(sweep_dir).resolve() if sweep_dir else _sweep_dir(sweep)
+    if not resume and (sdir / SWEEP_FILE).exists():
+        raise DiststError(f"sweep directory {sdir} already holds a sweep; continue it with "
+                          f"'distst tune --resume {sdir}' or set another name (--set name=...)")
+    dataset_dir = ensure_dataset(sweep.base.data)
+    preflight(sweep.base, dataset_dir)
+    check_models(sweep, dataset_dir)
+    connect(sc.address or sweep.base.runtime.address)
+    res = plan_resources(sweep, ray.cluster_resources().get("CPU", 0.0))
+    plans = make_plans(sweep, dataset_dir)
+    sdir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        saved = {"sweep": {**dataclasses.asdict(sc), "overrides": []}, "base": sweep.base_raw}
+        _write(sdir / SWEEP_FILE, yaml.safe_dump(saved, sort_keys=False))
+    _write(sdir / PLANS_FILE, json.dumps(plans, indent=2))
+    print(f"sweep directory: {sdir}", flush=True)
+    print(f"trials: {res.workers} workers x {res.cpus_per_worker:g} CPU + driver "
+          f"{res.driver_cpus:g} CPU, {res.max_concurrent_trials} at a time", flush=True)
+    static = {"base_raw": sweep.base_raw, "keys": sweep.searched_keys, "sweep_dir": str(sdir),
+              "plans": plans, "cpus_per_worker": res.cpus_per_worker,
+              "workers_per_trial": sc.workers_per_trial, "metric": sc.metric}
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(trial_main, static=static),
+        ray.tune.PlacementGroupFactory([{"CPU": res.driver_cpus}]))
+    # Tune's newer console output ignores a ProgressReporter; the classic one can be trimmed
+    # to the searched keys and the metric
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if resume:
+        tuner = ray.tune.Tuner.restore(str(sdir), trainable, resume_unfinished=True,
+                                       resume_errored=True)
+    else:
+        tuner = ray.tune.Tuner(
+            trainable,
+            param_space=tune_space(sweep),
+            tune_config=ray.tune.TuneConfig(
+                metric=sc.metric, mode=sc.mode, scheduler=_scheduler(sweep),
+                search_alg=_searcher(sweep, res.max_concurrent_trials),
+                num_samples=sc.num_samples,
+                # the random searcher takes the limit itself (Tune ignores this one for it)
+                max_concurrent_trials=(res.max_concurrent_trials if sc.searcher == "optuna"
+                                       else None),
+                trial_dirname_creator=trial_dirname),
+            run_config=ray.tune.RunConfig(
+                name=sdir.name, storage_path=str(sdir.parent),
+                progress_reporter=_reporter(sweep) if progress else None,
+                verbose=1 if progress else 0),
+        )
+    grid = tuner.fit()
+    out = summarise(sweep, sdir, grid)
+    out.resources = res
+    return out
+
+
+def _scheduler(sweep: Sweep):
+    sc = sweep.cfg
+    if sc.scheduler == "fifo":
+        return ray.tune.schedulers.FIFOScheduler()
+    from ray.tune.schedulers import ASHAScheduler
+
+    # +1: a trial's last epoch must not hit max_t, or ASHA stops every trial just before its
+    # final report (test metrics and last checkpoint); rungs below it are unchanged
+    return ASHAScheduler(time_attr="epoch", max_t=(sc.max_t or sweep.base.train.epochs) + 1,
+                         grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
+
+
+def _searcher(sweep: Sweep, max_concurrent: int):
+    sc = sweep.cfg
+    if sc.searcher == "optuna":
+        try:
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
+        except ImportError:
+            raise DiststError("searcher: optuna needs the optuna package; pip install "
+                              "optuna, or use searcher: random") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=sc.seed))
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=sc.seed, max_concurrent=max_concurrent)
+
+
+def _reporter(sweep: Sweep):
+    from ray.tune import CLIReporter
+
+    sc = sweep.cfg
+    return CLIReporter(parameter_columns=sweep.searched_keys,
+                       metric_columns={sc.metric: sc.metric, "epoch": "epoch"},
+                       sort_by_metric=True, max_report_frequency=15, max_progress_rows=20)
+
+
+# -- results -------------------------------------------------------------------------------------
+def summarise(sweep: Sweep, sdir: Path, grid) -> SweepResult:
+    """Trials sorted by the metric -> trials.csv / trials.md; the best trial's config and
+    test metrics -> best_config.yaml / best_test_metrics.json."""
+    sc = sweep.cfg
+    sign = 1.0 if sc.mode == "min" else -1.0
+    rows = []
+    for result in grid:
+        trial_id = Path(result.path).name
+        df = result.metrics_dataframe
+        vals = (df[sc.metric].dropna().tolist()
+                if df is not None and sc.metric in df.columns else [])
+        best = (min(vals) if sc.mode == "min" else max(vals)) if vals else float("nan")
+        last = result.metrics or {}
+        epochs = int(last.get("epoch", 0) or 0)
+        status = ("error" if result.error else "done" if last.get("final")
+                  else "stopped early")
+        row = {"trial": trial_id, **{k: result.config.get(k) for k in sweep.searched_keys},
+               sc.metric: best, "epochs": epochs, "status": status,
+               "run_dir": str(sdir / "trials" / trial_id)}
+        rows.append(row)
+    rows.sort(key=lambda r: (math.isnan(r[sc.metric]), sign * r[sc.metric]
+                             if not math.isnan(r[sc.metric]) else 0.0))
+    table = format_trials(rows, sweep.searched_keys, sc.metric)
+    _write(sdir / "trials.md", table + "\n")
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    _write(sdir / "trials.csv", buf.getvalue())
+    best = next((r for r in rows if r["status"] != "error" and not math.isnan(r[sc.metric])),
+                None)
+    best_config, test = None, None
+    if best is not None:
+        best_config = export_best_config(sweep, Path(best["run_dir"]), sdir / "best_config.yaml")
+        from distst.engine.run import evaluate_checkpoint
+
+        test = evaluate_checkpoint(best["run_dir"], split="test")
+        test["trial"] = best["trial"]
+        _write(sdir / "best_test_metrics.json", json.dumps(test, indent=2))
+    counts = {"trials": len(rows),
+              "errors": sum(r["status"] == "error" for r in rows),
+              "stopped_early": sum(r["status"] == "stopped early" for r in rows)}
+    return SweepResult(sdir, rows, best, best_config, test, table, counts=counts)
+
+
+def export_best_config(sweep: Sweep, run_dir: Path, out: Path) -> Path:
+    """The trial's own config, with the sweep's bookkeeping (run folder, fractional CPUs,
+    the cached plan path) put back to the base config's values: ``distst train`` runs it as
+    is and trains the same model on the same windows with the same seed and workers."""
+    from distst.config import load_config
+
+    cfg = load_config(run_dir / "config.yaml")
+    base = sweep.base
+    cfg.runtime = dataclasses.replace(cfg.runtime, storage=base.runtime.storage, name="",
+                                      address=base.runtime.address,
+                                      cpus_per_worker=base.runtime.cpus_per_worker)
+    cfg.partition.plan = base.partition.plan
+    cfg.train.progress = base.train.progress
+    save_config(cfg, out)
+    return out
+
+
+def format_trials(rows: list[dict], keys: list[str], metric: str) -> str:
+    cols = ["trial", *keys, metric, "epochs", "status"]
+    lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def resume_sweep(sweep_dir: str | Path, address: str = "", progress: bool = True) -> SweepResult:
+    """Continue an interrupted sweep: finished trials are kept, unfinished ones restart
+    (from their last Ray Train checkpoint), trials never started start."""
+    sdir = Path(sweep_dir).resolve()
+    f = sdir / SWEEP_FILE
+    if not f.is_file():
+        raise DiststError(f"{sdir} is not a sweep directory (no {SWEEP_FILE}); pass the folder "
+                          "'distst tune' printed as 'sweep directory: ...'")
+    saved = yaml.safe_load(f.read_text())
+    sc = _fill(SweepConfig, saved["sweep"], "")
+    sc.storage, sc.name = str(sdir.parent), sdir.name
+    if address:
+        sc.address = address
+    sweep = build_sweep(sc, saved["base"], source=str(f))
+    return run_sweep(sweep, resume=True, sweep_dir=sdir, progress=progress)
+
+
+__all__ = ["SweepResult", "run_sweep", "resume_sweep", "trial_main", "SweepReportCallback",
+           "format_trials", "export_best_config"]

@@ -1,0 +1,203 @@
+"""Sweeps on a local 2-CPU Ray: Tune trials that each fit a 2-worker TorchTrainer, ASHA,
+the exported best config, resume after a kill, plans made once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distst.errors import DiststError
+from distst.sweep.config import load_sweep
+from distst.sweep.run import run_sweep, resume_sweep
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def ray_dash():
+    """A 2-CPU local Ray WITH its dashboard: Train's placement-group cleaner needs the state
+    API, or a trial that ASHA stops keeps its workers' CPUs (conftest's ray_local has none)."""
+    import ray
+
+    from distst.runtime.ray_train import start_local
+
+    if ray.is_initialized():
+        ray.shutdown()
+    start_local(2, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _sweep_file(tmp, name, space, overrides=None, **extra) -> Path:
+    base = {"data": {"synth": {"nodes": 20, "days": 4}, "cache_dir": str(tmp.parent / "cache")},
+            "model": {"name": "gcgru", "params": {"K": 2, "hidden_size": 8, "num_layers": 1}},
+            "train": {"epochs": EPOCHS, "batch_size": 32, "eval_batch_size": 64,
+                      "cl_decay_steps": 20, "lr_milestones": [100], "patience": 10,
+                      "threads": 1, "progress": False},
+            "runtime": {"mode": "replicate", "workers": 2}}
+    (tmp / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {"base": "base.yaml", "overrides": overrides or {}, "search_space": space,
+             "storage": str(tmp / "sweeps"), "name": name, **extra}
+    p = tmp / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(sweep))
+    return p
+
+
+@pytest.fixture(scope="module")
+def asha(ray_dash, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("asha")
+    # a 2 x 2 grid whose tiny learning rate is hopeless after one epoch: ASHA must stop some
+    p = _sweep_file(tmp, "asha", {"train.lr": {"grid": [0.02, 0.0001]},
+                                  "model.params.hidden_size": {"grid": [8, 16]}},
+                    num_samples=1, workers_per_trial=2, max_concurrent_trials=2, scheduler="asha",
+                    grace_period=1, reduction_factor=2)
+    t0 = time.perf_counter()
+    res = run_sweep(load_sweep(p), progress=False)
+    return res, time.perf_counter() - t0
+
+
+def test_four_trials_of_two_workers_finish_on_two_cpus(asha):
+    res, wall = asha
+    assert res.resources.workers == 2 and res.resources.max_concurrent_trials == 2
+    assert res.counts == {"trials": 4, "errors": 0, "stopped_early": res.counts["stopped_early"]}
+    assert all(r["status"] != "error" for r in res.rows)
+    for r in res.rows:  # every trial was a 2-worker Ray Train run of its own
+        cfg = yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text())
+        assert cfg["runtime"]["workers"] == 2 and cfg["runtime"]["cpus_per_worker"] == 0.45
+        assert cfg["train"]["lr"] == r["train.lr"]
+        assert cfg["model"]["params"]["hidden_size"] == r["model.params.hidden_size"]
+    # sorted by validation MAE, best first, and written next to the sweep
+    maes = [r["val_mae"] for r in res.rows]
+    assert maes == sorted(maes)
+    assert (res.sweep_dir / "trials.csv").read_text().count("\n") == 5
+    header = res.table.splitlines()[0]
+    assert header.startswith("| trial |") and "| val_mae | epochs | status |" in header
+    assert "train.lr" in header and "model.params.hidden_size" in header
+    print(f"4-trial sweep wall time: {wall:.1f} s")
+
+
+def test_asha_stops_a_trial_early(asha):
+    res, _ = asha
+    epochs = {r["trial"]: r["epochs"] for r in res.rows}
+    assert max(epochs.values()) == EPOCHS
+    assert min(epochs.values()) < EPOCHS, epochs
+    stopped = [r for r in res.rows if r["status"] == "stopped early"]
+    assert stopped and all(r["epochs"] < EPOCHS for r in stopped)
+    # the trial's own run saw exactly the epochs Tune counted
+    for r in res.rows:
+        lines = (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == r["epochs"]
+    assert res.best["status"] == "done" and res.best["train.lr"] == 0.02
+
+
+def test_best_config_trains_again_to_the_same_val_mae(asha, tmp_path):
+    from distst.config import load_config
+    from distst.runtime.ray_train import run_ray
+
+    res, _ = asha
+    assert res.test["trial"] == res.best["trial"]
+    assert set(res.test["test"]) == {"15min", "30min", "60min", "avg"}
+    on_disk = json.loads((res.sweep_dir / "best_test_metrics.json").read_text())
+    assert on_disk["test"]["avg"]["mae"] == pytest.approx(res.test["test"]["avg"]["mae"])
+    cfg = load_config(res.best_config, [f"runtime.storage={tmp_path}"])
+    assert cfg.runtime.name == "" and cfg.runtime.cpus_per_worker == 1.0
+    run_dir, _ = run_ray(cfg)
+    hist = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    again = min(h["val_mae"] for h in hist)
+    assert abs(again - res.best["val_mae"]) / res.best["val_mae"] < 0.05, (again, res.best)
+
+
+def test_too_many_workers_fail_before_any_trial(ray_dash, tmp_path):
+    p = _sweep_file(tmp_path, "big", {"train.lr": {"choice": [0.01]}}, workers_per_trial=3)
+    t0 = time.perf_counter()
+    with pytest.raises(DiststError, match="workers_per_trial=3 .* Ray cluster has 2"):
+        run_sweep(load_sweep(p), progress=False)
+    assert time.perf_counter() - t0 < 30
+    assert not (tmp_path / "sweeps" / "big" / "sweep.yaml").exists()
+
+
+def test_optuna_searcher_samples_inside_the_space(ray_dash, tmp_path):
+    """TPE (optuna) proposes every trial's values: 2 one-epoch trials, FIFO, values in bounds."""
+    p = _sweep_file(tmp_path, "tpe", {"train.lr": {"loguniform": [0.001, 0.05]},
+                                      "model.params.hidden_size": {"randint": [4, 12]}},
+                    overrides={"train.epochs": 1}, num_samples=2, workers_per_trial=2,
+                    scheduler="fifo", searcher="optuna", seed=3)
+    res = run_sweep(load_sweep(p), progress=False)
+    assert res.counts["trials"] == 2 and res.counts["errors"] == 0
+    for r in res.rows:
+        assert 0.001 <= r["train.lr"] <= 0.05 and 4 <= r["model.params.hidden_size"] <= 12
+        assert r["status"] == "done" and r["epochs"] == 1
+    assert len({r["train.lr"] for r in res.rows}) == 2  # two proposals, not one repeated
+    assert (res.sweep_dir / "best_config.yaml").exists()
+
+
+def _terminated(sdir: Path) -> list[str]:
+    out = []
+    for f in sdir.glob("experiment_state-*.json"):
+        try:
+            state = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue  # caught mid-write: look again
+        for entry in state.get("trial_data", []):
+            t = json.loads(entry[0])
+            if t.get("status") == "TERMINATED":
+                out.append(t["trial_id"])
+    return out
+
+
+def test_killed_shard_sweep_resumes_without_rerunning_finished_trials(ray_dash, tmp_path):
+    import ray
+
+    # shard mode with the halo searched: both plans are made by the driver before any trial
+    p = _sweep_file(tmp_path, "resume", {"partition.halo_hops": {"grid": [1, 2]}},
+                    overrides={"runtime.mode": "shard", "partition.parts": 2,
+                               "train.epochs": 2},
+                    num_samples=1, scheduler="fifo", max_concurrent_trials=1)
+    sdir = tmp_path / "sweeps" / "resume"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "distst"), "tune", str(p),
+                             "--address", ray.get_runtime_context().gcs_address,
+                             "--no-progress"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _terminated(sdir):
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in 240 s"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep driver dies without any cleanup
+        proc.wait(timeout=30)
+    log = proc.stdout.read()
+    finished = _terminated(sdir)
+    assert len(finished) == 1, log[-3000:]
+    assert "partitioning" in log  # the driver made the plans...
+    plans = json.loads((sdir / "plans.json").read_text())
+    assert len(plans) == 2
+    stamps = {k: (Path(v) / "META.json").stat().st_mtime_ns for k, v in plans.items()}
+    first = sdir / "trials" / finished[0]
+    first_lines = (first / "metrics.jsonl").read_text()
+
+    res = resume_sweep(sdir, progress=False)
+    assert res.counts["trials"] == 2 and res.counts["errors"] == 0
+    assert all(r["status"] == "done" and r["epochs"] == 2 for r in res.rows)
+    # the finished trial was not run again: one start, same history
+    assert (first / "starts.log").read_text().count("\n") == 1
+    assert (first / "metrics.jsonl").read_text() == first_lines
+    other = next(r for r in res.rows if r["trial"] != finished[0])
+    assert "start" in (Path(other["run_dir"]) / "starts.log").read_text()
+    assert (Path(other["run_dir"]) / "test_metrics.json").is_file()
+    # ...and no trial re-partitioned: each ran on a precomputed plan that was left untouched
+    for r in res.rows:
+        cfg = yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text())
+        assert cfg["partition"]["plan"] in plans.values()
+        assert cfg["runtime"]["workers"] == 2
+    assert {k: (Path(v) / "META.json").stat().st_mtime_ns for k, v in plans.items()} == stamps
+    best = yaml.safe_load(res.best_config.read_text())
+    assert best["partition"]["plan"] == "" and best["runtime"]["mode"] == "shard"

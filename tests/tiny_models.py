@@ -14,4 +14,5 @@ TINY: dict[str, dict] = {
     "hyperst_cnn": {"channels": [16, 8], "spatial_widths": [8, 4]},
     "himnet": {"hidden_size": 16, "tod_embedding_dim": 4, "node_embedding_dim": 4,
                "st_embedding_dim": 4},
+    "stunet": {"K": 2, "hidden_size": 8, "levels": 1, "dilation": 2},
 }

@@ -32,6 +32,7 @@ MODELS: dict[str, str] = {
     "hyperst_dcgru": "distst.nn.hyperst_rnn:HyperSTDCGRU",
     "hyperst_cnn": "distst.nn.hyperst_cnn:HyperSTCNN",
     "himnet": "distst.nn.himnet:HimNet",
+    "stunet": "distst.nn.stunet:STUNet",
 }
 
 #: What the engine passes to every constructor (a model receives only the keys it declares):

@@ -1,0 +1,496 @@
+"""ST-UNet: a spatio-temporal U-Net over a GCGRU seq2seq backbone (Yu, Yin, Zhu, "ST-UNet: A
+Spatio-Temporal U-Network for Graph-structured Time Series Modeling", Sec. 3.2-3.4, Fig. 1).
+
+Building blocks, each from the paper:
+
+* GCGRU cells (Eq. 7) with K-order Chebyshev graph convolution (Eq. 2) at every level:
+  :class:`distst.nn.gcgru.GCGRUCell`, reused as is.
+* ST-Pool, spatial part (Eq. 4-6): the graph is coarsened ``p`` levels by GPA (Algorithm 1,
+  computed outside the model and passed as the ``coarsening`` data key), so each super-node
+  holds up to ``2^p`` nodes; the features of its members are reduced by max or mean per
+  channel (Eq. 6). The partition is fixed, so the same pooling applies at every time step.
+* ST-Pool, temporal part (Eq. 8): the recurrent layer below a pool is dilated,
+  ``c_t = g(X_t, c_{t-s})``; its ``s`` interleaved chains run as ``s`` extra batch rows over
+  ``ceil(T / s)`` steps (the dilated-RNN trick: fewer sequential steps, not more work).
+* ST-Unpool (Sec. 3.3): spatially the reversed map ``f'`` puts every super-node's features back
+  on each of its members -- every node exactly once -- by "copy" (direct copy), "ordered"
+  (ordered deconvolution) or "weighted" (weighted deconvolution); temporally the unpooled
+  sequence feeds a recurrent layer WITHOUT dilation, which restores regular intervals.
+* Skip concatenation of the same-level contracting features with the unpooled ones, and one
+  final graph convolution (Sec. 3.4) producing the prediction.
+
+Layout of one U-stack, ``depth`` = D ST-Pool/ST-Unpool pairs (Fig. 1 is D = 1)::
+
+    down_0 (level 0, dilation 1) -> pool -> down_1 (stage 1, s) -> ... -> pool
+        -> bottom (stage D, dilation s^D)
+    -> unpool -> concat(skip of down_{D-1}) -> up_{D-1} (stage D-1, dilation 1) -> ...
+    -> unpool -> concat(skip of down_0) -> up_0 (level 0, dilation 1) -> final graph conv
+
+i.e. ``2 D + 1`` GCGRU layers. Stage ``k`` is GPA level ``k * p`` (each ST-Pool is
+``gPartition(G, p)``, Eq. 4). The model is a seq2seq forecaster like its GCGRU backbone: an
+encoder U-stack reads the ``input_len`` steps; a decoder U-stack of the same shape, each layer
+started from the final state(s) of the same encoder layer, emits ``horizon`` steps
+autoregressively (GO symbol = zeros, DCRNN scheduled sampling with ``teacher_forcing``).
+
+Ablation variants of Sec. 4.3 / Table 2 (no boolean switches needed):
+
+* plain (the backbone "GCGRU"): ``levels=0, dilation=1``. Both pools are then identities and
+  the U-stack degenerates to ``2 D + 1`` stacked GCGRU layers with no skip concatenation and a
+  linear output layer: the module has exactly :class:`~distst.nn.gcgru.GCGRU`'s parameters
+  (same state-dict keys and shapes, ``num_layers = 2 D + 1``) and computes the same function.
+* T-UNet: ``levels=0, dilation=s`` (temporal pooling only; the skip concatenation and the final
+  graph convolution stay).
+* S-UNet: ``levels=p, dilation=1`` (spatial pooling only).
+* ST-UNet: ``levels=p, dilation=s`` (the default, p = s = 2 as in Sec. 4.2).
+
+Where the paper is ambiguous, this implementation chooses:
+
+1. ``p`` is the coarsening depth of ONE ST-Pool (Eq. 4, ``N' ~ N / 2^p``), not the number of
+   pools: Fig. 1's caption describes three GCGRU layers, one ST-Pool and one ST-Unpool, and the
+   graph "coarsened into nearly a quarter of its original size at the level 2". So the default
+   is ``depth=1`` (3 layers per U-stack) and ``coarsening(depth * levels)`` is requested;
+   only every ``p``-th level becomes a stage (its parent maps are composed).
+2. With ``depth > 1`` the dilation compounds, ``s^k`` at stage k (multi-resolution, as in the
+   dilated RNNs the paper cites); ``depth=1`` uses just ``s``.
+3. The U shape is applied to both the encoder and the decoder (the paper says ST-UNet uses
+   GCGRU "as its backbone", a seq2seq model; it does not say which half gets the U).
+   A dilated decoder layer continues its encoder layer's chains: decoder step ``T + j`` reads
+   the state of time ``T + j - s``, from the encoder's last ``s`` states while ``j < s``.
+4. The final graph convolution is a K-order Chebyshev convolution of the top level-0 hidden
+   state to ``output_dim`` at every decoder step. In the plain variant it is a linear layer
+   (the backbone's): with no pooling there are no scales for it to fuse, and Table 2 names the
+   plain variant "GCGRU".
+5. Ordered deconvolution: members of a super-node are ranked by weighted degree (descending,
+   ties by index; whole-graph degrees at level 0 when ``out_degree`` is given) and rank ``r``
+   gets its own linear map ``W_r [H, H] + b_r`` of the super-node's features -- the graph
+   analogue of a stride-``2^p`` transposed convolution, with ``R = 2^p`` ranks so parameter
+   shapes never depend on the graph. ``W_r`` starts at the identity (``b_r = 0``), i.e. at
+   direct copy: the paper reports the deconvolutions converge worse (Table 3).
+6. Weighted deconvolution: ordered deconvolution plus, concatenated to each node's features,
+   a fixed structural vector ``[R]``: the edge weights from the node to each (rank-ordered)
+   fellow member inside its super-node, divided by the largest such weight of the super-node.
+   It is not passed through a learned embedding: the next layer's input convolution is linear
+   already.
+7. Direct copy is the default: Sec. 4.2 uses it and Table 3 finds it best.
+8. Not implemented: layer normalisation (a "training trick" of Sec. 4.2 that the ablation
+   leaves out too).
+
+Shard mode: ``coarsening`` is GPA run on the model's LOCAL graph (part + halo), so super-nodes
+never span two parts; ``out_degree`` (whole-graph degrees) normalises the level-0 operator as
+GCGRU does, coarse operators are normalised from their own (local) edges. ``in_degree`` is
+accepted for the engine's data contract and unused (the Chebyshev operator needs out-degrees).
+Graph operators and pooling maps are non-persistent buffers: checkpoints hold weights only,
+and every parameter shape is independent of the graph.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distst.errors import DiststError
+from distst.nn.common import check_input, check_sizes, check_targets, coin
+from distst.nn.gcgru import GCGRUCell, GraphOperator, _glorot_blocks, cheb_features
+
+POOLS = ("max", "mean")
+UNPOOLS = ("copy", "ordered", "weighted")
+
+
+def _pool(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, mode: str,
+          num_coarse: int) -> torch.Tensor:
+    """gPooling (Eq. 5-6): ``x [N_fine, ..., F]`` -> ``[N_coarse, ..., F]``, max or mean over
+    members (the middle dims are batch or time x batch).
+
+    ``index [N_fine]`` is each node's super-node, ``size [N_coarse]`` (float) its member count.
+    """
+    shape = x.shape
+    x = x.reshape(shape[0], -1, shape[-1])  # [N_fine, ..., F] -> [N_fine, M, F]
+    n, m, f = x.shape
+    if mode == "mean":
+        out = x.new_zeros(num_coarse, m, f).index_add(0, index, x) / size[:, None, None]
+    else:
+        # every super-node has >= 1 member (checked in __init__), so include_self=False
+        # never leaves the zero fill in the result
+        out = x.new_zeros(num_coarse, m, f).scatter_reduce(
+            0, index[:, None, None].expand(n, m, f), x, reduce="amax", include_self=False)
+    return out.view(num_coarse, *shape[1:])  # [N_coarse, M, F] -> [N_coarse, ..., F]
+
+
+class Unpool(nn.Module):
+    """Spatial ST-Unpool (Sec. 3.3): super-node features back onto each member node, once.
+
+    ``mode``: "copy" (direct copy, no parameters), "ordered" (ordered deconvolution: one
+    ``[H, H]`` map per degree rank, ``ranks`` of them) or "weighted" (ordered + the member's
+    fixed structural vector ``[ranks]`` concatenated; ``out_dim = H + ranks``).
+    """
+
+    def __init__(self, mode: str, hidden_size: int, ranks: int):
+        super().__init__()
+        self.mode, self.hidden_size, self.ranks = mode, hidden_size, ranks
+        self.out_dim = hidden_size + (ranks if mode == "weighted" else 0)
+        if mode != "copy":
+            h = hidden_size
+            # [H, R*H]: column block r is W_r, so one matmul serves every rank
+            self.weight = nn.Parameter(torch.eye(h).repeat(1, ranks))
+            self.bias = nn.Parameter(torch.zeros(ranks, h))
+
+    def forward(self, x: torch.Tensor, parent: torch.Tensor, by_rank: torch.Tensor,
+                counts: list[int], inverse: torch.Tensor,
+                struct: torch.Tensor | None) -> torch.Tensor:
+        """``x [N_coarse, ..., H]`` -> ``[N_fine, ..., out_dim]`` (middle dims: batch, or
+        time x batch).
+
+        ``parent [N_fine]``: super-node of each node; ``by_rank [N_fine]``: the nodes sorted by
+        rank, ``counts[r]`` of them with rank r; ``inverse``: back to node order;
+        ``struct [N_fine, R]``: weighted deconvolution's structural vectors.
+        """
+        if self.mode == "copy":
+            return x.index_select(0, parent)
+        h = self.hidden_size
+        # copies in rank order: [N_fine, ..., H], then rank r's nodes through W_r; plain
+        # gathers and one matmul per rank (an advanced-index gather's backward is far slower)
+        xs = x.index_select(0, parent.index_select(0, by_rank))
+        ys = [torch.addmm(self.bias[r], c.reshape(-1, h), self.weight[:, r * h:(r + 1) * h])
+              .view(c.shape) for r, c in enumerate(xs.split(counts, 0)) if c.shape[0]]
+        y = torch.cat(ys).index_select(0, inverse)  # rank order -> node order
+        if self.mode == "weighted":
+            # [N_fine, R] -> [N_fine, ..., R], appended to the features of every row
+            s = struct.view(struct.shape[0], *([1] * (x.dim() - 2)), self.ranks)
+            y = torch.cat([y, s.expand(*y.shape[:-1], self.ranks).to(y.dtype)], dim=-1)
+        return y
+
+
+class STUNet(nn.Module):
+    """ST-UNet seq2seq forecaster (see the module docstring for the architecture and choices).
+
+    ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
+    -> [B, horizon, N, output_dim]``, the same contract as :class:`~distst.nn.gcgru.GCGRU`.
+
+    ``coarsening(levels) -> [(parent [N_{l-1}], edge_index [2, E_l], edge_weight [E_l], N_l),
+    ...]`` for l = 1..levels (GPA, Algorithm 1, on the model's local graph); it is called once,
+    with ``depth * levels``, and never when ``levels == 0``.
+
+    Hyperparameters (paper defaults, Sec. 4.2): ``K=3``, ``hidden_size=64``, ``levels`` (p) = 2,
+    ``dilation`` (s) = 2, ``depth=1`` (one ST-Pool/ST-Unpool pair, Fig. 1: 3 GCGRU layers per
+    U-stack), ``pool="max"``, ``unpool="copy"`` (the paper's best, Table 3), ``normalization``
+    of the Laplacian ("sym" or "rw", as GCGRU). Plain = ``levels=0, dilation=1``; T-UNet =
+    ``levels=0, dilation=s``; S-UNet = ``levels=p, dilation=1``.
+    """
+
+    trainable = True
+
+    def __init__(
+        self,
+        *,
+        num_nodes: int,
+        input_dim: int,
+        output_dim: int,
+        input_len: int = 12,
+        horizon: int = 12,
+        edge_index: torch.Tensor | None = None,
+        edge_weight: torch.Tensor | None = None,
+        out_degree: torch.Tensor | None = None,
+        in_degree: torch.Tensor | None = None,
+        coarsening=None,
+        K: int = 3,
+        hidden_size: int = 64,
+        levels: int = 2,
+        dilation: int = 2,
+        depth: int = 1,
+        pool: str = "max",
+        unpool: str = "copy",
+        normalization: str = "sym",
+    ):
+        super().__init__()
+        check_sizes("stunet", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
+                    input_len=input_len, horizon=horizon, K=K, hidden_size=hidden_size,
+                    dilation=dilation, depth=depth)
+        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
+            raise DiststError(f"stunet: levels={levels!r} must be an integer >= 0 (p, the GPA "
+                              "coarsening levels of one ST-Pool; 0 = no spatial pooling, the "
+                              "paper uses 2); fix model.params.levels")
+        if pool not in POOLS:
+            raise DiststError(f"stunet: pool={pool!r} is not supported; choose one of "
+                              f"{list(POOLS)} (model.params.pool)")
+        if unpool not in UNPOOLS:
+            raise DiststError(f"stunet: unpool={unpool!r} is not supported; choose one of "
+                              f"{list(UNPOOLS)} (model.params.unpool; the paper's best is copy)")
+        if output_dim > input_dim:
+            raise DiststError(f"stunet: output_dim={output_dim} > input_dim={input_dim}; the "
+                              "first output_dim input channels must be the targets")
+        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
+        self.input_len, self.horizon = input_len, horizon
+        self.K, self.hidden_size, self.levels, self.dilation = K, hidden_size, levels, dilation
+        self.depth, self.pool_mode, self.unpool_mode = depth, pool, unpool
+        # plain: no ST-Pool in space or time, so the U degenerates to stacked GCGRU layers
+        self.plain = levels == 0 and dilation == 1
+        self.spatial = levels > 0
+        d = depth
+        self.num_layers = 2 * d + 1
+        # per layer (down_0..down_{D-1}, bottom, up_{D-1}..up_0): its stage and dilation
+        if self.plain:
+            self.layer_stage = [0] * self.num_layers
+            self.layer_dilation = [1] * self.num_layers
+        else:
+            self.layer_stage = list(range(d + 1)) + list(range(d - 1, -1, -1))
+            self.layer_dilation = [dilation ** k for k in range(d + 1)] + [1] * d
+
+        # -- graphs: stage 0 is the model's own graph; stage k is GPA level k * p ------------
+        self.graphs = nn.ModuleList([GraphOperator(edge_index, edge_weight, num_nodes,
+                                                   normalization, degree=out_degree)])
+        self.stage_nodes = [num_nodes]
+        self._rank_counts: list[list[int]] = []
+        self.ranks = 2 ** levels
+        if self.spatial:
+            self._build_stages(coarsening, edge_index, edge_weight, out_degree, normalization)
+
+        # -- cells ------------------------------------------------------------------------
+        unpool_dim = hidden_size + (self.ranks if unpool == "weighted" and self.spatial else 0)
+
+        def cell_inputs(first: int) -> list[int]:
+            dims = []
+            for i in range(self.num_layers):
+                if i == 0:
+                    dims.append(first)
+                elif self.plain or i <= d:
+                    dims.append(hidden_size)
+                else:  # up layer: unpooled features + same-level skip features
+                    dims.append(unpool_dim + hidden_size)
+            return dims
+
+        self.encoder = nn.ModuleList(GCGRUCell(f, hidden_size, K)
+                                     for f in cell_inputs(input_dim))
+        self.decoder = nn.ModuleList(GCGRUCell(f, hidden_size, K)
+                                     for f in cell_inputs(output_dim))
+        if self.spatial and unpool != "copy":
+            # one per ST-Unpool (up_{D-1}..up_0 order) in each U-stack
+            self.enc_unpool = nn.ModuleList(Unpool(unpool, hidden_size, self.ranks)
+                                            for _ in range(d))
+            self.dec_unpool = nn.ModuleList(Unpool(unpool, hidden_size, self.ranks)
+                                            for _ in range(d))
+        if self.plain:
+            self.proj = nn.Linear(hidden_size, output_dim)
+        else:
+            # final graph convolution (Sec. 3.4): K-order Chebyshev, hidden -> output_dim
+            self.out_weight = nn.Parameter(torch.empty(K * hidden_size, output_dim))
+            self.out_bias = nn.Parameter(torch.zeros(output_dim))
+            _glorot_blocks(self.out_weight, hidden_size, output_dim)
+
+    # -- construction helpers ------------------------------------------------------------
+    def _build_stages(self, coarsening, edge_index, edge_weight, out_degree,
+                      normalization) -> None:
+        p, d = self.levels, self.depth
+        if coarsening is None or not callable(coarsening):
+            raise DiststError(
+                f"stunet: levels={p} needs the 'coarsening' data key (a callable levels -> "
+                f"list of (parent, edge_index, edge_weight, num_nodes), GPA on the local graph), "
+                f"got {type(coarsening).__name__}; let the engine pass it, or set "
+                "model.params.levels=0 (no spatial pooling)")
+        want = d * p
+        hier = list(coarsening(want))
+        if len(hier) != want:
+            raise DiststError(f"stunet: coarsening({want}) returned {len(hier)} levels, "
+                              f"expected {want} (depth={d} x levels={p}); fix the coarsening")
+        fine_ei, fine_ew, fine_n = edge_index, edge_weight, self.num_nodes
+        fine_deg = out_degree
+        level_n = self.num_nodes
+        for k in range(d):
+            index = torch.arange(fine_n)
+            for lvl in range(k * p, (k + 1) * p):
+                item = hier[lvl]
+                if len(item) != 4:
+                    raise DiststError(f"stunet: coarsening level {lvl + 1} is a "
+                                      f"{len(item)}-tuple, expected (parent, edge_index, "
+                                      "edge_weight, num_nodes)")
+                parent, ei, ew, n = item
+                parent = torch.as_tensor(parent).long()
+                n = int(n)
+                if parent.shape != (level_n,) or (level_n and (
+                        int(parent.min()) < 0 or int(parent.max()) >= n)):
+                    raise DiststError(
+                        f"stunet: coarsening level {lvl + 1}: parent has shape "
+                        f"{list(parent.shape)} and values outside [0, {n}) or not one per "
+                        f"level-{lvl} node ({level_n}); fix the coarsening")
+                if not bool((torch.bincount(parent, minlength=n) > 0).all()):
+                    raise DiststError(f"stunet: coarsening level {lvl + 1} has super-nodes "
+                                      "without members; every level-l node needs >= 1 member")
+                index = parent[index]  # stage-k node -> level lvl+1 node
+                level_n = n
+            # stage k -> k + 1 pooling map (p levels composed)
+            size = torch.bincount(index, minlength=level_n)
+            if self.unpool_mode != "copy" and int(size.max()) > self.ranks:
+                raise DiststError(
+                    f"stunet: a super-node of stage {k + 1} has {int(size.max())} members, more "
+                    f"than 2^levels = {self.ranks}; unpool={self.unpool_mode!r} needs a "
+                    "matching-based coarsening (GPA halves each level) or use unpool='copy'")
+            rank, struct = self._ranks(index, level_n, fine_ei, fine_ew, fine_n, fine_deg)
+            self.register_buffer(f"pool_index_{k}", index, persistent=False)
+            self.register_buffer(f"pool_size_{k}", size.float(), persistent=False)
+            self.register_buffer(f"unpool_rank_{k}", rank, persistent=False)
+            by_rank = torch.sort(rank, stable=True).indices
+            self.register_buffer(f"unpool_by_rank_{k}", by_rank, persistent=False)
+            self.register_buffer(f"unpool_inverse_{k}", torch.argsort(by_rank), persistent=False)
+            # a plain list (not a buffer): split sizes must be Python ints
+            self._rank_counts.append(torch.bincount(rank, minlength=self.ranks).tolist())
+            self.register_buffer(f"unpool_struct_{k}", struct, persistent=False)
+            fine_ei, fine_ew, fine_n, fine_deg = ei, ew, level_n, None
+            self.graphs.append(GraphOperator(ei, ew, level_n, normalization))
+            self.stage_nodes.append(level_n)
+
+    def _ranks(self, index, num_coarse, ei, ew, n, degree):
+        """Degree rank of each node inside its super-node, and the structural vectors of
+        weighted deconvolution (choices 5 and 6 of the module docstring)."""
+        if ei is None:
+            ei = torch.zeros(2, 0, dtype=torch.long)
+        ei = torch.as_tensor(ei).long()
+        ew = torch.ones(ei.shape[1]) if ew is None else torch.as_tensor(ew).double()
+        keep = ei[0] != ei[1]
+        src, dst, w = ei[0][keep], ei[1][keep], ew[keep].double()
+        if degree is None:
+            deg = torch.zeros(n, dtype=torch.float64).index_add_(0, src, w)
+        else:
+            deg = torch.as_tensor(degree, dtype=torch.float64)
+        # order by (super-node, degree descending, index): two stable sorts on an id order
+        order = torch.sort(-deg, stable=True).indices
+        order = order[torch.sort(index[order], stable=True).indices]
+        counts = torch.bincount(index, minlength=num_coarse)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty(n, dtype=torch.long)
+        rank[order] = torch.arange(n) - starts[index[order]]
+        struct = torch.zeros(n, self.ranks, dtype=torch.float64)
+        inside = index[src] == index[dst]
+        if self.unpool_mode == "weighted" and bool(inside.any()):
+            s, t, ww = src[inside], dst[inside], w[inside]
+            # symmetric: a directed level-0 graph still gives both ends the link
+            struct.index_put_((s, rank[t]), ww, accumulate=True)
+            struct.index_put_((t, rank[s]), ww, accumulate=True)
+            peak = torch.zeros(num_coarse, dtype=torch.float64).scatter_reduce(
+                0, index, struct.amax(dim=1), reduce="amax", include_self=True)
+            scale = peak[index]
+            struct = torch.where(scale[:, None] > 0, struct / scale.clamp_min(1e-300)[:, None],
+                                 struct)
+        return rank, struct.float()
+
+    # -- helpers --------------------------------------------------------------------------
+    def stage_membership(self, stage: int) -> torch.Tensor:
+        """LongTensor [N_stage]: the super-node of stage ``stage + 1`` of each stage node."""
+        return getattr(self, f"pool_index_{stage}")
+
+    def _pool_to(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """ST-Pool's spatial part, stage k -> k+1 (identity when levels == 0)."""
+        if not self.spatial:
+            return x
+        return _pool(x, getattr(self, f"pool_index_{k}"), getattr(self, f"pool_size_{k}"),
+                     self.pool_mode, self.stage_nodes[k + 1])
+
+    def _unpool_to(self, k: int, x: torch.Tensor, unpools) -> torch.Tensor:
+        """ST-Unpool's spatial part, stage k+1 -> k (identity when levels == 0)."""
+        if not self.spatial:
+            return x
+        parent = getattr(self, f"pool_index_{k}")
+        if unpools is None:  # direct copy
+            return x.index_select(0, parent)
+        # unpools are ordered up_{D-1}..up_0, so the stage-k unpool is number D-1-k
+        return unpools[self.depth - 1 - k](
+            x, parent, getattr(self, f"unpool_by_rank_{k}"), self._rank_counts[k],
+            getattr(self, f"unpool_inverse_{k}"), getattr(self, f"unpool_struct_{k}"))
+
+    def _output(self, ops, h: torch.Tensor) -> torch.Tensor:
+        """``h [N, B, H]`` -> ``[N, B, output_dim]``: linear (plain) or final graph conv."""
+        if self.plain:
+            return self.proj(h)
+        n, b, _ = h.shape
+        op, op_t = ops[0]
+        out = torch.addmm(self.out_bias, cheb_features(op, op_t, h, self.K), self.out_weight)
+        return out.view(n, b, self.output_dim)  # [N*B, O] -> [N, B, O]
+
+    @staticmethod
+    def _run_layer(cell, op, op_t, seq: torch.Tensor, dil: int):
+        """A whole (known) input sequence through one layer with dilation ``dil`` (Eq. 8).
+
+        ``seq [N, T, B, F]`` -> outputs ``[N, T, B, H]`` and the last ``dil`` states (oldest
+        first; zeros before time 0), which the decoder's chains continue from.
+        """
+        n, t, b, f = seq.shape
+        hs = cell.hidden_size
+        # inputs of a whole layer are known: one Chebyshev expansion for all T steps
+        xg = cell.input_gates(op, op_t, seq.reshape(n, t * b, f)).view(n, t, b, -1)
+        if dil == 1:
+            h = seq.new_zeros(n, b, hs)
+            outs = []
+            for xg_t in xg.unbind(1):  # unbind: one stacked gradient, as GCGRU
+                h = cell.recur(op, op_t, xg_t, h)  # [N, B, H]
+                outs.append(h)
+            return torch.stack(outs, dim=1), [h]
+        steps = -(-t // dil)
+        pad = steps * dil - t
+        if pad:  # padded steps come last in their chains, so they never feed a real one
+            xg = torch.cat([xg, xg.new_zeros(n, pad, b, xg.shape[-1])], dim=1)
+        # [N, steps*dil, B, 3H] -> [N, steps, dil*B, 3H]: row r*B + j of step l is time
+        # l*dil + r of sample j, so the dil chains c_t = g(X_t, c_{t-dil}) ride in the batch
+        xg = xg.reshape(n, steps, dil * b, -1)
+        h = seq.new_zeros(n, dil * b, hs)
+        outs = []
+        for xg_l in xg.unbind(1):
+            h = cell.recur(op, op_t, xg_l, h)  # [N, dil*B, H]
+            outs.append(h)
+        # steps x [N, dil*B, H] -> [N, steps*dil, B, H] -> the T real steps
+        out = torch.stack(outs, dim=1).view(n, steps * dil, b, hs)[:, :t]
+        tail = list(out[:, max(0, t - dil):].unbind(1))
+        tail = [seq.new_zeros(n, b, hs)] * (dil - len(tail)) + tail
+        return out, tail
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                teacher_forcing: float = 0.0) -> torch.Tensor:
+        check_input("stunet", x, self.input_len, self.num_nodes, self.input_dim)
+        b, t, n, _ = x.shape
+        sampling = check_targets("stunet", targets, teacher_forcing, b, self.horizon, n,
+                                 self.output_dim)
+        ops = [g() for g in self.graphs]
+        d = self.depth
+        enc_unpool = getattr(self, "enc_unpool", None)
+        dec_unpool = getattr(self, "dec_unpool", None)
+
+        # -- encoder U-stack over the whole input sequence --------------------------------
+        # [B, T, N, F] -> [N, T, B, F]: node-major so that pooling and convolutions act on dim 0
+        seq = x.permute(2, 1, 0, 3).contiguous()
+        history = []  # per layer: its last `dilation` states
+        skips = []
+        for i, cell in enumerate(self.encoder):
+            st, dil = self.layer_stage[i], self.layer_dilation[i]
+            if not self.plain and i > d:  # up layer: unpool, then concatenate the skip
+                k = st
+                seq = torch.cat([self._unpool_to(k, seq, enc_unpool), skips[k]], dim=-1)
+            op, op_t = ops[st] if self.spatial else ops[0]
+            seq, tail = self._run_layer(cell, op, op_t, seq, dil)
+            history.append(tail)
+            if not self.plain and i < d:  # down layer: keep the skip, pool to the next stage
+                skips.append(seq)
+                seq = self._pool_to(st, seq)
+
+        # -- decoder U-stack, one step at a time ------------------------------------------
+        if sampling:
+            # missing targets are NaN; the decoder sees them as the data layer fills x: 0
+            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
+        inp = x.new_zeros(n, b, self.output_dim)  # GO symbol
+        preds = []
+        for step in range(self.horizon):
+            skips = []
+            h = inp
+            for i, cell in enumerate(self.decoder):
+                st, dil = self.layer_stage[i], self.layer_dilation[i]
+                if not self.plain and i > d:
+                    h = torch.cat([self._unpool_to(st, h, dec_unpool), skips[st]], dim=-1)
+                op, op_t = ops[st] if self.spatial else ops[0]
+                # dilated chain (Eq. 8): the state of step t - dil, the oldest one kept
+                h = cell(op, op_t, h, history[i][0])  # [N_stage, B, H]
+                history[i] = history[i][1:] + [h]
+                if not self.plain and i < d:
+                    skips.append(h)
+                    h = self._pool_to(st, h)
+            out = self._output(ops, h)  # [N, B, O]
+            preds.append(out)
+            inp = truth[step] if sampling and coin(teacher_forcing) else out
+        # horizon x [N, B, O] -> [N, horizon, B, O] -> [B, horizon, N, O]
+        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()

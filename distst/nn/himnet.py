@@ -145,54 +145,108 @@ def _segment_softmax(scores: torch.Tensor, row: torch.Tensor, num_rows: int) -> 
     return ex / den.gather(-1, idx)
 
 
+def csr_structure(row: torch.Tensor, col: torch.Tensor, n: int) -> dict:
+    """Index structure of a sparse pattern (entries sorted by row): the CSR row pointer, and
+    the transposed pattern (``t_perm`` orders the entries by column) for the backward pass."""
+    crow = torch.zeros(n + 1, dtype=torch.long, device=row.device)
+    crow[1:] = torch.bincount(row, minlength=n).cumsum(0)
+    t_perm = torch.argsort(col * n + row)
+    t_crow = torch.zeros(n + 1, dtype=torch.long, device=row.device)
+    t_crow[1:] = torch.bincount(col, minlength=n).cumsum(0)
+    return {"row": row, "col": col, "crow": crow, "t_perm": t_perm, "t_crow": t_crow,
+            "t_col": row[t_perm]}
+
+
+def _block_diagonal(st: dict, b: int, n: int) -> dict:
+    """The same pattern repeated for B samples as one [B*N, B*N] block-diagonal pattern."""
+    e = st["row"].numel()
+    off = torch.arange(b, device=st["row"].device)[:, None]
+
+    def ptr(p):  # [N + 1] -> [B*N + 1]
+        return torch.cat([(p[:-1][None, :] + off * e).reshape(-1), p.new_tensor([b * e])])
+
+    return {"row": (st["row"][None] + off * n).reshape(-1),
+            "col": (st["col"][None] + off * n).reshape(-1), "crow": ptr(st["crow"]),
+            "t_perm": (st["t_perm"][None] + off * e).reshape(-1), "t_crow": ptr(st["t_crow"]),
+            "t_col": (st["t_col"][None] + off * n).reshape(-1)}
+
+
+def _csr(crow, col, vals, n):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta" chatter
+        return torch.sparse_csr_tensor(crow, col, vals, (n, n), check_invariants=False)
+
+
+class EdgeSpMM(torch.autograd.Function):
+    """``A @ x`` for a sparse ``A`` [n, n] whose VALUES are learned (pattern fixed).
+
+    torch's own backward of ``sparse.mm`` forms the value gradient through a dense
+    ``grad @ x^T`` ([n, n]: 40 GB at 100k nodes); here it is the sampled product
+    ``sum_c grad[row_e, c] * x[col_e, c]``, in chunks of edges, and ``A^T @ grad`` uses the
+    transposed pattern.
+    """
+
+    @staticmethod
+    def forward(ctx, vals, x, st, n):
+        ctx.st, ctx.n = st, n
+        ctx.save_for_backward(vals, x)
+        return torch.sparse.mm(_csr(st["crow"], st["col"], vals, n), x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        vals, x = ctx.saved_tensors
+        st, n = ctx.st, ctx.n
+        grad = grad.contiguous()
+        gv = gx = None
+        if ctx.needs_input_grad[1]:
+            gx = torch.sparse.mm(_csr(st["t_crow"], st["t_col"], vals[st["t_perm"]], n), grad)
+        if ctx.needs_input_grad[0]:
+            e, c = vals.numel(), grad.shape[1]
+            gv = torch.empty_like(vals)
+            step = max(1, (8 << 20) // max(1, c))  # ~32 MB of float32 per chunk
+            for s in range(0, e, step):
+                r, k = st["row"][s:s + step], st["col"][s:s + step]
+                gv[s:s + step] = (grad[r] * x[k]).sum(-1)
+        return gv, gx, None, None
+
+
 class AdaptiveGraph:
     """One forward's adaptive graph ``softmax(ReLU(E E^T))``, dense or neighbourhood-sparse, and
     the propagation ``x -> A x`` on node-major features ``[N, B, C]``.
 
-    ``emb`` [N, d] (one graph for the batch) or [B, N, d] (one per sample, the decoder's).
+    ``emb`` [N, d] (one graph for the batch) or [B, N, d] (one per sample, the decoder's);
+    ``sparse``: the neighbourhood pattern (:func:`csr_structure`) or None for dense.
     """
 
-    def __init__(self, emb: torch.Tensor, sparse: tuple[torch.Tensor, torch.Tensor] | None):
+    def __init__(self, emb: torch.Tensor, sparse: dict | None):
         self.per_sample = emb.dim() == 3
         self.n = emb.shape[-2]
-        self.sparse = sparse is not None
-        if not self.sparse:
+        self.sparse = sparse
+        if sparse is None:
             # [N, N] or [B, N, N]; row n is the distribution over the nodes n reads from
             self.a = torch.softmax(torch.relu(emb @ emb.transpose(-1, -2)), dim=-1)
             return
-        row, col = sparse
-        n, e = self.n, row.numel()
+        row, col = sparse["row"], sparse["col"]
         scores = torch.relu((emb[..., row, :] * emb[..., col, :]).sum(-1))  # [E] or [B, E]
-        vals = _segment_softmax(scores, row, n)
-        crow = torch.zeros(n + 1, dtype=torch.long, device=row.device)
-        crow[1:] = torch.bincount(row, minlength=n).cumsum(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta" chatter
-            if not self.per_sample:
-                self.a = torch.sparse_csr_tensor(crow, col, vals, (n, n), check_invariants=False)
-            else:
-                # B samples as one block-diagonal [B*N, B*N] matrix: one product, and autograd
-                # keeps only the B*E weights (a gather/scatter would keep [B, E, C] features)
-                b = vals.shape[0]
-                off = torch.arange(b, device=row.device)
-                crow_b = torch.cat([(crow[:-1][None, :] + off[:, None] * e).reshape(-1),
-                                    crow.new_tensor([b * e])])
-                col_b = (col[None, :] + off[:, None] * n).reshape(-1)
-                self.a = torch.sparse_csr_tensor(crow_b, col_b, vals.reshape(-1),
-                                                 (b * n, b * n), check_invariants=False)
+        self.vals = _segment_softmax(scores, row, self.n)
+        if self.per_sample:
+            # B samples as one block-diagonal [B*N, B*N] matrix: one product, and autograd
+            # keeps only the B*E weights (a gather/scatter would keep [B, E, C] features)
+            self.block = _block_diagonal(sparse, self.vals.shape[0], self.n)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, b, c = x.shape
         if not self.per_sample:
             # [N, B, C] -> [N, B*C]: one product for the whole batch
-            y = self.a @ x.reshape(n, b * c) if not self.sparse else \
-                torch.sparse.mm(self.a, x.reshape(n, b * c))
+            flat = x.reshape(n, b * c)
+            y = self.a @ flat if self.sparse is None else \
+                EdgeSpMM.apply(self.vals, flat, self.sparse, n)
             return y.view(n, b, c)
         xb = x.permute(1, 0, 2)  # [B, N, C]
-        if not self.sparse:
+        if self.sparse is None:
             return torch.bmm(self.a, xb).permute(1, 0, 2)
-        y = torch.sparse.mm(self.a, xb.reshape(b * n, c))  # [B*N, C]
-        return y.view(b, n, c).permute(1, 0, 2)
+        y = EdgeSpMM.apply(self.vals.reshape(-1), xb.reshape(b * n, c), self.block, b * n)
+        return y.view(b, n, c).permute(1, 0, 2)  # [B*N, C] -> [N, B, C]
 
 
 # -- meta-parameter graph convolution ---------------------------------------------------------
@@ -379,8 +433,8 @@ class HimNet(nn.Module):
             if graph_hops < 1:
                 raise DiststError(f"himnet: graph_hops={graph_hops} must be >= 1")
             row, col = khop_neighbourhood(torch.as_tensor(edge_index), num_nodes, graph_hops)
-            self.register_buffer("nb_row", row, persistent=False)
-            self.register_buffer("nb_col", col, persistent=False)
+            for key, val in csr_structure(row, col, num_nodes).items():
+                self.register_buffer(f"nb_{key}", val, persistent=False)
 
     # -- pieces --------------------------------------------------------------------------------
     def _slots(self, tod: torch.Tensor, dow: torch.Tensor | None):
@@ -420,7 +474,10 @@ class HimNet(nn.Module):
         return torch.stack(feats, dim=-1)
 
     def _graph(self, emb: torch.Tensor) -> AdaptiveGraph:
-        sparse = (self.nb_row, self.nb_col) if self.graph_kind == "sparse" else None
+        sparse = None
+        if self.graph_kind == "sparse":
+            sparse = {k: getattr(self, f"nb_{k}")
+                      for k in ("row", "col", "crow", "t_perm", "t_crow", "t_col")}
         return AdaptiveGraph(emb, sparse)
 
     @staticmethod

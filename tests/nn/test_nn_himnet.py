@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from distst.errors import DiststError
-from distst.nn.himnet import AdaptiveGraph, HimNet, KronLinear, khop_neighbourhood
+from distst.nn.himnet import (AdaptiveGraph, EdgeSpMM, HimNet, KronLinear, csr_structure,
+                              khop_neighbourhood)
 
 N, S = 10, 24  # nodes, steps per day
 
@@ -72,6 +73,18 @@ def test_khop_neighbourhood_of_a_path():
     assert row1.numel() == 6 + 2 * 5  # self + both directions of 5 edges
 
 
+def test_edge_spmm_gradients_match_a_dense_matrix():
+    """The value gradient is the sampled product, never a dense [n, n] (100k nodes: 40 GB)."""
+    g = torch.Generator().manual_seed(0)
+    row, col = khop_neighbourhood(_path(7), 7, 2)
+    st = csr_structure(row, col, 7)
+    vals = torch.rand(row.numel(), generator=g, dtype=torch.double, requires_grad=True)
+    x = torch.randn(7, 3, generator=g, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, z: EdgeSpMM.apply(v, z, st, 7), (vals, x))
+    dense = torch.zeros(7, 7, dtype=torch.double).index_put((row, col), vals)
+    torch.testing.assert_close(EdgeSpMM.apply(vals, x, st, 7), dense @ x)
+
+
 def test_sparse_equals_dense_when_the_neighbourhood_covers_the_graph():
     x = _batch()
     dense = _model()
@@ -90,7 +103,8 @@ def test_sparse_equals_dense_when_the_neighbourhood_covers_the_graph():
 def test_sparse_graph_reads_only_the_neighbourhood():
     emb = torch.randn(N, 4)
     row, col = khop_neighbourhood(_path(), N, 1)
-    g = AdaptiveGraph(emb, (row, col))
+    pattern = csr_structure(row, col, N)
+    g = AdaptiveGraph(emb, pattern)
     x = torch.zeros(N, 1, 1)
     x[7] = 1.0  # a signal at node 7 reaches only nodes 6, 7, 8 in one product
     reached = g(x)[:, 0, 0].nonzero().flatten().tolist()
@@ -100,10 +114,10 @@ def test_sparse_graph_reads_only_the_neighbourhood():
     torch.testing.assert_close(dense_rows, torch.ones(N))
     # per-sample graphs ([B, N, d], the decoder's) keep the samples apart
     e_b = torch.randn(3, N, 4)
-    gb = AdaptiveGraph(e_b, (row, col))
+    gb = AdaptiveGraph(e_b, pattern)
     xb = torch.randn(N, 3, 2)
     for b in range(3):
-        torch.testing.assert_close(gb(xb)[:, b], AdaptiveGraph(e_b[b], (row, col))(xb[:, b:b + 1])[:, 0])
+        torch.testing.assert_close(gb(xb)[:, b], AdaptiveGraph(e_b[b], pattern)(xb[:, b:b + 1])[:, 0])
 
 
 def test_ablation_switches_change_what_the_poster_says():

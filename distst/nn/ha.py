@@ -38,8 +38,8 @@ class HistoricalAverage(nn.Module):
     ``forward(x [B, T, N, input_dim]) -> [B, horizon, N, output_dim]``: forecast step k
     (1-based) uses the slot of the LAST input step plus k, wrapping across midnight and the
     week end. The time is read from the input's last two channels, time-of-day in [0, 1) then
-    day-of-week/7 in [0, 1) (Monday = 0); with ``weekly=False`` only time-of-day is needed
-    (the second-to-last channel when two or more extra channels exist, else the last).
+    day-of-week/7 in [0, 1) (Monday = 0); with ``weekly=False`` or data without a day-of-week
+    channel (``day_of_week=False``) the table is daily and only time of day is read.
     """
 
     trainable = False
@@ -55,9 +55,16 @@ class HistoricalAverage(nn.Module):
         edge_index: torch.Tensor | None = None,  # no graph: accepted and ignored
         edge_weight: torch.Tensor | None = None,
         steps_per_day: int = 288,
+        time_of_day: bool = True,
+        day_of_week: bool = True,
         weekly: bool = True,
     ):
         super().__init__()
+        if not time_of_day:
+            raise DiststError("ha: the input has no time-of-day channel, which the historical "
+                              "average is indexed by; set data.time_of_day=true")
+        # without a day-of-week channel the table is daily: the weekly slot cannot be read
+        weekly = weekly and day_of_week
         extra = input_dim - output_dim
         need = 2 if weekly else 1
         if extra < need:
@@ -73,7 +80,8 @@ class HistoricalAverage(nn.Module):
         self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
         self.input_len, self.horizon = input_len, horizon
         self.steps_per_day, self.weekly = steps_per_day, weekly
-        self.tod_channel = input_dim - 2 if extra >= 2 else input_dim - 1
+        # distst's windows end with [time of day, day of week]; other extra channels precede
+        self.tod_channel = input_dim - 2 if day_of_week and extra >= 2 else input_dim - 1
         self.dow_channel = input_dim - 1
         rows = (7 if weekly else 1) * steps_per_day
         # Persistent: the table IS the fitted model and belongs in checkpoints.

@@ -93,3 +93,14 @@ def test_errors():
         model.fit_history(np.zeros((5, N + 1, C)), np.zeros(5), np.zeros(5))
     with pytest.raises(DiststError, match="one per step"):
         model.fit_history(np.zeros((5, N, C)), np.zeros(4), np.zeros(5))
+
+
+def test_data_without_day_of_week_gives_a_daily_table_and_reads_the_last_channel():
+    from distst.nn.ha import HistoricalAverage
+
+    # two value channels (speed, flow), target speed, time of day last, no day of week
+    ha = HistoricalAverage(num_nodes=3, input_dim=3, output_dim=1, horizon=2, input_len=4,
+                           steps_per_day=24, day_of_week=False)
+    assert not ha.weekly and ha.tod_channel == 2
+    with pytest.raises(DiststError, match="data.time_of_day=true"):
+        HistoricalAverage(num_nodes=3, input_dim=2, output_dim=1, time_of_day=False)

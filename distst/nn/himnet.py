@@ -115,21 +115,21 @@ def khop_neighbourhood(edge_index: torch.Tensor, num_nodes: int, hops: int
     sorted by row then column (CSR order)."""
     n = int(num_nodes)
     loops = torch.arange(n, dtype=torch.long)
-    ei = edge_index.to(torch.long)
-    both = torch.cat([ei, ei.flip(0), torch.stack([loops, loops])], dim=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse invariant checks" chatter
-        step = torch.sparse_coo_tensor(both, torch.ones(both.shape[1]), (n, n)).coalesce()
-        step = torch.sparse_coo_tensor(step.indices(), torch.ones(step.indices().shape[1]),
-                                       (n, n)).coalesce()
-        reach = step
-        for _ in range(max(0, int(hops) - 1)):
-            reach = torch.sparse.mm(reach, step).coalesce()
-            # binarise, or the counts of walks grow without bound over hops
-            reach = torch.sparse_coo_tensor(reach.indices(), torch.ones(reach.indices().shape[1]),
-                                            (n, n)).coalesce()
     if hops <= 0:
         return loops, loops.clone()
+    ei = edge_index.to(torch.long)
+    both = torch.cat([ei, ei.flip(0), torch.stack([loops, loops])], dim=1)
+
+    def pattern(indices):
+        # values 1: duplicates and walk counts must not grow over hops, only the set matters
+        return torch.sparse_coo_tensor(indices, torch.ones(indices.shape[1]), (n, n)).coalesce()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse invariant checks" chatter
+        step = pattern(both.unique(dim=1))
+        reach = step
+        for _ in range(int(hops) - 1):
+            reach = pattern(torch.sparse.mm(reach, step).coalesce().indices())
     idx = reach.indices()  # coalesced: sorted by row, then column
     return idx[0].contiguous(), idx[1].contiguous()
 

@@ -96,7 +96,9 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from distst.data.formats import read_dataset
+    import pandas as pd
+
+    from distst.data.formats import DOCUMENTED_START, parse_start, read_dataset
     from distst.data.network import save_network
 
     opts = _parse_options(args.opt)
@@ -104,7 +106,21 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         opts["series"] = args.series
     if args.graph:
         opts["graph"] = args.graph
+    if args.start is not None:
+        if args.format not in DOCUMENTED_START:
+            raise DiststError(f"--start: format {args.format!r} reads its timestamps from its "
+                              f"files; --start applies to {', '.join(DOCUMENTED_START)}")
+        opts["start"] = parse_start(args.start, "--start").isoformat()
     net = read_dataset(args.format, args.path, **opts)
+    src = net.source
+    if "start_from" in src:
+        if src["start_from"] != "given":
+            how = f"the documented default for {args.format}; set another with --start"
+        else:
+            how = "from --start" if args.start is not None else "from --opt start"
+        print(f"start: {pd.Timestamp(src['start'])} ({how})")
+    elif net.num_steps:
+        print(f"start: {pd.Timestamp(int(net.timestamps[0]))} (from the file's timestamps)")
     out = save_network(net, args.out)
     print(f"wrote {net.num_nodes} nodes x {net.num_steps} steps x {net.num_channels} channels, "
           f"{net.num_edges} edges to {out}")
@@ -236,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--graph", help="graph file, overriding the one found in --path")
     dp.add_argument("--opt", action="append", metavar="KEY=VALUE",
                     help="reader option, e.g. --opt zero_is_missing=false (repeatable)")
+    dp.add_argument("--start", default=None, metavar="ISO",
+                    help="first time stamp of a series without timestamps (pems03/04/07/08, "
+                         "pemsd7, los-loop), e.g. 2018-01-01 or 2018-01-01T06:00; default: the "
+                         "dataset's documented first day (see README)")
     dp.set_defaults(func=cmd_data_prepare)
     ds = dsub.add_parser("synth", help="generate a synthetic sensor network")
     ds.add_argument("--nodes", type=int, default=1026)

@@ -4,10 +4,15 @@
 The reference is the authors' ``model/HimNet.py`` (github.com/XDZhelheim/HimNet), fetched by the
 user and passed with ``--ref``; it is imported from there and never part of distst.
 
-1. Equivalence: the reference's weights are copied into distst's dense HimNet (same parameter
-   names and shapes) and both forecast the same batch (a Monday window that does not cross
-   midnight, so the reference's integer day of week equals distst's day / 7); the largest
-   absolute difference is printed.
+1. Equivalence (issue 10): the reference's weights are copied into distst's dense HimNet (same
+   parameter names and shapes) and both forecast the same windows, each side fed its own
+   encoding of the same timestamps: the reference the authors' data pipeline's (Torch-MTS
+   ``generate_training_data.py``: time of day as a fraction of the day, day of week an integer,
+   Monday = 0 for their METR-LA / PEMS-BAY h5 files, the file's first day = 0 for their PEMS0x
+   npz files), distst its windows' (``time_features``: weekday / 7, Monday = 0). Windows on all
+   seven weekdays, one crossing midnight and one crossing the week's end (Sunday -> Monday),
+   in both conventions (npz: a file starting on Friday 2016-07-01 as PEMS08,
+   ``dow_origin=4``); the largest absolute difference per window is printed.
 2. Speed and memory: each (implementation, N, batch) runs in a fresh subprocess: ``--warmup``
    untimed steps, then the median of ``--steps`` timed forward + backward + Adam steps with
    teacher forcing off. Memory on CPU: peak RSS of the subprocess minus its RSS after building
@@ -17,6 +22,8 @@ user and passed with ``--ref``; it is imported from there and never part of dist
 
     .venv/bin/python scripts/bench_himnet.py --ref /path/to/HimNet/model/HimNet.py \\
         [--sizes 307:16 2000:4 100000:1] [--impls ref dense sparse] [--out FILE]
+    .venv/bin/python scripts/bench_himnet.py --ref /path/to/HimNet/model/HimNet.py \\
+        --equivalence-only
 """
 
 from __future__ import annotations
@@ -122,14 +129,15 @@ def child(args) -> int:
     return 0
 
 
-def equivalence(ref_path: str, n: int = 307, b: int = 4) -> float:
+def paired_models(ref_path: str, n: int, dow_origin: int = 0):
+    """The reference HimNet and distst's dense HimNet holding the same (reference) weights."""
     import torch
 
     from distst.nn.himnet import HimNet
 
     torch.manual_seed(0)
     ref = load_reference(ref_path)(num_nodes=n)
-    ours = HimNet(num_nodes=n, input_dim=3, output_dim=1)
+    ours = HimNet(num_nodes=n, input_dim=3, output_dim=1, dow_origin=dow_origin)
     own = dict(ours.named_parameters())
     with torch.no_grad():
         for name, p in ref.named_parameters():
@@ -137,11 +145,76 @@ def equivalence(ref_path: str, n: int = 307, b: int = 4) -> float:
             key = name.replace(".cells.", ".").replace("weights_pool", "weight_pool")
             key = key.replace(".weights", ".weight")
             own[key].copy_(p)
-    x, xr, ycov, _ = batch(b, n)
     ref.eval()
     ours.eval()
-    with torch.no_grad():
-        return float((ref(xr, ycov) - ours(x)).abs().max())
+    return ref, ours
+
+
+def window_pair(stamps, step0: int | None, n: int, seed: int = 0):
+    """Inputs for B windows of 12 + 12 steps (``stamps`` [B, 24] datetime64): distst's
+    ``x`` [B, 12, N, 3] from its ``time_features``, and the reference's ``x`` [B, 12, N, 3] and
+    ``y_cov`` [B, 12, N, 2] as the authors' pipeline encodes them: h5 files (``step0`` None)
+    tod = (t - midnight) / 1 day, dow = pandas day_of_week; npz files (``step0`` [B], the
+    windows' first step counted from the file's first midnight) tod = (i % 288) / 288,
+    dow = (i // 288) % 7. Both then as float32, as their loader casts them."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from distst.data.windows import time_features
+
+    stamps = np.asarray(stamps, dtype="datetime64[ns]")
+    b = stamps.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    val = torch.randn(b, 12, n, 1, generator=g)
+    tod, dow = time_features(stamps.reshape(-1).astype(np.int64))
+    ours = torch.from_numpy(np.stack([tod, dow], -1).reshape(b, 24, 1, 2)).expand(b, 24, n, 2)
+    if step0 is None:
+        idx = pd.DatetimeIndex(stamps.reshape(-1))
+        r_tod = ((idx - idx.normalize()) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
+        r_dow = np.asarray(idx.day_of_week, dtype=np.float64)
+    else:
+        i = (np.asarray(step0)[:, None] + np.arange(24)).reshape(-1)
+        r_tod = np.array([k % 288 / 288 for k in i])
+        r_dow = np.array([(k // 288) % 7 for k in i], dtype=np.float64)
+    ref = torch.from_numpy(np.stack([r_tod, r_dow], -1).astype(np.float32).reshape(b, 24, 1, 2))
+    ref = ref.expand(b, 24, n, 2)
+    x = torch.cat([val, ours[:, :12]], dim=-1)
+    xr = torch.cat([val, ref[:, :12]], dim=-1)
+    return x, xr, ref[:, 12:].contiguous()
+
+
+def equivalence_windows(ref_path: str, n: int = 307, b: int = 4) -> list[tuple[str, str, float]]:
+    """(convention, window, max |difference|) for every checked window; each window is a batch
+    of ``b`` windows whose starts are 5 minutes apart."""
+    import numpy as np
+    import torch
+
+    five = np.timedelta64(5, "m")
+    out = []
+    for conv, first, origin, npz in (
+            ("h5 (METR-LA/PEMS-BAY: Monday = 0)", "2012-03-01", 0, False),
+            ("npz (PEMS0x: first day = 0, Fri 2016-07-01)", "2016-07-01", 4, True)):
+        ref, ours = paired_models(ref_path, n, dow_origin=origin)
+        day0 = np.datetime64(first, "ns")
+        wd = int((day0.astype("datetime64[D]").astype(np.int64) + 3) % 7)  # Monday = 0
+        monday = day0 + np.timedelta64((7 - wd) % 7, "D")  # the file's first Monday
+        cases = []
+        for d, name in enumerate(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")):
+            cases.append((f"{name} 08:00-09:55", monday + np.timedelta64(d, "D")
+                          + np.timedelta64(8, "h")))
+        cases.append(("across midnight Wed 23:00-Thu 00:55",
+                      monday + np.timedelta64(2, "D") + np.timedelta64(23, "h")))
+        cases.append(("across the week's end Sun 23:10-Mon 01:05",
+                      monday + np.timedelta64(6, "D") + np.timedelta64(23 * 60 + 10, "m")))
+        for label, start in cases:
+            starts = start + np.arange(b) * five
+            stamps = starts[:, None] + np.arange(24) * five
+            step0 = ((starts - day0) // five).astype(np.int64) if npz else None
+            x, xr, ycov = window_pair(stamps, step0, n)
+            with torch.no_grad():
+                out.append((conv, label, float((ref(xr, ycov) - ours(x)).abs().max())))
+    return out
 
 
 def main(argv=None) -> int:
@@ -157,6 +230,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-limit-gib", type=float, default=18.0)
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--equivalence-only", action="store_true",
+                    help="run only the side-by-side check against --ref")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", default="dense", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=307, help=argparse.SUPPRESS)
@@ -167,8 +242,22 @@ def main(argv=None) -> int:
     impls = [i for i in args.impls if i != "ref" or args.ref]
     lines = []
     if args.ref:
-        lines.append(f"equivalence at N=307, batch 4 (reference weights copied into distst's dense "
-                     f"HimNet): max |difference| = {equivalence(args.ref):.2e}")
+        lines += ["equivalence at N=307, batch 4 per window (reference weights copied into "
+                  "distst's dense HimNet), max |difference| per window:", "",
+                  "| authors' day numbering | window (input 12 steps + horizon 12) | max abs diff |",
+                  "|---|---|---:|"]
+        for conv, label, diff in equivalence_windows(args.ref):
+            lines.append(f"| {conv} | {label} | {diff:.2e} |")
+            print(lines[-1], flush=True)
+    if args.equivalence_only:
+        if not args.ref:
+            ap.error("--equivalence-only needs --ref")
+        text = "\n".join(lines) + "\n"
+        print(text)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(text)
+        return 0
     rows = ["| implementation | N | batch | parameters | s / batch | peak MiB |",
             "|---|---:|---:|---:|---:|---:|"]
     for spec in args.sizes:

@@ -16,8 +16,21 @@ Conventions common to all formats
   files carry ids, and a mismatch in count or ids is an error -- no sensor is ever dropped.
 * A sensor with no observation at all is an error (``SensorNetwork.check_observed``).
 * Timestamps must be strictly increasing. Formats without timestamps get synthetic ones from
-  a documented start date (option ``start=``) and ``step_minutes=5``; ``source["timestamps"]``
-  says which.
+  a documented start date (option ``start=``, an ISO date or date-time such as ``2018-01-01``
+  or ``2018-01-01T06:00``; ``distst data prepare --start``) and ``step_minutes=5``;
+  ``source["timestamps"]`` says which, ``source["start"]`` / ``source["start_from"]`` which
+  start was used and whether it was given or the documented default (:data:`DOCUMENTED_START`).
+  Time of day and day of week, and so every daily/weekly model input, follow from it.
+
+Known start dates of the files without timestamps (5-minute steps unless said otherwise). The
+publishers gave months, not days; the days below are the literature's convention (e.g. the
+BasicTS dataset README, the STSGCN and ASTGCN papers) and each excerpt is assumed to begin on
+it. The step counts agree for PEMS03 (26,208 = 91 days, 2018-09-01..11-30), PEMS04 (16,992 =
+59 days, 2018-01-01..02-28) and PEMS08 (17,856 = 62 days, 2016-07-01..08-31). PEMS07 is
+UNCERTAIN: the papers give 2017-05-01..08-31 (123 days) but the file holds 28,224 steps = 98
+days, so with consecutive days it ends on 2017-08-06 and which days are missing is unknown.
+PeMSD7(M): the weekdays of May and June 2012 from 2012-05-01 (a Tuesday). Los-loop:
+2012-03-01 (T-GCN: March 2012). Pass ``start=`` when an excerpt starts elsewhere.
 * Edge weights follow the paper that published the dataset (see each format); kernel
   options (``convention``, ``sigma``, ``threshold``, ``scale``, ``sigma2``), ``self_loops``
   (default False) and ``symmetric`` (None | "max" | "sum") can be passed to every reader.
@@ -41,8 +54,10 @@ Formats
     C = 1 -> ``flow`` (PEMS03 and PEMS07 ship flow only); ``PEMS0x.csv`` edge list
     ``from,to,cost`` over node indices (``from,to,distance`` over raw PeMS ids for PEMS03,
     mapped through ``PEMS03.txt`` where line i is node i). The files have no timestamps:
-    synthetic 5-minute steps from PEMS03 2018-09-01, PEMS04 2018-01-01, PEMS07 2017-05-01,
-    PEMS08 2016-07-01. Weights: ``edge_weights="binary"`` (default, the ASTGCN
+    synthetic 5-minute steps from PEMS03 2018-09-01, PEMS04 2018-01-01, PEMS07 2017-05-01
+    (uncertain, see above), PEMS08 2016-07-01, or ``start=``. Models are fed flow only by
+    default (``source["default_input_channels"] = [0]``, read by the engine when
+    ``data.input_channels`` is empty), as the literature does. Weights: ``edge_weights="binary"`` (default, the ASTGCN
     ``get_adjacency_matrix``: ``A[from, to] = 1`` for every listed edge, directed as listed)
     or ``"kernel"`` (Gaussian kernel of the cost, ``convention="dcrnn"`` by default).
     Graph-only reads use the published node counts (358 from ``PEMS03.txt``, 307, 883, 170;
@@ -442,9 +457,42 @@ def _read_dcrnn(fmt: str, path, *, series=None, zero_is_missing=True, name=None,
     return _finish(name or fmt, fmt, values, ts, g, ["speed"], sp, src)
 
 
+# -- start dates of files without timestamps ----------------------------------------------------
+#: documented first day (00:00, 5-minute steps) of each format whose files carry no timestamps;
+#: see the module docstring for the sources and which dates are uncertain (PEMS07)
+DOCUMENTED_START = {"pems03": "2018-09-01", "pems04": "2018-01-01", "pems07": "2017-05-01",
+                    "pems08": "2016-07-01", "pemsd7": "2012-05-01", "los-loop": "2012-03-01"}
+START_FORMAT = "an ISO date or date-time: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], e.g. 2018-01-01"
+
+
+def parse_start(value, origin: str) -> pd.Timestamp:
+    """An ISO date / date-time (naive wall-clock time) as a Timestamp; anything else is a
+    one-line DiststError naming ``value`` and the expected format."""
+    import datetime as _dt
+
+    if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+        value = _dt.datetime(value.year, value.month, value.day)  # YAML reads 2018-01-01 as a date
+    text = value.isoformat() if isinstance(value, _dt.datetime) else str(value).strip()
+    try:
+        t = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise DiststError(f"{origin} {value!r} is not a valid start; expected {START_FORMAT}") \
+            from None
+    if t.tzinfo is not None:
+        raise DiststError(f"{origin} {value!r} has a time zone; timestamps are naive wall-clock "
+                          f"times, expected {START_FORMAT}")
+    return pd.Timestamp(t)
+
+
+def _start(fmt: str, start) -> tuple[pd.Timestamp, dict]:
+    """(start, its source record): the given ``start`` or the format's documented one."""
+    given = start is not None
+    t0 = parse_start(start if given else DOCUMENTED_START[fmt], f"{fmt}: start")
+    return t0, {"start": t0.isoformat(),
+                "start_from": "given" if given else "documented default"}
+
+
 # -- PEMS03/04/07/08 ---------------------------------------------------------------------------
-_PEMS_START = {"pems03": "2018-09-01", "pems04": "2018-01-01", "pems07": "2017-05-01",
-               "pems08": "2016-07-01"}
 _PEMS_NODES = {"pems04": 307, "pems07": 883, "pems08": 170}
 
 
@@ -519,11 +567,14 @@ def _read_pems(fmt: str, path, *, series=None, start=None, step_minutes=DEFAULT_
     channels = (["flow", "occupancy", "speed"] if c == 3 else ["flow"] if c == 1
                 else [f"value{i}" for i in range(c)])
     values = _missing(data, zero_is_missing)  # [T, N, C]
-    start = start or _PEMS_START[fmt]
+    start, start_src = _start(fmt, start)
     ts = _regular_timestamps(start, values.shape[0], step_minutes, fmt)
     src = {"files": {**g.source["files"], "series": str(sp)}, "zero_is_missing": bool(zero_is_missing),
            "timestamps": f"synthetic: from {pd.Timestamp(start)} every {step_minutes} min "
-                         "(the npz carries none)"}
+                         "(the npz carries none)", **start_src,
+           # the literature feeds PEMS0x models flow only; build_bundle uses this when
+           # data.input_channels is empty (occupancy/speed stay selectable)
+           "default_input_channels": [0]}
     return _finish(name or fmt, fmt, values, ts, g, channels, sp, src)
 
 
@@ -576,7 +627,7 @@ def _weekday_timestamps(start, t: int, step_minutes: float, origin: str) -> np.n
     return (day_ns[:, None] + steps[None, :]).reshape(-1)  # [D, S] -> [D * S]
 
 
-def _read_pemsd7(fmt: str, path, *, series=None, start="2012-05-01", calendar="weekdays",
+def _read_pemsd7(fmt: str, path, *, series=None, start=None, calendar="weekdays",
                  step_minutes=DEFAULT_STEP_MINUTES, zero_is_missing=True, name=None,
                  **gopts) -> SensorNetwork:
     base = _base(path)
@@ -586,6 +637,7 @@ def _read_pemsd7(fmt: str, path, *, series=None, start="2012-05-01", calendar="w
         sp = _glob_one(base, "*V_*.csv", fmt, "speed series (V_*.csv)", "series")
     g = _graph_pemsd7(fmt, path, **gopts)
     values = _missing(_read_matrix(sp), zero_is_missing)[:, :, None]  # [T, N] -> [T, N, 1]
+    start, start_src = _start(fmt, start)
     if calendar == "weekdays":
         ts = _weekday_timestamps(start, values.shape[0], step_minutes, str(sp))
         how = f"synthetic: weekdays from {pd.Timestamp(start).date()}, {step_minutes}-min steps"
@@ -595,7 +647,7 @@ def _read_pemsd7(fmt: str, path, *, series=None, start="2012-05-01", calendar="w
     else:
         raise DiststError(f"{fmt}: unknown calendar={calendar!r}; choose weekdays or consecutive")
     src = {"files": {**g.source["files"], "series": str(sp)}, "timestamps": how,
-           "zero_is_missing": bool(zero_is_missing)}
+           "zero_is_missing": bool(zero_is_missing), **start_src}
     return _finish(name or fmt, fmt, values, ts, g, ["speed"], sp, src)
 
 
@@ -628,7 +680,7 @@ def _graph_los(fmt: str, path, *, graph=None, series=None, matrix_kind="auto",
     return SensorGraph(np.array(node_ids), ei, ew, None, source={"files": files, "adjacency": info})
 
 
-def _read_los(fmt: str, path, *, series=None, start="2012-03-01", step_minutes=DEFAULT_STEP_MINUTES,
+def _read_los(fmt: str, path, *, series=None, start=None, step_minutes=DEFAULT_STEP_MINUTES,
               zero_is_missing=False, name=None, **gopts) -> SensorNetwork:
     base = _base(path)
     sp = _file(base, series, "los_speed.csv", fmt, "series", "series")
@@ -639,9 +691,11 @@ def _read_los(fmt: str, path, *, series=None, start="2012-03-01", step_minutes=D
     except ValueError:
         raise DiststError(f"{sp}: non-numeric speed values; fix the file") from None
     values = _missing(arr, zero_is_missing)[:, :, None]  # [T, N] -> [T, N, 1]
+    start, start_src = _start(fmt, start)
     ts = _regular_timestamps(start, values.shape[0], step_minutes, fmt)
     src = {"files": {**g.source["files"], "series": str(sp)}, "zero_is_missing": bool(zero_is_missing),
-           "timestamps": f"synthetic: from {pd.Timestamp(start)} every {step_minutes} min"}
+           "timestamps": f"synthetic: from {pd.Timestamp(start)} every {step_minutes} min",
+           **start_src}
     return _finish(name or fmt, fmt, values, ts, g, ["speed"], sp, src)
 
 

@@ -34,13 +34,29 @@ Per-node weights of the spatial encoder are materialised once per forward when t
 ``meta_weight_budget_mb``; otherwise (large N) they are never materialised: ``theta = E P`` is
 applied as ``(E kron x) P`` and recomputed in the backward pass (:class:`KronLinear`).
 
+Time features, as the authors encode them (their ``model/HimNet.py`` reads channel 1 as time
+of day and channel 2 as day of week; their data pipeline, Torch-MTS
+``scripts/generate_training_data.py``, writes them): time of day is the fraction of the day in
+[0, 1) and its embedding row is ``floor(tod * 288)``; day of week is an INTEGER 0-6, used both as
+the embedding row and, unscaled, as an input value of the encoders and the decoder. Day 0 is
+Monday for their METR-LA / PEMS-BAY files (pandas ``dayofweek``) but the FIRST DAY OF THE FILE
+for their PEMS03/04/07/08 npz files, which carry no timestamps (``(step // 288) % 7``).
+distst's windows carry ``weekday / 7`` with Monday = 0 (:func:`distst.data.windows.time_features`);
+HimNet turns that into the authors' index ``(weekday - dow_origin) % 7`` per step and feeds the
+index, not ``weekday / 7``, to its GCRUs. ``dow_origin`` is the weekday (Monday = 0) that the
+authors' index 0 stands for: 0 for METR-LA / PEMS-BAY (and the default); for their PEMS0x files the
+weekday of the file's first day (PEMS03 starts on 2018-09-01, a Saturday: 5; PEMS04 2018-01-01
+and PEMS07 2017-05-01, Mondays: 0; PEMS08 2016-07-01, a Friday: 4), which is what the presets
+set. With it, the authors' weights copied into distst give their forecasts on every weekday,
+across midnight and across the week's end (``scripts/bench_himnet.py``).
+
 Deviations from the authors' code, all documented here: the per-node embedding starts as
 N(0, 0.1^2) (``node_parameter_std``; the reference uses Xavier-normal, std sqrt(2 / (N + d)),
 which is 0.095 at N = 207) so that every shard initialises a node identically; the decoder's
-future time features use distst's encoding (time of day in [0, 1), day of week / 7) and are
-derived from the last input step and ``steps_per_day`` (exact on gap-free windows, which is all
-distst makes); the per-node weights are generated once per forward instead of once per step
-(same values, less work).
+future time features (authors' encoding) are derived from the last input step and
+``steps_per_day`` (exact on gap-free windows of grid-aligned timestamps, which is all distst
+makes; the authors read them from the data); the per-node weights are generated once per
+forward instead of once per step (same values, less work).
 """
 
 from __future__ import annotations
@@ -55,6 +71,10 @@ from distst.errors import DiststError
 from distst.nn.common import check_input, check_sizes, check_targets, coin
 
 GRAPHS = ("dense", "sparse")
+# floor(tod * steps_per_day) as the authors' ``.long()``, tolerating float32's representation of
+# a slot boundary (k / 288 in float32 may sit a hair below k / 288); 1e-3 of a slot is 0.3 s at
+# 5-minute steps
+_SLOT_TOL = 1e-3
 
 
 # -- theta = E P without materialising theta --------------------------------------------------
@@ -342,7 +362,9 @@ class HimNet(nn.Module):
 
     Defaults are the authors' METR-LA settings (hidden 64, one layer, ``cheb_k`` 2, embeddings
     tod 8 / dow 8 / node 16 / ST 16). The input's last channels must carry time of day (and day
-    of week) as distst's windows make them (``data.time_of_day`` / ``data.day_of_week``).
+    of week) as distst's windows make them (``data.time_of_day`` / ``data.day_of_week``: time of
+    day in [0, 1), weekday / 7 with Monday = 0); the model re-encodes day of week as the
+    authors' integer index (see the module docstring and ``dow_origin``).
     """
 
     trainable = True
@@ -361,6 +383,7 @@ class HimNet(nn.Module):
         steps_per_day: int = 288,
         time_of_day: bool = True,
         day_of_week: bool = True,
+        dow_origin: int = 0,
         hidden_size: int = 64,
         num_layers: int = 1,
         cheb_k: int = 2,
@@ -386,6 +409,9 @@ class HimNet(nn.Module):
                     st_embedding_dim=st_embedding_dim)
         if dow_embedding_dim < 0:
             raise DiststError(f"himnet: dow_embedding_dim={dow_embedding_dim} must be >= 0")
+        if not 0 <= int(dow_origin) <= 6 or int(dow_origin) != dow_origin:
+            raise DiststError(f"himnet: dow_origin={dow_origin!r} must be the weekday 0-6 "
+                              "(Monday = 0) that day index 0 stands for")
         if graph not in GRAPHS:
             raise DiststError(f"himnet: graph={graph!r} is not one of {GRAPHS}; 'dense' is the "
                               "paper's N x N adaptive graph, 'sparse' its k-hop restriction")
@@ -399,6 +425,7 @@ class HimNet(nn.Module):
         self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
         self.input_len, self.horizon, self.hidden_size = input_len, horizon, hidden_size
         self.num_layers, self.steps_per_day = num_layers, steps_per_day
+        self.dow_origin = int(dow_origin)
         self.tod_channel = input_dim - n_time
         self.dow_channel = input_dim - 1 if day_of_week else None
         self.use_e_t, self.use_e_s, self.use_e_st = use_e_t, use_e_s, use_e_st
@@ -437,40 +464,49 @@ class HimNet(nn.Module):
                 self.register_buffer(f"nb_{key}", val, persistent=False)
 
     # -- pieces --------------------------------------------------------------------------------
-    def _slots(self, tod: torch.Tensor, dow: torch.Tensor | None):
+    def time_index(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slot of day, authors' day index) per input step, int64 ``[B, T]`` each.
+
+        ``x`` [B, T, N, F] carries distst's encoding (time of day in [0, 1), weekday / 7 with
+        Monday = 0). ``slot = floor(tod * steps_per_day)`` (the authors' ``(tod * 288).long()``);
+        ``day = (weekday - dow_origin) % 7`` (0 without a day-of-week channel). Time features are
+        equal at every node; their node mean (in float64, exact for equal values) keeps the
+        model equivariant to node order even for inputs where they are not.
+        """
         s = self.steps_per_day
-        # rounding, not flooring: tod = minute / 1440 in float32 can sit a hair below a slot
-        slot = torch.round(tod.double() * s).long() % s
-        day = torch.zeros_like(slot) if dow is None else torch.round(dow.double() * 7).long() % 7
-        return slot, day
+        tod = x[..., self.tod_channel].double().mean(dim=2)  # [B, T]
+        slot = torch.floor(tod * s + _SLOT_TOL).long() % s
+        if self.dow_channel is None:
+            return slot, torch.zeros_like(slot)
+        weekday = torch.round(x[..., self.dow_channel].double().mean(dim=2) * 7).long()
+        return slot, (weekday - self.dow_origin) % 7
 
-    @staticmethod
-    def _last_time(x: torch.Tensor) -> torch.Tensor:
-        # time features are equal at every node; the node mean keeps the model equivariant to
-        # node order even for inputs where they are not: [B, T, N, F] -> [B, F]
-        return x[:, -1].mean(dim=1)
+    def _authors_input(self, x: torch.Tensor, day: torch.Tensor) -> torch.Tensor:
+        """``x`` with its day-of-week channel replaced by the integer day index, as the authors'
+        encoders read it (their channel 2 is 0-6, not weekday / 7)."""
+        if self.dow_channel is None:
+            return x
+        idx = day.to(x.dtype)[:, :, None, None].expand(-1, -1, x.shape[2], 1)
+        return torch.cat([x[..., :self.dow_channel], idx, x[..., self.dow_channel + 1:]], dim=-1)
 
-    def _time_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
+    def _time_embedding(self, slot: torch.Tensor, day: torch.Tensor, b: int,
+                        like: torch.Tensor) -> torch.Tensor:
+        """``E_t`` [B, d_t] from the last input step's slot and day index ([B] each)."""
         if not self.use_e_t:
-            return x.new_ones(b, self.d_t)  # "w/o E_t": a static all-ones matrix
-        last = self._last_time(x)
-        slot, day = self._slots(last[:, self.tod_channel],
-                                None if self.dow_channel is None else last[:, self.dow_channel])
+            return like.new_ones(b, self.d_t)  # "w/o E_t": a static all-ones matrix
         parts = [self.tod_embedding(slot)]
         if self.dow_embedding is not None:
             parts.append(self.dow_embedding(day))
         return torch.cat(parts, dim=-1)  # [B, d_t]
 
     def _future_time(self, x: torch.Tensor) -> torch.Tensor:
-        """Time features of the ``horizon`` future steps, [H, B, n_time] in the input's encoding."""
-        last = self._last_time(x)
-        slot, day = self._slots(last[:, self.tod_channel],
-                                None if self.dow_channel is None else last[:, self.dow_channel])
+        """Time features of the ``horizon`` future steps, [H, B, n_time], in the authors'
+        encoding: time of day ``slot / steps_per_day``, day of week the integer day index."""
+        slot, day = (v[:, -1] for v in self.time_index(x))
         ahead = slot[None, :] + torch.arange(1, self.horizon + 1, device=x.device)[:, None]
         feats = [(ahead % self.steps_per_day).to(x.dtype) / self.steps_per_day]
         if self.dow_channel is not None:
-            feats.append(((day[None, :] + ahead // self.steps_per_day) % 7).to(x.dtype) / 7)
+            feats.append(((day[None, :] + ahead // self.steps_per_day) % 7).to(x.dtype))
         return torch.stack(feats, dim=-1)
 
     def _graph(self, emb: torch.Tensor) -> AdaptiveGraph:
@@ -501,7 +537,10 @@ class HimNet(nn.Module):
         b, t, n, _ = x.shape
         sampling = check_targets("himnet", targets, teacher_forcing, b, self.horizon, n,
                                  self.output_dim)
-        e_t = self._time_embedding(x)  # [B, d_t]
+        slot, day = self.time_index(x)  # [B, T] each
+        e_t = self._time_embedding(slot[:, -1], day[:, -1], b, x)  # [B, d_t]
+        future = self._future_time(x)  # [H, B, n_time]
+        x = self._authors_input(x, day)  # day of week as the integer index
         e_s = self.node_embedding if self.use_e_s else x.new_ones(n, self.d_s)  # [N, d_s]
         g_s = self._graph(e_s)
         seq = x.permute(2, 1, 0, 3)  # [B, T, N, F] -> node-major [N, T, B, F]
@@ -515,7 +554,6 @@ class HimNet(nn.Module):
         g_st = self._graph(e_st)
         prep = [cell.prepare(e_st) for cell in self.decoder]
         states = [h_last] * self.num_layers
-        future = self._future_time(x)  # [H, B, n_time]
         if sampling:
             truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
         go = x.new_zeros(n, b, self.output_dim)

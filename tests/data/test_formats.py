@@ -467,3 +467,96 @@ def test_other_bad_files(tmp_path):
     np.savetxt(tmp_path / "d7" / "PeMSD7_V_5.csv", _speeds(300, 5), delimiter=",")
     with pytest.raises(DiststError, match=r"whole days of 288 steps .* calendar='consecutive'"):
         read_dataset("pemsd7", tmp_path / "d7")
+
+
+# -- PEMS0x: flow-only default input, --start (issue 10) ----------------------------------------
+def _prepare(capsys, *argv):
+    from distst.cli import main
+
+    rc = main(["data", "prepare", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_pems_defaults_to_flow_only_input_and_others_to_all_channels(tmp_path):
+    from distst.config import DataConfig
+    from distst.engine.data import build_bundle, dataset_input_channels
+
+    write_pems(tmp_path / "raw", "pems04", n=6, t=200, c=3)
+    save_network(read_dataset("pems04", tmp_path / "raw"), tmp_path / "pems04")
+    meta = __import__("json").loads((tmp_path / "pems04" / "meta.json").read_text())
+    assert meta["source"]["default_input_channels"] == [0]
+    cfg = DataConfig(path=str(tmp_path / "pems04"), null_value="0")
+    assert cfg.input_channels == []  # nothing given: the dataset's default applies
+    b = build_bundle(cfg, tmp_path / "pems04", notices=False)
+    assert b.input_channels == [0] and b.input_dim == 1 + 2  # flow + time of day + day of week
+    x, _ = b.datasets["train"].batch(np.arange(1))
+    assert x.shape[-1] == 3
+    # occupancy and speed stay selectable
+    cfg.input_channels = [0, 1, 2]
+    assert build_bundle(cfg, tmp_path / "pems04", notices=False).input_dim == 3 + 2
+    # a shard plan's part keeps the parent's source under "parent"
+    net = load_network(tmp_path / "pems04")
+    net.source = {"parent": net.source, "plan": {"part": 0}}
+    assert dataset_input_channels(net) == [0]
+    # formats without a recorded default feed every channel (generic: speed and flow)
+    write_generic(tmp_path / "gen", n=5, t=6)
+    save_network(read_dataset("generic", tmp_path / "gen"), tmp_path / "generic")
+    assert dataset_input_channels(load_network(tmp_path / "generic")) == [0, 1]
+
+
+@pytest.mark.parametrize("fmt", ["pems03", "pems04", "pems07", "pems08"])
+def test_prepare_start_documented_default_and_given(tmp_path, capsys, fmt):
+    write_pems(tmp_path / "raw", fmt, n=6, t=300, c=3 if fmt in ("pems04", "pems08") else 1)
+    doc = {"pems03": "2018-09-01", "pems04": "2018-01-01", "pems07": "2017-05-01",
+           "pems08": "2016-07-01"}[fmt]
+    rc, out, err = _prepare(capsys, "--format", fmt, "--path", str(tmp_path / "raw"),
+                            "--out", str(tmp_path / "a"))
+    assert rc == 0, err
+    line = [ln for ln in out.splitlines() if ln.startswith("start:")]
+    assert line == [f"start: {doc} 00:00:00 (the documented default for {fmt}; set another "
+                    "with --start)"]
+    ts = load_network(tmp_path / "a").timestamps
+    assert ts[0] == _ns([doc])[0] and ts[1] - ts[0] == 300 * 10**9  # 5-minute steps
+    rc, out, err = _prepare(capsys, "--format", fmt, "--path", str(tmp_path / "raw"),
+                            "--out", str(tmp_path / "b"), "--start", "2019-03-04T06:30")
+    assert rc == 0, err
+    assert "start: 2019-03-04 06:30:00 (from --start)" in out.splitlines()
+    net = load_network(tmp_path / "b")
+    assert net.timestamps[0] == _ns(["2019-03-04 06:30"])[0]
+    assert net.source["start"] == "2019-03-04T06:30:00" and net.source["start_from"] == "given"
+
+
+@pytest.mark.parametrize("bad", ["2018-13-01", "01/09/2018", "yesterday", "2018-09-01T25:00",
+                                 "2018-09-01T00:00+02:00"])
+def test_prepare_bad_start_is_one_line(tmp_path, capsys, bad):
+    write_pems(tmp_path / "raw", "pems08", n=6, t=30, c=3)
+    rc, out, err = _prepare(capsys, "--format", "pems08", "--path", str(tmp_path / "raw"),
+                            "--out", str(tmp_path / "o"), "--start", bad)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert repr(bad) in lines[0] and "YYYY-MM-DD" in lines[0], lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_prepare_start_is_refused_for_formats_with_timestamps(tmp_path, capsys):
+    write_generic(tmp_path / "gen")
+    rc, out, err = _prepare(capsys, "--format", "generic", "--path", str(tmp_path / "gen"),
+                            "--out", str(tmp_path / "o"), "--start", "2020-01-01")
+    assert rc == 2 and "reads its timestamps from its files" in err
+    rc, out, err = _prepare(capsys, "--format", "generic", "--path", str(tmp_path / "gen"),
+                            "--out", str(tmp_path / "o"))
+    assert rc == 0 and "start: 2021-01-01 00:00:00 (from the file's timestamps)" in out
+
+
+def test_pemsd7_and_los_start_default_and_given(tmp_path):
+    write_pemsd7(tmp_path / "d7", days=2)
+    net = read_dataset("pemsd7", tmp_path / "d7")
+    assert pd.Timestamp(int(net.timestamps[0])) == pd.Timestamp("2012-05-01")
+    assert net.source["start_from"] == "documented default"
+    net = read_dataset("pemsd7", tmp_path / "d7", start="2012-05-04")  # a Friday
+    assert pd.Timestamp(int(net.timestamps[288])) == pd.Timestamp("2012-05-07")  # next weekday
+    write_los(tmp_path / "los")
+    assert read_dataset("los-loop", tmp_path / "los").source["start"] == "2012-03-01T00:00:00"
+    with pytest.raises(DiststError, match="'March 1st'.*YYYY-MM-DD"):
+        read_dataset("los-loop", tmp_path / "los", start="March 1st")

@@ -161,7 +161,76 @@ def test_time_embedding_and_future_steps_wrap_midnight_and_week():
     x = _batch(slot=S - 6, day=6)  # last input at slot S - 3 on Sunday
     fut = m._future_time(x)
     torch.testing.assert_close(fut[:, 0, 0], torch.tensor([S - 2, S - 1, 0]) / S)
-    torch.testing.assert_close(fut[:, 0, 1], torch.tensor([6, 6, 0]) / 7)
+    # the authors' encoding: the day of week is the integer index, not day / 7
+    torch.testing.assert_close(fut[:, 0, 1], torch.tensor([6.0, 6.0, 0.0]))
+
+
+def _window_x(stamps, steps_per_day=288, n=3):
+    """distst's window features for ``stamps`` (datetime64): [1, T, n, 3] = value, tod, dow."""
+    import numpy as np
+
+    from distst.data.windows import time_features
+
+    tod, dow = time_features(np.asarray(stamps, dtype="datetime64[ns]").astype(np.int64))
+    feats = torch.from_numpy(np.stack([np.zeros_like(tod), tod, dow], -1))  # [T, 3]
+    return feats[None, :, None, :].expand(1, -1, n, 3).contiguous()
+
+
+@pytest.mark.parametrize("origin_day", ["2012-03-01", "2016-07-01", "2018-09-01"])
+def test_day_index_is_the_authors_weekday_on_every_day_across_midnight_and_week_end(origin_day):
+    """The authors' data pipeline (Torch-MTS ``generate_training_data.py``): ``tod`` = fraction
+    of the day, embedding row ``(tod * 288).long()``; ``dow`` = pandas ``dayofweek`` (Monday 0) for
+    their METR-LA / PEMS-BAY files, ``(step // 288) % 7`` counted from the file's first day for
+    their PEMS0x npz files. HimNet's day index must equal both, given ``dow_origin`` = weekday of
+    the first day, at every 5-minute step of two weeks (all seven days, every midnight, and
+    the Sunday -> Monday week end), and it must replace weekday / 7 in the encoders' input."""
+    import numpy as np
+    import pandas as pd
+
+    idx = pd.date_range(origin_day, periods=14 * 288, freq="5min")
+    x = _window_x(idx.values)
+    steps = np.arange(len(idx))
+    slot_ref = torch.from_numpy((steps % 288 / 288).astype(np.float32))
+    slot_ref = (slot_ref * 288).long()  # the authors' truncation of the float32 feature
+    # h5 convention (pandas, Monday = 0): dow_origin 0
+    m = HimNet(num_nodes=3, input_dim=3, output_dim=1, input_len=len(idx), hidden_size=4)
+    slot, day = m.time_index(x)
+    assert torch.equal(slot[0], slot_ref)
+    assert torch.equal(day[0], torch.from_numpy(np.asarray(idx.day_of_week, dtype=np.int64)))
+    # npz convention: day 0 is the file's first day
+    first = int(idx[0].day_of_week)
+    m = HimNet(num_nodes=3, input_dim=3, output_dim=1, input_len=len(idx), hidden_size=4,
+               dow_origin=first)
+    slot, day = m.time_index(x)
+    assert torch.equal(slot[0], slot_ref)
+    assert torch.equal(day[0], torch.from_numpy((steps // 288) % 7))
+    # the week end is crossed and every day is seen
+    assert set(idx.day_of_week) == set(range(7)) and ((idx.day_of_week[1:] == 0) &
+                                                    (idx.day_of_week[:-1] == 6)).any()
+    # the encoders read the integer index in the day-of-week channel, the rest unchanged
+    enc = m._authors_input(x, day)
+    assert torch.equal(enc[0, :, 0, 2], ((torch.from_numpy(steps) // 288) % 7).float())
+    assert torch.equal(enc[..., :2], x[..., :2])
+
+
+def test_slot_is_floored_near_midnight_off_the_grid():
+    """23:58:30 is in the last 5-minute slot of its day (the authors' truncation), not slot 0 of
+    the same day, and the next step's slot then falls on the next day."""
+    import numpy as np
+
+    stamps = np.array(["2024-01-07T23:53:30", "2024-01-07T23:58:30"], dtype="datetime64[ns]")
+    m = HimNet(num_nodes=3, input_dim=3, output_dim=1, input_len=2, horizon=2, hidden_size=4)
+    x = _window_x(stamps)
+    slot, day = m.time_index(x)  # 2024-01-07 is a Sunday
+    assert slot[0].tolist() == [286, 287] and day[0].tolist() == [6, 6]
+    fut = m._future_time(x)[:, 0]
+    torch.testing.assert_close(fut[:, 0], torch.tensor([0.0, 1.0]) / 288)
+    torch.testing.assert_close(fut[:, 1], torch.tensor([0.0, 0.0]))  # Monday
+
+
+def test_dow_origin_is_checked():
+    with pytest.raises(DiststError, match="dow_origin=7"):
+        _model(dow_origin=7)
 
 
 def test_paper_parameter_count():
@@ -193,3 +262,76 @@ def test_preset_is_the_authors_setting_and_the_constructor_default():
     for key, value in cfg.model.params.items():
         assert defaults[key] == value, key
     assert (cfg.train.batch_size, cfg.train.lr, cfg.train.adam_eps) == (16, 1e-3, 1e-3)
+
+
+# the authors' model/HimNet.yaml (github.com/XDZhelheim/HimNet), section per dataset:
+# hidden, tod/dow/node/ST embeddings, weight decay, milestones, tf_decay_steps, PEMS0x Huber
+AUTHORS = {
+    "pems-bay": (64, 8, 8, 16, 16, 0.0001, [25, 35], 6000, "mae"),
+    "pems03": (64, 8, 8, 16, 16, 0.0003, [30, 50], 4000, "huber"),
+    "pems04": (64, 12, 4, 16, 16, 0.0001, [30, 50], 4000, "huber"),
+    "pems07": (64, 8, 8, 16, 16, 0.0001, [40, 60], 6000, "huber"),
+    "pems08": (96, 10, 2, 14, 10, 0.0, [40, 60, 80], 6000, "huber"),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(AUTHORS))
+def test_authors_presets_load_and_build_on_a_tiny_dataset(tmp_path, dataset):
+    """dataset file + preset through the config loader, then the engine's data bundle on a
+    tiny prepared series of that format and the registry's model: flow (or speed) only, input
+    dim 3, a forecast of the right shape."""
+    from pathlib import Path
+
+    from distst.config import load_config
+    from distst.data.formats import read_dataset
+    from distst.data.network import save_network
+    from distst.engine.data import build_bundle
+    from distst.nn.registry import build_model
+
+    import numpy as np
+
+    root = Path(__file__).parents[2] / "configs"
+    run = tmp_path / "run.yaml"
+    run.write_text(f"include: [{root / 'datasets' / (dataset + '.yaml')}, "
+                   f"{root / 'models' / ('himnet-' + dataset + '.yaml')}]\n")
+    cfg = load_config(run)
+    hid, tod, dow, node, st, wd, ms, tf, loss = AUTHORS[dataset]
+    p = cfg.model.params
+    assert cfg.model.name == "himnet"
+    assert (p["hidden_size"], p["tod_embedding_dim"], p["dow_embedding_dim"],
+            p["node_embedding_dim"], p["st_embedding_dim"], p["cheb_k"]) == (hid, tod, dow, node,
+                                                                              st, 2)
+    t = cfg.train
+    assert (t.weight_decay, t.lr_milestones, t.cl_decay_steps, t.loss) == (wd, ms, tf, loss)
+    assert (t.lr, t.adam_eps, t.batch_size, t.epochs, t.patience, t.grad_clip) == (
+        1e-3, 1e-3, 16, 200, 20, 5.0)
+    if loss == "huber":
+        assert (t.huber_delta, t.loss_scale) == (1.0, "original")
+        assert cfg.data.split == [0.6, 0.2, 0.2]
+    assert cfg.data.input_channels == [0] and cfg.data.target_channels == [0]
+    # a tiny prepared series of that format (3 channels for PEMS04/08, as published)
+    src = tmp_path / "raw"
+    if dataset == "pems-bay":
+        import pandas as pd
+        src.mkdir()
+        ids = ["400001", "400017", "400030", "400040", "400045", "400052"]
+        idx = pd.date_range("2017-01-01", periods=300, freq="5min")
+        vals = torch.rand(300, 6, generator=torch.Generator().manual_seed(0)).numpy() * 60 + 5
+        pd.DataFrame(vals, index=idx, columns=ids).to_hdf(src / "pems-bay.h5", key="speed")
+        import pickle
+        adj = np.eye(6, dtype=np.float32) + np.eye(6, k=1, dtype=np.float32) * 0.5
+        with open(src / "adj_mx_bay.pkl", "wb") as f:
+            pickle.dump([ids, {s: i for i, s in enumerate(ids)}, adj], f, protocol=2)
+    else:
+        from tests.data.test_formats import write_pems
+        write_pems(src, dataset, n=6, t=300, c=3 if dataset in ("pems04", "pems08") else 1)
+    data_dir = tmp_path / "data"
+    save_network(read_dataset(dataset, src), data_dir)
+    cfg.data.path = str(data_dir)
+    bundle = build_bundle(cfg.data, data_dir, notices=False)
+    assert bundle.input_channels == [0] and bundle.input_dim == 3
+    model = build_model("himnet", bundle.kwargs_for_model("himnet"), cfg.model.params)
+    assert model.dow_origin == {"pems03": 5, "pems08": 4}.get(dataset, 0)
+    x, _ = bundle.datasets["train"].batch(np.arange(2))
+    out = model(x)
+    assert out.shape == (2, 12, 6, 1) and torch.isfinite(out).all()

@@ -84,23 +84,35 @@ def masked_mape(pred, target, null_value: float = NAN, mape_eps: float = MAPE_EP
     return 100.0 * (err / safe_t).abs().sum() / mask.sum().clamp(min=1)
 
 
-def masked_error_sum(pred, target, kind: str = "mae", null_value: float = NAN
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_error_sum(pred, target, kind: str = "mae", null_value: float = NAN,
+                     delta: float = 1.0, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum of per-entry losses, count of observed entries)`` for a training loss.
 
-    ``kind``: ``mae`` (|e|), ``mse`` (e^2) or ``mae_mse`` ((|e| + e^2) / 2, the mean of the L1
-    and L2 losses that ST-UNet trains with). Sums rather than means so that shard mode can
-    add counts over workers and reproduce the whole-graph mean exactly.
+    ``kind``: ``mae`` (|e|), ``mse`` (e^2), ``mae_mse`` ((|e| + e^2) / 2, the mean of the L1
+    and L2 losses that ST-UNet trains with) or ``huber`` (``e^2 / 2`` for ``|e| <= delta``,
+    ``delta * (|e| - delta / 2)`` beyond: torch's ``HuberLoss`` per entry). Sums rather than
+    means so that shard mode can add counts over workers and reproduce the whole-graph mean
+    exactly.
+
+    ``scale`` (optional, broadcastable to ``pred``: the scaler's std ``[C]`` or ``[N, C]``)
+    divides the error first, ``e / scale = (pred - m) / scale - (y - m) / scale``: the loss on
+    the normalised scale. Missing entries are still read from the unscaled ``target``.
     """
     err, _, mask = _masked_parts(pred, target, null_value, False, 0.0)
+    if scale is not None:
+        err = err / _as_tensor(scale).to(err)
     if kind == "mae":
         total = err.abs().sum()
     elif kind == "mse":
         total = (err * err).sum()
     elif kind == "mae_mse":
         total = 0.5 * (err.abs().sum() + (err * err).sum())
+    elif kind == "huber":
+        a = err.abs()
+        total = torch.where(a <= delta, 0.5 * err * err, delta * (a - 0.5 * delta)).sum()
     else:
-        raise DiststError(f"train.loss: unknown loss {kind!r}; choose one of mae, mse, mae_mse")
+        raise DiststError(f"train.loss: unknown loss {kind!r}; choose one of mae, mse, mae_mse, "
+                          "huber")
     return total, mask.sum()
 
 

@@ -197,5 +197,11 @@ def test_masked_error_sum_kinds_and_missing():
     # the mean of the sum matches masked_mae exactly, so switching the trainer changed nothing
     total, count = masked_error_sum(pred, y, "mae")
     assert torch.equal(total / count.clamp(min=1), masked_mae(pred, y))
+    # huber, delta 1.5: |e| = 1 -> e^2/2; |e| = 2, 3 -> 1.5 * (|e| - 0.75)
+    total, count = masked_error_sum(pred, y, "huber", delta=1.5)
+    assert float(total) == pytest.approx(0.5 + 1.5 * 1.25 + 1.5 * 2.25) and int(count) == 3
+    # scale: the error divided by the std (the loss on the normalised scale); mask unchanged
+    total, count = masked_error_sum(pred, y, "mae_mse", scale=torch.tensor([2.0]))
+    assert float(total) == pytest.approx(0.5 * (3.0 + (0.25 + 1 + 2.25))) and int(count) == 3
     with pytest.raises(DiststError, match="huber"):
-        masked_error_sum(pred, y, "huber")
+        masked_error_sum(pred, y, "hubr")

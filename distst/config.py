@@ -53,12 +53,17 @@ class DataConfig:
     horizon: int = 12
     #: train/val/test fractions of the chronologically ordered samples
     split: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
-    #: channels fed to the model; empty = all channels of the dataset
+    #: channels fed to the model; empty = the dataset's default recorded by ``distst data
+    #: prepare`` (flow only, channel 0, for PEMS03/04/07/08), else all channels
     input_channels: list[int] = field(default_factory=list)
     #: channels forecast (must be the first input channels)
     target_channels: list[int] = field(default_factory=lambda: [0])
     time_of_day: bool = True
     day_of_week: bool = True
+    #: how models that need an undirected graph (the Chebyshev ones: GCGRU, STGCN, ST-UNet,
+    #: HyperST-GCGRU) symmetrise a directed one: "max" (w = max(w_ij, w_ji)) or "sum"
+    #: (w_ij + w_ji); DCRNN keeps the directions. Partitioners always use "max".
+    symmetrize: str = "max"
     #: value in the targets that means "missing" besides NaN: "nan" or a number (e.g. 0)
     null_value: str = "nan"
     scaler: str = "standard"
@@ -81,8 +86,15 @@ class TrainConfig:
     weight_decay: float = 0.0
     #: Adam's epsilon (HimNet's reference code trains with 1e-3)
     adam_eps: float = 1e-8
-    #: training loss over observed targets: mae, mse, or mae_mse = (MAE + MSE) / 2 (ST-UNet)
+    #: training loss over observed targets: mae, mse, mae_mse = (MAE + MSE) / 2 (ST-UNet), or
+    #: huber (quadratic within huber_delta of the target, linear beyond; HimNet's PEMS presets)
     loss: str = "mae"
+    #: Huber's threshold, in the units the loss is computed in (see loss_scale); finite, > 0
+    huber_delta: float = 1.0
+    #: scale the training loss is computed on: "original" (the data's units, as DCRNN's masked
+    #: MAE) or "normalized" (errors divided by the scaler's std, i.e. on the scaled targets the
+    #: model emits; ST-UNet Sec. 4.2). Metrics are always reported in original units.
+    loss_scale: str = "original"
     #: learning-rate milestones (epochs) and decay factor (MultiStepLR, as DCRNN)
     lr_milestones: list[int] = field(default_factory=lambda: [20, 30, 40, 50])
     lr_gamma: float = 0.1
@@ -243,7 +255,8 @@ def config_from_dict(data: dict) -> Config:
 
 SYNTH_GRAPHS = ("knn", "delaunay", "grid")
 #: losses that are sums over entries, so shard mode can all-reduce them exactly
-TRAIN_LOSSES = ("mae", "mse", "mae_mse")
+TRAIN_LOSSES = ("mae", "mse", "mae_mse", "huber")
+LOSS_SCALES = ("original", "normalized")
 
 
 def validate(cfg: Config) -> None:
@@ -258,6 +271,12 @@ def validate(cfg: Config) -> None:
     if cfg.train.loss not in TRAIN_LOSSES:
         raise DiststError(f"config key 'train.loss': unknown loss {cfg.train.loss!r}; "
                           f"choices: {', '.join(TRAIN_LOSSES)}")
+    if not (math.isfinite(cfg.train.huber_delta) and cfg.train.huber_delta > 0):
+        raise DiststError(f"config key 'train.huber_delta' must be finite and > 0, got "
+                          f"{cfg.train.huber_delta}")
+    if cfg.train.loss_scale not in LOSS_SCALES:
+        raise DiststError(f"config key 'train.loss_scale': unknown scale {cfg.train.loss_scale!r}; "
+                          f"choices: {', '.join(LOSS_SCALES)}")
     if not cfg.train.adam_eps > 0:
         raise DiststError(f"config key 'train.adam_eps' must be > 0, got {cfg.train.adam_eps}")
     if cfg.partition.parts < 1:
@@ -283,6 +302,9 @@ def validate(cfg: Config) -> None:
             f"got {cfg.data.split}"
         )
     null_value(cfg.data)
+    if cfg.data.symmetrize not in ("max", "sum"):
+        raise DiststError(f"config key 'data.symmetrize': {cfg.data.symmetrize!r} is not a "
+                          "symmetrisation rule; choices: max, sum")
     s = cfg.data.synth
     if s.graph not in SYNTH_GRAPHS:
         raise DiststError(f"config key 'data.synth.graph': {s.graph!r} is not one of "

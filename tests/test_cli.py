@@ -46,6 +46,20 @@ def test_prepare_real_los_loop_then_info(capsys, tmp_path):
     assert info["nodes"] == 207 and info["steps"] == 2016
     assert info["start"].startswith("2012-03-01") and info["missing_ratio"] == 0.0
     assert info["min"] == [1.0] and info["max"] == [70.0]
+    assert info["one_way_edges"] == 0  # los_adj.csv is symmetric
+
+
+def test_info_counts_one_way_edges_of_a_directed_graph(capsys, tmp_path):
+    from distst.data.network import save_network
+    from distst.data.synth import synth_network
+
+    net = synth_network(num_nodes=12, days=1, seed=0)
+    net.edge_index = np.concatenate([net.edge_index[:, :0], np.array([[0, 1, 1, 3], [1, 0, 2, 4]])],
+                                    axis=1)
+    net.edge_weight = np.ones(4, dtype=np.float32)
+    d = save_network(net, tmp_path / "d")
+    rc, out, _ = run(capsys, "data", "info", str(d), "--json")
+    assert rc == 0 and json.loads(out)["one_way_edges"] == 2
 
 
 def test_synth_and_info(capsys, tmp_path):

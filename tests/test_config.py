@@ -28,7 +28,11 @@ def test_defaults_and_overrides_are_typed():
     ("partition.parts=0", ">= 1"),
     ("runtime.workers=0", ">= 1"),
     ("data.null_value=zero", "neither 'nan' nor a number"),
-    ("train.loss=huber", "choices: mae, mse, mae_mse"),
+    ("train.loss=hubr", "choices: mae, mse, mae_mse, huber"),
+    ("train.huber_delta=0", "'train.huber_delta' must be finite and > 0"),
+    ("train.huber_delta=-1.5", "'train.huber_delta' must be finite and > 0"),
+    ("train.huber_delta=.inf", "'train.huber_delta' must be finite and > 0"),
+    ("train.loss_scale=scaled", "choices: original, normalized"),
     ("train.adam_eps=0", "'train.adam_eps' must be > 0"),
     ("noequals", "key.sub=value"),
 ])

@@ -107,7 +107,9 @@ def time_features(timestamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns ``tod`` float32 ``[T]`` = seconds since midnight / 86400, in [0, 1), and
     ``dow`` float32 ``[T]`` = weekday / 7 with Monday = 0 (so in {0, 1/7, ..., 6/7}).
     No time zone is applied: the stored timestamps are the sensors' wall-clock times, which is
-    what daily traffic patterns follow.
+    what daily traffic patterns follow. Windows carry these two values as their last channels
+    (``x`` ``[B, T, N, F]``); a model that wants another encoding derives it from them (HimNet
+    turns ``dow`` into its authors' integer day index 0-6, see :mod:`distst.nn.himnet`).
     """
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     days, ns_in_day = np.divmod(ts, _NS_PER_DAY)  # floor division: right for pre-1970 too
@@ -117,6 +119,55 @@ def time_features(timestamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
     dow = (((days + 3) % 7) / 7.0).astype(np.float32)
     return tod, dow
+
+
+def weekly_slots(timestamps_ns: np.ndarray, steps_per_day: int) -> np.ndarray:
+    """Day-of-week x time-of-day slot of every step, ``day * steps_per_day + slot`` (int64,
+    Monday = 0), the index the historical average's weekly table uses (distst.nn.ha)."""
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    days, ns_in_day = np.divmod(ts, _NS_PER_DAY)
+    slot = np.rint(ns_in_day / _NS_PER_DAY * steps_per_day).astype(np.int64) % steps_per_day
+    return (days + 3) % 7 * steps_per_day + slot  # 1970-01-01 was a Thursday
+
+
+def weekly_coverage_notice(timestamps_ns: np.ndarray, splits: dict[str, np.ndarray],
+                           input_len: int, horizon: int, steps_per_day: int) -> str | None:
+    """A one-line warning when the training range leaves weekly slots unseen that the
+    validation or test windows then meet; ``None`` when nothing held out falls in one.
+
+    The training range is every step a training window covers (inputs and targets, what HA is
+    fitted on). A short series (or one whose only full days are holidays) trains the weekly
+    HA table and day-of-week embeddings on some weekdays only; held-out windows on the others
+    get HA's daily fallback and embedding rows that never received a gradient. A series whose
+    unseen slots never come back (PeMSD7 holds weekdays only) gets no notice.
+    """
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    length = int(input_len) + int(horizon)
+    train = np.asarray(splits["train"])
+    held = [np.asarray(splits[k]) for k in ("val", "test") if len(splits.get(k, ()))]
+    if not train.size or not held:
+        return None
+    slots = weekly_slots(ts, steps_per_day)
+    total = 7 * steps_per_day
+    seen = np.zeros(total, dtype=bool)
+    seen[slots[: int(train.max()) + length]] = True
+    start = min(int(h.min()) for h in held)
+    stop = max(int(h.max()) for h in held) + length
+    if seen[slots[start:stop]].all():
+        return None
+    days = int(np.unique(np.flatnonzero(seen) // steps_per_day).size)
+    test = np.asarray(splits.get("test", ()))
+    if test.size:  # the test targets whose weekly slot training never saw
+        tgt = slots[int(test.min()) + int(input_len): int(test.max()) + length]
+        meet = f"{100.0 * float((~seen[tgt]).mean()):.0f}% of the test targets"
+    else:
+        meet = "validation windows"
+    share = 100.0 * float(seen.mean())
+    return (f"data: the training split covers {days} of 7 days of week ({share:.0f}% of the "
+            f"{total} day-of-week x time-of-day slots, {100.0 - share:.0f}% unseen); on "
+            f"{meet} HA falls back to its time-of-day mean and day-of-week embeddings "
+            "(HimNet) meet untrained rows; set data.day_of_week=false to drop the "
+            "day-of-week feature")
 
 
 # -- dataset -----------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ import torch
 from distst.config import DataConfig
 from distst.data.network import SensorNetwork, is_dataset_dir, load_network
 from distst.data.scaler import Scaler, make_scaler, scaler_from_state_dict
-from distst.data.windows import WindowDataset, make_splits, time_features, train_end_step
+from distst.data.windows import (WindowDataset, make_splits, time_features, train_end_step,
+                                  weekly_coverage_notice)
 from distst.errors import DiststError
 
 
@@ -112,6 +113,16 @@ class DataBundle:
     #: otherwise computed on first use (distst.graph.spatial)
     spatial_attrs: np.ndarray | None = None
     spatial_attrs_missing: bool = False
+    #: how a directed graph is made undirected for models that need it (data.symmetrize)
+    symmetrize: str = "max"
+    #: shard mode: whole-graph degrees of the local nodes in the symmetrised graph, per rule
+    undirected_degree: dict | None = None
+    #: largest eigenvalue of the whole graph's normalised Laplacian (symmetrised); shard
+    #: workers receive it from the driver, a whole-graph bundle computes it on first use
+    lambda_max: float | None = None
+    #: print one-time notices about the data (the run's driver or single process only)
+    notices: bool = False
+    _said: set = field(default_factory=set)
 
     @property
     def input_dim(self) -> int:
@@ -139,7 +150,51 @@ class DataBundle:
                     self.spatial_attrs_missing = True  # the model says what it needs
         return self.spatial_attrs
 
-    def model_data_kwargs(self, keys=None) -> dict:
+    def laplacian_lambda_max(self) -> float:
+        """``lambda_max`` of the whole graph's normalised Laplacian (symmetrised graph)."""
+        if self.lambda_max is None:
+            if self.num_inner is not None:
+                raise DiststError(
+                    "shard worker: lambda_max='exact' needs the WHOLE graph's Laplacian "
+                    "eigenvalue, which the driver computes and passes (graph_constants); "
+                    "this worker was started without it")
+            from distst.graph.adjacency import laplacian_lambda_max
+
+            self.lambda_max = laplacian_lambda_max(self.network.edge_index,
+                                                   self.network.edge_weight,
+                                                   self.network.num_nodes, self.symmetrize)
+        return self.lambda_max
+
+    def graph_constants(self) -> dict:
+        """Whole-graph numbers a shard worker cannot compute from its part (driver side)."""
+        return {"lambda_max": self.laplacian_lambda_max()}
+
+    def kwargs_for_model(self, name: str) -> dict:
+        """:meth:`model_data_kwargs` for registered model ``name``: the keys it declares and the
+        graph it states it needs (``GRAPH``, distst.nn.registry.model_graph)."""
+        from distst.nn.registry import model_data_keys, model_graph
+
+        return self.model_data_kwargs(model_data_keys(name), graph=model_graph(name),
+                                      model=name)
+
+    def _undirected(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The symmetrised local edges and, in shard mode, their whole-graph degrees."""
+        from distst.graph.adjacency import symmetrize, symmetrize_notice
+
+        net = self.network
+        if self.notices and "symmetrize" not in self._said:
+            self._said.add("symmetrize")
+            note = symmetrize_notice(net.edge_index, net.edge_weight, net.num_nodes,
+                                     self.symmetrize)
+            if note:
+                print(f"graph: {model} needs an undirected graph; {note}", flush=True)
+        ei, ew = symmetrize(net.edge_index, net.edge_weight, self.symmetrize, net.num_nodes)
+        deg = None
+        if self.undirected_degree is not None:
+            deg = self.undirected_degree[self.symmetrize]
+        return ei, ew, deg
+
+    def model_data_kwargs(self, keys=None, graph: str | None = None, model: str = "model") -> dict:
         """Sizes and graph for a model constructor (see distst.nn.registry.DATA_KEYS).
 
         ``keys``: the data keys the model declares (``model_data_keys(name)``); the costly
@@ -150,26 +205,33 @@ class DataBundle:
         keys = set(keys) if keys is not None else {"num_nodes", "input_dim", "output_dim",
                                                    "input_len", "horizon", "edge_index",
                                                    "edge_weight"}
+        ei, ew = self.network.edge_index, self.network.edge_weight
+        degrees = {"out_degree": self.out_degree, "in_degree": self.in_degree}
+        if graph == "undirected":
+            ei, ew, udeg = self._undirected(model)
+            degrees = {"out_degree": udeg, "in_degree": udeg}
         out = {
             "num_nodes": self.network.num_nodes,
             "input_dim": self.input_dim,
             "output_dim": self.output_dim,
             "input_len": self.input_len,
             "horizon": self.horizon,
-            "edge_index": torch.as_tensor(self.network.edge_index, dtype=torch.long),
-            "edge_weight": torch.as_tensor(self.network.edge_weight, dtype=torch.float32),
+            "edge_index": torch.as_tensor(np.asarray(ei), dtype=torch.long),
+            "edge_weight": torch.as_tensor(np.asarray(ew), dtype=torch.float32),
         }
+        if "laplacian_lambda_max" in keys:  # a callable: only lambda_max='exact' solves
+            out["laplacian_lambda_max"] = self.laplacian_lambda_max
         train = self.datasets["train"]
         out.update(steps_per_day=self.steps_per_day, time_of_day=train.add_time_of_day,
                    day_of_week=train.add_day_of_week)
         if "coarsening" in keys:
-            out["coarsening"] = functools.partial(local_coarsening, self.network.edge_index,
-                                                  self.network.edge_weight, self.network.num_nodes)
+            out["coarsening"] = functools.partial(local_coarsening, ei, ew,
+                                                  self.network.num_nodes)
         if "coords" in keys:
             c = self.network.coords
             out["coords"] = None if c is None else torch.as_tensor(np.asarray(c),
                                                                    dtype=torch.float64)
-        for key, arr in (("out_degree", self.out_degree), ("in_degree", self.in_degree)):
+        for key, arr in degrees.items():
             if key in keys:
                 out[key] = None if arr is None else torch.as_tensor(arr, dtype=torch.float64)
         if "spatial_attrs" in keys:
@@ -186,11 +248,32 @@ class DataBundle:
                 torch.as_tensor(std, dtype=torch.float32, device=device))
 
 
-def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict | None = None) -> DataBundle:
-    """Open the dataset, split it, fit (or restore) the scaler and build the window datasets."""
+def dataset_input_channels(net: SensorNetwork) -> list[int]:
+    """The input channels used when ``data.input_channels`` is empty: the default that
+    ``distst data prepare`` recorded in ``meta.json`` (``source.default_input_channels``; a
+    shard plan's part keeps it under ``source.parent``), e.g. flow only for PEMS03/04/07/08 as
+    the literature feeds them, else every channel."""
+    src = net.source or {}
+    default = src.get("default_input_channels", (src.get("parent") or {}).get(
+        "default_input_channels"))
+    if default:
+        chans = [int(ch) for ch in default if 0 <= int(ch) < net.num_channels]
+        if chans:
+            return chans
+    return list(range(net.num_channels))
+
+
+def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict | None = None,
+                 notices: bool | None = None) -> DataBundle:
+    """Open the dataset, split it, fit (or restore) the scaler and build the window datasets.
+
+    ``notices``: print warnings about the data (weekdays the training split misses); default:
+    when the scaler is fitted here, i.e. once per run, on the driver or the one local process
+    (workers and re-evaluations receive a fitted scaler's state and stay quiet).
+    """
     net = load_network(dataset_dir)
     c = net.num_channels
-    input_channels = list(data.input_channels) or list(range(c))
+    input_channels = list(data.input_channels) or dataset_input_channels(net)
     for key, chans in (("data.input_channels", input_channels),
                        ("data.target_channels", data.target_channels)):
         bad = [ch for ch in chans if not 0 <= ch < c]
@@ -202,6 +285,12 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
     splits = make_splits(net.num_steps, input_len=data.input_len, horizon=data.horizon,
                          ratios=tuple(data.split))
     splits, excluded = drop_gap_windows(splits, net.timestamps, data.input_len + data.horizon)
+    if (scaler_state is None if notices is None else notices) and data.day_of_week:
+        steps_per_day = max(1, int(round(24 * 60 / net.step_minutes)))  # DataBundle's rule
+        note = weekly_coverage_notice(net.timestamps, splits, data.input_len, data.horizon,
+                                      steps_per_day)
+        if note:
+            print(note, flush=True)
     if scaler_state is not None:
         scaler = scaler_from_state_dict(scaler_state)
     else:
@@ -218,7 +307,8 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
     }
     return DataBundle(net, splits, scaler, datasets, input_channels,
                       list(data.target_channels), data.input_len, data.horizon,
-                      str(Path(dataset_dir).resolve()), excluded)
+                      str(Path(dataset_dir).resolve()), excluded, symmetrize=data.symmetrize,
+                      notices=bool(scaler_state is None if notices is None else notices))
 
 
 def drop_gap_windows(splits: dict[str, np.ndarray], timestamps: np.ndarray,

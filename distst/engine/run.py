@@ -36,30 +36,45 @@ def set_threads(cfg: Config) -> None:
 
 
 def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
-                     scaler_state: dict | None = None, plan_dir: str | Path | None = None) -> dict:
+                     scaler_state: dict | None = None, plan_dir: str | Path | None = None,
+                     graph: dict | None = None) -> dict:
     """What every worker runs: data, model, loop. Returns the final test metrics.
 
     With ``plan_dir`` (shard mode) the worker opens only ``part_{rank}`` of the plan: its
-    inner nodes, then its halo, with full-graph-normalised edge weights.
+    inner nodes, then its halo, with full-graph-normalised edge weights. ``graph``: the
+    whole-graph constants of :func:`graph_constants`, computed once by the driver.
     """
     set_threads(cfg)
     if plan_dir is None:
         bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state)
     else:
         bundle = _part_bundle(cfg, dataset_dir, plan_dir, ctx.rank, scaler_state)
+    if graph and graph.get("lambda_max") is not None:
+        bundle.lambda_max = float(graph["lambda_max"])
     return Trainer(cfg, bundle, ctx).fit()
+
+
+def graph_constants(cfg: Config, bundle) -> dict:
+    """Whole-graph numbers that a shard worker cannot compute from its part: the Laplacian's
+    largest eigenvalue when the model asks for ``lambda_max='exact'`` (empty otherwise)."""
+    from distst.nn.registry import model_param_defaults
+
+    want = cfg.model.params.get("lambda_max",
+                                model_param_defaults(cfg.model.name).get("lambda_max"))
+    return {"lambda_max": bundle.laplacian_lambda_max()} if want == "exact" else {}
 
 
 def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     """Everything that can be wrong with data, windows and model settings, checked once in
     this process before any worker starts; returns the fitted scaler state for the workers,
-    so that W workers do not scan the training series W times."""
-    from distst.nn.registry import build_model, model_data_keys
+    so that W workers do not scan the training series W times, and the whole-graph constants
+    (:func:`graph_constants`) shard workers cannot compute: ``{"scaler": ..., "graph": ...}``."""
+    from distst.nn.registry import build_model
 
     bundle = build_bundle(cfg.data, dataset_dir)
-    build_model(cfg.model.name, bundle.model_data_kwargs(model_data_keys(cfg.model.name)),
+    build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name),
                 dict(cfg.model.params))
-    return bundle.scaler.state_dict()
+    return {"scaler": bundle.scaler.state_dict(), "graph": graph_constants(cfg, bundle)}
 
 
 def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
@@ -82,6 +97,7 @@ def _part_bundle(cfg: Config, dataset_dir, plan_dir, part_id: int, scaler_state=
     bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
     bundle.num_inner = part.num_inner
     bundle.out_degree, bundle.in_degree = part.deg, part.in_deg
+    bundle.undirected_degree = part.undirected_degree
     bundle.spatial_attrs = part.spatial_attrs
     bundle.global_ids = np.asarray(part.nodes, dtype=np.int64)
     bundle.num_global_nodes = load_plan(plan_dir).num_nodes
@@ -107,8 +123,12 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
     set_threads(cfg)
     cfg.runtime.mode = "shard"
     total = None
+    whole = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"])
+    constants = graph_constants(cfg, whole)
     for i in range(load_plan(plan_dir).num_parts):
         bundle = _part_bundle(cfg, dataset_dir, plan_dir, i, scaler_state=payload["scaler"])
+        if constants:
+            bundle.lambda_max = constants["lambda_max"]
         trainer = Trainer(cfg, bundle, LocalContext(resolve_checkpoint(path).parent))
         state = payload["trainer"]
         trainer.load_state_dict(state)

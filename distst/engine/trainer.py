@@ -36,7 +36,7 @@ from distst.engine.data import DataBundle, history_for_ha
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_error_sum
 from distst.nn.common import inverse_sigmoid_decay
-from distst.nn.registry import build_model, model_data_keys
+from distst.nn.registry import build_model
 
 
 def seed_everything(seed: int) -> None:
@@ -62,8 +62,7 @@ class Trainer:
         self.num_inner = bundle.num_inner if bundle.num_inner is not None else bundle.network.num_nodes
         seed_everything(cfg.train.seed)
         params = dict(cfg.model.params)
-        data_keys = model_data_keys(cfg.model.name)
-        self.model = build_model(cfg.model.name, bundle.model_data_kwargs(data_keys), params)
+        self.model = build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name), params)
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())
         # Per-node parameters (first dim = local nodes): initialised from the node's global id
@@ -125,12 +124,22 @@ class Trainer:
         return (0, 1) if self.shard else (self.ctx.rank, self.ctx.world_size)
 
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        kind = self.cfg.train.loss
+        """Mean training loss over observed targets (``pred``, ``y`` in original units).
+
+        ``train.loss_scale=normalized`` divides the errors by the scaler's std, i.e. computes
+        the loss on the scaled targets (ST-UNet, Sec. 4.2); it stays a sum over entries, so
+        shard mode's count all-reduce below is exact either way."""
+        tc = self.cfg.train
+        std = self.std if tc.loss_scale == "normalized" else None
         if not self.shard:
-            total, count = masked_error_sum(pred, y, kind, null_value=self.null)
+            total, count = masked_error_sum(pred, y, tc.loss, null_value=self.null,
+                                            delta=tc.huber_delta, scale=std)
             return total / count.clamp(min=1)
         pred, y = pred[:, :, : self.num_inner], y[:, :, : self.num_inner]
-        total, count = masked_error_sum(pred, y, kind, null_value=self.null)
+        if std is not None and std.dim() == 2:  # per-node std [N, C_t]: inner nodes only
+            std = std[: self.num_inner]
+        total, count = masked_error_sum(pred, y, tc.loss, null_value=self.null,
+                                        delta=tc.huber_delta, scale=std)
         count = self.ctx.all_reduce_sum(count.to(torch.float64).reshape(1))
         return total * self.ctx.world_size / count.clamp(min=1.0).to(total.dtype)
 
@@ -431,7 +440,7 @@ class Trainer:
             "test": self.evaluate("test").report(steps=steps, step_minutes=minutes),
         }
         if tc.baseline_ha and self.cfg.model.name != "ha":
-            ha = build_model("ha", self.bundle.model_data_kwargs(model_data_keys("ha")))
+            ha = build_model("ha", self.bundle.kwargs_for_model("ha"))
             ha.to(self.device)
             ha.fit_history(*[t.to(self.device) for t in history_for_ha(self.bundle)])
             out["ha"] = self.evaluate("test", model=ha).report(steps=steps, step_minutes=minutes)

@@ -236,6 +236,76 @@ def edges_to_dense(
     return out
 
 
+def check_graph(edge_index, edge_weight, num_nodes, origin: str = "partition"):
+    """Validate and return ``(edge_index int64 [2, E], edge_weight float64 [E], num_nodes)``.
+
+    ``edge_weight=None`` means every edge has weight 1. Weights must be finite and >= 0.
+    """
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, np.integer)) \
+            or num_nodes < 1:
+        raise DiststError(f"{origin}: num_nodes={num_nodes!r} must be an integer >= 1; "
+                          "pass the number of sensors of the network")
+    n = int(num_nodes)
+    ei = np.asarray(edge_index)
+    if ei.size == 0:
+        ei = ei.reshape(2, 0)
+    if ei.ndim != 2 or ei.shape[0] != 2:
+        raise DiststError(f"{origin}: edge_index must have shape [2, E], got {ei.shape}; "
+                          "pass rows (source ids, target ids)")
+    if ei.size and not np.issubdtype(ei.dtype, np.integer):
+        raise DiststError(f"{origin}: edge_index must hold integer node ids, got {ei.dtype}")
+    ei = ei.astype(np.int64, copy=False)
+    if ei.size and (ei.min() < 0 or ei.max() >= n):
+        raise DiststError(
+            f"{origin}: edge_index holds node ids {int(ei.min())}..{int(ei.max())} but the "
+            f"graph has num_nodes={n} (valid ids 0..{n - 1}); fix num_nodes or the edge list")
+    if edge_weight is None:
+        w = np.ones(ei.shape[1], dtype=np.float64)
+    else:
+        w = np.asarray(edge_weight, dtype=np.float64).reshape(-1)
+        if w.shape[0] != ei.shape[1]:
+            raise DiststError(f"{origin}: edge_weight has {w.shape[0]} entries but edge_index "
+                              f"has {ei.shape[1]} edges; pass one weight per edge")
+        if w.size and (not np.all(np.isfinite(w)) or w.min() < 0):
+            raise DiststError(f"{origin}: edge weights must be finite and >= 0 (got min "
+                              f"{np.nanmin(w) if np.isfinite(w).any() else w[0]!r}); "
+                              "fix the adjacency (NaN/inf/negative entries)")
+    return ei, w, n
+
+
+def undirected_csr(edge_index, edge_weight, num_nodes: int, how: str = "max") -> sp.csr_matrix:
+    """Symmetric CSR ``[N, N]`` float64 of the undirected graph (see the module docstring).
+
+    Edges of weight 0 are kept as explicit entries: they still connect nodes (a halo or a
+    connected-component count must see them), they just cost nothing to cut.
+    """
+    if how not in SYMMETRIZE_HOWS:
+        _check_choice(how, SYMMETRIZE_HOWS, "symmetrize", "symmetrize")
+    ei, w, n = check_graph(edge_index, edge_weight, num_nodes)
+    keep = ei[0] != ei[1]
+    A = sp.csr_matrix((w[keep], (ei[0][keep], ei[1][keep])), shape=(n, n))
+    A.sum_duplicates()  # repeated rows of an edge list add up
+    # Shift every stored weight by +1 so that no entry of the results below is 0: scipy's
+    # sparse max / add prune zeros, and a zero-weight edge must survive. A missing direction
+    # is absent (0), so max(w_ij + 1, absent) = w_ij + 1 and the shift is undone exactly.
+    A.data = A.data + 1.0
+    if how == "max":
+        S = A.maximum(A.T.tocsr())
+        S.sort_indices()
+        S.data -= 1.0
+    else:
+        ones = A.copy()
+        ones.data = np.ones_like(ones.data)
+        S = A + A.T.tocsr()
+        count = ones + ones.T.tocsr()  # 1 or 2 directions present; same pattern as S
+        S.sort_indices()
+        count.sort_indices()
+        S.data -= count.data
+    S.indices = S.indices.astype(np.int64, copy=False)
+    S.indptr = S.indptr.astype(np.int64, copy=False)
+    return S
+
+
 def symmetrize(
     edge_index: np.ndarray,
     edge_weight: np.ndarray,
@@ -244,24 +314,92 @@ def symmetrize(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Make the graph undirected: every edge ``i -> j`` also exists as ``j -> i``.
 
-    ``how="max"``: ``w_ij = w_ji = max(w_ij, w_ji)``; ``how="sum"``: ``w_ij + w_ji``
-    (self loops keep their weight, they are not doubled). A missing direction counts as 0.
-    Input edges must be unique. Output is row-major sorted, int64 / float32.
+    The pair weight is :func:`undirected_csr`'s (``how="max"``: ``max(w_ij, w_ji)``;
+    ``how="sum"``: ``w_ij + w_ji``; a missing direction counts as 0; repeated rows add up
+    first); self loops keep their weight (not doubled). Output is row-major sorted,
+    int64 / float32.
     """
-    _check_choice(how, SYMMETRIZE_HOWS, "symmetrize how", "symmetrize")
+    _check_choice(how, SYMMETRIZE_HOWS, "symmetrize", "symmetrize")
     ei = np.asarray(edge_index, dtype=np.int64).reshape(2, -1)
-    w = np.asarray(edge_weight, dtype=np.float64)
     n = int(num_nodes if num_nodes is not None else (ei.max() + 1 if ei.size else 0))
-    A = sp.coo_matrix((w, (ei[0], ei[1])), shape=(n, n)).tocsr()
-    if how == "max":
-        S = A.maximum(A.T)
+    ei, w, n = check_graph(ei, edge_weight, max(n, 1), origin="symmetrize")
+    S = undirected_csr(ei, w, n, how=how).tocoo()
+    loop = ei[0] == ei[1]
+    loops = sp.coo_matrix((w[loop], (ei[0][loop], ei[1][loop])), shape=(n, n)).tocsr()
+    loops.sum_duplicates()
+    lc = loops.tocoo()
+    rows = np.concatenate([S.row, lc.row]).astype(np.int64)
+    cols = np.concatenate([S.col, lc.col]).astype(np.int64)
+    data = np.concatenate([S.data, lc.data])
+    order = np.lexsort((cols, rows))
+    return np.stack([rows[order], cols[order]]), data[order].astype(np.float32)
+
+
+def is_symmetric(edge_index, edge_weight, num_nodes: int, rtol: float = 1e-6) -> bool:
+    """Whether ``w_ij == w_ji`` for every pair (self loops ignored, repeated rows summed)."""
+    ei, w, n = check_graph(edge_index, edge_weight, num_nodes, origin="graph")
+    keep = ei[0] != ei[1]
+    A = sp.csr_matrix((w[keep], (ei[0][keep], ei[1][keep])), shape=(n, n))
+    A.sum_duplicates()
+    D = abs(A - A.T)
+    return bool(D.nnz == 0 or D.max() <= rtol * max(float(abs(A).max()), 1e-30))
+
+
+def undirected_degree(edge_index, edge_weight, num_nodes: int, how: str = "max") -> np.ndarray:
+    """float64 [N]: weighted degree of each node in the symmetrised graph (self loops excluded),
+    the ``D`` a Chebyshev model normalises with; a shard is given these whole-graph values."""
+    return np.asarray(undirected_csr(edge_index, edge_weight, num_nodes, how=how).sum(axis=1),
+                      dtype=np.float64).reshape(-1)
+
+
+def symmetrize_notice(edge_index, edge_weight, num_nodes: int, how: str = "max") -> str | None:
+    """One line saying what symmetrising a directed graph changes (None if it is symmetric)."""
+    ei, w, n = check_graph(edge_index, edge_weight, num_nodes, origin="graph")
+    if is_symmetric(ei, w, n):
+        return None
+    keep = ei[0] != ei[1]
+    A = sp.csr_matrix((w[keep], (ei[0][keep], ei[1][keep])), shape=(n, n))
+    A.sum_duplicates()
+    P = A.copy()
+    P.data = np.ones_like(P.data)  # the edge pattern, weight-free
+    mutual = P.multiply(P.T)
+    one_way = int(P.nnz - mutual.nnz)
+    unequal = int((abs(A - A.T).multiply(mutual) > 1e-6 * float(abs(A).max())).nnz) // 2
+    rule = "max(w_ij, w_ji)" if how == "max" else "w_ij + w_ji"
+    return (f"directed graph symmetrised (data.symmetrize={how}: w = {rule}): {one_way} of "
+            f"{int(P.nnz)} edges had no reverse edge (added), {unequal} pairs had different "
+            "weights each way")
+
+
+def laplacian_lambda_max(edge_index, edge_weight, num_nodes: int, how: str = "max") -> float:
+    """Largest eigenvalue of the normalised Laplacian ``I - D^-1/2 W D^-1/2`` of the symmetrised
+    graph (ST-UNet Eq. 2's ``lambda_max``; it is also that of ``I - D^-1 W``, a similar matrix).
+
+    Dense ``eigvalsh`` up to 500 nodes, ARPACK Lanczos (``eigsh``, largest algebraic) above.
+    The value lies in (0, 2]; 2 exactly for a graph with a bipartite component. Isolated nodes
+    contribute the eigenvalue 1 (their Laplacian row is the identity's, as in PyG).
+    """
+    ei, w, n = check_graph(edge_index, edge_weight, num_nodes, origin="graph")
+    S = undirected_csr(ei, w, n, how=how)
+    deg = np.asarray(S.sum(axis=1)).reshape(-1)
+    with np.errstate(divide="ignore"):
+        dinv = np.where(deg > 0, deg ** -0.5, 0.0)
+    A = sp.diags(dinv) @ S @ sp.diags(dinv)
+    L = (sp.identity(n, format="csr") - A).tocsr()
+    if n <= 500:
+        lam = float(np.linalg.eigvalsh(L.toarray())[-1])
     else:
-        S = A + A.T - sp.diags(A.diagonal())
-    S = S.tocoo()
-    keep = S.data != 0
-    order = np.lexsort((S.col[keep], S.row[keep]))
-    rows, cols, data = S.row[keep][order], S.col[keep][order], S.data[keep][order]
-    return np.stack([rows, cols]).astype(np.int64), data.astype(np.float32)
+        from scipy.sparse.linalg import eigsh
+
+        try:
+            lam = float(eigsh(L, k=1, which="LA", tol=1e-6, maxiter=max(1000, 20 * n),
+                              return_eigenvectors=False)[0])
+        except Exception as exc:  # ArpackNoConvergence and friends: say so, never guess
+            raise DiststError(
+                f"graph: the largest Laplacian eigenvalue of a {n}-node graph did not converge "
+                f"({exc}); use model.params.lambda_max=2 (the upper bound) instead of 'exact'"
+            ) from None
+    return min(2.0, max(lam, 1e-6))
 
 
 # -- the two entry points readers use -------------------------------------------------------

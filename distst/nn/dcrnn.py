@@ -291,6 +291,9 @@ class DCRNN(GraphSeq2Seq):
 
     model_name = "dcrnn"
 
+    #: diffusion keeps the edge direction: forward and backward random walks (Eq. 2)
+    GRAPH = "directed"
+
     def __init__(
         self,
         *,

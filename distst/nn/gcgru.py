@@ -159,19 +159,62 @@ class GCGRUCell(nn.Module):
             self.bias[g * h:(g + 1) * h] = bias
 
 
+#: ``lambda_max`` choices of the Chebyshev models besides a number, and their default. 2, not
+#: the papers' exact value (ST-UNet Eq. 2, STGCN): on Los-loop (lambda_max 1.71) both give avg
+#: MAE 4.105 over 3 seeds, PEMS and large road graphs have lambda_max at or within 1% of 2,
+#: and the eigen-solve costs minutes at 1M sensors (benchmarks/RESULTS.md, "lambda_max: 2 or
+#: exact"). A documented deviation; ``lambda_max: exact`` restores the papers' scaling.
+DEFAULT_LAMBDA_MAX: float | str = 2.0
+LAMBDA_MAX_CHOICES = ("exact",)
+
+
+def resolve_lambda_max(model: str, lambda_max, laplacian_lambda_max=None) -> float:
+    """``lambda_max`` of ``L~ = 2 L / lambda_max - I`` (ST-UNet Eq. 2) as a number.
+
+    A number is used as given (2 is the upper bound of the normalised Laplacian's spectrum and
+    PyG's default); ``"exact"`` asks the engine's ``laplacian_lambda_max()`` for the largest
+    eigenvalue of the WHOLE graph's normalised Laplacian (a shard gets the whole-graph value).
+    """
+    if isinstance(lambda_max, str):
+        if lambda_max not in LAMBDA_MAX_CHOICES:
+            raise DiststError(f"{model}: lambda_max={lambda_max!r} is not supported; give a "
+                              f"number in (0, 2] (2 = the bound) or one of {list(LAMBDA_MAX_CHOICES)}")
+        if laplacian_lambda_max is None:
+            raise DiststError(f"{model}: lambda_max='exact' needs the graph's largest Laplacian "
+                              "eigenvalue, which the training engine passes "
+                              "(laplacian_lambda_max); pass a number when building the model "
+                              "by hand")
+        value = laplacian_lambda_max() if callable(laplacian_lambda_max) else laplacian_lambda_max
+        return float(value)
+    if isinstance(lambda_max, bool) or not isinstance(lambda_max, (int, float)) \
+            or not 0 < float(lambda_max) <= 2.0 + 1e-9:
+        raise DiststError(f"{model}: lambda_max={lambda_max!r} must be a number in (0, 2] "
+                          "(the normalised Laplacian's eigenvalues lie in [0, 2]) or 'exact'")
+    return float(lambda_max)
+
+
 class GraphOperator(nn.Module):
     """Holds ``L~`` and its transpose as non-persistent CSR-component buffers.
 
     Non-persistent: the graph is data, not a learned state -- it is rebuilt from the dataset,
     never saved in checkpoints or broadcast by DDP (the engine uses ``broadcast_buffers=False``);
     ``.to(device)`` still moves it.
+
+    The Chebyshev filter assumes an undirected graph (a symmetric ``W``, ST-UNet Sec. 2 /
+    ChebNet): with a directed edge list the degree of a node without out-edges is 0 and every
+    edge into it would be zeroed silently. A directed graph is therefore refused here; the
+    engine symmetrises it first (``data.symmetrize``, :func:`distst.graph.adjacency.symmetrize`).
     """
 
+    #: what the models built on this operator need from the engine (see registry.model_graph)
+    GRAPH = "undirected"
+
     def __init__(self, edge_index, edge_weight, num_nodes: int, normalization: str,
-                 lambda_max: float = 2.0, degree=None):
+                 lambda_max: float = 2.0, degree=None, model: str = "graph convolution"):
         super().__init__()
         self.num_nodes = num_nodes
-        # degree: optional whole-graph out-degrees of the local nodes (shard mode), see
+        graphops.require_symmetric(edge_index, edge_weight, num_nodes, model)
+        # degree: optional whole-graph degrees of the local nodes (shard mode), see
         # graphops.cheb_operator; None = summed from these edges (the behaviour before).
         op = graphops.cheb_operator(edge_index, edge_weight, num_nodes, normalization,
                                     lambda_max, degree=degree)
@@ -202,11 +245,13 @@ class GCGRU(nn.Module):
     vector to the encoder inputs; the engine treats it as a per-node parameter
     (``node_parameters``), owned by the shard that owns the node.
     Defaults: K=3, two layers of 64 units (ST-UNet / DCRNN settings); the Laplacian uses
-    ``normalization`` ("sym" or "rw") and ``lambda_max = 2`` (PyG ChebConv's default for sym:
-    ``L~ = -D^-1/2 A D^-1/2`` without self loops).
+    ``normalization`` ("sym" or "rw") and ``lambda_max`` (:func:`resolve_lambda_max`: a number,
+    2 by default = PyG ChebConv's ``L~ = -D^-1/2 A D^-1/2`` without self loops, or ``"exact"``,
+    Eq. 2's largest eigenvalue). The graph must be undirected (:class:`GraphOperator`).
     """
 
     trainable = True
+    GRAPH = GraphOperator.GRAPH
 
     def __init__(
         self,
@@ -219,10 +264,12 @@ class GCGRU(nn.Module):
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         out_degree: torch.Tensor | None = None,
+        laplacian_lambda_max=None,
         K: int = 3,
         hidden_size: int = 64,
         num_layers: int = 2,
         normalization: str = "sym",
+        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
         node_embedding_dim: int = 0,
     ):
         super().__init__()
@@ -239,8 +286,10 @@ class GCGRU(nn.Module):
             raise DiststError(f"gcgru: node_embedding_dim={node_embedding_dim} must be >= 0")
         # out_degree: whole-graph degrees of the local nodes (shard mode), so that a shard's
         # inner rows of L~ equal the full graph's for "sym" and "rw" alike
-        self.graph = GraphOperator(edge_index, edge_weight, num_nodes, normalization,
-                                   degree=out_degree)
+        self.graph = GraphOperator(
+            edge_index, edge_weight, num_nodes, normalization,
+            resolve_lambda_max("gcgru", lambda_max, laplacian_lambda_max), degree=out_degree,
+            model="gcgru")
         self.node_embedding_dim = node_embedding_dim
         if node_embedding_dim:
             # Not in the paper (default 0): a learnable per-node vector appended to every

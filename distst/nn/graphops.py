@@ -90,6 +90,30 @@ def validate_graph(
     return ei, ew
 
 
+def require_symmetric(edge_index, edge_weight, num_nodes: int, model: str) -> None:
+    """Refuse a directed graph for an operator that assumes ``W = W^T`` (self loops ignored,
+    repeated edges summed): its one-way edges would silently lose weight in the normalisation."""
+    ei, ew = validate_graph(edge_index, edge_weight, num_nodes)
+    keep = ei[0] != ei[1]
+    ei, ew = ei[:, keep], ew[keep].double()
+    if ei.shape[1] == 0:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a = torch.sparse_coo_tensor(ei, ew, (num_nodes, num_nodes)).coalesce()
+        d = (a - a.t()).coalesce()
+    diff = d.values().abs()
+    tol = 1e-6 * float(a.values().abs().max())
+    bad = int((diff > tol).sum())
+    if bad:
+        raise DiststError(
+            f"{model}: the Chebyshev graph convolution needs an undirected graph (W = W^T, as "
+            f"in its paper) but {bad // 2 or 1} node pairs have an edge one way only or "
+            "different weights each way; symmetrise the graph first "
+            "(distst.graph.adjacency.symmetrize; `distst train` does it for every Chebyshev "
+            "model, rule data.symmetrize=max|sum)")
+
+
 def cheb_operator_coo(
     edge_index,
     edge_weight,

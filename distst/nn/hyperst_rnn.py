@@ -45,7 +45,7 @@ from torch import nn
 from distst.errors import DiststError
 from distst.nn.common import check_sizes
 from distst.nn.dcrnn import DCRNN, GraphSeq2Seq
-from distst.nn.gcgru import GCGRUCell, GraphOperator
+from distst.nn.gcgru import DEFAULT_LAMBDA_MAX, GCGRUCell, GraphOperator, resolve_lambda_max
 from distst.nn.hyperst import FactorHead, SpatialModule, check_spatial_attrs
 
 #: Table 1, traffic prediction (METR-LA): the spatial module of both graph variants.
@@ -98,6 +98,8 @@ class HyperSTGCGRU(GraphSeq2Seq):
 
     model_name = "hyperst_gcgru"
 
+    GRAPH = GraphOperator.GRAPH
+
     def __init__(
         self,
         *,
@@ -110,10 +112,12 @@ class HyperSTGCGRU(GraphSeq2Seq):
         edge_weight: torch.Tensor | None = None,
         spatial_attrs: torch.Tensor | None = None,
         out_degree=None,
+        laplacian_lambda_max=None,
         K: int = 3,
         hidden_size: int = 64,
         num_layers: int = 2,
         normalization: str = "sym",
+        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
         spatial_widths: list[int] = list(TABLE1_SPATIAL_WIDTHS),  # noqa: B006 (never mutated)
     ):
         super().__init__()
@@ -127,8 +131,10 @@ class HyperSTGCGRU(GraphSeq2Seq):
         self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
         self.input_len, self.horizon = input_len, horizon
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
-        self.graph = GraphOperator(edge_index, edge_weight, num_nodes, normalization,
-                                   degree=out_degree)
+        self.graph = GraphOperator(
+            edge_index, edge_weight, num_nodes, normalization,
+            resolve_lambda_max(name, lambda_max, laplacian_lambda_max), degree=out_degree,
+            model=name)
         self.encoder = nn.ModuleList(
             GCGRUCell(input_dim if i == 0 else hidden_size, hidden_size, K)
             for i in range(num_layers))

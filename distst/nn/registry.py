@@ -47,9 +47,19 @@ MODELS: dict[str, str] = {
 #: for l = 1..levels, GPA (ST-UNet Algorithm 1) run on the model's LOCAL graph (a shard's part
 #: plus halo), so super-nodes never span two parts; a callable so that only models that pool
 #: pay for it and the model keeps knowing nothing of distst.graph.
+#: ``laplacian_lambda_max``: ``() -> float``, the largest eigenvalue of the WHOLE graph's
+#: normalised Laplacian (a callable: only ``lambda_max='exact'`` pays for the eigen-solve).
+#:
+#: A model class states the graph it needs in ``GRAPH`` (:func:`model_graph`): "undirected"
+#: (Chebyshev models: the engine passes the symmetrised edges and the symmetrised graph's
+#: whole-graph degrees as ``out_degree`` / ``in_degree``), "directed" (DCRNN: edges and
+#: degrees as the dataset gives them), or absent (graph-free models; HimNet reads only the
+#: edge pattern, in both directions).
 DATA_KEYS = ("num_nodes", "input_dim", "output_dim", "input_len", "horizon",
              "edge_index", "edge_weight", "spatial_attrs", "coords", "out_degree", "in_degree",
-             "steps_per_day", "time_of_day", "day_of_week", "coarsening")
+             "steps_per_day", "time_of_day", "day_of_week", "coarsening",
+             "laplacian_lambda_max")
+GRAPH_KINDS = ("undirected", "directed")
 
 
 def model_class(name: str) -> type[nn.Module]:
@@ -58,6 +68,14 @@ def model_class(name: str) -> type[nn.Module]:
         raise DiststError(f"model: unknown model name {name!r}; choose one of {sorted(MODELS)}")
     module, _, attr = MODELS[name].partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def model_graph(name: str) -> str | None:
+    """The graph model ``name`` needs: "undirected", "directed", or None (as given)."""
+    kind = getattr(model_class(name), "GRAPH", None)
+    if kind is not None and kind not in GRAPH_KINDS:
+        raise DiststError(f"model {name}: GRAPH={kind!r} must be one of {list(GRAPH_KINDS)}")
+    return kind
 
 
 def _signature(cls: type) -> dict[str, inspect.Parameter]:

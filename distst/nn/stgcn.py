@@ -55,7 +55,8 @@ from torch import nn
 from distst.errors import DiststError
 from distst.nn import graphops
 from distst.nn.common import check_input, check_sizes, check_targets
-from distst.nn.gcgru import GraphOperator, cheb_features
+from distst.nn.gcgru import (DEFAULT_LAMBDA_MAX, GraphOperator, cheb_features,
+                              resolve_lambda_max)
 
 _ACTS = ("glu", "relu")
 
@@ -223,6 +224,7 @@ class STGCN(nn.Module):
     """
 
     trainable = True
+    GRAPH = GraphOperator.GRAPH
 
     def __init__(
         self,
@@ -235,6 +237,7 @@ class STGCN(nn.Module):
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         out_degree: torch.Tensor | None = None,
+        laplacian_lambda_max=None,
         Kt: int = 3,
         Ks: int = 3,
         channels: list[int] = [64, 16, 64],  # noqa: B006 (copied, never mutated)
@@ -243,6 +246,7 @@ class STGCN(nn.Module):
         second_temporal_act: str = "glu",
         dropout: float = 0.0,
         normalization: str = "sym",
+        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
     ):
         super().__init__()
         channels = [int(c) for c in channels]
@@ -271,8 +275,10 @@ class STGCN(nn.Module):
                 "smaller Kt or fewer num_blocks")
         self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
         self.input_len, self.horizon = input_len, horizon
-        self.graph = ChebGraph(edge_index, edge_weight, num_nodes, normalization,
-                               degree=out_degree)
+        self.graph = ChebGraph(
+            edge_index, edge_weight, num_nodes, normalization,
+            resolve_lambda_max("stgcn", lambda_max, laplacian_lambda_max), degree=out_degree,
+            model="stgcn")
         blocks = []
         c_in = input_dim
         for _ in range(num_blocks):

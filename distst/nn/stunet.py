@@ -72,8 +72,17 @@ Where the paper is ambiguous, this implementation chooses:
    It is not passed through a learned embedding: the next layer's input convolution is linear
    already.
 7. Direct copy is the default: Sec. 4.2 uses it and Table 3 finds it best.
-8. Not implemented: layer normalisation (a "training trick" of Sec. 4.2 that the ablation
-   leaves out too).
+8. Layer normalisation (Sec. 4.2: "the schedule sampling and layer normalization are utilized
+   in training for better generalization"; ``layer_norm=True``, the default): the paper does
+   not say where, so every GCGRU layer's output is normalised (LayerNorm with a learned gain
+   and bias, Ba et al. 2016) over its H features before it feeds anything -- the next layer,
+   the skip, the ST-Pool or the output -- while the recurrent state stays as the cell
+   computed it (Eq. 7 unchanged). The statistics are per node, sample and step, never across
+   nodes, so the model stays node-permutation equivariant and shard mode stays exact. The
+   encoder's top layer output feeds nothing (only its states continue in the decoder), so it
+   has no norm. ``layer_norm=False`` is the model before this switch; the plain variant is
+   exactly GCGRU only then. (The paper's loss is the mean of L1 and L2 on the normalised
+   scale: ``train.loss=mae_mse``, ``train.loss_scale=normalized`` in the preset.)
 
 Shard mode: ``coarsening`` is GPA run on the model's LOCAL graph (part + halo), so super-nodes
 never span two parts; ``out_degree`` (whole-graph degrees) normalises the level-0 operator as
@@ -90,7 +99,8 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.common import check_input, check_sizes, check_targets, coin
-from distst.nn.gcgru import GCGRUCell, GraphOperator, _glorot_blocks, cheb_features
+from distst.nn.gcgru import (DEFAULT_LAMBDA_MAX, GCGRUCell, GraphOperator, _glorot_blocks,
+                              cheb_features, resolve_lambda_max)
 
 POOLS = ("max", "mean")
 UNPOOLS = ("copy", "ordered", "weighted")
@@ -173,11 +183,14 @@ class STUNet(nn.Module):
     Hyperparameters (paper defaults, Sec. 4.2): ``K=3``, ``hidden_size=64``, ``levels`` (p) = 2,
     ``dilation`` (s) = 2, ``depth=1`` (one ST-Pool/ST-Unpool pair, Fig. 1: 3 GCGRU layers per
     U-stack), ``pool="max"``, ``unpool="copy"`` (the paper's best, Table 3), ``normalization``
-    of the Laplacian ("sym" or "rw", as GCGRU). Plain = ``levels=0, dilation=1``; T-UNet =
-    ``levels=0, dilation=s``; S-UNet = ``levels=p, dilation=1``.
+    of the Laplacian ("sym" or "rw", as GCGRU), ``layer_norm=True`` (Sec. 4.2, per node over
+    the features of each layer's output; choice 8). Plain = ``levels=0, dilation=1`` (exactly
+    GCGRU with ``layer_norm=False``); T-UNet = ``levels=0, dilation=s``; S-UNet =
+    ``levels=p, dilation=1``.
     """
 
     trainable = True
+    GRAPH = GraphOperator.GRAPH
 
     def __init__(
         self,
@@ -192,6 +205,7 @@ class STUNet(nn.Module):
         out_degree: torch.Tensor | None = None,
         in_degree: torch.Tensor | None = None,
         coarsening=None,
+        laplacian_lambda_max=None,
         K: int = 3,
         hidden_size: int = 64,
         levels: int = 2,
@@ -200,6 +214,8 @@ class STUNet(nn.Module):
         pool: str = "max",
         unpool: str = "copy",
         normalization: str = "sym",
+        layer_norm: bool = True,
+        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
     ):
         super().__init__()
         check_sizes("stunet", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
@@ -215,6 +231,9 @@ class STUNet(nn.Module):
         if unpool not in UNPOOLS:
             raise DiststError(f"stunet: unpool={unpool!r} is not supported; choose one of "
                               f"{list(UNPOOLS)} (model.params.unpool; the paper's best is copy)")
+        if not isinstance(layer_norm, bool):
+            raise DiststError(f"stunet: layer_norm={layer_norm!r} must be true or false "
+                              "(model.params.layer_norm; Sec. 4.2 uses it)")
         if output_dim > input_dim:
             raise DiststError(f"stunet: output_dim={output_dim} > input_dim={input_dim}; the "
                               "first output_dim input channels must be the targets")
@@ -236,8 +255,12 @@ class STUNet(nn.Module):
             self.layer_dilation = [dilation ** k for k in range(d + 1)] + [1] * d
 
         # -- graphs: stage 0 is the model's own graph; stage k is GPA level k * p ------------
-        self.graphs = nn.ModuleList([GraphOperator(edge_index, edge_weight, num_nodes,
-                                                   normalization, degree=out_degree)])
+        # lambda_max applies to the input graph; coarse levels keep the bound 2: their graphs
+        # are built per worker (GPA on the local graph), so no whole-graph value exists
+        self.graphs = nn.ModuleList([GraphOperator(
+            edge_index, edge_weight, num_nodes, normalization,
+            resolve_lambda_max("stunet", lambda_max, laplacian_lambda_max), degree=out_degree,
+            model="stunet")])
         self.stage_nodes = [num_nodes]
         self._rank_counts: list[list[int]] = []
         self.ranks = 2 ** levels
@@ -268,6 +291,14 @@ class STUNet(nn.Module):
                                             for _ in range(d))
             self.dec_unpool = nn.ModuleList(Unpool(unpool, hidden_size, self.ranks)
                                             for _ in range(d))
+        self.layer_norm = layer_norm
+        if layer_norm:
+            # choice 8: one LayerNorm per layer output that feeds something; the encoder's top
+            # layer feeds only its states to the decoder (an unused norm would break DDP)
+            self.enc_norm = nn.ModuleList(nn.LayerNorm(hidden_size)
+                                          for _ in range(self.num_layers - 1))
+            self.dec_norm = nn.ModuleList(nn.LayerNorm(hidden_size)
+                                          for _ in range(self.num_layers))
         if self.plain:
             self.proj = nn.Linear(hidden_size, output_dim)
         else:
@@ -465,6 +496,8 @@ class STUNet(nn.Module):
             op, op_t = ops[st] if self.spatial else ops[0]
             seq, tail = self._run_layer(cell, op, op_t, seq, dil)
             history.append(tail)
+            if self.layer_norm and i < self.num_layers - 1:  # per node over H (choice 8)
+                seq = self.enc_norm[i](seq)
             if not self.plain and i < d:  # down layer: keep the skip, pool to the next stage
                 skips.append(seq)
                 seq = self._pool_to(st, seq)
@@ -486,6 +519,8 @@ class STUNet(nn.Module):
                 # dilated chain (Eq. 8): the state of step t - dil, the oldest one kept
                 h = cell(op, op_t, h, history[i][0])  # [N_stage, B, H]
                 history[i] = history[i][1:] + [h]
+                if self.layer_norm:  # the state stays raw; what feeds on is normalised
+                    h = self.dec_norm[i](h)
                 if not self.plain and i < d:
                     skips.append(h)
                     h = self._pool_to(st, h)

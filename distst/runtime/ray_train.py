@@ -90,7 +90,7 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = RayContext(config["run_dir"], board=config.get("board"),
                      resume_from=config.get("resume_from"))
     train_in_context(cfg, config["dataset_dir"], ctx, scaler_state=config.get("scaler"),
-                     plan_dir=config.get("plan_dir"))
+                     plan_dir=config.get("plan_dir"), graph=config.get("graph"))
 
 
 def connect(address: str = "") -> None:
@@ -194,7 +194,7 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None,
             print(f"shard mode: {cfg.partition.parts} parts -> {cfg.partition.parts} workers "
                   f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
             cfg = replace(cfg, runtime=replace(cfg.runtime, workers=cfg.partition.parts))
-    scaler_state = preflight(cfg, dataset_dir)
+    checked = preflight(cfg, dataset_dir)
     if resume_from:
         ckpt_dir = resolve_checkpoint(resume_from)
         run_dir = ckpt_dir.parent
@@ -210,7 +210,8 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None,
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
                            "dataset_dir": str(Path(dataset_dir).resolve()), "board": board,
-                           "resume_from": resume, "scaler": scaler_state,
+                           "resume_from": resume, "scaler": checked["scaler"],
+                           "graph": checked["graph"],
                            "plan_dir": str(plan_dir) if plan_dir else None},
         scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),

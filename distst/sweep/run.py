@@ -160,12 +160,12 @@ def check_models(sweep: Sweep, dataset_dir) -> None:
     """Build the model once per candidate of every searched model hyperparameter, so that a
     value the model refuses (e.g. hidden_size 0) fails here rather than in a trial."""
     from distst.engine.data import build_bundle
-    from distst.nn.registry import build_model, model_data_keys
+    from distst.nn.registry import build_model
 
     doms = [d for d in sweep.domains if d.key.startswith("model.")]
     if not doms:
         return
-    bundle = build_bundle(sweep.base.data, dataset_dir)
+    bundle = build_bundle(sweep.base.data, dataset_dir, notices=False)  # preflight says it
     for d in doms:
         for value in d.candidates():
             cfg = config_from_dict(set_key(sweep.base_raw, d.key, value))
@@ -174,7 +174,7 @@ def check_models(sweep: Sweep, dataset_dir) -> None:
                 params.setdefault("steps_per_day", bundle.steps_per_day)
             try:
                 build_model(cfg.model.name,
-                            bundle.model_data_kwargs(model_data_keys(cfg.model.name)), params)
+                            bundle.kwargs_for_model(cfg.model.name), params)
             except DiststError as e:
                 raise DiststError(f"search_space key '{d.key}': value {value!r}: {e}") from None
 

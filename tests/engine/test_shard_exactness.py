@@ -94,3 +94,52 @@ def test_diffusion_convolution_is_exact_on_a_directed_graph(tmp_path):
 
     assert worst(kd) < 1e-5
     assert worst(kd - 1) > 1e-4
+
+
+@pytest.mark.parametrize("how", ["max", "sum"])
+def test_chebyshev_models_get_the_symmetrised_whole_graph_operator_on_shards(tmp_path, how):
+    """On a directed graph the engine hands Chebyshev models the symmetrised edges; a shard's
+    inner rows of L~ (built with the plan's whole-graph symmetrised degrees) equal the whole
+    graph's, for both symmetrisation rules, with lambda_max = 'exact' taken from the driver."""
+    from distst.config import Config
+    from distst.data.network import load_network
+    from distst.engine.data import build_bundle
+    from distst.engine.run import _part_bundle, graph_constants
+    from distst.nn.registry import build_model
+
+    net = synth_network(num_nodes=40, days=2, seed=5)
+    rng = np.random.default_rng(1)
+    keep = rng.random(net.num_edges) < 0.6  # a directed graph with one-way edges
+    net.edge_index, net.edge_weight = net.edge_index[:, keep], net.edge_weight[keep]
+    d = save_network(net, tmp_path / "directed")
+    cfg = Config()
+    cfg.data.symmetrize = how
+    cfg.model.name = "gcgru"
+    cfg.model.params = {"hidden_size": 4, "num_layers": 1, "lambda_max": "exact"}
+    whole = build_bundle(cfg.data, d)
+    model = build_model("gcgru", whole.kwargs_for_model("gcgru"), dict(cfg.model.params))
+    full = model.graph()[0].to_dense()
+    constants = graph_constants(cfg, whole)
+    assert 1.0 < constants["lambda_max"] <= 2.0
+    plan, _, _ = make_plan(d, tmp_path / "plan", method="metis", parts=3, halo_hops=1)
+    n = load_network(d).num_nodes
+    for i in range(3):
+        part = _part_bundle(cfg, d, plan, i)
+        part.lambda_max = constants["lambda_max"]
+        local = build_model("gcgru", part.kwargs_for_model("gcgru"), dict(cfg.model.params))
+        op = local.graph()[0].to_dense()
+        ids = torch.as_tensor(part.global_ids)
+        inner = part.num_inner
+        # rows of inner nodes, columns of every local node: the whole graph's entries
+        np.testing.assert_allclose(op[:inner].numpy(), full[ids[:inner]][:, ids].numpy(),
+                                   atol=1e-6)
+        # and nothing of an inner row lies outside the part
+        outside = torch.ones(n, dtype=torch.bool)
+        outside[ids] = False
+        assert float(full[ids[:inner]][:, outside].abs().sum()) == 0.0
+    # without the driver's value a shard refuses 'exact' instead of guessing
+    part = _part_bundle(cfg, d, plan, 0)
+    from distst.errors import DiststError
+
+    with pytest.raises(DiststError, match="WHOLE graph"):
+        build_model("gcgru", part.kwargs_for_model("gcgru"), dict(cfg.model.params))

@@ -111,7 +111,7 @@ def test_rerun_is_byte_identical_and_replaces_atomically(dataset, partition, tmp
     a = write_plan(dataset, partition, 1, tmp_path / "a", quality={"cut": 3, "seconds": 0.123})
     b = write_plan(dataset, partition, 1, tmp_path / "b", quality={"cut": 3, "seconds": 9.9})
     fa, fb = all_files(a), all_files(b)
-    assert len(fa) == 1 + 1 + P * 14 and fa.keys() == fb.keys()  # + in_deg, spatial_attrs
+    assert len(fa) == 1 + 1 + P * 15 and fa.keys() == fb.keys()  # + in_deg, udeg_max, spatial_attrs
     assert all(fa[k] == fb[k] for k in fa), [k for k in fa if fa[k] != fb[k]]
     assert "seconds" not in json.loads(fa["META.json"])["quality"]  # timings kept out
     # an existing plan is replaced as a whole; nothing temporary stays behind

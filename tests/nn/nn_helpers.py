@@ -20,3 +20,15 @@ def permute_graph(edge_index, perm):
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(perm.numel())
     return inv[edge_index]
+
+
+def random_graph(num_nodes: int, num_edges: int, seed: int = 0):
+    """:func:`random_digraph` made undirected (one weight per pair, self loop kept): what the
+    engine hands the Chebyshev models, which refuse a directed graph."""
+    import numpy as np
+
+    from distst.graph.adjacency import symmetrize
+
+    ei, w = random_digraph(num_nodes, num_edges, seed)
+    sei, sw = symmetrize(ei.numpy(), w.numpy(), "max", num_nodes)
+    return torch.as_tensor(np.asarray(sei)), torch.as_tensor(np.asarray(sw))

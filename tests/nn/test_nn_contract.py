@@ -26,7 +26,8 @@ TRAINABLE = [m for m in MODELS if m != "ha"]
 
 
 def _grid():
-    """4-neighbour grid, both directions, distinct weights so that normalisation matters."""
+    """4-neighbour grid, both directions with one weight per pair (the Chebyshev models need
+    an undirected graph), distinct across pairs so that normalisation matters."""
     src, dst = [], []
     for r in range(H):
         for c in range(W):
@@ -38,7 +39,7 @@ def _grid():
                     dst += [j, i]
     ei = torch.tensor([src, dst])
     g = torch.Generator().manual_seed(0)
-    ew = torch.rand(ei.shape[1], generator=g) * 0.8 + 0.2
+    ew = (torch.rand(ei.shape[1] // 2, generator=g) * 0.8 + 0.2).repeat_interleave(2)
     coords = torch.tensor([[r, c] for r in range(H) for c in range(W)], dtype=torch.float64)
     attrs = torch.randn(N, 5, generator=g)
     return ei, ew, coords, attrs

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from nn_helpers import random_digraph
+from nn_helpers import random_graph
 from torch_geometric.nn import ChebConv
 
 from distst.errors import DiststError
@@ -15,7 +15,7 @@ from distst.nn.gcgru import GraphOperator, cheb_features
 @pytest.mark.parametrize("normalization", ["sym", "rw"])
 def test_sparse_cheb_features_equal_dense_recursion(normalization):
     n, b, f, K = 12, 3, 4, 4
-    ei, ew = random_digraph(n, 40)
+    ei, ew = random_graph(n, 40)
     op = graphops.cheb_operator(ei, ew, n, normalization)
     x = torch.randn(n, b, f, dtype=torch.float64)  # node-major [N, B, F]
     feats = cheb_features(op.to(torch.float64), None, x, K).view(n, b, K, f)
@@ -31,7 +31,7 @@ def test_sparse_cheb_features_equal_dense_recursion(normalization):
 @pytest.mark.parametrize("normalization", ["sym", "rw"])
 def test_cheb_conv_equals_pyg_chebconv(normalization):
     n, b, fin, fout, K = 12, 4, 3, 5, 3
-    ei, ew = random_digraph(n, 40, seed=1)
+    ei, ew = random_graph(n, 40, seed=1)
     conv = ChebConv(fin, fout, K, normalization=normalization)
     torch.nn.init.normal_(conv.bias)
     x = torch.randn(b, n, fin)
@@ -49,7 +49,7 @@ def test_cheb_conv_equals_pyg_chebconv(normalization):
 
 def test_backward_through_sparse_product_matches_dense():
     n, K = 12, 3
-    ei, ew = random_digraph(n, 40, seed=2)
+    ei, ew = random_graph(n, 40, seed=2)
     a, a_t = GraphOperator(ei, ew, n, "sym")()
     x = torch.randn(n, 2, 3, requires_grad=True)
     g = torch.randn(n * 2, K * 3)
@@ -62,7 +62,7 @@ def test_backward_through_sparse_product_matches_dense():
 
 
 def test_operator_buffers_are_non_persistent_and_copyable():
-    ei, ew = random_digraph(12, 40)
+    ei, ew = random_graph(12, 40)
     mod = GraphOperator(ei, ew, 12, "sym")
     assert mod.state_dict() == {}  # never saved, never DDP-broadcast
     assert len(list(mod.buffers())) == 6

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from nn_helpers import permute_graph, random_digraph
+from nn_helpers import permute_graph, random_graph
 
 from distst.config import read_yaml
 from distst.errors import DiststError
@@ -33,7 +33,7 @@ def make(name, ei, ew, attrs, n=N, **kw):
 
 @pytest.fixture
 def graph():
-    return random_digraph(N, 26, seed=5)
+    return random_graph(N, 26, seed=5)
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_scales_follow_the_attributes(name):
     equal forecasts; changing the attributes of the second copy makes them differ."""
     torch.manual_seed(1)
     half = 5
-    ei0, ew0 = random_digraph(half, 12, seed=2)
+    ei0, ew0 = random_graph(half, 12, seed=2)
     ei = torch.cat([ei0, ei0 + half], dim=1)
     ew = torch.cat([ew0, ew0])
     a0 = torch.randn(half, A)

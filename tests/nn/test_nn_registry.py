@@ -8,8 +8,8 @@ from distst.nn import MODELS, build_model, model_param_defaults, model_param_nam
 from distst.nn.registry import _accepts, model_class
 
 DATA = dict(num_nodes=5, input_dim=3, output_dim=1, input_len=4, horizon=2,
-            edge_index=torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]]),
-            edge_weight=torch.ones(4))
+            edge_index=torch.tensor([[0, 1, 2, 3, 1, 2, 3, 4], [1, 2, 3, 4, 0, 1, 2, 3]]),
+            edge_weight=torch.ones(8))  # a path, both directions (Chebyshev models need it)
 
 
 @pytest.mark.parametrize("name", ["ha", "gru", "gcgru"])
@@ -23,7 +23,8 @@ def test_every_model_builds_from_the_same_data_kwargs(name):
 def test_params_are_applied_and_listed():
     model = build_model("gcgru", DATA, {"K": 2, "hidden_size": 7, "num_layers": 1})
     assert (model.K, model.hidden_size, model.num_layers) == (2, 7, 1)
-    assert model_param_names("gcgru") == ["K", "hidden_size", "num_layers", "normalization", "node_embedding_dim"]
+    assert model_param_names("gcgru") == ["K", "hidden_size", "num_layers", "normalization",
+                                          "lambda_max", "node_embedding_dim"]
     assert model_param_defaults("gru") == {"hidden_size": 64, "num_layers": 2}
     assert model_param_defaults("ha") == {"weekly": True}
     y = model(torch.randn(2, 4, 5, 3))

@@ -3,7 +3,7 @@ Chebyshev reference, shard exactness with whole-graph degrees, parameter count, 
 
 import pytest
 import torch
-from nn_helpers import permute_graph, random_digraph
+from nn_helpers import permute_graph, random_graph
 
 from distst.errors import DiststError
 from distst.nn import graphops
@@ -24,7 +24,7 @@ def one_thread():
 
 def _model(n=10, seed=0, **kw):
     torch.manual_seed(seed)
-    ei, ew = random_digraph(n, 3 * n, seed=seed)
+    ei, ew = random_graph(n, 3 * n, seed=seed)
     args = dict(num_nodes=n, input_dim=2, output_dim=1, input_len=12, horizon=3,
                 edge_index=ei, edge_weight=ew, **SMALL)
     args.update(kw)
@@ -95,7 +95,7 @@ def test_too_short_input_len_is_a_clear_error():
 @pytest.mark.parametrize("K", [1, 2, 3, 4])
 def test_graph_conv_equals_dense_cheb_reference(c_in, c_out, K):
     n, m = 11, 4
-    ei, ew = random_digraph(n, 35, seed=K)
+    ei, ew = random_graph(n, 35, seed=K)
     op, op_t = ChebGraph(ei, ew, n, "sym")()
     conv = ChebConv(c_in, c_out, K).double()
     torch.nn.init.normal_(conv.bias)
@@ -151,7 +151,7 @@ def test_shard_with_whole_graph_degrees_matches_full_graph():
 
 
 def test_parameter_count_and_registry():
-    ei, ew = random_digraph(10, 30)
+    ei, ew = random_graph(10, 30)
     m = build_model("stgcn", dict(num_nodes=10, input_dim=2, output_dim=1, input_len=12,
                                   horizon=12, edge_index=ei, edge_weight=ew,
                                   out_degree=None, spatial_attrs=None), {})

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+
 from scipy.sparse.csgraph import connected_components
 
 from distst.data.formats import read_graph
 from distst.data.network import save_network
+from distst.graph.adjacency import symmetrize
 from distst.data.synth import synth_network
 from distst.errors import DiststError
 from distst.graph.partition import partition_graph
@@ -127,7 +129,7 @@ def test_overfits_a_tiny_fixed_batch():
 
 
 def test_plain_version_is_exactly_the_gcgru_backbone():
-    """levels=0, dilation=1: the module IS a 3-layer GCGRU -- the same state-dict keys and
+    """levels=0, dilation=1 (no layer norm): the module IS a 3-layer GCGRU -- the same keys and
     shapes (strict load both ways), the same outputs and the same gradients."""
     ei, ew = _grid()
 
@@ -137,7 +139,7 @@ def test_plain_version_is_exactly_the_gcgru_backbone():
     torch.manual_seed(0)
     plain = STUNet(num_nodes=N, input_dim=F_IN, output_dim=F_OUT, input_len=T_IN,
                    horizon=T_OUT, edge_index=ei, edge_weight=ew, coarsening=no_call,
-                   K=3, hidden_size=HID, levels=0, dilation=1)
+                   K=3, hidden_size=HID, levels=0, dilation=1, layer_norm=False)
     torch.manual_seed(1)
     ref = GCGRU(num_nodes=N, input_dim=F_IN, output_dim=F_OUT, input_len=T_IN, horizon=T_OUT,
                 edge_index=ei, edge_weight=ew, K=3, hidden_size=HID, num_layers=3)
@@ -272,6 +274,28 @@ def test_switches_change_parameters_or_outputs_as_expected():
     assert deep(x).shape == (B, T_OUT, N, F_OUT)
 
 
+def test_layer_norm_switch_changes_the_output_and_adds_only_gains_and_biases():
+    """Sec. 4.2's layer normalisation: per node over the H features of every layer output
+    that feeds on (2 D of the encoder's 2 D + 1 layers, all of the decoder's)."""
+    x, _ = _batch()
+    on, off = _model(levels=2, dilation=2), _model(levels=2, dilation=2, layer_norm=False)
+    assert on.layer_norm and not off.layer_norm  # the paper's setting is the default
+    assert _nparams(on) - _nparams(off) == (2 + 3) * 2 * HID
+    on.load_state_dict(off.state_dict(), strict=False)  # same GCGRU weights
+    with torch.no_grad():
+        assert not torch.allclose(on(x), off(x), atol=1e-4)
+        # each node is normalised on its own: a node's layer output has mean 0, var 1 over H
+        h = torch.randn(N, B, HID) * 5 + 3
+        z = on.dec_norm[0](h)
+        torch.testing.assert_close(z.mean(-1), torch.zeros(N, B), atol=1e-5, rtol=0)
+        # and scaling one node's features leaves every other node's normalised output alone
+        h2 = h.clone()
+        h2[0] *= 7
+        torch.testing.assert_close(on.dec_norm[0](h2)[1:], z[1:])
+    with pytest.raises(DiststError, match="layer_norm"):
+        _model(levels=0, layer_norm="yes")
+
+
 def test_coarsening_is_asked_once_for_depth_times_levels():
     ei, ew = _grid()
     c = gpa_coarsening(ei, ew, N)
@@ -305,9 +329,11 @@ def test_metr_la_graph_halves_per_level():
     g = read_graph("metr-la", DATA / "metr-la")
     n = g.num_nodes
     torch.manual_seed(0)
+    # METR-LA's pickle is directed; the engine symmetrises it for Chebyshev models
+    ei, ew = symmetrize(g.edge_index, g.edge_weight, "max", n)
     model = STUNet(num_nodes=n, input_dim=2, output_dim=1, input_len=4, horizon=2,
-                   edge_index=g.edge_index, edge_weight=g.edge_weight,
-                   coarsening=gpa_coarsening(g.edge_index, g.edge_weight, n),
+                   edge_index=ei, edge_weight=ew,
+                   coarsening=gpa_coarsening(ei, ew, n),
                    K=3, hidden_size=4, levels=2, dilation=2)
     n1 = model.stage_nodes[1]
     assert n / 4 <= n1 < n / 2  # Eq. 4: N' ~ N / 2^p (unmatched nodes stay single)

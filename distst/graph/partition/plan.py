@@ -14,6 +14,9 @@
         edge_weight_sym.npy float32 [E_local]: D^-1/2 A D^-1/2 entries of the WHOLE graph
         deg.npy          float64 [n_local]: whole-graph (out-)degrees of the local nodes
         in_deg.npy       float64 [n_local]: whole-graph in-degrees (random-walk diffusion)
+        udeg_max.npy     float64 [n_local]: whole-graph degrees of the graph symmetrised with
+                         max(w_ij, w_ji) (Chebyshev models, data.symmetrize=max; the "sum"
+                         rule's degree is deg + in_deg)
         spatial_attrs.npy float32 [n_local, A]: distst.graph.spatial attributes computed on
                          the WHOLE graph (road distances reach past any halo), when the
                          dataset has any; names in META.json "spatial_attr_names"
@@ -70,12 +73,13 @@ from distst.data.network import (
     write_static_files,
 )
 from distst.errors import DiststError
+from distst.graph.adjacency import undirected_degree
 from distst.graph.partition.base import Partition
 from distst.graph.partition.halo import halo_adjacency, k_hop_halo
 from distst.graph.spatial import spatial_attributes
 
 PLAN_FORMAT = "distst-partition-plan"
-PLAN_VERSION = 3
+PLAN_VERSION = 4
 META_NAME = "META.json"
 PART_META = "part.json"
 # values.npy hashing: files up to _FULL_HASH_LIMIT are hashed whole, larger ones sampled.
@@ -129,6 +133,12 @@ class PartData:
     edge_weight_sym: np.ndarray  # float32 [E_local]
     deg: np.ndarray  # float64 [n_local]
     in_deg: np.ndarray | None = None  # float64 [n_local]
+    udeg_max: np.ndarray | None = None  # float64 [n_local]
+
+    @property
+    def undirected_degree(self) -> dict:
+        """Whole-graph degrees of the local nodes in the symmetrised graph, per rule."""
+        return {"max": self.udeg_max, "sum": self.deg + self.in_deg}
     spatial_attrs: np.ndarray | None = None  # float32 [n_local, A], whole-graph standardised
 
     @property
@@ -308,6 +318,7 @@ def write_plan(
     keep = ei[0] != ei[1]
     in_deg = np.bincount(ei[1][keep], weights=ew[keep].astype(np.float64),
                          minlength=n).astype(np.float64)
+    udeg_max = undirected_degree(ei, ew, n, how="max")
     spatial = None
     if net.node_attrs is not None or net.coords is not None or ei.shape[1] > 0:
         spatial = spatial_attributes(net)
@@ -346,6 +357,7 @@ def write_plan(
             np.save(d / "edge_weight_sym.npy", sym[eids])
             np.save(d / "deg.npy", deg[nodes])
             np.save(d / "in_deg.npy", in_deg[nodes])
+            np.save(d / "udeg_max.npy", udeg_max[nodes])
             if spatial is not None:
                 np.save(d / "spatial_attrs.npy", spatial.values[nodes])
         _write_part_values(net, dataset / "values.npy", [pt["nodes"] for pt in parts], tmp)
@@ -511,6 +523,7 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
         sym = np.load(d / "edge_weight_sym.npy")
         deg = np.load(d / "deg.npy")
         in_deg = np.load(d / "in_deg.npy")
+        udeg_max = np.load(d / "udeg_max.npy")
         spatial = (np.load(d / "spatial_attrs.npy") if (d / "spatial_attrs.npy").exists()
                    else None)
     except (OSError, ValueError) as exc:
@@ -526,12 +539,13 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
         raise DiststError(f"part {part} of plan {plan}: {exc} ({fix})") from None
     if network.num_nodes != nodes.size or sym.shape != (network.num_edges,) \
             or deg.shape != (nodes.size,) or in_deg.shape != (nodes.size,) \
+            or udeg_max.shape != (nodes.size,) \
             or (spatial is not None and spatial.shape[0] != nodes.size):
         raise DiststError(f"part {part} of plan {plan}: files disagree on the node/edge counts; "
                           f"the plan is corrupt: {fix}")
     return PartData(part=int(part), path=d, nodes=nodes.astype(np.int64),
                     num_inner=int(info["num_inner"]), network=network, edge_weight_sym=sym,
-                    deg=deg, in_deg=in_deg, spatial_attrs=spatial)
+                    deg=deg, in_deg=in_deg, udeg_max=udeg_max, spatial_attrs=spatial)
 
 
 def verify_plan(plan_dir: str | Path, dataset_dir: str | Path | None = None) -> PlanMeta:

@@ -1,8 +1,9 @@
 """The undirected graph every partitioner works on, and the quality figures of a partition.
 
 Partitioning is about *undirected* affinity: whether sensor ``i`` feeds ``j`` or ``j`` feeds
-``i``, cutting the pair costs communication either way. :func:`undirected_csr` is therefore the
-one definition of "the symmetrised graph" shared by METIS, GPA and the quality report:
+``i``, cutting the pair costs communication either way. :func:`distst.graph.adjacency.undirected_csr`
+is therefore the one definition of "the symmetrised graph" shared by METIS, GPA, the quality
+report and the Chebyshev graph models:
 
 * self loops are dropped (they never cross a part boundary);
 * duplicate ``i -> j`` entries are summed first (an edge list may repeat a row);
@@ -22,79 +23,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from distst.errors import DiststError
-
-SYMMETRIZE_HOWS = ("max", "sum")
-
-
-def check_graph(edge_index, edge_weight, num_nodes, origin: str = "partition"):
-    """Validate and return ``(edge_index int64 [2, E], edge_weight float64 [E], num_nodes)``.
-
-    ``edge_weight=None`` means every edge has weight 1. Weights must be finite and >= 0.
-    """
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, np.integer)) \
-            or num_nodes < 1:
-        raise DiststError(f"{origin}: num_nodes={num_nodes!r} must be an integer >= 1; "
-                          "pass the number of sensors of the network")
-    n = int(num_nodes)
-    ei = np.asarray(edge_index)
-    if ei.size == 0:
-        ei = ei.reshape(2, 0)
-    if ei.ndim != 2 or ei.shape[0] != 2:
-        raise DiststError(f"{origin}: edge_index must have shape [2, E], got {ei.shape}; "
-                          "pass rows (source ids, target ids)")
-    if ei.size and not np.issubdtype(ei.dtype, np.integer):
-        raise DiststError(f"{origin}: edge_index must hold integer node ids, got {ei.dtype}")
-    ei = ei.astype(np.int64, copy=False)
-    if ei.size and (ei.min() < 0 or ei.max() >= n):
-        raise DiststError(
-            f"{origin}: edge_index holds node ids {int(ei.min())}..{int(ei.max())} but the "
-            f"graph has num_nodes={n} (valid ids 0..{n - 1}); fix num_nodes or the edge list")
-    if edge_weight is None:
-        w = np.ones(ei.shape[1], dtype=np.float64)
-    else:
-        w = np.asarray(edge_weight, dtype=np.float64).reshape(-1)
-        if w.shape[0] != ei.shape[1]:
-            raise DiststError(f"{origin}: edge_weight has {w.shape[0]} entries but edge_index "
-                              f"has {ei.shape[1]} edges; pass one weight per edge")
-        if w.size and (not np.all(np.isfinite(w)) or w.min() < 0):
-            raise DiststError(f"{origin}: edge weights must be finite and >= 0 (got min "
-                              f"{np.nanmin(w) if np.isfinite(w).any() else w[0]!r}); "
-                              "fix the adjacency (NaN/inf/negative entries)")
-    return ei, w, n
-
-
-def undirected_csr(edge_index, edge_weight, num_nodes: int, how: str = "max") -> sp.csr_matrix:
-    """Symmetric CSR ``[N, N]`` float64 of the undirected graph (see the module docstring).
-
-    Edges of weight 0 are kept as explicit entries: they still connect nodes (a halo or a
-    connected-component count must see them), they just cost nothing to cut.
-    """
-    if how not in SYMMETRIZE_HOWS:
-        raise DiststError(f"partition: unknown symmetrize {how!r}; choose one of "
-                          f"{', '.join(SYMMETRIZE_HOWS)}")
-    ei, w, n = check_graph(edge_index, edge_weight, num_nodes)
-    keep = ei[0] != ei[1]
-    A = sp.csr_matrix((w[keep], (ei[0][keep], ei[1][keep])), shape=(n, n))
-    A.sum_duplicates()  # repeated rows of an edge list add up
-    # Shift every stored weight by +1 so that no entry of the results below is 0: scipy's
-    # sparse max / add prune zeros, and a zero-weight edge must survive. A missing direction
-    # is absent (0), so max(w_ij + 1, absent) = w_ij + 1 and the shift is undone exactly.
-    A.data = A.data + 1.0
-    if how == "max":
-        S = A.maximum(A.T.tocsr())
-        S.sort_indices()
-        S.data -= 1.0
-    else:
-        ones = A.copy()
-        ones.data = np.ones_like(ones.data)
-        S = A + A.T.tocsr()
-        count = ones + ones.T.tocsr()  # 1 or 2 directions present; same pattern as S
-        S.sort_indices()
-        count.sort_indices()
-        S.data -= count.data
-    S.indices = S.indices.astype(np.int64, copy=False)
-    S.indptr = S.indptr.astype(np.int64, copy=False)
-    return S
+# The one definition of the symmetrised graph lives with the other graph builders; partitioners
+# and models (through the engine) read the same one.
+from distst.graph.adjacency import SYMMETRIZE_HOWS, check_graph, undirected_csr  # noqa: F401
 
 
 def num_components(adj: sp.csr_matrix) -> int:

@@ -16,12 +16,17 @@ norm clipped at 5, the checkpoint with the best validation MAE evaluated on the 
 Prints MAE / RMSE / MAPE at 15 / 30 / 60 min and their average per model, and HA's.
 
     .venv/bin/python scripts/bench_accuracy.py --dataset los-loop --epochs 20 [--models ...]
-        [--seeds 0 1] [--set key=value ...] [--out FILE]
+        [--seeds 0 1 2] [--jobs 2 --threads 1] [--set key=value ...] [--out FILE]
+
+Each (model, seed) result is cached under ``--workdir/results/`` (keyed by its exact command),
+so a study can be extended with more seeds or models without re-training what exists. Cells
+are the mean over seeds ± the sample standard deviation.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +66,16 @@ def run(cmd: list[str]) -> str:
 
 
 def parse_model(entry: str) -> tuple[str, str, list[str]]:
-    """``NAME`` or ``LABEL@NAME:key=value,...`` -> (label, model name, --set overrides)."""
+    """``NAME`` or ``LABEL@NAME:key=value,...`` -> (label, model name, --set overrides).
+
+    A key without a dot is a model parameter (``levels=0`` -> ``model.params.levels=0``); a
+    key with a dot is passed as is (``train.loss_scale=original``)."""
     if "@" not in entry:
         return entry, entry, []
     label, _, rest = entry.partition("@")
     model, _, spec = rest.partition(":")
-    sets = [f"model.params.{kv.strip()}" for kv in spec.split(",") if kv.strip()]
+    sets = [kv if "." in kv.partition("=")[0] else f"model.params.{kv}"
+            for kv in (kv.strip() for kv in spec.split(",")) if kv]
     return label, model, sets
 
 
@@ -77,12 +87,15 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", default=None,
                     help="default: every registered trainable model; a variant is "
                          "LABEL@MODEL:key=value,key=value (model.params overrides), e.g. "
-                         "plain@stunet:levels=0,dilation=1")
+                         "plain@stunet:levels=0,dilation=1; dotted keys are passed as "
+                         "is: old@stunet:train.loss_scale=original")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.005)
     ap.add_argument("--cl-decay", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="training runs at once (give each --threads cores)")
     ap.add_argument("--size", choices=["preset", "small"], default="preset")
     ap.add_argument("--set", action="append", default=[], help="override for every run")
     ap.add_argument("--workdir", default=None)
@@ -113,51 +126,77 @@ def main(argv=None) -> int:
               "train.grad_clip=5.0", f"train.patience={args.epochs}",
               f"train.threads={args.threads}", "train.progress=false",
               f"runtime.storage={work / 'runs'}"]
-    results: dict[str, list[dict]] = {}
-    ha = None
-    secs: dict[str, list[float]] = {}
+    # One job per (model variant, seed); each result is cached as JSON in the work directory so
+    # that an interrupted or extended study (more seeds, more models) reruns only what is new.
+    jobs = []
     for entry in models:
         name, model, variant = parse_model(entry)
+        cfg = work / f"{name}.yaml"
+        cfg.write_text(f"include:\n  - {base}\n  - {ROOT / 'configs' / 'models' / model}.yaml\n")
+        sized = [f"model.params.{k}={json.dumps(v)}"
+                 for k, v in (SMALL.get(model, {}) if args.size == "small" else {}).items()]
         for seed in args.seeds:
-            cfg = work / f"{name}.yaml"
-            cfg.write_text(f"include:\n  - {base}\n  - {ROOT / 'configs' / 'models' / model}.yaml\n")
             cmd = [py, "-m", "distst.cli", "train", str(cfg), "--local"]
-            sized = [f"model.params.{k}={json.dumps(v)}"
-                     for k, v in (SMALL.get(model, {}) if args.size == "small" else {}).items()]
             for o in data_over + budget + sized + variant + [f"train.seed={seed}"] + args.set:
                 cmd += ["--set", o]
+            key = hashlib.sha256(json.dumps(cmd[3:]).encode()).hexdigest()[:12]
+            jobs.append((name, seed, cmd, work / "results" / f"{name}-s{seed}-{key}.json"))
+    (work / "results").mkdir(exist_ok=True)
+
+    def one(job) -> dict | None:
+        name, seed, cmd, cache = job
+        if cache.exists():
+            rec = json.loads(cache.read_text())
+        else:
             t0 = time.perf_counter()
             try:
                 out = run(cmd)
             except RuntimeError as exc:
                 print(f"{name} seed {seed}: {exc}", file=sys.stderr, flush=True)
-                continue
-            secs.setdefault(name, []).append(time.perf_counter() - t0)
+                return None
             run_dir = Path(out.strip().splitlines()[-1].split("run directory: ")[1])
             final = json.loads((run_dir / "test_metrics.json").read_text())
-            results.setdefault(name, []).append(final["test"])
-            ha = final.get("ha") or ha
-            t = final["test"]
-            print(f"{name} seed {seed}: avg MAE {t['avg']['mae']:.3f} "
-                  f"({secs[name][-1]:.0f} s)", flush=True)
+            rec = {"test": final["test"], "ha": final.get("ha"),
+                   "secs": time.perf_counter() - t0}
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rec))
+            tmp.rename(cache)
+        print(f"{name} seed {seed}: avg MAE {rec['test']['avg']['mae']:.3f} "
+              f"({rec['secs']:.0f} s)", flush=True)
+        return rec
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        recs = list(pool.map(one, jobs))
+    results: dict[str, list[dict]] = {}
+    secs: dict[str, list[float]] = {}
+    ha = None
+    for (name, _seed, _cmd, _cache), rec in zip(jobs, recs):
+        if rec is None:
+            continue
+        results.setdefault(name, []).append(rec["test"])
+        secs.setdefault(name, []).append(rec["secs"])
+        ha = rec["ha"] or ha
 
     def cell(tests: list[dict], h: str, m: str) -> str:
         vals = [t[h][m] for t in tests if h in t]
         if not vals:
             return "-"
-        mean = statistics.mean(vals)  # MAPE is reported in percent already
-        return f"{mean:.2f}" if m == "mape" else f"{mean:.3f}"
+        fmt = "{:.2f}" if m == "mape" else "{:.3f}"  # MAPE is reported in percent already
+        text = fmt.format(statistics.mean(vals))
+        if len(vals) > 1:  # sample standard deviation over seeds
+            text += " ± " + fmt.format(statistics.stdev(vals))
+        return text
 
     cols = [*HORIZONS, "avg"]
-    head = ("| model | " + " | ".join(f"MAE / RMSE / MAPE% {h}" for h in cols)
-            + " | train s |\n|---|" + "---|" * len(cols) + "---:|")
+    head = ("| model | seeds | " + " | ".join(f"MAE / RMSE / MAPE% {h}" for h in cols)
+            + " | train s |\n|---|---:|" + "---|" * len(cols) + "---:|")
     rows = []
     for name, tests in results.items():
-        rows.append(f"| {name} | " + " | ".join(
+        rows.append(f"| {name} | {len(tests)} | " + " | ".join(
             f"{cell(tests, h, 'mae')} / {cell(tests, h, 'rmse')} / {cell(tests, h, 'mape')}"
             for h in cols) + f" | {statistics.mean(secs[name]):.0f} |")
     if ha:
-        rows.append("| HA | " + " | ".join(
+        rows.append("| HA | - | " + " | ".join(
             f"{cell([ha], h, 'mae')} / {cell([ha], h, 'rmse')} / {cell([ha], h, 'mape')}"
             for h in cols) + " | - |")
     what = ("Los-loop (207 sensors, 1 week)" if args.dataset == "los-loop"
@@ -165,7 +204,7 @@ def main(argv=None) -> int:
     text = "\n".join([
         f"{what}; budget: {args.epochs} epochs, Adam lr {args.lr} (x0.3 at epoch {milestone}), "
         f"batch 64, scheduled sampling decay {args.cl_decay} batches, clip 5, best-val "
-        f"checkpoint; seeds {args.seeds} (mean); sizes: "
+        f"checkpoint; seeds {args.seeds} (mean ± sample std over seeds); sizes: "
         f"{'paper presets' if args.size == 'preset' else 'small (scripts/bench_accuracy.py SMALL)'}; "
         f"{platform.machine()} {os.cpu_count()} CPUs, {args.threads} threads; extra: "
         f"{args.set or 'none'}",

@@ -166,12 +166,10 @@ class SensorNetwork:
             sums += np.nansum(block, axis=(0, 1))
             count += (~nan).sum(axis=(0, 1))
         ts = self.timestamps.astype("datetime64[ns]")
-        ei = np.asarray(self.edge_index, dtype=np.int64).reshape(2, -1)
-        off = ei[0] != ei[1]
+        from distst.graph.adjacency import one_way_edges
+
         # Chebyshev models symmetrise a directed graph (data.symmetrize); say that it is one
-        n = np.int64(max(self.num_nodes, 1))
-        code = np.unique(ei[0][off] * n + ei[1][off])
-        one_way = int((~np.isin((code % n) * n + code // n, code)).sum())
+        one_way, _ = one_way_edges(self.edge_index, self.num_nodes)
         return {
             "name": self.name,
             "nodes": self.num_nodes,

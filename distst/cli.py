@@ -121,7 +121,14 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         print(f"start: {pd.Timestamp(src['start'])} ({how})")
     elif net.num_steps:
         print(f"start: {pd.Timestamp(int(net.timestamps[0]))} (from the file's timestamps)")
-    out = save_network(net, args.out)
+    from distst.graph.adjacency import linked_edges
+
+    if not linked_edges(net.edge_index, net.edge_weight):
+        print(f"WARNING: the graph has no edge between two sensors ({net.num_edges} edges, all "
+              "self-loops or weight 0): graph models would degenerate to per-node models, and "
+              "'distst train' refuses them on this dataset unless data.allow_empty_graph=true. "
+              "Check the graph file and its options (threshold, matrix kind).", file=sys.stderr)
+    out = save_network(net, args.out, inputs=[args.path])
     print(f"wrote {net.num_nodes} nodes x {net.num_steps} steps x {net.num_channels} channels, "
           f"{net.num_edges} edges to {out}")
     return 0

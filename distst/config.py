@@ -64,6 +64,9 @@ class DataConfig:
     #: HyperST-GCGRU) symmetrise a directed one: "max" (w = max(w_ij, w_ji)) or "sum"
     #: (w_ij + w_ji); DCRNN keeps the directions. Partitioners always use "max".
     symmetrize: str = "max"
+    #: train a graph model (GCGRU, DCRNN, STGCN, ST-UNet, HyperST graph RNNs) on a graph with
+    #: no edges between sensors, where it degenerates to a per-node model; refused otherwise
+    allow_empty_graph: bool = False
     #: value in the targets that means "missing" besides NaN: "nan" or a number (e.g. 0)
     null_value: str = "nan"
     scaler: str = "standard"
@@ -204,6 +207,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -277,6 +286,22 @@ def validate(cfg: Config) -> None:
     if cfg.train.loss_scale not in LOSS_SCALES:
         raise DiststError(f"config key 'train.loss_scale': unknown scale {cfg.train.loss_scale!r}; "
                           f"choices: {', '.join(LOSS_SCALES)}")
+    for key, val in (("train.lr", cfg.train.lr), ("runtime.cpus_per_worker",
+                                                   cfg.runtime.cpus_per_worker)):
+        # NaN fails every comparison, so `not val > 0` refuses it too
+        if not (math.isfinite(val) and val > 0):
+            raise DiststError(f"config key '{key}' must be a finite number > 0, got {val}")
+    if not (math.isfinite(cfg.train.weight_decay) and cfg.train.weight_decay >= 0):
+        raise DiststError(f"config key 'train.weight_decay' must be a finite number >= 0, got "
+                          f"{cfg.train.weight_decay}")
+    if not (math.isfinite(cfg.train.grad_clip) and cfg.train.grad_clip >= 0):
+        raise DiststError(f"config key 'train.grad_clip' must be a finite number >= 0 "
+                          f"(0 = no clipping), got {cfg.train.grad_clip}")
+    if cfg.train.patience < 1:
+        raise DiststError(f"config key 'train.patience' must be >= 1 (epochs without a better "
+                          f"validation MAE before stopping), got {cfg.train.patience}; to "
+                          "never stop early set it to train.epochs")
+    check_run_name(cfg.runtime.name)
     if not cfg.train.adam_eps > 0:
         raise DiststError(f"config key 'train.adam_eps' must be > 0, got {cfg.train.adam_eps}")
     if cfg.partition.parts < 1:
@@ -314,6 +339,19 @@ def validate(cfg: Config) -> None:
                           f"{s.grid}")
     if not cfg.model.name:
         raise DiststError("config key 'model.name' is empty; name a model, e.g. gcgru")
+
+
+def check_run_name(name: str, key: str = "runtime.name") -> None:
+    """A run name is one folder under runtime.storage: no separators, no '..', no hidden
+    names, so that a run can never be written outside its storage root."""
+    if not name:
+        return
+    bad = ("/" in name or "\\" in name or name in (".", "..") or name.startswith(".")
+           or "\0" in name)
+    if bad:
+        raise DiststError(f"config key '{key}': {name!r} is not a plain folder name (no '/', "
+                          "'\\', leading '.' or '..'); runs are always written as one folder "
+                          "under runtime.storage, e.g. runtime.name=gcgru-test")
 
 
 def null_value(data: DataConfig) -> float:

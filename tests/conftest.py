@@ -9,6 +9,12 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# sweep manifests are signed with a per-user key; tests (and the drivers they spawn) use a
+# throw-away one instead of creating ~/.config/distst/sweep.key
+import tempfile  # noqa: E402
+
+os.environ.setdefault("DISTST_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="distst-key-"),
+                                                      "sweep.key"))
 
 import pytest  # noqa: E402
 

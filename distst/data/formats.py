@@ -110,6 +110,7 @@ from __future__ import annotations
 import glob
 import inspect
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -262,8 +263,13 @@ def _match_ids(series_ids: list[str], graph_ids: list[str], series_file, graph_f
             f"{graph_file} has {len(graph_ids)}; only in the series: {only_s[:5]}, only in the "
             f"graph: {only_g[:5]}; use the series and graph files of the same dataset"
         )
-    if len(set(series_ids)) != len(series_ids):
-        raise DiststError(f"{series_file}: sensor ids repeat in the series columns; keep one column per sensor")
+    first: dict[str, int] = {}
+    for i, sid in enumerate(series_ids):
+        if sid in first:
+            raise DiststError(f"{series_file}: sensor id {sid!r} appears twice in the series "
+                              f"columns (columns {first[sid] + 1} and {i + 1}); keep one column "
+                              "per sensor")
+        first[sid] = i
     pos = {s: i for i, s in enumerate(series_ids)}
     return np.array([pos[g] for g in graph_ids], dtype=np.int64)
 
@@ -277,6 +283,7 @@ def _finish(name: str, fmt: str, values: np.ndarray, timestamps: np.ndarray,
             f"{series_file}: the series has {n} sensors but the graph has {graph.num_nodes}; "
             "use the series and graph files of the same dataset"
         )
+    _check_finite(values, timestamps, graph.node_ids, channels, series_file)
     src = dict(graph.source)
     src.update(source)
     src["format"] = fmt
@@ -290,11 +297,73 @@ def _finish(name: str, fmt: str, values: np.ndarray, timestamps: np.ndarray,
     return net
 
 
+def _check_finite(values: np.ndarray, timestamps: np.ndarray, node_ids, channels,
+                  series_file) -> None:
+    """Refuse +-inf in a series: NaN means "missing" in distst, but an infinite reading is
+    a broken file, and it would turn every mean, scaler and metric into inf or NaN."""
+    v = values if values.ndim == 3 else values[..., None]  # [T, N, C]
+    inf = np.isinf(v)
+    if not inf.any():
+        return
+    where = np.argwhere(inf)
+    t, n, c = (int(i) for i in where[0])
+    stamp = pd.Timestamp(int(timestamps[t])) if len(timestamps) > t else "?"
+    chan = f", channel {channels[c]!r}" if len(channels) > 1 else ""
+    raise DiststError(
+        f"{series_file}: {len(where)} infinite value(s), the first at data row {t + 1} "
+        f"(time {stamp}), column {str(node_ids[n])!r}{chan}: {v[t, n, c]}; fix or blank "
+        "those cells (an empty cell or NaN marks a missing reading)"
+    )
+
+
+def _edge_lines(p: Path) -> tuple[str, str]:
+    """First and last non-empty line of a text file (the last one read from the end, so a
+    large file is not scanned twice)."""
+    with open(p, "rb") as f:
+        head = f.readline()
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - (1 << 16)))
+        tail = f.read()
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    try:
+        return head.decode().strip(), (lines[-1].decode().strip() if lines else "")
+    except UnicodeDecodeError:
+        raise DiststError(f"{p}: is not a text CSV file (undecodable bytes); check that this "
+                          "is the right file") from None
+
+
+def _check_csv_shape(p: Path, header: bool) -> None:
+    """Refuse what pandas would silently absorb: repeated column names (renamed to 'x.1')
+    and a last row cut short (its missing cells become NaN)."""
+    import csv
+
+    first, last = _edge_lines(p)
+    if not first:
+        return
+    cols = next(csv.reader([first]))
+    if header:
+        seen: dict[str, int] = {}
+        for i, name in enumerate(c.strip() for c in cols):
+            if name in seen:
+                raise DiststError(
+                    f"{p}: column {name!r} appears twice (columns {seen[name] + 1} and {i + 1}); "
+                    "every sensor must have exactly one column. Remove or rename one")
+            seen[name] = i
+    fields = next(csv.reader([last])) if last else cols
+    if last and last != first and len(fields) < len(cols):
+        raise DiststError(
+            f"{p}: the last row has {len(fields)} fields but the "
+            f"{'header' if header else 'first row'} has {len(cols)}: the file was cut short "
+            "(an interrupted download or copy?). Get the complete file, or delete that row")
+
+
 def _read_csv(p: Path, **kw) -> pd.DataFrame:
+    _check_csv_shape(p, header=kw.get("header", "infer") is not None)
     try:
         return pd.read_csv(p, **kw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DiststError(f"{p}: cannot be read as CSV ({e}); check the file") from None
+        raise DiststError(f"{p}: cannot be read as CSV ({str(e).strip()}); check the file") from None
 
 
 def _read_matrix(p: Path) -> np.ndarray:
@@ -323,6 +392,77 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+
+class _HDFAttrUnpickler(_NumpyOnlyUnpickler):
+    """What pandas' .h5 attributes legitimately pickle (an index's frequency, e.g. 5 * Minute)
+    on top of plain data and numpy scalars; any other class or function is refused."""
+
+    def find_class(self, module, name):
+        if module in ("pandas._libs.tslibs.offsets", "pandas.tseries.offsets"):
+            from pandas.tseries.offsets import BaseOffset
+
+            obj = super(_NumpyOnlyUnpickler, self).find_class(module, name)
+            if isinstance(obj, type) and issubclass(obj, BaseOffset):
+                return obj
+        return super().find_class(module, name)
+
+
+class _SafePickle:
+    """Stands in for the ``pickle`` module inside PyTables while distst reads an .h5 file:
+    PyTables unpickles attributes and object columns with ``pickle.loads``, and a crafted
+    file could run code through them."""
+
+    UnpicklingError = pickle.UnpicklingError
+
+    @staticmethod
+    def loads(data, *args, **kwargs):
+        import io
+
+        return _HDFAttrUnpickler(io.BytesIO(data), encoding=kwargs.get("encoding", "ASCII")).load()
+
+
+def _read_hdf_safely(sp: Path) -> pd.DataFrame:
+    """``pd.read_hdf`` without unpickling anything beyond plain data and pandas offsets, and
+    refusing object (pickled) columns before reading them."""
+    import tables
+    import tables.atom
+    import tables.attributeset
+
+    # PyTables unpickles node attributes as soon as a node is opened: the safe stand-in
+    # is in place before the file is touched at all
+    mods = (tables.atom, tables.attributeset)
+    saved = [m.pickle for m in mods]
+    try:
+        for m in mods:
+            m.pickle = _SafePickle
+        try:
+            with tables.open_file(str(sp), mode="r") as h5:
+                for node in h5.walk_nodes("/"):
+                    if isinstance(node, tables.VLArray) and node.atom.kind == "object":
+                        raise DiststError(
+                            f"{sp}: {node._v_pathname} holds pickled Python objects (an object "
+                            "column); distst reads only numeric series and never unpickles a "
+                            "file. Save the DataFrame with float columns (df.astype('float32')"
+                            ".to_hdf(...))")
+        except (DiststError, pickle.UnpicklingError):
+            raise
+        except Exception as e:  # not HDF5 at all, truncated, ...
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "HDF5 error" in why:
+                why = "not a valid or complete HDF5 file"
+            raise DiststError(f"{sp}: cannot be opened as an HDF5 file ({why}); it must be "
+                              "the DCRNN .h5 written by DataFrame.to_hdf") from None
+        with warnings.catch_warnings():
+            # an attribute refused above ends as pandas' "could not decode freq" fallback
+            warnings.simplefilter("ignore", UserWarning)
+            return pd.read_hdf(sp)
+    except pickle.UnpicklingError as e:
+        raise DiststError(f"{sp}: holds a pickled object distst does not load ({e}); the file "
+                          "was not written by DataFrame.to_hdf from a numeric frame") from None
+    finally:
+        for m, orig in zip(mods, saved):
+            m.pickle = orig
 
 
 def _load_dcrnn_pickle(p: Path) -> tuple[list[str], np.ndarray]:
@@ -439,7 +579,7 @@ def _read_dcrnn(fmt: str, path, *, series=None, zero_is_missing=True, name=None,
     sp = _file(base, series, _DCRNN_FILES[fmt][0], fmt, "series", "series")
     g = _graph_dcrnn(fmt, path, **gopts)
     try:
-        df = pd.read_hdf(sp)
+        df = _read_hdf_safely(sp)
     except (ValueError, KeyError, OSError, TypeError) as e:
         raise DiststError(
             f"{sp}: cannot read a pandas DataFrame from this HDF5 file ({e}); it must be the "

@@ -99,6 +99,15 @@ class SensorNetwork:
                 f"{where}: series has {n} nodes but {len(self.node_ids)} node ids; "
                 "the series columns and the graph must list the same sensors"
             )
+        ids = np.asarray(self.node_ids).astype(str)
+        if len(np.unique(ids)) != len(ids):
+            order = np.argsort(ids, kind="stable")
+            dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])[0]
+            i, j = sorted((int(order[dup]), int(order[dup + 1])))
+            raise DiststError(
+                f"{where}: sensor id {ids[i]!r} appears twice (positions {i} and {j} of "
+                f"{n}); every sensor needs its own id. Fix the source files and prepare again"
+            )
         if self.edge_index.ndim != 2 or self.edge_index.shape[0] != 2:
             raise DiststError(f"{where}: edge_index must be [2, E], got {self.edge_index.shape}")
         if self.edge_weight.shape != (self.edge_index.shape[1],):
@@ -144,6 +153,21 @@ class SensorNetwork:
                 f"{origin}: sensor(s) {names}{more} have no observed value at all (all missing); "
                 "remove them from both the series and the graph, or supply their data"
             )
+
+    def check_finite(self, origin: str) -> None:
+        """Refuse +-inf anywhere in the series (NaN marks a missing reading; inf is a broken
+        file), naming the first one's step, sensor and channel. Chunked like check_observed."""
+        chunk = max(1, 2**26 // max(1, self.num_nodes * self.num_channels))
+        for s in range(0, self.num_steps, chunk):
+            inf = np.isinf(np.asarray(self.values[s : s + chunk]))
+            if inf.any():
+                t, n, c = (int(i) for i in np.argwhere(inf)[0])
+                stamp = self.timestamps[s + t].astype("datetime64[ns]")
+                raise DiststError(
+                    f"{origin}: infinite value at step {s + t} (time {stamp}), sensor "
+                    f"{self.node_ids[n]!s}, channel {self.channels[c]!r}; prepare the dataset "
+                    "again from fixed raw files (distst data prepare refuses infinite values)"
+                )
 
     # -- summary -------------------------------------------------------------------------
     def summary(self) -> dict:
@@ -195,6 +219,33 @@ def _atomic_dir(out: Path):
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
 
 
+def check_output_dir(out: str | Path, what: str, is_ours, inputs=(),
+                     kind: str = "a distst dataset") -> Path:
+    """Refuse an output folder that would replace something distst did not write.
+
+    ``out`` is replaced as a whole (temp folder, then rename), so it may only be a folder
+    ``is_ours`` recognises (a dataset, a plan), an empty folder or a new path; and never one
+    of ``inputs`` (files or folders the command reads) nor a folder that contains one.
+    """
+    out = Path(out)
+    target = out.resolve()
+    for src in inputs:
+        if not src:
+            continue
+        s = Path(src).resolve()
+        if s == target or target in s.parents:
+            raise DiststError(
+                f"{what}: output {out} {'is' if s == target else 'contains'} the input {src}; "
+                "writing there would delete the input. Choose a separate output folder"
+            )
+    if out.exists() and not is_ours(out) and (not out.is_dir() or any(out.iterdir())):
+        raise DiststError(
+            f"{what}: output {out} exists and is not {kind}; choose a new folder or remove "
+            "it yourself first (it would be replaced as a whole)"
+        )
+    return out
+
+
 def _commit_dir(tmp: Path, out: Path) -> None:
     """Replace ``out`` by ``tmp`` so that readers never see a half-written dataset."""
     if out.exists():
@@ -226,9 +277,14 @@ def build_meta(net: SensorNetwork) -> dict:
     }
 
 
-def save_network(net: SensorNetwork, out: str | Path) -> Path:
-    """Write ``net`` in the internal layout at ``out`` (atomic: temp dir, then rename)."""
-    out = Path(out)
+def save_network(net: SensorNetwork, out: str | Path, inputs=()) -> Path:
+    """Write ``net`` in the internal layout at ``out`` (atomic: temp dir, then rename).
+
+    ``out`` may only replace a distst dataset, never a foreign folder nor one of ``inputs``
+    (the raw files it was read from) or a folder holding them (:func:`check_output_dir`).
+    """
+    files = list((net.source.get("files") or {}).values())
+    out = check_output_dir(out, f"dataset '{net.name}'", is_dataset_dir, [*inputs, *files])
     tmp = _atomic_dir(out)
     try:
         write_static_files(net, tmp)

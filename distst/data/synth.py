@@ -96,6 +96,7 @@ from distst.data.network import (
     SensorNetwork,
     _atomic_dir,
     _commit_dir,
+    check_output_dir,
     build_meta,
     is_dataset_dir,
     write_meta,
@@ -657,11 +658,7 @@ def generate_network(
     are recorded in meta.json ``source``. See the module docstring for the model.
     """
     out = Path(out_dir)
-    if out.exists() and not is_dataset_dir(out) and (not out.is_dir() or any(out.iterdir())):
-        raise DiststError(
-            f"synthetic network: output {out} exists and is not a distst dataset; "
-            "choose a new directory or remove it first (it would be replaced)"
-        )
+    check_output_dir(out, "synthetic network", is_dataset_dir)
     gen, chunk = _make(num_nodes, days, seed, graph, k, start, step_minutes, missing_ratio,
                        noise_std, chunk_steps, latent_lag, incident_rate, name)
     tmp = _atomic_dir(out)

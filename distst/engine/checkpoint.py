@@ -61,9 +61,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Config]:
     d = resolve_checkpoint(path)
     try:
-        payload = torch.load(d / CHECKPOINT_FILE, map_location=map_location, weights_only=False)
-    except Exception as e:  # a truncated or foreign file: say which and why
-        raise DiststError(f"{d / CHECKPOINT_FILE} cannot be read ({e}); it is not a distst checkpoint") from None
+        # weights_only: tensors and plain containers only, so a crafted file cannot run code
+        payload = torch.load(d / CHECKPOINT_FILE, map_location=map_location, weights_only=True)
+    except Exception as e:
+        text = str(e)
+        if "WeightsUnpickler error" in text:
+            rest = text.split("WeightsUnpickler error:", 1)[1]
+            text = next((ln.strip() for ln in rest.splitlines() if ln.strip()), text)
+        if "Unsupported global" in text:  # a class or function the safe unpickler refused
+            raise DiststError(
+                f"{d / CHECKPOINT_FILE} holds Python objects that distst checkpoints never "
+                f"contain ({text}); it was not written by this distst version or was tampered "
+                "with, and is not loaded (loading it could run code)") from None
+        first = text.splitlines()[0] if text else type(e).__name__  # truncated or foreign
+        raise DiststError(f"{d / CHECKPOINT_FILE} cannot be read ({first}); it is not a "
+                          "complete distst checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != "distst-checkpoint-v1":
         raise DiststError(f"{d / CHECKPOINT_FILE} is not a distst checkpoint (format mismatch)")
     return payload, config_from_dict(payload["config"])

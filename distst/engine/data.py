@@ -117,6 +117,8 @@ class DataBundle:
     symmetrize: str = "max"
     #: shard mode: whole-graph degrees of the local nodes in the symmetrised graph, per rule
     undirected_degree: dict | None = None
+    #: data.allow_empty_graph: a graph model may run on a graph without edges
+    allow_empty_graph: bool = False
     #: largest eigenvalue of the whole graph's normalised Laplacian (symmetrised); shard
     #: workers receive it from the driver, a whole-graph bundle computes it on first use
     lambda_max: float | None = None
@@ -174,8 +176,18 @@ class DataBundle:
         graph it states it needs (``GRAPH``, distst.nn.registry.model_graph)."""
         from distst.nn.registry import model_data_keys, model_graph
 
-        return self.model_data_kwargs(model_data_keys(name), graph=model_graph(name),
-                                      model=name)
+        from distst.graph.adjacency import linked_edges
+
+        graph = model_graph(name)
+        if graph and self.notices and not self.allow_empty_graph:  # once, on the whole graph
+            net = self.network
+            if not linked_edges(net.edge_index, net.edge_weight):
+                raise DiststError(
+                    f"dataset {self.dataset_dir}: the graph has no edge between two sensors "
+                    f"({net.num_edges} edges, all self-loops or weight 0), so {name} would be "
+                    "a per-node model; check the graph file, or set data.allow_empty_graph=true "
+                    "to train it anyway")
+        return self.model_data_kwargs(model_data_keys(name), graph=graph, model=name)
 
     def _undirected(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The symmetrised local edges and, in shard mode, their whole-graph degrees."""
@@ -294,6 +306,8 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
     if scaler_state is not None:
         scaler = scaler_from_state_dict(scaler_state)
     else:
+        # once per run (driver or local process): the workers get this run's scaler state
+        net.check_finite(f"dataset {dataset_dir}")
         scaler = make_scaler(data.scaler, per_node=False)
         scaler.fit(net.values, end_step=train_end_step(splits, data.input_len))
     datasets = {
@@ -305,10 +319,12 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
         )
         for name, starts in splits.items()
     }
-    return DataBundle(net, splits, scaler, datasets, input_channels,
+    bundle = DataBundle(net, splits, scaler, datasets, input_channels,
                       list(data.target_channels), data.input_len, data.horizon,
                       str(Path(dataset_dir).resolve()), excluded, symmetrize=data.symmetrize,
                       notices=bool(scaler_state is None if notices is None else notices))
+    bundle.allow_empty_graph = data.allow_empty_graph
+    return bundle
 
 
 def drop_gap_windows(splits: dict[str, np.ndarray], timestamps: np.ndarray,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 import torch
 
-from distst.config import Config, save_config
+from distst.config import Config, check_run_name, save_config
 from distst.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from distst.engine.context import Context, LocalContext
 from distst.engine.data import build_bundle, ensure_dataset
@@ -24,10 +27,51 @@ def run_name(cfg: Config, dataset_dir: str | Path) -> str:
 
 
 def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Path:
-    run_dir = (Path(cfg.runtime.storage) / run_name(cfg, dataset_dir)).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    return run_dir
+    """Create the run's folder under runtime.storage and write its config.yaml.
+
+    A generated name gets a ``-2``, ``-3``... suffix when another run started in the same
+    second (parallel runs of a benchmark or sweep), so two runs never share a folder; a
+    configured ``runtime.name`` is used as given (a sweep re-runs a trial into its folder).
+    """
+    check_run_name(cfg.runtime.name)
+    root = Path(cfg.runtime.storage)
+    base = run_name(cfg, dataset_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if cfg.runtime.name:
+            run_dir = root / base
+            run_dir.mkdir(exist_ok=True)
+        else:
+            for i in itertools.count(1):
+                run_dir = root / (base if i == 1 else f"{base}-{i}")
+                try:
+                    run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+        save_config(cfg, run_dir / "config.yaml")
+    except PermissionError as e:
+        raise DiststError(f"runtime.storage {root}: cannot write there ({e.strerror}); set "
+                          "runtime.storage to a folder you can write, e.g. --set "
+                          "runtime.storage=$HOME/runs") from None
+    return run_dir.resolve()
+
+
+@contextmanager
+def run_dir_for(cfg: Config, dataset_dir: str | Path, resume_from: str | Path | None):
+    """The run folder (new, or the resumed run's); a new one that fails before its first
+    checkpoint is removed again, so no folder holding only config.yaml is left behind."""
+    if resume_from:
+        yield resolve_checkpoint(resume_from).parent
+        return
+    run_dir = prepare_run_dir(cfg, dataset_dir)
+    fresh = not any(run_dir.glob("checkpoint_*"))
+    try:
+        yield run_dir
+    except BaseException:
+        if fresh and not any(run_dir.glob("checkpoint_*")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def set_threads(cfg: Config) -> None:
@@ -80,12 +124,9 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
 def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
     """Train in this process without Ray; returns (run directory, final metrics)."""
     dataset_dir = ensure_dataset(cfg.data)
-    if resume_from:
-        run_dir = resolve_checkpoint(resume_from).parent
-        ckpt = resolve_checkpoint(resume_from)
-    else:
-        run_dir, ckpt = prepare_run_dir(cfg, dataset_dir), None
-    final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
+    ckpt = resolve_checkpoint(resume_from) if resume_from else None
+    with run_dir_for(cfg, dataset_dir, resume_from) as run_dir:
+        final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
     return run_dir, final
 
 

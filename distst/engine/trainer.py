@@ -181,10 +181,11 @@ class Trainer:
             self.ctx.all_reduce_sum(full)
             p.grad.copy_(full[self.global_ids] / self.ctx.world_size)
 
-    def _clip(self, max_norm: float) -> None:
+    def _clip(self, max_norm: float) -> float:
+        """Scale the gradients to a total norm of at most ``max_norm`` (inf: leave them);
+        returns the norm before scaling, the same number on every worker."""
         if not self.node_param_names:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-            return
+            return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         # One norm for the whole model, every node counted once (by its owner), so that all
         # shards scale their gradients by the same factor as a single process would.
         node = set(self.node_param_names)
@@ -196,10 +197,12 @@ class Trainer:
                   torch.zeros((), dtype=torch.float64))
         if self.shard:
             own = self.ctx.all_reduce_sum(own.reshape(1).cpu())[0]
-        coef = max_norm / (float((shared.cpu() + own).sqrt()) + 1e-6)
+        norm = float((shared.cpu() + own).sqrt())
+        coef = max_norm / (norm + 1e-6)
         if coef < 1.0:
             for g in grads:
                 g.mul_(coef)
+        return norm
 
     def _globalise(self, local: torch.Tensor) -> torch.Tensor:
         """Local per-node rows -> the whole-graph tensor, each node from the part that owns it
@@ -271,8 +274,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "best_model": best,
             "history": self.history,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -291,9 +293,7 @@ class Trainer:
         self.history = list(state.get("history", []))
         rng = state.get("rng")
         if rng:
-            torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
-            random.setstate(rng["python"])
+            set_rng_state(rng)
 
     def _save(self, extra: dict | None = None) -> Path | None:
         """Every rank calls (the state gathers per-node rows); the main rank writes."""
@@ -335,8 +335,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self._reduce_node_grads()
-            if tc.grad_clip > 0:
-                self._clip(tc.grad_clip)
+            # the norm of the reduced gradients is the same on every worker, so all of them
+            # stop together at a non-finite loss (one worker's NaN reaches all through DDP)
+            norm = self._clip(tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            if not math.isfinite(norm):
+                self._non_finite(loss, i, n_batches)
             self.optimizer.step()
             self.global_step += 1
             total += float(loss.detach())
@@ -354,6 +357,17 @@ class Trainer:
             "train_time_s": elapsed,
             "windows_per_s": n_batches * bs * world / max(elapsed, 1e-9),
         }
+
+    def _non_finite(self, loss: torch.Tensor, i: int, n_batches: int):
+        tc = self.cfg.train
+        last = (f"the last good checkpoint (epoch {self.epoch}) is kept in {self.ctx.run_dir}"
+                if self.epoch else "no epoch finished, so there is no checkpoint")
+        raise DiststError(
+            f"training diverged at epoch {self.epoch + 1}, step {i + 1} of {n_batches}: loss "
+            f"{float(loss.detach()):.4g}, gradient norm not finite; {last}. Likely causes: "
+            f"the learning rate (train.lr={tc.lr:g}; try a tenth of it, or train.grad_clip) "
+            "or extreme values in the data (check 'distst data info')"
+        )
 
     @torch.no_grad()
     def evaluate(self, split: str, max_batches: int = 0, model: torch.nn.Module | None = None) -> StreamingMetrics:
@@ -454,3 +468,23 @@ def _flat(final: dict) -> dict:
             for k, v in vals.items():
                 flat[f"{who}_{horizon}_{k}"] = v
     return flat
+
+
+def rng_state() -> dict:
+    """torch, numpy and Python RNG states as tensors and plain lists only, so that a
+    checkpoint loads with ``torch.load(weights_only=True)`` (no pickled numpy objects)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))

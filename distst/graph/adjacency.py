@@ -548,3 +548,10 @@ def adjacency_from_edges(
         ei, ew = symmetrize(ei, ew, symmetric, num_nodes)
     info["symmetrized"] = symmetric or False
     return ei, ew, info
+
+
+def linked_edges(edge_index: np.ndarray, edge_weight: np.ndarray) -> int:
+    """Edges that join two different sensors with a positive weight (self-loops and zero
+    weights link nothing: on a graph without any, graph models are per-node models)."""
+    ei, ew = np.asarray(edge_index), np.asarray(edge_weight)
+    return int(((ei[0] != ei[1]) & (ew > 0)).sum()) if ei.size else 0

@@ -27,7 +27,7 @@ from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.data import ensure_dataset
-from distst.engine.run import preflight, prepare_run_dir, train_in_context
+from distst.engine.run import preflight, run_dir_for, train_in_context
 from distst.errors import DiststError
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
@@ -195,13 +195,15 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None,
                   f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
             cfg = replace(cfg, runtime=replace(cfg.runtime, workers=cfg.partition.parts))
     checked = preflight(cfg, dataset_dir)
-    if resume_from:
-        ckpt_dir = resolve_checkpoint(resume_from)
-        run_dir = ckpt_dir.parent
-        # Train V2 deprecates resume_from_checkpoint: the path travels in the loop config
-        resume = str(ckpt_dir.resolve())
-    else:
-        run_dir, resume = prepare_run_dir(cfg, dataset_dir), None
+    # Train V2 deprecates resume_from_checkpoint: the path travels in the loop config
+    resume = str(resolve_checkpoint(resume_from).resolve()) if resume_from else None
+    with run_dir_for(cfg, dataset_dir, resume_from) as run_dir:
+        final = _fit(cfg, run_dir, dataset_dir, plan_dir, checked, resume, callbacks)
+    return run_dir, final
+
+
+def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resume: str | None,
+         callbacks: list | None) -> dict:
     connect(cfg.runtime.address)
     check_resources(cfg)
     print(f"run directory: {run_dir}", flush=True)
@@ -230,8 +232,7 @@ def run_ray(cfg: Config, resume_from: str | Path | None = None,
     if result.error:
         raise _user_error(result.error) or result.error
     metrics = result.metrics or {}
-    final = _unflatten(metrics)
-    return run_dir, final
+    return _unflatten(metrics)
 
 
 def _user_error(err: BaseException) -> DiststError | None:

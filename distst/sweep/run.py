@@ -34,6 +34,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from distst.config import _fill, config_from_dict, save_config
 from distst.errors import DiststError
+from distst.sweep import manifest
 from distst.sweep.config import (
     PARTITION_KEYS,
     Resources,
@@ -75,6 +76,34 @@ class SweepReportCallback(TuneReportCallback):
         else:
             self._last = m
         super().after_report(run_context, [m] + list(metrics[1:]), checkpoint)
+
+
+class ManifestCallback(ray.tune.Callback):
+    """Re-signs the sweep folder (:mod:`distst.sweep.manifest`) after every Tune step that
+    changed one of its files, so that ``--resume`` can tell distst's files from others."""
+
+    def __init__(self, sweep_dir: str | Path):
+        self._dir = Path(sweep_dir)
+        self._seen = None
+
+    def _stamp(self):
+        out = []
+        for name, p in manifest.guarded_files(self._dir).items():
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            out.append((name, st.st_mtime_ns, st.st_size))
+        return out
+
+    def on_step_end(self, iteration, trials, **info):
+        stamp = self._stamp()
+        if stamp != self._seen:
+            manifest.sign(self._dir)
+            self._seen = stamp
+
+    def on_experiment_end(self, trials, **info):
+        manifest.sign(self._dir)
 
 
 def _last_epoch_record(run_dir: Path) -> dict:
@@ -242,6 +271,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     # to the searched keys and the metric
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if resume:
+        manifest.verify(sdir)  # before Tune unpickles anything in it
         tuner = ray.tune.Tuner.restore(str(sdir), trainable, resume_unfinished=True,
                                        resume_errored=True)
     else:
@@ -259,9 +289,13 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
             run_config=ray.tune.RunConfig(
                 name=sdir.name, storage_path=str(sdir.parent),
                 progress_reporter=_reporter(sweep) if progress else None,
-                verbose=1 if progress else 0),
+                verbose=1 if progress else 0,
+                callbacks=[ManifestCallback(sdir)]),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:  # also on Ctrl-C: what Tune wrote last is what --resume will find
+        manifest.sign(sdir)
     out = summarise(sweep, sdir, grid)
     out.resources = res
     return out
@@ -388,6 +422,7 @@ def resume_sweep(sweep_dir: str | Path, address: str = "", progress: bool = True
     if not f.is_file():
         raise DiststError(f"{sdir} is not a sweep directory (no {SWEEP_FILE}); pass the folder "
                           "'distst tune' printed as 'sweep directory: ...'")
+    manifest.verify(sdir)
     saved = yaml.safe_load(f.read_text())
     sc = _fill(SweepConfig, saved["sweep"], "")
     sc.storage, sc.name = str(sdir.parent), sdir.name

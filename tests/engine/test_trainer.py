@@ -57,8 +57,9 @@ def test_resume_continues_from_saved_epoch(tiny):
 
 
 def test_early_stopping_stops_on_patience(tiny):
-    # lr=0 cannot improve validation MAE after the first epoch: patience 1 stops at epoch 2
-    run_dir, final = train_local(tiny("train.epochs=10", "train.lr=0", "train.patience=1",
+    # lr=1e-30 (lr=0 is refused) moves no fp32 weight by a representable amount, so the
+    # validation MAE cannot improve after the first epoch: patience 1 stops at epoch 2
+    run_dir, final = train_local(tiny("train.epochs=10", "train.lr=1e-30", "train.patience=1",
                                       "runtime.mode=local"))
     assert [h["epoch"] for h in _history(run_dir)] == [1, 2]
     assert final["epochs_run"] == 2 and final["best_epoch"] == 1

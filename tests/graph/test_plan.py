@@ -222,7 +222,7 @@ def test_bad_inputs_write_nothing(dataset, partition, tmp_path):
         write_plan(dataset, Partition(np.zeros(10), 1, "hand"), 1, tmp_path / "p")
     with pytest.raises(DiststError, match=r"part\(s\) \[2\] of 3 own no node.*fewer parts"):
         write_plan(dataset, Partition(np.arange(N) % 2, 3, "hand"), 1, tmp_path / "p")
-    with pytest.raises(DiststError, match="is the dataset directory itself"):
+    with pytest.raises(DiststError, match="is the input .*would delete the input"):
         write_plan(dataset, partition, 1, dataset)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")

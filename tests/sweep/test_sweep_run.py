@@ -14,6 +14,7 @@ import yaml
 
 from distst.errors import DiststError
 from distst.sweep.config import load_sweep
+from distst.sweep import manifest
 from distst.sweep.run import run_sweep, resume_sweep
 
 EPOCHS = 4
@@ -167,7 +168,9 @@ def test_killed_shard_sweep_resumes_without_rerunning_finished_trials(ray_dash, 
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not _terminated(sdir):
+        # ...and distst signed the state that says so (a kill before that resumes from the
+        # previous signed state, which would run the finished trial once more)
+        while not (_terminated(sdir) and manifest.is_current(sdir)):
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "no trial finished in 240 s"
             time.sleep(0.5)

@@ -67,6 +67,7 @@ from distst.data.network import (
     SensorNetwork,
     _atomic_dir,
     _commit_dir,
+    check_output_dir,
     build_meta,
     load_network,
     write_meta,
@@ -271,18 +272,8 @@ def _dump_json(obj: dict, path: Path) -> None:
 
 
 def _check_out_dir(out: Path, dataset: Path) -> None:
-    if out.resolve() == dataset.resolve():
-        raise DiststError(
-            f"partition plan: --out {out} is the dataset directory itself; "
-            "choose a separate directory for the plan"
-        )
-    if out.exists() and not (out / META_NAME).is_file() and (
-        not out.is_dir() or any(out.iterdir())
-    ):
-        raise DiststError(
-            f"partition plan: output {out} exists and is not a partition plan (no {META_NAME}); "
-            "choose a new directory or remove it first (it would be replaced)"
-        )
+    check_output_dir(out, "partition plan", lambda p: (p / META_NAME).is_file(), [dataset],
+                     kind=f"a partition plan (no {META_NAME})")
 
 
 def write_plan(

@@ -111,6 +111,7 @@ import glob
 import inspect
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -687,15 +688,16 @@ def _read_pems(fmt: str, path, *, series=None, start=None, step_minutes=DEFAULT_
     base = _base(path)
     sp = _file(base, series, f"{fmt.upper()}.npz", fmt, "series", "series")
     try:
-        with np.load(sp) as z:
+        with np.load(sp, allow_pickle=False) as z:
             if "data" not in z.files:
                 raise DiststError(
                     f"{sp}: no key 'data' (keys: {z.files}); the ASTGCN npz stores the series "
                     "under 'data' as [T, N, C]"
                 )
             data = z["data"]
-    except (ValueError, OSError) as e:
-        raise DiststError(f"{sp}: cannot be read as .npz ({e}); check the file") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DiststError(f"{sp}: cannot be read as .npz ({e}); the file is damaged or cut "
+                          "short: get it again") from None
     if data.ndim == 2:
         data = data[:, :, None]  # [T, N] -> [T, N, 1]
     if data.ndim != 3:
@@ -793,9 +795,8 @@ def _read_pemsd7(fmt: str, path, *, series=None, start=None, calendar="weekdays"
 
 # -- Los-loop --------------------------------------------------------------------------------
 def _los_ids(sp: Path) -> list[str]:
-    with open(sp) as f:
-        header = f.readline().strip()
-    return [s.strip() for s in header.split(",")]
+    _check_csv_shape(sp, header=True)  # text, one column per sensor, last row complete
+    return [s.strip() for s in _edge_lines(sp)[0].split(",")]
 
 
 def _graph_los(fmt: str, path, *, graph=None, series=None, matrix_kind="auto",

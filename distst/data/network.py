@@ -105,7 +105,7 @@ class SensorNetwork:
             dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])[0]
             i, j = sorted((int(order[dup]), int(order[dup + 1])))
             raise DiststError(
-                f"{where}: sensor id {ids[i]!r} appears twice (positions {i} and {j} of "
+                f"{where}: sensor id {str(ids[i])!r} appears twice (positions {i} and {j} of "
                 f"{n}); every sensor needs its own id. Fix the source files and prepare again"
             )
         if self.edge_index.ndim != 2 or self.edge_index.shape[0] != 2:
@@ -162,7 +162,8 @@ class SensorNetwork:
             inf = np.isinf(np.asarray(self.values[s : s + chunk]))
             if inf.any():
                 t, n, c = (int(i) for i in np.argwhere(inf)[0])
-                stamp = self.timestamps[s + t].astype("datetime64[ns]")
+                stamp = str(np.datetime64(int(self.timestamps[s + t]), "ns")
+                            .astype("datetime64[s]")).replace("T", " ")
                 raise DiststError(
                     f"{origin}: infinite value at step {s + t} (time {stamp}), sensor "
                     f"{self.node_ids[n]!s}, channel {self.channels[c]!r}; prepare the dataset "
@@ -215,8 +216,12 @@ class SensorNetwork:
 # -- on-disk layout ----------------------------------------------------------------------
 def _atomic_dir(out: Path):
     """Create a temp sibling dir; caller fills it and passes it to _commit_dir."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:  # read-only, no permission, disk full
+        raise DiststError(f"cannot write {out}: {e.strerror or e} in {out.parent}; choose an "
+                          "output folder you can write") from None
 
 
 def check_output_dir(out: str | Path, what: str, is_ours, inputs=(),
@@ -327,24 +332,47 @@ def load_network(path: str | Path, mmap: bool = True) -> SensorNetwork:
             f"{p} is not a prepared distst dataset (no meta.json/values.npy); "
             "convert raw files with 'distst data prepare --format ... --out DIR'"
         )
-    meta = json.loads((p / "meta.json").read_text())
+    try:
+        meta = json.loads((p / "meta.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DiststError(f"{p / 'meta.json'} is not valid JSON ({e}); the dataset is damaged: "
+                          "prepare it again") from None
     if meta.get("layout_version") != LAYOUT_VERSION:
         raise DiststError(
             f"{p / 'meta.json'}: layout_version {meta.get('layout_version')} but this distst "
             f"reads {LAYOUT_VERSION}; prepare the dataset again"
         )
-    values = np.load(p / "values.npy", mmap_mode="r" if mmap else None)
-    opt = lambda name: np.load(p / name) if (p / name).exists() else None  # noqa: E731
+    def load(name: str, required: bool = True, **kw):
+        f = p / name
+        if not f.exists():
+            if not required:
+                return None
+            raise DiststError(f"dataset {p}: {name} is missing; the dataset is incomplete: "
+                              "prepare it again")
+        try:
+            # allow_pickle=False: a dataset file can never carry Python objects
+            return np.load(f, allow_pickle=False, **kw)
+        except (ValueError, OSError, EOFError) as e:
+            raise DiststError(f"{f} cannot be read ({str(e).splitlines()[0]}); the file is "
+                              "truncated or damaged: prepare the dataset again") from None
+
+    try:
+        name, channels = meta["name"], list(meta["channels"])
+    except (KeyError, TypeError):
+        raise DiststError(f"{p / 'meta.json'} lacks 'name' or 'channels'; the dataset is "
+                          "damaged: prepare it again") from None
     return SensorNetwork(
-        name=meta["name"],
-        values=values,
-        timestamps=np.load(p / "timestamps.npy"),
-        node_ids=np.load(p / "node_ids.npy"),
-        edge_index=np.load(p / "edge_index.npy"),
-        edge_weight=np.load(p / "edge_weight.npy"),
-        channels=list(meta["channels"]),
-        coords=opt("coords.npy"),
-        node_attrs=opt("node_attrs.npy"),
+        name=name,
+        values=load("values.npy", mmap_mode="r" if mmap else None),
+        timestamps=load("timestamps.npy"),
+        node_ids=load("node_ids.npy"),
+        edge_index=load("edge_index.npy"),
+        edge_weight=load("edge_weight.npy"),
+        channels=channels,
+        coords=load("coords.npy", required=False),
+        node_attrs=load("node_attrs.npy", required=False),
         attr_names=list(meta.get("attr_names", [])),
         source=meta.get("source", {}),
     )

@@ -30,6 +30,7 @@ def save_checkpoint(directory: str | Path, trainer_state: dict, cfg: Config, bun
         "config": cfg.to_dict(),
         "scaler": bundle.scaler.state_dict(),
         "dataset_dir": bundle.dataset_dir,
+        "dataset_hashes": bundle.dataset_hashes(),
         "model_name": cfg.model.name,
         "data_sizes": sizes,
         "extra": extra or {},
@@ -69,6 +70,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Config]
             rest = text.split("WeightsUnpickler error:", 1)[1]
             text = next((ln.strip() for ln in rest.splitlines() if ln.strip()), text)
         if "Unsupported global" in text:  # a class or function the safe unpickler refused
+            text = text.split(" was not an allowed global")[0]
             raise DiststError(
                 f"{d / CHECKPOINT_FILE} holds Python objects that distst checkpoints never "
                 f"contain ({text}); it was not written by this distst version or was tampered "
@@ -79,3 +81,23 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Config]
     if not isinstance(payload, dict) or payload.get("format") != "distst-checkpoint-v1":
         raise DiststError(f"{d / CHECKPOINT_FILE} is not a distst checkpoint (format mismatch)")
     return payload, config_from_dict(payload["config"])
+
+
+def check_resume(path: str | Path, cfg: Config, dataset_dir: str | Path) -> None:
+    """Refuse to continue a run on another model or another dataset than it was trained on
+    (it would overwrite that run's results with a mixture), naming both."""
+    from distst.graph.partition.plan import input_hashes
+
+    payload, _ = load_checkpoint(path)
+    d = resolve_checkpoint(path)
+    if payload.get("model_name") != cfg.model.name:
+        raise DiststError(
+            f"--resume {d}: the checkpoint is a {payload.get('model_name')} model but the "
+            f"config trains {cfg.model.name}; resume with the run's own config.yaml, or start "
+            "a new run without --resume")
+    saved = payload.get("dataset_hashes")
+    if saved and saved != input_hashes(dataset_dir):
+        raise DiststError(
+            f"--resume {d}: the checkpoint was trained on dataset {payload.get('dataset_dir')} "
+            f"but data.path is {dataset_dir}, whose files differ; resume with the same dataset, "
+            "or start a new run without --resume")

@@ -64,13 +64,20 @@ class Context:
             print(line, flush=True)
 
 
+#: checkpoints a run keeps (the newest; each holds the best model so far), as Ray's runs do
+KEEP_CHECKPOINTS = 3
+
+
 class LocalContext(Context):
-    """One plain process: checkpoints are copied to ``run_dir/checkpoint_XXXXXX``."""
+    """One plain process: checkpoints are moved to ``run_dir/checkpoint_XXXXXX``; the newest
+    :data:`KEEP_CHECKPOINTS` are kept."""
 
     def __init__(self, run_dir: str | Path, resume_from: str | Path | None = None):
         super().__init__(run_dir)
         self._resume = Path(resume_from) if resume_from else None
-        self._count = len(list(self.run_dir.glob("checkpoint_*"))) if self.run_dir.exists() else 0
+        existing = sorted(self.run_dir.glob("checkpoint_*")) if self.run_dir.exists() else []
+        # numbering continues after the newest, also when older ones were pruned
+        self._count = int(existing[-1].name.split("_")[-1]) + 1 if existing else 0
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         if checkpoint_dir is None:
@@ -78,10 +85,15 @@ class LocalContext(Context):
         dest = self.run_dir / f"checkpoint_{self._count:06d}"
         tmp = self.run_dir / f".{dest.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(checkpoint_dir, tmp)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        tmp.rename(dest)
+        try:
+            shutil.copytree(checkpoint_dir, tmp)
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trainer's temp folder
         self._count += 1
+        for old in sorted(self.run_dir.glob("checkpoint_*"))[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)  # state was loaded at the start
 
     def latest_checkpoint(self) -> Path | None:
         return self._resume

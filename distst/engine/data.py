@@ -119,6 +119,7 @@ class DataBundle:
     undirected_degree: dict | None = None
     #: data.allow_empty_graph: a graph model may run on a graph without edges
     allow_empty_graph: bool = False
+    _hashes: dict | None = None
     #: largest eigenvalue of the whole graph's normalised Laplacian (symmetrised); shard
     #: workers receive it from the driver, a whole-graph bundle computes it on first use
     lambda_max: float | None = None
@@ -170,6 +171,14 @@ class DataBundle:
     def graph_constants(self) -> dict:
         """Whole-graph numbers a shard worker cannot compute from its part (driver side)."""
         return {"lambda_max": self.laplacian_lambda_max()}
+
+    def dataset_hashes(self) -> dict:
+        """The dataset's file hashes (as a partition plan records them), computed once."""
+        if self._hashes is None:
+            from distst.graph.partition.plan import input_hashes
+
+            self._hashes = input_hashes(self.dataset_dir)
+        return self._hashes
 
     def kwargs_for_model(self, name: str) -> dict:
         """:meth:`model_data_kwargs` for registered model ``name``: the keys it declares and the

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from distst.config import Config, check_run_name, save_config
-from distst.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from distst.engine.checkpoint import check_resume, load_checkpoint, resolve_checkpoint
 from distst.engine.context import Context, LocalContext
 from distst.engine.data import build_bundle, ensure_dataset
 from distst.engine.trainer import Trainer
@@ -50,7 +50,7 @@ def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Path:
                 except FileExistsError:
                     continue
         save_config(cfg, run_dir / "config.yaml")
-    except PermissionError as e:
+    except OSError as e:  # no permission, read-only, a file in the way
         raise DiststError(f"runtime.storage {root}: cannot write there ({e.strerror}); set "
                           "runtime.storage to a folder you can write, e.g. --set "
                           "runtime.storage=$HOME/runs") from None
@@ -62,6 +62,7 @@ def run_dir_for(cfg: Config, dataset_dir: str | Path, resume_from: str | Path | 
     """The run folder (new, or the resumed run's); a new one that fails before its first
     checkpoint is removed again, so no folder holding only config.yaml is left behind."""
     if resume_from:
+        check_resume(resume_from, cfg, dataset_dir)
         yield resolve_checkpoint(resume_from).parent
         return
     run_dir = prepare_run_dir(cfg, dataset_dir)

@@ -278,7 +278,15 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(self._local_node_state(state["model"]))
+        try:
+            self.model.load_state_dict(self._local_node_state(state["model"]))
+        except RuntimeError as e:  # another model or other sizes: name the first mismatch
+            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()),
+                          str(e).splitlines()[0])
+            raise DiststError(
+                f"the checkpoint's weights do not fit model {self.cfg.model.name} built from "
+                f"this config ({detail}); use the config the checkpoint was trained with (the "
+                "config.yaml in its run folder)") from None
         if self.optimizer and state.get("optimizer"):
             self.optimizer.load_state_dict(self._local_optimizer_state(state["optimizer"]))
         if self.scheduler and state.get("scheduler"):
@@ -391,6 +399,19 @@ class Trainer:
         state = self.ctx.all_reduce_sum(metrics.state())
         return StreamingMetrics.from_state(state, self.bundle.horizon, null_value=self.null)
 
+    def _truncate_log(self) -> None:
+        """After a resume, metrics.jsonl keeps the epochs up to the checkpoint's only: the
+        epochs after it are trained again and logged again, one row per epoch."""
+        path = self.ctx.run_dir / "metrics.jsonl"
+        if not (self.ctx.is_main and path.is_file()):
+            return
+        rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        keep = [ln for ln in rows if json.loads(ln).get("epoch", 0) <= self.epoch]
+        if len(keep) != len(rows):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            tmp.replace(path)
+
     def _log(self, record: dict) -> None:
         self.history.append(record)
         if self.ctx.is_main:
@@ -407,6 +428,7 @@ class Trainer:
         if resume is not None:
             state, _ = load_checkpoint(resume, map_location=self.device)
             self.load_state_dict(state["trainer"])
+            self._truncate_log()
             self.ctx.log(f"resuming from {resume} at epoch {self.epoch}")
         if self.trainable:
             while self.epoch < tc.epochs and self.bad_epochs < tc.patience:

@@ -25,7 +25,7 @@ from ray.train.torch import TorchTrainer
 
 from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
-from distst.engine.context import Context, NullBar
+from distst.engine.context import KEEP_CHECKPOINTS, Context, NullBar
 from distst.engine.data import ensure_dataset
 from distst.engine.run import preflight, run_dir_for, train_in_context
 from distst.errors import DiststError
@@ -100,6 +100,7 @@ def connect(address: str = "") -> None:
     addr = address or os.environ.get("RAY_ADDRESS", "")
     try:
         if addr:
+            _probe(addr)
             ray.init(address=addr, log_to_driver=True)
         else:
             start_local()
@@ -107,6 +108,27 @@ def connect(address: str = "") -> None:
         raise DiststError(
             f"cannot reach the Ray cluster at {addr!r} ({e}); check the address "
             "(ray://HOST:10001 or HOST:6379) or unset RAY_ADDRESS to run locally"
+        ) from None
+
+
+def _probe(addr: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds when nothing listens at ``HOST:PORT`` (``ray.init`` retries for
+    minutes); "auto" and addresses without a port are left to Ray."""
+    import socket
+
+    hostport = addr.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise DiststError(
+            f"cannot reach the Ray cluster at {addr!r}: nothing answers on {host}:{port} "
+            f"({e.strerror or e}); start the cluster (cluster/local-head.sh start, or ray "
+            "start --head) or fix --address / RAY_ADDRESS (HOST:6379 or ray://HOST:10001); "
+            "without an address distst runs on a local Ray"
         ) from None
 
 
@@ -218,7 +240,7 @@ def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resum
         scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
         run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
-                             checkpoint_config=CheckpointConfig(num_to_keep=3),
+                             checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                              logging_config=LoggingConfig(log_level="WARNING"),
                              callbacks=list(callbacks or [])),
     )

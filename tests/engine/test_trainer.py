@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +54,74 @@ def test_resume_continues_from_saved_epoch(tiny):
     payload, _ = load_checkpoint(run_dir)
     assert payload["trainer"]["epoch"] == 3
     assert [h["epoch"] for h in payload["trainer"]["history"]] == [1, 2, 3]
-    assert len(list(run_dir.glob("checkpoint_*"))) == len(ckpts_before) + 2  # epoch 3 + final
+    # epoch 3 and the final checkpoint were added; the newest three are kept
+    ckpts = sorted(p.name for p in run_dir.glob("checkpoint_*"))
+    assert len(ckpts_before) == 3 and ckpts == ["checkpoint_000002", "checkpoint_000003",
+                                                "checkpoint_000004"]
+
+
+def test_local_run_keeps_newest_three_checkpoints_and_no_temp_folders(tiny, tmp_path,
+                                                                      monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    run_dir, _ = train_local(tiny("train.epochs=5", "runtime.mode=local"))
+    assert sorted(p.name for p in run_dir.glob("checkpoint_*")) == [
+        "checkpoint_000003", "checkpoint_000004", "checkpoint_000005"]
+    assert list(scratch.iterdir()) == []  # the trainer's temp checkpoint folders are gone
+    assert not list(run_dir.glob(".checkpoint_*"))
+
+
+def test_resume_from_an_older_checkpoint_logs_each_epoch_once(tiny):
+    run_dir, _ = train_local(tiny("train.epochs=3", "runtime.mode=local"))
+    older = run_dir / "checkpoint_000001"  # after epoch 2
+    assert load_checkpoint(older)[0]["trainer"]["epoch"] == 2
+    train_local(tiny("train.epochs=3", "runtime.mode=local"), resume_from=older)
+    assert [h["epoch"] for h in _history(run_dir)] == [1, 2, 3]
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tiny,
+                                                                             monkeypatch):
+    from distst.engine.trainer import Trainer
+
+    loss = Trainer._loss
+
+    def poisoned(self, pred, y):  # a loss that diverges in the second epoch
+        out = loss(self, pred, y)
+        return out * float("nan") if self.epoch >= 1 and self.global_step % 3 == 2 else out
+
+    monkeypatch.setattr(Trainer, "_loss", poisoned)
+    cfg = tiny("train.epochs=4", "runtime.mode=local")
+    with pytest.raises(DiststError, match=r"training diverged at epoch 2, step \d+ of \d+: "
+                                          r"loss nan.*last good checkpoint \(epoch 1\).*"
+                                          r"train\.lr"):
+        train_local(cfg)
+    (run_dir,) = Path(cfg.runtime.storage).iterdir()  # kept: it holds epoch 1
+    assert [h["epoch"] for h in _history(run_dir)] == [1]
+    payload, _ = load_checkpoint(run_dir)
+    assert payload["trainer"]["epoch"] == 1
+    assert all(math.isfinite(float(v.float().abs().sum()))
+               for v in payload["trainer"]["model"].values())
+
+
+def test_run_folders_are_unique_and_a_failed_run_leaves_none(tiny, monkeypatch):
+    from distst.engine.run import prepare_run_dir
+    from distst.engine.trainer import Trainer
+
+    cfg = tiny("runtime.mode=local")
+    a, b = prepare_run_dir(cfg, "ds"), prepare_run_dir(cfg, "ds")  # same second, same name
+    assert a != b and a.parent == b.parent and b.name.startswith(a.name)
+
+    def boom(self):
+        raise DiststError("boom")
+
+    monkeypatch.setattr(Trainer, "fit", boom)
+    before = set(Path(cfg.runtime.storage).iterdir())
+    with pytest.raises(DiststError, match="boom"):
+        train_local(cfg)
+    assert set(Path(cfg.runtime.storage).iterdir()) == before
 
 
 def test_early_stopping_stops_on_patience(tiny):

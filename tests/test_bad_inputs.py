@@ -1,0 +1,408 @@
+"""Bad inputs and faults a user (or an attacker) can hand distst, each through the CLI: a
+one-line error naming the culprit and the fix (exit 2), nothing lost, nothing run.
+
+Each case is a function that builds its input under ``tmp_path`` and returns the CLI argv
+(plus, optionally, a check of what must still be true afterwards). The table of cases and the
+messages they get is ``tests/BAD_INPUTS.md``; regenerate it with
+``DISTST_BAD_INPUTS_TABLE=tests/BAD_INPUTS.md pytest tests/test_bad_inputs.py`` and
+``test_table_lists_every_case`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sys
+
+from distst.cli import main
+
+sys.path.insert(0, str(Path(__file__).with_name("data")))
+from test_formats import write_dcrnn, write_pems  # noqa: E402  (the formats' tiny writers)
+
+TABLE = Path(__file__).with_name("BAD_INPUTS.md")
+MESSAGES: dict[str, str] = {}
+
+
+class _Payload:
+    """Unpickling this creates a file: a harmless stand-in for code a crafted file runs."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _los(d: Path, n=6, t=400, ids=None, series=None) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    v = rng.uniform(20, 70, size=(t, n)).round(2) if series is None else series
+    pd.DataFrame(v, columns=ids or [f"s{i}" for i in range(n)]).to_csv(d / "los_speed.csv",
+                                                                          index=False)
+    a = np.zeros((n, n))
+    for i in range(n - 1):
+        a[i, i + 1] = a[i + 1, i] = 1.0
+    np.savetxt(d / "los_adj.csv", a, delimiter=",")
+    return d
+
+
+def _prepare(src: Path, out: Path, fmt="los-loop") -> list[str]:
+    return ["data", "prepare", "--format", fmt, "--path", str(src), "--out", str(out)]
+
+
+def _dataset(tmp_path: Path, name="ds") -> Path:
+    out = tmp_path / name
+    assert main(_prepare(_los(tmp_path / f"raw-{name}"), out)) == 0
+    return out
+
+
+def _train(tmp_path: Path, *sets: str, data=None, config="configs/quickstart.yaml") -> list[str]:
+    base = [f"runtime.storage={tmp_path / 'runs'}", "train.epochs=1", "train.progress=false",
+            "model.params.hidden_size=8", "train.batch_size=16", "train.threads=1"]
+    if data is not None:
+        base.append(f"data.path={data}")
+    else:
+        base += [f"data.cache_dir={tmp_path / 'cache'}", "data.synth.nodes=12",
+                 "data.synth.days=3"]
+    argv = ["train", config, "--local"]
+    for s in base + list(sets):
+        argv += ["--set", s]
+    return argv
+
+
+def _trained_run(tmp_path: Path, *sets: str, data=None) -> Path:
+    assert main(_train(tmp_path, *sets, data=data)) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    return runs[-1]
+
+
+# -- the cases: name -> (description, builder(tmp_path) -> (argv, after-check or None)) ----
+def prepare_out_is_input(tmp_path):
+    src = _los(tmp_path / "raw")
+    return _prepare(src, src), lambda: (src / "los_speed.csv").is_file()
+
+
+def prepare_out_contains_input(tmp_path):
+    src = _los(tmp_path / "data" / "raw")
+    return _prepare(src, tmp_path / "data"), lambda: (src / "los_speed.csv").is_file()
+
+
+def prepare_out_foreign_folder(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    return (_prepare(_los(tmp_path / "raw"), out),
+            lambda: (out / "notes.txt").read_text() == "keep me")
+
+
+def prepare_read_only_out(tmp_path, monkeypatch):
+    import tempfile
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)  # root ignores chmod: simulate it
+    return _prepare(_los(tmp_path / "raw"), tmp_path / "ro" / "out"), None
+
+
+def series_with_inf(tmp_path):
+    v = np.full((400, 6), 50.0)
+    v[37, 4] = np.inf
+    return _prepare(_los(tmp_path / "raw", series=v), tmp_path / "out"), \
+        lambda: not (tmp_path / "out").exists()
+
+
+def series_cut_mid_row(tmp_path):
+    src = _los(tmp_path / "raw")
+    text = (src / "los_speed.csv").read_text()
+    (src / "los_speed.csv").write_text(text[: text.rindex(",", 0, len(text) - 20)])
+    return _prepare(src, tmp_path / "out"), None
+
+
+def series_duplicate_sensor_id(tmp_path):
+    src = _los(tmp_path / "raw", ids=["a", "b", "c", "b", "e", "f"])
+    return _prepare(src, tmp_path / "out"), None
+
+
+def series_binary_junk(tmp_path):
+    src = _los(tmp_path / "raw")
+    (src / "los_speed.csv").write_bytes(bytes(range(256)) * 40)
+    return _prepare(src, tmp_path / "out"), None
+
+
+def h5_object_column(tmp_path):
+    src = tmp_path / "raw"
+    write_dcrnn(src)
+    df = pd.read_hdf(src / "metr-la.h5")
+    df[df.columns[0]] = [{"x": 1}] * len(df)
+    df.to_hdf(src / "metr-la.h5", key="df")
+    return _prepare(src, tmp_path / "out", fmt="metr-la"), None
+
+
+def h5_pickled_attribute(tmp_path):
+    import tables
+
+    src = tmp_path / "raw"
+    write_dcrnn(src)
+    marker = tmp_path / "code-ran"
+    with tables.open_file(str(src / "metr-la.h5"), "a") as h5:
+        h5.get_node("/df/axis1")._v_attrs.freq = _Payload(marker)
+    # the read succeeds (the frequency is dropped) and the payload never runs
+    return _prepare(src, tmp_path / "out", fmt="metr-la"), lambda: not marker.exists()
+
+
+def h5_corrupt(tmp_path):
+    src = tmp_path / "raw"
+    write_dcrnn(src)
+    (src / "metr-la.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 200)
+    return _prepare(src, tmp_path / "out", fmt="metr-la"), None
+
+
+def npz_truncated(tmp_path):
+    src = tmp_path / "raw"
+    write_pems(src, "pems08")
+    data = (src / "PEMS08.npz").read_bytes()
+    (src / "PEMS08.npz").write_bytes(data[: len(data) // 2])
+    return _prepare(src, tmp_path / "out", fmt="pems08"), None
+
+
+def edge_weight_not_numeric(tmp_path):
+    src = tmp_path / "raw"
+    write_pems(src, "pems08", crlf=False)
+    (src / "PEMS08.csv").write_text("from,to,cost\n0,1,310.6\n1,2,far\n")
+    return _prepare(src, tmp_path / "out", fmt="pems08"), None
+
+
+def dataset_values_truncated(tmp_path):
+    d = _dataset(tmp_path)
+    data = (d / "values.npy").read_bytes()
+    (d / "values.npy").write_bytes(data[: len(data) // 2])
+    return ["data", "info", str(d)], None
+
+
+def dataset_meta_corrupt(tmp_path):
+    d = _dataset(tmp_path)
+    (d / "meta.json").write_text('{"layout_version": 1, "name": ')
+    return ["data", "info", str(d)], None
+
+
+def dataset_edge_index_missing(tmp_path):
+    d = _dataset(tmp_path)
+    (d / "edge_index.npy").unlink()
+    return ["data", "info", str(d)], None
+
+
+def dataset_duplicate_ids(tmp_path):
+    d = _dataset(tmp_path)
+    ids = np.load(d / "node_ids.npy")
+    ids[4] = ids[1]
+    np.save(d / "node_ids.npy", ids)
+    return ["data", "info", str(d)], None
+
+
+def dataset_inf_values(tmp_path):
+    d = _dataset(tmp_path)
+    v = np.load(d / "values.npy")
+    v[100, 2, 0] = -np.inf
+    np.save(d / "values.npy", v)
+    return _train(tmp_path, data=d), lambda: not (tmp_path / "runs").exists() or not any(
+        (tmp_path / "runs").iterdir())
+
+
+def graph_without_edges(tmp_path):
+    src = _los(tmp_path / "raw")
+    np.savetxt(src / "los_adj.csv", np.eye(6), delimiter=",")  # self-loops only
+    assert main(_prepare(src, tmp_path / "ds")) == 0  # warned, not refused
+    return _train(tmp_path, data=tmp_path / "ds"), None
+
+
+def lr_nan(tmp_path):
+    return _train(tmp_path, "train.lr=.nan"), None
+
+
+def lr_inf(tmp_path):
+    return _train(tmp_path, "train.lr=.inf"), None
+
+
+def lr_negative(tmp_path):
+    return _train(tmp_path, "train.lr=-0.01"), None
+
+
+def patience_zero(tmp_path):
+    return _train(tmp_path, "train.patience=0"), None
+
+
+def cpus_per_worker_zero(tmp_path):
+    return ["train", "configs/quickstart.yaml", "--set", "runtime.cpus_per_worker=0"], None
+
+
+def run_name_escapes_storage(tmp_path):
+    return _train(tmp_path, "runtime.name=../../x"), lambda: not (tmp_path.parent / "x").exists()
+
+
+def storage_read_only(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    return _train(tmp_path, f"runtime.storage={blocker}/runs"), None
+
+
+def checkpoint_with_code(tmp_path):
+    import torch
+
+    run = _trained_run(tmp_path)
+    ckpt = sorted(run.glob("checkpoint_*"))[-1] / "checkpoint.pt"
+    payload = torch.load(ckpt, weights_only=True)
+    marker = tmp_path / "code-ran"
+    payload["extra"] = {"x": _Payload(marker)}
+    torch.save(payload, ckpt)
+    return ["evaluate", str(run)], lambda: not marker.exists()
+
+
+def checkpoint_other_sizes(tmp_path):
+    run = _trained_run(tmp_path)
+    return (_train(tmp_path, "model.params.hidden_size=12") + ["--resume", str(run)],
+            lambda: (run / "test_metrics.json").is_file())
+
+
+def resume_other_model(tmp_path):
+    run = _trained_run(tmp_path)
+    before = (run / "test_metrics.json").read_text()
+    return (_train(tmp_path, "model.name=gru", "model.params={hidden_size: 8}")
+            + ["--resume", str(run)],
+            lambda: (run / "test_metrics.json").read_text() == before)
+
+
+def resume_other_dataset(tmp_path):
+    d1, d2 = _dataset(tmp_path, "one"), _dataset(tmp_path, "two")
+    v = np.load(d2 / "values.npy")
+    np.save(d2 / "values.npy", v + 1)
+    run = _trained_run(tmp_path, data=d1)
+    before = (run / "test_metrics.json").read_text()
+    return (_train(tmp_path, data=d2) + ["--resume", str(run)],
+            lambda: (run / "test_metrics.json").read_text() == before)
+
+
+def tune_resume_foreign_folder(tmp_path):
+    sdir = tmp_path / "sweep"
+    sdir.mkdir()
+    (sdir / "sweep.yaml").write_text("sweep: {}\nbase: {}\n")
+    marker = tmp_path / "code-ran"
+    (sdir / "tuner.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    return ["tune", "--resume", str(sdir)], lambda: not marker.exists()
+
+
+def address_nothing_listening(tmp_path):
+    argv = _train(tmp_path)
+    argv.remove("--local")
+    return argv + ["--address", "127.0.0.1:1"], None
+
+
+CASES = {
+    "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
+    "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
+                                   prepare_out_contains_input),
+    "prepare_out_foreign_folder": ("`data prepare --out` = a folder with a user's notes.txt",
+                                   prepare_out_foreign_folder),
+    "prepare_read_only_out": ("`data prepare --out` in a folder that cannot be written",
+                              prepare_read_only_out),
+    "series_with_inf": ("a series CSV holding `inf`", series_with_inf),
+    "series_cut_mid_row": ("a series CSV cut in the middle of its last row",
+                           series_cut_mid_row),
+    "series_duplicate_sensor_id": ("a Los-loop header naming one sensor twice",
+                                   series_duplicate_sensor_id),
+    "series_binary_junk": ("binary junk where the series CSV should be", series_binary_junk),
+    "h5_object_column": ("a METR-LA .h5 whose frame holds a pickled object column",
+                         h5_object_column),
+    "h5_pickled_attribute": ("a METR-LA .h5 with a code-running pickle in an index attribute "
+                             "(read succeeds, payload never runs)", h5_pickled_attribute),
+    "h5_corrupt": ("a corrupt .h5 (HDF5 signature, then zeros)", h5_corrupt),
+    "npz_truncated": ("a PEMS .npz cut in half", npz_truncated),
+    "edge_weight_not_numeric": ("a PEMS edge list with a non-numeric cost",
+                                edge_weight_not_numeric),
+    "dataset_values_truncated": ("a prepared dataset whose values.npy is cut in half",
+                                 dataset_values_truncated),
+    "dataset_meta_corrupt": ("a prepared dataset whose meta.json is cut short",
+                             dataset_meta_corrupt),
+    "dataset_edge_index_missing": ("a prepared dataset without edge_index.npy",
+                                   dataset_edge_index_missing),
+    "dataset_duplicate_ids": ("a prepared dataset whose node_ids.npy repeats an id",
+                              dataset_duplicate_ids),
+    "dataset_inf_values": ("a prepared dataset edited to hold -inf, then trained",
+                           dataset_inf_values),
+    "graph_without_edges": ("a graph of self-loops only, then a graph model trained on it",
+                            graph_without_edges),
+    "lr_nan": ("`train.lr=.nan`", lr_nan),
+    "lr_inf": ("`train.lr=.inf`", lr_inf),
+    "lr_negative": ("`train.lr=-0.01`", lr_negative),
+    "patience_zero": ("`train.patience=0`", patience_zero),
+    "cpus_per_worker_zero": ("`runtime.cpus_per_worker=0`", cpus_per_worker_zero),
+    "run_name_escapes_storage": ("`runtime.name=../../x`", run_name_escapes_storage),
+    "storage_read_only": ("`runtime.storage` below a file (cannot be created)",
+                          storage_read_only),
+    "checkpoint_with_code": ("`distst evaluate` on a checkpoint carrying a pickled payload",
+                             checkpoint_with_code),
+    "checkpoint_other_sizes": ("`--resume` with a config of other model sizes",
+                               checkpoint_other_sizes),
+    "resume_other_model": ("`--resume` with another model", resume_other_model),
+    "resume_other_dataset": ("`--resume` on another dataset", resume_other_dataset),
+    "tune_resume_foreign_folder": ("`tune --resume` on a folder distst did not write (pickled "
+                                   "tuner.pkl)", tune_resume_foreign_folder),
+    "address_nothing_listening": ("`--address 127.0.0.1:1` (nothing listening), fails in "
+                                  "seconds", address_nothing_listening),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gets_one_line(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    build = CASES[name][1]
+    args = (tmp_path, monkeypatch) if build.__code__.co_argcount == 2 else (tmp_path,)
+    argv, after = build(*args)
+    capsys.readouterr()
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if name == "h5_pickled_attribute":  # nothing to refuse: the file is read, safely
+        assert rc == 0, err
+        MESSAGES[name] = "(prepared; the attribute is dropped, the payload never runs)"
+    else:
+        assert rc == 2, (out, err)
+        assert lines and lines[-1].startswith("error: "), err
+        errors = [ln for ln in lines if ln.startswith("error: ")]
+        assert len(errors) == 1, err
+        MESSAGES[name] = errors[0][len("error: "):].replace(str(tmp_path), "TMP")
+    if after is not None:
+        assert after(), f"{name}: the after-check failed"
+
+
+def test_table_lists_every_case():
+    text = TABLE.read_text()
+    missing = [n for n in CASES if f"`{n}`" not in text]
+    assert not missing, f"tests/BAD_INPUTS.md lacks {missing}; regenerate it (module docstring)"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_table():
+    yield
+    out = os.environ.get("DISTST_BAD_INPUTS_TABLE")
+    if not out or len(MESSAGES) < len(CASES):
+        return
+    rows = ["# Bad inputs the test suite covers", "",
+            "Generated by `DISTST_BAD_INPUTS_TABLE=tests/BAD_INPUTS.md pytest "
+            "tests/test_bad_inputs.py`; every row is a case of `tests/test_bad_inputs.py`, run "
+            "through the CLI (exit code 2, one `error:` line, nothing lost or executed). "
+            "Paths under the test's temporary folder are shown as TMP.", "",
+            f"{len(CASES)} cases.", "",
+            "| case | input | message |", "|---|---|---|"]
+    for name, (desc, _) in CASES.items():
+        msg = MESSAGES[name].replace("|", "\\|")
+        rows.append(f"| `{name}` | {desc} | {msg} |")
+    Path(out).write_text("\n".join(rows) + "\n")

@@ -287,11 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DiststError as e:
+        _quiet_ray()
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        _quiet_ray()
+        print(f"interrupted{'; ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
+
+
+def _quiet_ray() -> None:
+    """Let the workers' last log lines (their tracebacks) arrive, then detach from Ray, so
+    that the one-line error is the last thing printed rather than one between tracebacks."""
+    runtime = sys.modules.get("distst.runtime.ray_train")
+    if runtime is not None and runtime.CONNECTED and runtime.ray.is_initialized():
+        import time
+
+        ray = runtime.ray
+
+        time.sleep(1.0)
+        ray.shutdown()
 
 
 if __name__ == "__main__":

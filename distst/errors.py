@@ -3,3 +3,7 @@
 
 class DiststError(Exception):
     """A user-facing error: the message names the file, key or value and the fix."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says whether and how the run can be continued."""

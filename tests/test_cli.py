@@ -187,3 +187,32 @@ def test_partition_verb_and_its_errors(capsys, tmp_path):
     rc, _, err = run(capsys, "partition", str(data), "--method", "kmeans", "--parts", "2",
                      "--out", str(tmp_path / "p4"))
     assert_one_line_error(rc, err, "kmeans", "metis", "gpa")
+
+
+def test_ctrl_c_says_interrupted_and_how_to_resume(capsys, tmp_path, monkeypatch):
+    from distst.engine.trainer import Trainer
+
+    epoch = Trainer.train_epoch
+
+    def stopped_in_epoch_two(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stopped_in_epoch_two)
+    base = ["--set", f"data.cache_dir={tmp_path}/c", "--set", "data.synth.nodes=12",
+            "--set", "data.synth.days=3", "--set", f"runtime.storage={tmp_path}/runs",
+            "--set", "train.epochs=3", "--set", "model.params.hidden_size=8",
+            "--set", "train.progress=false"]
+    rc, out, err = run(capsys, "train", "configs/quickstart.yaml", "--local", *base)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert rc == 130
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted; the run's checkpoints are in {run_dir}; continue it with: distst train "
+        f"CONFIG --resume {run_dir}")
+    # interrupted in the first epoch: nothing to resume, and no folder left behind
+    monkeypatch.setattr(Trainer, "train_epoch", lambda self: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    rc, out, err = run(capsys, "train", "configs/quickstart.yaml", "--local", *base)
+    assert rc == 130 and "nothing to resume" in err.strip().splitlines()[-1]
+    assert list((tmp_path / "runs").iterdir()) == [run_dir]

@@ -17,7 +17,7 @@ from distst.engine.checkpoint import check_resume, load_checkpoint, resolve_chec
 from distst.engine.context import Context, LocalContext
 from distst.engine.data import build_bundle, ensure_dataset
 from distst.engine.trainer import Trainer
-from distst.errors import DiststError
+from distst.errors import DiststError, Interrupted
 
 
 def run_name(cfg: Config, dataset_dir: str | Path) -> str:
@@ -55,6 +55,14 @@ def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Path:
                           "runtime.storage to a folder you can write, e.g. --set "
                           "runtime.storage=$HOME/runs") from None
     return run_dir.resolve()
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to continue a stopped run (or that there is nothing to continue)."""
+    if any(Path(run_dir).glob("checkpoint_*")):
+        return (f"the run's checkpoints are in {run_dir}; continue it with: distst train "
+                f"CONFIG --resume {run_dir}")
+    return "no epoch had finished, so there is nothing to resume: start the run again"
 
 
 @contextmanager
@@ -127,7 +135,10 @@ def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Pat
     dataset_dir = ensure_dataset(cfg.data)
     ckpt = resolve_checkpoint(resume_from) if resume_from else None
     with run_dir_for(cfg, dataset_dir, resume_from) as run_dir:
-        final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
+        try:
+            final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
+        except KeyboardInterrupt:
+            raise Interrupted(resume_hint(run_dir)) from None
     return run_dir, final
 
 

@@ -27,8 +27,8 @@ from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
 from distst.engine.context import KEEP_CHECKPOINTS, Context, NullBar
 from distst.engine.data import ensure_dataset
-from distst.engine.run import preflight, run_dir_for, train_in_context
-from distst.errors import DiststError
+from distst.engine.run import preflight, resume_hint, run_dir_for, train_in_context
+from distst.errors import DiststError, Interrupted
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
 
@@ -93,11 +93,18 @@ def train_loop_per_worker(config: dict) -> None:
                      plan_dir=config.get("plan_dir"), graph=config.get("graph"))
 
 
+#: whether this process attached itself to Ray (the CLI detaches on errors; a caller that
+#: initialised Ray itself, a test or a notebook, keeps its session)
+CONNECTED = False
+
+
 def connect(address: str = "") -> None:
     """Attach to ``address`` or ``RAY_ADDRESS``; otherwise start a local Ray instance."""
     if ray.is_initialized():
         return
+    global CONNECTED
     addr = address or os.environ.get("RAY_ADDRESS", "")
+    CONNECTED = True
     try:
         if addr:
             _probe(addr)
@@ -247,14 +254,24 @@ def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resum
     try:
         with DriverDisplay(board, enabled=cfg.train.progress):
             result = trainer.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(resume_hint(run_dir)) from None
     except Exception as e:  # a worker's DiststError arrives wrapped in Ray's errors
-        raise _user_error(e) or e
+        raise _user_error(e) or _run_failed(e, run_dir) from None
     finally:
         ray.kill(board)
     if result.error:
-        raise _user_error(result.error) or result.error
+        raise _user_error(result.error) or _run_failed(result.error, run_dir)
     metrics = result.metrics or {}
     return _unflatten(metrics)
+
+
+def _run_failed(err: BaseException, run_dir: Path) -> DiststError:
+    """A run that failed without a worker's DiststError (a lost worker or node, a crash):
+    one line with the cause's first line and how to continue."""
+    text = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+    return DiststError(f"training stopped: {type(err).__name__}: {text[:300]}; "
+                       f"{resume_hint(run_dir)}")
 
 
 def _user_error(err: BaseException) -> DiststError | None:

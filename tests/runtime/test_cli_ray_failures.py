@@ -1,0 +1,70 @@
+"""How a Ray run ends when it fails, as the user sees it in a terminal: the one-line error is
+the last line (not between two workers' tracebacks), a lost worker names the run folder and
+the --resume command, and the exit code is non-zero."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _distst(tmp_path, *sets, **popen):
+    argv = [str(Path(sys.executable).parent / "distst"), "train", "configs/quickstart.yaml",
+            "--workers", "2"]
+    base = [f"data.cache_dir={tmp_path / 'cache'}", "data.synth.nodes=12", "data.synth.days=3",
+            f"runtime.storage={tmp_path / 'runs'}", "train.progress=false",
+            "model.params.hidden_size=8", "train.threads=1"]
+    for s in base + list(sets):
+        argv += ["--set", s]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
+
+
+def _last_line(text: str) -> str:
+    return [ln for ln in text.splitlines() if ln.strip()][-1]
+
+
+def test_worker_error_is_the_last_line(tmp_path):
+    # every worker raises the same DiststError in its first epoch
+    proc = _distst(tmp_path, "train.batch_size=4096", "train.epochs=1")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err[-3000:]
+    assert _last_line(err).startswith(
+        "error: a training worker failed: train.batch_size=4096 is larger than"), err[-3000:]
+    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [_last_line(err)]
+    # the run never saved a checkpoint, so no folder holding only config.yaml is left
+    assert not any((tmp_path / "runs").glob("*/config.yaml"))
+
+
+def test_lost_worker_ends_with_run_folder_and_resume_command(tmp_path):
+    proc = _distst(tmp_path, "train.epochs=200", "train.batch_size=16")
+    try:
+        deadline = time.monotonic() + 400
+        while not list((tmp_path / "runs").glob("*/checkpoint_*")):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint in 400 s"
+            time.sleep(0.5)
+        mine = psutil.Process(proc.pid)
+        workers = [p for p in psutil.process_iter(["cmdline"])
+                   if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+        assert workers, [p.info for p in mine.children(recursive=True)]
+        workers[-1].send_signal(signal.SIGKILL)  # a node's worker dies without a word
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run_dir = next((tmp_path / "runs").iterdir())
+    last = _last_line(err)
+    assert proc.returncode == 2, err[-3000:]
+    assert last.startswith("error: training stopped: "), err[-3000:]
+    assert f"--resume {run_dir}" in last and "checkpoints are in" in last

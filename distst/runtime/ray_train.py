@@ -9,6 +9,7 @@ through ``ray.train.report`` while every rank calls report, as Ray requires.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -152,9 +153,29 @@ def start_local(num_cpus: int | None = None, **kwargs) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
-    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1",
-             dashboard_port=port, include_dashboard=True,
-             runtime_env={"env_vars": env}, **kwargs)
+    with _loopback_node_ip():
+        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1",
+                 dashboard_port=port, include_dashboard=True,
+                 runtime_env={"env_vars": env}, **kwargs)
+
+
+@contextlib.contextmanager
+def _loopback_node_ip():
+    """Keep ``_node_ip_address="127.0.0.1"`` as given. ``ray.init`` (2.60) swaps a loopback
+    node IP for the machine's network address before starting the GCS, raylet and agents,
+    and with a non-loopback node IP they listen on every interface (measured: raylet, GCS and
+    workers on ::, dashboard agent and runtime-env agent on the LAN address, metrics on
+    0.0.0.0). With the loopback IP kept, every one of them binds 127.0.0.1 only
+    (tests/runtime/test_loopback.py)."""
+    import ray._private.services as services
+
+    resolve = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = (
+        lambda host: host if services.is_localhost(host) else resolve(host))
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost = resolve
 
 
 def check_resources(cfg: Config) -> None:

@@ -275,7 +275,8 @@ def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resum
     try:
         with DriverDisplay(board, enabled=cfg.train.progress):
             result = trainer.fit()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
+        # Ray Train's own Ctrl-C handler aborts the run gracefully, then sys.exit()s
         raise Interrupted(resume_hint(run_dir)) from None
     except Exception as e:  # a worker's DiststError arrives wrapped in Ray's errors
         raise _user_error(e) or _run_failed(e, run_dir) from None

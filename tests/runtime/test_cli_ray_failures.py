@@ -68,3 +68,22 @@ def test_lost_worker_ends_with_run_folder_and_resume_command(tmp_path):
     assert proc.returncode == 2, err[-3000:]
     assert last.startswith("error: training stopped: "), err[-3000:]
     assert f"--resume {run_dir}" in last and "checkpoints are in" in last
+
+
+def test_ctrl_c_in_ray_mode_says_interrupted_and_how_to_resume(tmp_path):
+    proc = _distst(tmp_path, "train.epochs=200", "train.batch_size=16")
+    try:
+        deadline = time.monotonic() + 400
+        while not list((tmp_path / "runs").glob("*/checkpoint_*")):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint in 400 s"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert proc.returncode == 130, err[-3000:]
+    assert _last_line(err) == (f"interrupted; the run's checkpoints are in {run_dir}; continue "
+                               f"it with: distst train CONFIG --resume {run_dir}"), err[-3000:]

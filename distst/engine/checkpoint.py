@@ -42,6 +42,16 @@ def save_checkpoint(directory: str | Path, trainer_state: dict, cfg: Config, bun
     return d
 
 
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """A run's checkpoint folders, oldest first: ``checkpoint_NNNNNN`` (local runs) or
+    ``checkpoint_<date>`` (Ray runs); Ray's files beside them, such as
+    checkpoint_manager_snapshot.json, are not checkpoints."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("checkpoint_*") if p.is_dir())
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a checkpoint dir, its checkpoint.pt, or a run dir (then its latest checkpoint)."""
     p = Path(path)
@@ -50,9 +60,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (p / CHECKPOINT_FILE).is_file():
         return p
     if p.is_dir():
-        found = sorted(p.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+        found = [c for c in checkpoint_dirs(p) if (c / CHECKPOINT_FILE).is_file()]
         if found:
-            return found[-1].parent
+            return found[-1]
     raise DiststError(
         f"{p} is not a distst checkpoint (no {CHECKPOINT_FILE} in it nor in a checkpoint_* "
         "folder); pass a run directory printed by 'distst train' or one of its checkpoint_* dirs"

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from distst.engine.checkpoint import checkpoint_dirs
+
 
 class NullBar:
     """Progress bar that shows nothing (non-main ranks, train.progress=false)."""
@@ -75,9 +77,10 @@ class LocalContext(Context):
     def __init__(self, run_dir: str | Path, resume_from: str | Path | None = None):
         super().__init__(run_dir)
         self._resume = Path(resume_from) if resume_from else None
-        existing = sorted(self.run_dir.glob("checkpoint_*")) if self.run_dir.exists() else []
+        numbers = [int(p.name[len("checkpoint_"):]) for p in checkpoint_dirs(self.run_dir)
+                   if p.name[len("checkpoint_"):].isdigit()]
         # numbering continues after the newest, also when older ones were pruned
-        self._count = int(existing[-1].name.split("_")[-1]) + 1 if existing else 0
+        self._count = max(numbers) + 1 if numbers else 0
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         if checkpoint_dir is None:
@@ -92,7 +95,7 @@ class LocalContext(Context):
         finally:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trainer's temp folder
         self._count += 1
-        for old in sorted(self.run_dir.glob("checkpoint_*"))[:-KEEP_CHECKPOINTS]:
+        for old in checkpoint_dirs(self.run_dir)[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)  # state was loaded at the start
 
     def latest_checkpoint(self) -> Path | None:

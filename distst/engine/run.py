@@ -13,7 +13,12 @@ import numpy as np
 import torch
 
 from distst.config import Config, check_run_name, save_config
-from distst.engine.checkpoint import check_resume, load_checkpoint, resolve_checkpoint
+from distst.engine.checkpoint import (
+    check_resume,
+    checkpoint_dirs,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from distst.engine.context import Context, LocalContext
 from distst.engine.data import build_bundle, ensure_dataset
 from distst.engine.trainer import Trainer
@@ -59,7 +64,7 @@ def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Path:
 
 def resume_hint(run_dir: Path) -> str:
     """How to continue a stopped run (or that there is nothing to continue)."""
-    if any(Path(run_dir).glob("checkpoint_*")):
+    if checkpoint_dirs(run_dir):
         return (f"the run's checkpoints are in {run_dir}; continue it with: distst train "
                 f"CONFIG --resume {run_dir}")
     return "no epoch had finished, so there is nothing to resume: start the run again"
@@ -74,11 +79,11 @@ def run_dir_for(cfg: Config, dataset_dir: str | Path, resume_from: str | Path | 
         yield resolve_checkpoint(resume_from).parent
         return
     run_dir = prepare_run_dir(cfg, dataset_dir)
-    fresh = not any(run_dir.glob("checkpoint_*"))
+    fresh = not checkpoint_dirs(run_dir)
     try:
         yield run_dir
     except BaseException:
-        if fresh and not any(run_dir.glob("checkpoint_*")):
+        if fresh and not checkpoint_dirs(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 

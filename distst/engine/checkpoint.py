@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import distst
@@ -16,6 +17,13 @@ from distst.config import Config, config_from_dict
 from distst.errors import DiststError
 
 CHECKPOINT_FILE = "checkpoint.pt"
+try:  # numpy >= 2
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+
+#: what a pickled uint32 numpy array needs (see load_checkpoint); no callable beyond these
+_NUMPY_ARRAY_GLOBALS = [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def save_checkpoint(directory: str | Path, trainer_state: dict, cfg: Config, bundle, extra: dict | None = None) -> Path:
@@ -73,7 +81,11 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Config]
     d = resolve_checkpoint(path)
     try:
         # weights_only: tensors and plain containers only, so a crafted file cannot run code
-        payload = torch.load(d / CHECKPOINT_FILE, map_location=map_location, weights_only=True)
+        # a numpy uint32 array (the RNG state of checkpoints written before it became a
+        # tensor) is data, not code: its globals are admitted, nothing else
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            payload = torch.load(d / CHECKPOINT_FILE, map_location=map_location,
+                                 weights_only=True)
     except Exception as e:
         text = str(e)
         if "WeightsUnpickler error" in text:

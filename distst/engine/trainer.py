@@ -505,8 +505,11 @@ def rng_state() -> dict:
 
 def set_rng_state(rng: dict) -> None:
     torch.set_rng_state(rng["torch"])
-    n = rng["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["gauss"]))
-    p = rng["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    n, p = rng["numpy"], rng["python"]
+    if isinstance(n, dict):
+        n = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+             n["gauss"])
+    np.random.set_state(n)  # a tuple: a checkpoint written before the dict form
+    if isinstance(p, dict):
+        p = (p["version"], tuple(p["internal"]), p["gauss_next"])
+    random.setstate(p)

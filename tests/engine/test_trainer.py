@@ -179,3 +179,21 @@ def test_windows_straddling_time_gaps_are_left_out():
     assert none == {"train": 0, "val": 0} and regular["train"].tolist() == list(range(20))
     with pytest.raises(DiststError, match="straddles a gap"):
         drop_gap_windows({"train": np.arange(10, 15)}, ts, length=6)
+
+
+def test_checkpoint_with_a_numpy_rng_state_still_loads_and_resumes(tiny, monkeypatch):
+    """Checkpoints written before the RNG state became tensors held numpy's state tuple: it
+    loads under weights_only (numpy arrays only) and the run resumes from it."""
+    import numpy as np
+    import torch
+
+    run_dir, _ = train_local(tiny("train.epochs=1", "runtime.mode=local"))
+    ckpt = resolve_checkpoint(run_dir) / "checkpoint.pt"
+    payload = torch.load(ckpt, weights_only=True)
+    payload["trainer"]["rng"]["numpy"] = np.random.get_state()
+    payload["trainer"]["rng"]["python"] = __import__("random").getstate()
+    torch.save(payload, ckpt)
+    loaded, _ = load_checkpoint(run_dir)
+    assert isinstance(loaded["trainer"]["rng"]["numpy"], tuple)
+    _, final = train_local(tiny("train.epochs=2", "runtime.mode=local"), resume_from=run_dir)
+    assert final["epochs_run"] == 2

@@ -85,6 +85,7 @@ class ManifestCallback(ray.tune.Callback):
     def __init__(self, sweep_dir: str | Path):
         self._dir = Path(sweep_dir)
         self._seen = None
+        self._checked = 0.0
 
     def _stamp(self):
         out = []
@@ -97,6 +98,12 @@ class ManifestCallback(ray.tune.Callback):
         return out
 
     def on_step_end(self, iteration, trials, **info):
+        # Tune steps many times a second; walking a large sweep folder that often would cost
+        # the driver more than a second's lag costs a resume (it rolls back one step)
+        now = time.monotonic()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
         stamp = self._stamp()
         if stamp != self._seen:
             manifest.sign(self._dir)

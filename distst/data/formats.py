@@ -284,7 +284,6 @@ def _finish(name: str, fmt: str, values: np.ndarray, timestamps: np.ndarray,
             f"{series_file}: the series has {n} sensors but the graph has {graph.num_nodes}; "
             "use the series and graph files of the same dataset"
         )
-    _check_finite(values, timestamps, graph.node_ids, channels, series_file)
     src = dict(graph.source)
     src.update(source)
     src["format"] = fmt
@@ -294,27 +293,10 @@ def _finish(name: str, fmt: str, values: np.ndarray, timestamps: np.ndarray,
         coords=graph.coords, node_attrs=graph.node_attrs, attr_names=list(graph.attr_names),
         source=src,
     )
+    net.check_finite(str(series_file), fix="fix or blank those cells (an empty cell or NaN "
+                     "marks a missing reading)")
     net.check_observed(str(series_file))
     return net
-
-
-def _check_finite(values: np.ndarray, timestamps: np.ndarray, node_ids, channels,
-                  series_file) -> None:
-    """Refuse +-inf in a series: NaN means "missing" in distst, but an infinite reading is
-    a broken file, and it would turn every mean, scaler and metric into inf or NaN."""
-    v = values if values.ndim == 3 else values[..., None]  # [T, N, C]
-    inf = np.isinf(v)
-    if not inf.any():
-        return
-    where = np.argwhere(inf)
-    t, n, c = (int(i) for i in where[0])
-    stamp = pd.Timestamp(int(timestamps[t])) if len(timestamps) > t else "?"
-    chan = f", channel {channels[c]!r}" if len(channels) > 1 else ""
-    raise DiststError(
-        f"{series_file}: {len(where)} infinite value(s), the first at data row {t + 1} "
-        f"(time {stamp}), column {str(node_ids[n])!r}{chan}: {v[t, n, c]}; fix or blank "
-        "those cells (an empty cell or NaN marks a missing reading)"
-    )
 
 
 def _edge_lines(p: Path) -> tuple[str, str]:
@@ -334,14 +316,14 @@ def _edge_lines(p: Path) -> tuple[str, str]:
                           "is the right file") from None
 
 
-def _check_csv_shape(p: Path, header: bool) -> None:
+def _check_csv_shape(p: Path, header: bool) -> list[str]:
     """Refuse what pandas would silently absorb: repeated column names (renamed to 'x.1')
-    and a last row cut short (its missing cells become NaN)."""
+    and a last row cut short (its missing cells become NaN). Returns the first row's cells."""
     import csv
 
     first, last = _edge_lines(p)
     if not first:
-        return
+        return []
     cols = next(csv.reader([first]))
     if header:
         seen: dict[str, int] = {}
@@ -357,6 +339,7 @@ def _check_csv_shape(p: Path, header: bool) -> None:
             f"{p}: the last row has {len(fields)} fields but the "
             f"{'header' if header else 'first row'} has {len(cols)}: the file was cut short "
             "(an interrupted download or copy?). Get the complete file, or delete that row")
+    return cols
 
 
 def _read_csv(p: Path, **kw) -> pd.DataFrame:
@@ -795,8 +778,8 @@ def _read_pemsd7(fmt: str, path, *, series=None, start=None, calendar="weekdays"
 
 # -- Los-loop --------------------------------------------------------------------------------
 def _los_ids(sp: Path) -> list[str]:
-    _check_csv_shape(sp, header=True)  # text, one column per sensor, last row complete
-    return [s.strip() for s in _edge_lines(sp)[0].split(",")]
+    # text, one column per sensor, last row complete
+    return [s.strip() for s in _check_csv_shape(sp, header=True)]
 
 
 def _graph_los(fmt: str, path, *, graph=None, series=None, matrix_kind="auto",

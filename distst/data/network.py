@@ -154,21 +154,29 @@ class SensorNetwork:
                 "remove them from both the series and the graph, or supply their data"
             )
 
-    def check_finite(self, origin: str) -> None:
+    def check_finite(self, origin: str, fix: str = "prepare the dataset again from fixed raw "
+                     "files (distst data prepare refuses infinite values)") -> None:
         """Refuse +-inf anywhere in the series (NaN marks a missing reading; inf is a broken
-        file), naming the first one's step, sensor and channel. Chunked like check_observed."""
+        file), naming the first one's row (step), time, sensor and channel, and the count.
+        Chunked like check_observed, so a memory-mapped series is never loaded whole."""
         chunk = max(1, 2**26 // max(1, self.num_nodes * self.num_channels))
+        first, count = None, 0
         for s in range(0, self.num_steps, chunk):
             inf = np.isinf(np.asarray(self.values[s : s + chunk]))
-            if inf.any():
+            n_inf = int(inf.sum())
+            if n_inf and first is None:
                 t, n, c = (int(i) for i in np.argwhere(inf)[0])
-                stamp = str(np.datetime64(int(self.timestamps[s + t]), "ns")
-                            .astype("datetime64[s]")).replace("T", " ")
-                raise DiststError(
-                    f"{origin}: infinite value at step {s + t} (time {stamp}), sensor "
-                    f"{self.node_ids[n]!s}, channel {self.channels[c]!r}; prepare the dataset "
-                    "again from fixed raw files (distst data prepare refuses infinite values)"
-                )
+                first = (s + t, n, c)
+            count += n_inf
+        if first is None:
+            return
+        t, n, c = first
+        stamp = str(np.datetime64(int(self.timestamps[t]), "ns").astype("datetime64[s]"))
+        raise DiststError(
+            f"{origin}: {count} infinite value(s), the first at data row {t + 1} (time "
+            f"{stamp.replace('T', ' ')}), sensor {str(self.node_ids[n])!r}, channel "
+            f"{self.channels[c]!r}: {self.values[t, n, c]}; {fix}"
+        )
 
     # -- summary -------------------------------------------------------------------------
     def summary(self) -> dict:

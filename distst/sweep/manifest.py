@@ -25,6 +25,7 @@ import secrets
 from pathlib import Path
 
 from distst.errors import DiststError
+from distst.graph.partition.plan import sha256_file
 
 MANIFEST = "distst-manifest.json"
 _FORMAT = "distst-sweep-manifest-v1"
@@ -70,14 +71,6 @@ def guarded_files(sdir: Path) -> dict[str, Path]:
     return out
 
 
-def _digest(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _mac(key: bytes, files: dict[str, str]) -> str:
     body = json.dumps(files, sort_keys=True).encode()
     return hmac.new(key, body, hashlib.sha256).hexdigest()
@@ -115,7 +108,8 @@ def is_current(sdir: str | Path) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     current = guarded_files(sdir)
-    return set(current) <= set(files) and all(files[n] == _digest(p) for n, p in current.items())
+    return set(current) <= set(files) and all(files[n] == sha256_file(p)
+                                              for n, p in current.items())
 
 
 def verify(sdir: str | Path) -> None:
@@ -140,12 +134,12 @@ def verify(sdir: str | Path) -> None:
         raise DiststError(f"{mp} was not signed with this user's key ({key_file()}): the "
                           f"sweep was written elsewhere or the manifest was edited; {fix}")
     current = guarded_files(sdir)
-    changed = [name for name, p in current.items() if files.get(name) != _digest(p)]
+    changed = [name for name, p in current.items() if files.get(name) != sha256_file(p)]
     if not changed:
         return
     store = sdir / SIGNED
     copies = {name: store / files[name] for name in files}
-    if all(c.is_file() and _digest(c) == files[name] for name, c in copies.items()):
+    if all(c.is_file() and sha256_file(c) == files[name] for name, c in copies.items()):
         # roll back to the last signed state: signed files from their copies, files
         # that appeared since then set aside (renamed, never deleted)
         for name in changed:

@@ -251,7 +251,9 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
 
     sc = sweep.cfg
     sdir = Path(sweep_dir).resolve() if sweep_dir else _sweep_dir(sweep)
-    if not resume and (sdir / SWEEP_FILE).exists():
+    if resume:
+        manifest.verify(sdir)  # before any work, and before Tune unpickles anything in it
+    elif (sdir / SWEEP_FILE).exists():
         raise DiststError(f"sweep directory {sdir} already holds a sweep; continue it with "
                           f"'distst tune --resume {sdir}' or set another name (--set name=...)")
     dataset_dir = ensure_dataset(sweep.base.data)
@@ -278,7 +280,6 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     # to the searched keys and the metric
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if resume:
-        manifest.verify(sdir)  # before Tune unpickles anything in it
         tuner = ray.tune.Tuner.restore(str(sdir), trainable, resume_unfinished=True,
                                        resume_errored=True)
     else:
@@ -429,7 +430,6 @@ def resume_sweep(sweep_dir: str | Path, address: str = "", progress: bool = True
     if not f.is_file():
         raise DiststError(f"{sdir} is not a sweep directory (no {SWEEP_FILE}); pass the folder "
                           "'distst tune' printed as 'sweep directory: ...'")
-    manifest.verify(sdir)
     saved = yaml.safe_load(f.read_text())
     sc = _fill(SweepConfig, saved["sweep"], "")
     sc.storage, sc.name = str(sdir.parent), sdir.name

@@ -30,6 +30,15 @@ def _distst(tmp_path, *sets, **popen):
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
 
 
+def _wait_for_checkpoint(proc, tmp_path, timeout_s: float = 400) -> None:
+    """Until the run has saved its first checkpoint (the driver must stay alive meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while not list((tmp_path / "runs").glob("*/checkpoint_*")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no checkpoint in {timeout_s:g} s"
+        time.sleep(0.5)
+
+
 def _last_line(text: str) -> str:
     return [ln for ln in text.splitlines() if ln.strip()][-1]
 
@@ -49,11 +58,7 @@ def test_worker_error_is_the_last_line(tmp_path):
 def test_lost_worker_ends_with_run_folder_and_resume_command(tmp_path):
     proc = _distst(tmp_path, "train.epochs=200", "train.batch_size=16")
     try:
-        deadline = time.monotonic() + 400
-        while not list((tmp_path / "runs").glob("*/checkpoint_*")):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint in 400 s"
-            time.sleep(0.5)
+        _wait_for_checkpoint(proc, tmp_path)
         mine = psutil.Process(proc.pid)
         workers = [p for p in psutil.process_iter(["cmdline"])
                    if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
@@ -73,11 +78,7 @@ def test_lost_worker_ends_with_run_folder_and_resume_command(tmp_path):
 def test_ctrl_c_in_ray_mode_says_interrupted_and_how_to_resume(tmp_path):
     proc = _distst(tmp_path, "train.epochs=200", "train.batch_size=16")
     try:
-        deadline = time.monotonic() + 400
-        while not list((tmp_path / "runs").glob("*/checkpoint_*")):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint in 400 s"
-            time.sleep(0.5)
+        _wait_for_checkpoint(proc, tmp_path)
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the driver
         out, err = proc.communicate(timeout=300)
     finally:

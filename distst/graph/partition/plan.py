@@ -160,7 +160,8 @@ class PartData:
 
 
 # -- hashing ------------------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for blk in iter(lambda: f.read(1 << 22), b""):
@@ -183,7 +184,7 @@ def values_hash(path: str | Path) -> dict:
     path = Path(path)
     size = path.stat().st_size
     if size <= _FULL_HASH_LIMIT:
-        return {"sha256": _sha256_file(path), "size": size, "hashed": "full"}
+        return {"sha256": sha256_file(path), "size": size, "hashed": "full"}
     h = hashlib.sha256()
     with open(path, "rb") as f:
         _, _, _, offset = _npy_header(f)
@@ -201,10 +202,10 @@ def values_hash(path: str | Path) -> dict:
 def input_hashes(dataset_dir: str | Path) -> dict:
     """The hashes of a dataset's files that a plan depends on (see the module docstring)."""
     d = Path(dataset_dir)
-    out = {name: _sha256_file(d / name) for name in _HASHED_FILES}
+    out = {name: sha256_file(d / name) for name in _HASHED_FILES}
     for name in _OPTIONAL_HASHED:
         if (d / name).exists():
-            out[name] = _sha256_file(d / name)
+            out[name] = sha256_file(d / name)
     out["values.npy"] = values_hash(d / "values.npy")
     return out
 
@@ -383,7 +384,7 @@ def write_plan(
                 "num_halo": int(nodes.size) - part["num_inner"],
                 "num_local": int(nodes.size),
                 "num_local_edges": int(eids.size),
-                "nodes_sha256": _sha256_file(d / "nodes.npy"),
+                "nodes_sha256": sha256_file(d / "nodes.npy"),
             }
             _dump_json(info, d / PART_META)
             part_sizes.append({k: v for k, v in info.items() if k != "nodes_sha256"})
@@ -400,7 +401,7 @@ def write_plan(
             "notes": list(partition.notes),
             "sizes": part_sizes,
             "quality": None if quality is None else _drop_timings(_jsonable(quality)),
-            "assignment_sha256": _sha256_file(tmp / "assignment.npy"),
+            "assignment_sha256": sha256_file(tmp / "assignment.npy"),
             "spatial_attr_names": None if spatial is None else spatial.names,
             "normalization": "edge_weight_sym = D^-1/2 A D^-1/2 of the whole graph "
                              "(out-degree, self loops removed; distst.nn.graphops 'sym')",
@@ -520,7 +521,7 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
     except (OSError, ValueError) as exc:
         raise DiststError(f"part {part} of plan {plan} is missing or corrupt ({exc}); {fix}") \
             from None
-    if _sha256_file(d / "nodes.npy") != info.get("nodes_sha256") or nodes.ndim != 1 \
+    if sha256_file(d / "nodes.npy") != info.get("nodes_sha256") or nodes.ndim != 1 \
             or nodes.size != info.get("num_local"):
         raise DiststError(f"{d / 'nodes.npy'} does not match {d / PART_META}; the plan is "
                           f"corrupt: {fix}")

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from distst.errors import DiststError
+from distst.storage import write_atomic
 
 
 @dataclass
@@ -434,7 +435,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(cfg.to_yaml())
-    tmp.replace(p)
+    write_atomic(path, cfg.to_yaml())

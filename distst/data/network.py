@@ -18,15 +18,13 @@ any slice is ``~np.isnan(slice)``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from distst.errors import DiststError
+from distst.storage import atomic_dir
 
 LAYOUT_VERSION = 1
 DEFAULT_STEP_MINUTES = 5
@@ -222,16 +220,6 @@ class SensorNetwork:
 
 
 # -- on-disk layout ----------------------------------------------------------------------
-def _atomic_dir(out: Path):
-    """Create a temp sibling dir; caller fills it and passes it to _commit_dir."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:  # read-only, no permission, disk full
-        raise DiststError(f"cannot write {out}: {e.strerror or e} in {out.parent}; choose an "
-                          "output folder you can write") from None
-
-
 def check_output_dir(out: str | Path, what: str, is_ours, inputs=(),
                      kind: str = "a distst dataset") -> Path:
     """Refuse an output folder that would replace something distst did not write.
@@ -257,17 +245,6 @@ def check_output_dir(out: str | Path, what: str, is_ours, inputs=(),
             "it yourself first (it would be replaced as a whole)"
         )
     return out
-
-
-def _commit_dir(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp`` so that readers never see a half-written dataset."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
 
 
 def write_meta(net_like: dict, path: Path) -> None:
@@ -298,15 +275,10 @@ def save_network(net: SensorNetwork, out: str | Path, inputs=()) -> Path:
     """
     files = list((net.source.get("files") or {}).values())
     out = check_output_dir(out, f"dataset '{net.name}'", is_dataset_dir, [*inputs, *files])
-    tmp = _atomic_dir(out)
-    try:
+    with atomic_dir(out) as tmp:
         write_static_files(net, tmp)
         np.save(tmp / "values.npy", np.ascontiguousarray(net.values, dtype=np.float32))
         write_meta(build_meta(net), tmp / "meta.json")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _commit_dir(tmp, out)
     return out
 
 

@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +93,6 @@ from scipy.spatial import Delaunay, cKDTree
 
 from distst.data.network import (
     SensorNetwork,
-    _atomic_dir,
-    _commit_dir,
     check_output_dir,
     build_meta,
     is_dataset_dir,
@@ -103,6 +100,7 @@ from distst.data.network import (
     write_static_files,
 )
 from distst.errors import DiststError
+from distst.storage import atomic_dir
 
 GENERATOR_VERSION = 2
 TYPE_NAMES = ("residential", "business", "highway")
@@ -661,8 +659,7 @@ def generate_network(
     check_output_dir(out, "synthetic network", is_dataset_dir)
     gen, chunk = _make(num_nodes, days, seed, graph, k, start, step_minutes, missing_ratio,
                        noise_std, chunk_steps, latent_lag, incident_rate, name)
-    tmp = _atomic_dir(out)
-    try:
+    with atomic_dir(out) as tmp:
         path = tmp / "values.npy"
         with open(path, "wb") as f:
             # A plain sequential write, not a writable memmap: the mapped pages of a memmap
@@ -680,10 +677,6 @@ def generate_network(
         write_static_files(net, tmp)
         write_meta(build_meta(net), tmp / "meta.json")
         del net
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _commit_dir(tmp, out)
     return out
 
 

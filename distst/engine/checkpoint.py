@@ -15,6 +15,7 @@ import torch
 import distst
 from distst.config import Config, config_from_dict
 from distst.errors import DiststError
+from distst.storage import atomic_file, write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 try:  # numpy >= 2
@@ -43,10 +44,9 @@ def save_checkpoint(directory: str | Path, trainer_state: dict, cfg: Config, bun
         "data_sizes": sizes,
         "extra": extra or {},
     }
-    tmp = d / (CHECKPOINT_FILE + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(d / CHECKPOINT_FILE)
-    (d / "config.yaml").write_text(cfg.to_yaml())
+    with atomic_file(d / CHECKPOINT_FILE) as tmp:
+        torch.save(payload, tmp)
+    write_atomic(d / "config.yaml", cfg.to_yaml())
     return d
 
 

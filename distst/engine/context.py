@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
 from distst.engine.checkpoint import checkpoint_dirs
+from distst.storage import atomic_dir
 
 
 class NullBar:
@@ -47,8 +51,19 @@ class Context:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
+    @contextmanager
+    def checkpoint_dir(self) -> Iterator[Path]:
+        """A fresh folder to write one checkpoint into before :meth:`report` keeps a copy of
+        it; removed on every path out (reported, failed, interrupted)."""
+        d = Path(tempfile.mkdtemp(prefix="distst-ckpt-"))
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
-        """Persist one epoch's metrics and (main rank only) its checkpoint directory."""
+        """Persist one epoch's metrics and (main rank only) a copy of the checkpoint folder
+        (one of :meth:`checkpoint_dir`, which stays the caller's to remove)."""
         raise NotImplementedError
 
     def progress(self, total: int, desc: str):
@@ -85,15 +100,9 @@ class LocalContext(Context):
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         if checkpoint_dir is None:
             return
-        dest = self.run_dir / f"checkpoint_{self._count:06d}"
-        tmp = self.run_dir / f".{dest.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            shutil.copytree(checkpoint_dir, tmp)
+        with atomic_dir(self.run_dir / f"checkpoint_{self._count:06d}") as tmp:
+            shutil.copytree(checkpoint_dir, tmp, dirs_exist_ok=True)
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            tmp.rename(dest)
-        finally:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the trainer's temp folder
         self._count += 1
         for old in checkpoint_dirs(self.run_dir)[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)  # state was loaded at the start

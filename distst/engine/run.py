@@ -191,7 +191,7 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
         state = payload["trainer"]
         trainer.load_state_dict(state)
         if state.get("best_model") is not None:
-            trainer.model.load_state_dict(trainer._local_node_state(state["best_model"]))
+            trainer.model.load_state_dict(trainer.shard.local_state(state["best_model"]))
         m = trainer.evaluate(split)
         if total is None:
             total = m

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -47,11 +46,9 @@ class RayContext(Context):
         self._resume_path = Path(resume_from) if resume_from else None
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        # report copies the folder into the run's storage before it returns (SYNC mode)
         ckpt = Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=ckpt)
-        if checkpoint_dir is not None:
-            # report copies the directory into the run's storage before returning (SYNC mode)
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
     def progress(self, total: int, desc: str):
         if self.is_main and self._board is not None:

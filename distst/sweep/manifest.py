@@ -25,6 +25,7 @@ import secrets
 from pathlib import Path
 
 from distst.errors import DiststError
+from distst.storage import write_atomic
 from distst.graph.partition.plan import sha256_file
 
 MANIFEST = "distst-manifest.json"
@@ -45,16 +46,8 @@ def _key(create: bool) -> bytes | None:
     if not create:
         return None
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-    try:
-        os.link(tmp, p)  # first writer wins when two drivers start at once
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    # never readable by others; the first writer wins when two drivers start at once
+    write_atomic(p, secrets.token_bytes(32), mode=0o600, exclusive=True)
     return p.read_bytes()
 
 
@@ -87,13 +80,9 @@ def sign(sdir: str | Path) -> None:
         digest = hashlib.sha256(data).hexdigest()
         files[name] = digest
         if not (store / digest).is_file():
-            tmp = store / f".{digest}.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(store / digest)
+            write_atomic(store / digest, data)
     doc = {"format": _FORMAT, "files": files, "hmac": _mac(_key(create=True), files)}
-    tmp = sdir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    tmp.replace(sdir / MANIFEST)
+    write_atomic(sdir / MANIFEST, json.dumps(doc, indent=1, sort_keys=True))
     keep = set(files.values())
     for old in store.iterdir():
         if old.name not in keep and not old.name.startswith("."):
@@ -144,9 +133,7 @@ def verify(sdir: str | Path) -> None:
         # that appeared since then set aside (renamed, never deleted)
         for name in changed:
             if name in files:
-                tmp = sdir / f"{name}.restore.tmp"
-                tmp.write_bytes(copies[name].read_bytes())
-                tmp.replace(sdir / name)
+                write_atomic(sdir / name, copies[name].read_bytes())
             else:
                 current[name].rename(current[name].with_name(current[name].name + _SET_ASIDE))
         shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")

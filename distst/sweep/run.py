@@ -34,6 +34,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from distst.config import _fill, config_from_dict, save_config
 from distst.errors import DiststError
+from distst.storage import write_atomic
 from distst.sweep import manifest
 from distst.sweep.config import (
     PARTITION_KEYS,
@@ -222,12 +223,6 @@ def _sweep_dir(sweep: Sweep) -> Path:
     return root.resolve() / name
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
     """Every partition plan the trials can need, made (or found in the cache) once, here."""
     from distst.runtime.ray_train import ensure_plan
@@ -265,8 +260,8 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     sdir.mkdir(parents=True, exist_ok=True)
     if not resume:
         saved = {"sweep": {**dataclasses.asdict(sc), "overrides": []}, "base": sweep.base_raw}
-        _write(sdir / SWEEP_FILE, yaml.safe_dump(saved, sort_keys=False))
-    _write(sdir / PLANS_FILE, json.dumps(plans, indent=2))
+        write_atomic(sdir / SWEEP_FILE, yaml.safe_dump(saved, sort_keys=False))
+    write_atomic(sdir / PLANS_FILE, json.dumps(plans, indent=2))
     print(f"sweep directory: {sdir}", flush=True)
     print(f"trials: {res.workers} workers x {res.cpus_per_worker:g} CPU + driver "
           f"{res.driver_cpus:g} CPU, {res.max_concurrent_trials} at a time", flush=True)
@@ -370,13 +365,13 @@ def summarise(sweep: Sweep, sdir: Path, grid) -> SweepResult:
     rows.sort(key=lambda r: (math.isnan(r[sc.metric]), sign * r[sc.metric]
                              if not math.isnan(r[sc.metric]) else 0.0))
     table = format_trials(rows, sweep.searched_keys, sc.metric)
-    _write(sdir / "trials.md", table + "\n")
+    write_atomic(sdir / "trials.md", table + "\n")
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    _write(sdir / "trials.csv", buf.getvalue())
+    write_atomic(sdir / "trials.csv", buf.getvalue())
     best = next((r for r in rows if r["status"] != "error" and not math.isnan(r[sc.metric])),
                 None)
     best_config, test = None, None
@@ -386,7 +381,7 @@ def summarise(sweep: Sweep, sdir: Path, grid) -> SweepResult:
 
         test = evaluate_checkpoint(best["run_dir"], split="test")
         test["trial"] = best["trial"]
-        _write(sdir / "best_test_metrics.json", json.dumps(test, indent=2))
+        write_atomic(sdir / "best_test_metrics.json", json.dumps(test, indent=2))
     counts = {"trials": len(rows),
               "errors": sum(r["status"] == "error" for r in rows),
               "stopped_early": sum(r["status"] == "stopped early" for r in rows)}

@@ -87,10 +87,10 @@ def test_shard_losses_sum_to_the_whole_graph_loss(tiny, tmp_path, kind):
     count = sum(int((~torch.isnan(y[:, :, p[:m]])).sum()) for p, m in zip(parts, inner))
     ctx = _TwoShards(tmp_path / "run")
     ctx.total = torch.tensor([float(count)], dtype=torch.float64)
-    trainer.ctx, trainer.shard = ctx, True
+    trainer.shard.ctx, trainer.shard.sharded = ctx, True
     losses = []
     for p, m in zip(parts, inner):
-        trainer.num_inner = m
+        trainer.shard.num_inner = m
         losses.append(float(trainer._loss(pred[:, :, p], y[:, :, p])))
     assert sum(losses) / 2 == pytest.approx(whole, rel=1e-5)
 

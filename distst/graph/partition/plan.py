@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +64,6 @@ import numpy as np
 
 from distst.data.network import (
     SensorNetwork,
-    _atomic_dir,
-    _commit_dir,
     check_output_dir,
     build_meta,
     load_network,
@@ -74,6 +71,7 @@ from distst.data.network import (
     write_static_files,
 )
 from distst.errors import DiststError
+from distst.storage import atomic_dir
 from distst.graph.adjacency import undirected_degree
 from distst.graph.partition.base import Partition
 from distst.graph.partition.halo import halo_adjacency, k_hop_halo
@@ -338,8 +336,7 @@ def write_plan(
         })
     hashes = input_hashes(dataset)
 
-    tmp = _atomic_dir(out)
-    try:
+    with atomic_dir(out) as tmp:
         np.save(tmp / "assignment.npy", partition.assignment.astype(np.int64))
         for i, part in enumerate(parts):
             d = tmp / f"part_{i}"
@@ -408,10 +405,6 @@ def write_plan(
             "inputs": {"dataset": str(dataset.resolve()), "hashes": hashes},
         }
         _dump_json(meta, tmp / META_NAME)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _commit_dir(tmp, out)
     return out
 
 

@@ -61,14 +61,14 @@ def _masked_parts(pred, target, null_value: float, mape: bool, mape_eps: float):
 
 def masked_mae(pred, target, null_value: float = NAN) -> torch.Tensor:
     """Mean |pred - y| over observed targets (torch scalar, differentiable; 0 if none)."""
-    err, _, mask = _masked_parts(pred, target, null_value, False, 0.0)
-    return err.abs().sum() / mask.sum().clamp(min=1)
+    total, count = masked_error_sum(pred, target, "mae", null_value)
+    return total / count.clamp(min=1)
 
 
 def masked_mse(pred, target, null_value: float = NAN) -> torch.Tensor:
     """Mean (pred - y)^2 over observed targets."""
-    err, _, mask = _masked_parts(pred, target, null_value, False, 0.0)
-    return (err * err).sum() / mask.sum().clamp(min=1)
+    total, count = masked_error_sum(pred, target, "mse", null_value)
+    return total / count.clamp(min=1)
 
 
 def masked_rmse(pred, target, null_value: float = NAN) -> torch.Tensor:
@@ -114,16 +114,6 @@ def masked_error_sum(pred, target, kind: str = "mae", null_value: float = NAN,
         raise DiststError(f"train.loss: unknown loss {kind!r}; choose one of mae, mse, mae_mse, "
                           "huber")
     return total, mask.sum()
-
-
-LOSSES = {"mae": masked_mae, "mse": masked_mse, "rmse": masked_rmse, "mape": masked_mape}
-
-
-def get_loss(name: str):
-    """Loss function by config name (``train.loss``)."""
-    if name not in LOSSES:
-        raise DiststError(f"train.loss: unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name]
 
 
 class StreamingMetrics:

@@ -91,10 +91,3 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
-
-
-def copy_dir_atomic(src: str | Path, dest: str | Path) -> Path:
-    """Copy the folder ``src`` to ``dest`` so that ``dest`` appears complete or not at all."""
-    with atomic_dir(dest) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-    return Path(dest)

@@ -38,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 MIB = 2**20
 

@@ -84,8 +84,8 @@ def main(argv=None) -> int:
         plan_mib = sum(f.stat().st_size for f in plan.rglob("*") if f.is_file()) / MIB
         n = meta["num_nodes"]
         text = "\n".join([
-            f"| nodes | values.npy MiB | method | parts | halo hops | partition s | plan total s "
-            f"| plan MiB on disk | peak RSS MiB | within 60 s |",
+            "| nodes | values.npy MiB | method | parts | halo hops | partition s | plan total s "
+            "| plan MiB on disk | peak RSS MiB | within 60 s |",
             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
             f"| {n} | {values_mib:.0f} | {args.method} | {args.parts} | {args.halo_hops} | "
             f"{float(r['partition_s'] or 0):.1f} | {r['total_s']:.1f} | {plan_mib:.0f} | "

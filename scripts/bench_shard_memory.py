@@ -85,11 +85,11 @@ def worker(args) -> int:
     ds = WindowDataset(net.values, net.timestamps, splits["train"], input_len=li, horizon=h,
                        scaler=scaler)
     batches = 0
-    for x, _y in iterate_batches(ds, args.batch_size, shuffle=True, seed=0):
+    for _x, _y in iterate_batches(ds, args.batch_size, shuffle=True, seed=0):
         batches += 1
         if args.max_batches and batches >= args.max_batches:
             break
-    del x, _y
+    del _x, _y
     if args.model_steps:
         import numpy as np
         import torch

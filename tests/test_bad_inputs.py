@@ -10,10 +10,8 @@ messages they get is ``tests/BAD_INPUTS.md``; regenerate it with
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np

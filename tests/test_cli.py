@@ -1,12 +1,10 @@
 """The CLI as a user meets it: verbs that work, and one-line errors with exit code 2."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from distst.cli import main
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from distst.config import Config, null_value
-from distst.data.windows import iterate_batches
+from distst.data.windows import iterate_batches, num_batches
 from distst.engine.checkpoint import load_checkpoint, save_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.data import DataBundle, history_for_ha
@@ -190,7 +190,7 @@ class Trainer:
         rank, world = self._window_split()
         batches = iterate_batches(ds, bs, shuffle=True, seed=tc.seed, epoch=self.epoch,
                                   rank=rank, world_size=world, drop_last=True)
-        n_batches = len(ds) // (bs * world)
+        n_batches = num_batches(len(ds), bs, world, drop_last=True)
         if tc.max_batches_per_epoch:
             n_batches = min(n_batches, tc.max_batches_per_epoch)
         if n_batches == 0:

@@ -210,7 +210,6 @@ class GraphSeq2Seq(nn.Module):
     cell's HyperST scales or None) and optionally :meth:`_scales`.
     """
 
-    trainable = True
     model_name = "graph_seq2seq"
 
     def _graph(self):

@@ -250,7 +250,6 @@ class GCGRU(nn.Module):
     Eq. 2's largest eigenvalue). The graph must be undirected (:class:`GraphOperator`).
     """
 
-    trainable = True
     GRAPH = GraphOperator.GRAPH
 
     def __init__(

@@ -20,7 +20,6 @@ class GRUSeq2Seq(nn.Module):
     Subclasses swap the recurrent layer (``rnn``): :class:`distst.nn.lstm.LSTMSeq2Seq`.
     """
 
-    trainable = True
     rnn: type[nn.Module] = nn.GRU
     label = "gru"
 

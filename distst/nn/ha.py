@@ -4,7 +4,7 @@ The forecast for a future step is the training-set mean of the same node and cha
 same weekly slot (day-of-week x time-of-day); a weekly slot never observed falls back to the
 time-of-day mean, and that to the node's overall mean (and to 0 -- the scaled mean -- for a node
 never observed). Not trained by gradient descent: :meth:`HistoricalAverage.fit_history` fills
-the table once, ``trainable = False`` tells the engine to skip the optimiser.
+the table once; with no parameters that require gradients, the engine skips the optimiser.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class HistoricalAverage(nn.Module):
     channel (``day_of_week=False``) the table is daily and only time of day is read.
     """
 
-    trainable = False
 
     def __init__(
         self,

@@ -367,7 +367,6 @@ class HimNet(nn.Module):
     authors' integer index (see the module docstring and ``dow_origin``).
     """
 
-    trainable = True
     node_parameter_std = 0.1
 
     def __init__(

@@ -135,7 +135,6 @@ class HyperSTCNN(nn.Module):
     [64, 16, 8, 8]`` (d = 8), ``channels = [64, 32]`` 3x3 HyperST-Conv layers.
     """
 
-    trainable = True
 
     def __init__(
         self,

@@ -203,7 +203,6 @@ def _int_list(model: str, key: str, value) -> list[int]:
 class _HyperSTLSTMSeq2Seq(nn.Module):
     """The shared encoder-decoder of HyperST-LSTM-G/-D; subclasses pick the cell."""
 
-    trainable = True
     name = ""
 
     def _make_cell(self, d: int, input_size: int, hidden_size: int) -> nn.Module:

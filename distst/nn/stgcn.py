@@ -223,7 +223,6 @@ class STGCN(nn.Module):
     lambda_max = 2. ``input_len`` must exceed ``2 * num_blocks * (Kt - 1)`` (8 by default).
     """
 
-    trainable = True
     GRAPH = GraphOperator.GRAPH
 
     def __init__(

@@ -189,7 +189,6 @@ class STUNet(nn.Module):
     ``levels=p, dilation=1``.
     """
 
-    trainable = True
     GRAPH = GraphOperator.GRAPH
 
     def __init__(

@@ -366,9 +366,10 @@ def _check_model_param(d: Domain, name: str, model: str, prefix: str) -> None:
 
 
 # -- what trials run --------------------------------------------------------------------------
-def trial_config(sweep: Sweep, values: dict) -> Config:
-    """The Config of a trial that drew ``values`` (searched key -> value)."""
-    raw = sweep.base_raw
+def trial_config(base_raw: dict, values: dict) -> Config:
+    """The Config of a trial that drew ``values`` (searched key -> value) from a sweep whose
+    base config is ``base_raw`` (:attr:`Sweep.base_raw`)."""
+    raw = base_raw
     for key, value in values.items():
         raw = set_key(raw, key, value)
     return config_from_dict(raw)

@@ -45,6 +45,7 @@ from distst.sweep.config import (
     partition_combos,
     plan_resources,
     set_key,
+    trial_config,
 )
 
 SWEEP_FILE = "sweep.yaml"
@@ -128,10 +129,7 @@ def trial_main(config: dict, static: dict) -> None:
     installed package so that Ray workers can import it)."""
     from distst.runtime.ray_train import run_ray
 
-    raw = static["base_raw"]
-    for key in static["keys"]:
-        raw = set_key(raw, key, config[key])
-    cfg = config_from_dict(raw)
+    cfg = trial_config(static["base_raw"], {key: config[key] for key in static["keys"]})
     trial_id = ray.tune.get_context().get_trial_id()
     rt = cfg.runtime
     rt.storage = str(Path(static["sweep_dir"]) / "trials")

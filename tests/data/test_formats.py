@@ -213,7 +213,7 @@ def test_metr_la_small_files_reordered_and_zero_missing(tmp_path):
 
 
 def test_pems_bay_small_files(tmp_path):
-    w = write_dcrnn(tmp_path, h5="pems-bay.h5", pkl="adj_mx_bay.pkl", locations=False)
+    write_dcrnn(tmp_path, h5="pems-bay.h5", pkl="adj_mx_bay.pkl", locations=False)
     net = read_dataset("pems-bay", tmp_path)
     assert net.name == "pems-bay" and net.coords is None and net.num_nodes == 6
     assert net.values.shape == (12, 6, 1)
@@ -261,7 +261,7 @@ def test_pemsd7_small_files(tmp_path):
     np.testing.assert_allclose(net.edge_weight, math.exp(-0.225), rtol=1e-6)
     # 2012-05-01 is a Tuesday: day 2 is Wednesday 2012-05-02, no gap yet
     assert pd.Timestamp(int(net.timestamps[288])) == pd.Timestamp("2012-05-02 00:00")
-    fri = write_pemsd7(tmp_path / "fri", days=2, stations=False, prefix="")
+    write_pemsd7(tmp_path / "fri", days=2, stations=False, prefix="")
     net2 = read_dataset("pemsd7", tmp_path / "fri", start="2012-05-04")  # a Friday
     assert pd.Timestamp(int(net2.timestamps[288])) == pd.Timestamp("2012-05-07 00:00")  # Monday
     assert list(net2.node_ids) == [str(i) for i in range(5)] and net2.coords is None

@@ -81,13 +81,15 @@ def test_layout_and_contents(dataset, partition, tmp_path, hops):
                for s, d, w in zip(*sub.edge_index, sub.edge_weight)}
         want = {(int(s), int(d), float(w)) for s, d, w in zip(*ei[:, local], ew[local])}
         assert got == want and sub.num_edges == int(local.sum())
-        # whole-graph normalised entries: -L~[dst, src] of the full operator for the same edge
-        gs, gd = nodes[sub.edge_index[0]], nodes[sub.edge_index[1]]
-        np.testing.assert_allclose(part.edge_weight_sym, -full_op[gd, gs].numpy(), rtol=1e-6)
+        # normalised with whole-graph degrees, every local edge's entry is the full
+        # operator's -L~[dst, src] for the same edge
         np.testing.assert_allclose(part.deg, full_deg[nodes])
+        part_op = cheb_operator(sub.edge_index, sub.edge_weight, nodes.size, "sym",
+                                degree=part.deg).to_dense().double()
+        ls, ld = sub.edge_index
+        gs, gd = nodes[ls], nodes[ld]
+        np.testing.assert_allclose(part_op[ld, ls].numpy(), full_op[gd, gs].numpy(), rtol=1e-6)
         if hops >= 1:  # inner rows of the part operator are exactly the full-graph rows
-            part_op = cheb_operator(sub.edge_index, part.edge_weight_sym, nodes.size,
-                                    "none").to_dense().double()
             ni = part.num_inner
             np.testing.assert_allclose(part_op[:ni].numpy(), full_op[inner][:, nodes].numpy(),
                                        rtol=1e-6, atol=1e-7)
@@ -111,7 +113,8 @@ def test_rerun_is_byte_identical_and_replaces_atomically(dataset, partition, tmp
     a = write_plan(dataset, partition, 1, tmp_path / "a", quality={"cut": 3, "seconds": 0.123})
     b = write_plan(dataset, partition, 1, tmp_path / "b", quality={"cut": 3, "seconds": 9.9})
     fa, fb = all_files(a), all_files(b)
-    assert len(fa) == 1 + 1 + P * 15 and fa.keys() == fb.keys()  # + in_deg, udeg_max, spatial_attrs
+    # per part: 14 files (edge_weight_sym.npy, which training never read, is gone since issue 12)
+    assert len(fa) == 1 + 1 + P * 14 and fa.keys() == fb.keys()
     assert all(fa[k] == fb[k] for k in fa), [k for k in fa if fa[k] != fb[k]]
     assert "seconds" not in json.loads(fa["META.json"])["quality"]  # timings kept out
     # an existing plan is replaced as a whole; nothing temporary stays behind

@@ -38,7 +38,7 @@ def make(**kw):
 def test_exact_weekly_pattern_and_wraparound():
     vals, tod, dow = weekly_series()
     model = make(horizon=2 * S + 1)  # longer than a day: crosses midnight and the week end
-    assert model.trainable is False and not list(model.parameters())
+    assert not any(p.requires_grad for p in model.parameters()) and not list(model.parameters())
     model.fit_history(vals, tod, dow)
     ends = range(2, len(vals) - model.horizon)  # every position incl. Sunday's last slot
     for end in ends:

@@ -23,7 +23,7 @@ def test_shape_gradients_and_registry_defaults():
     assert model_param_defaults("lstm") == {"hidden_size": 64, "num_layers": 2}
     model = build_model("lstm", dict(num_nodes=N, input_dim=F_IN, output_dim=F_OUT,
                                      input_len=T_IN, horizon=HOR), {"hidden_size": 8})
-    assert isinstance(model, LSTMSeq2Seq) and model.trainable
+    assert isinstance(model, LSTMSeq2Seq) and any(p.requires_grad for p in model.parameters())
     y = model(torch.randn(B, T_IN, N, F_IN))
     assert y.shape == (B, HOR, N, F_OUT)
     y.square().mean().backward()

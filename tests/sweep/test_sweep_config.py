@@ -45,7 +45,7 @@ def test_grammar_and_trial_config(tmp_path):
         "train.weight_decay": "uniform", "model.params.K": "randint", "train.batch_size": "grid"}
     # randint includes both ends in a sweep file
     assert next(d for d in sw.domains if d.key == "model.params.K").candidates() == [1, 2, 3]
-    cfg = trial_config(sw, {"model.params.hidden_size": 16, "train.lr": 0.003,
+    cfg = trial_config(sw.base_raw, {"model.params.hidden_size": 16, "train.lr": 0.003,
                             "train.batch_size": 16})
     assert cfg.model.params == {"K": 2, "hidden_size": 16, "num_layers": 1}
     assert cfg.train.lr == 0.003 and cfg.train.batch_size == 16 and cfg.train.epochs == 4

@@ -65,7 +65,7 @@ import scipy.sparse as sp
 
 from distst.errors import DiststError
 from distst.graph.partition.base import Partition
-from distst.graph.partition.quality import edge_cut, undirected_csr
+from distst.graph.partition.quality import undirected_csr
 
 RATINGS = ("expansion2", "weight")
 DEFAULT_UFACTOR = 30  # same meaning as METIS's: largest part <= (1 + ufactor / 1000) * N / P

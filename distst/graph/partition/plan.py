@@ -11,7 +11,6 @@
         nodes.npy        int64 [n_local]: global ids, inner first (ascending), then halo (asc.)
         edge_index.npy   int64 [2, E_local]: edges with BOTH ends local, in local positions
         edge_weight.npy  float32 [E_local]: their raw weights
-        edge_weight_sym.npy float32 [E_local]: D^-1/2 A D^-1/2 entries of the WHOLE graph
         deg.npy          float64 [n_local]: whole-graph (out-)degrees of the local nodes
         in_deg.npy       float64 [n_local]: whole-graph in-degrees (random-walk diffusion)
         udeg_max.npy     float64 [n_local]: whole-graph degrees of the graph symmetrised with
@@ -29,15 +28,15 @@ a worker reuses every piece of dataset code on it. Node positions in a part are 
 ids are ``nodes.npy``; the first ``num_inner`` local nodes are the ones the part owns (the loss
 covers only those), the rest is the halo (:mod:`distst.graph.partition.halo`).
 
-Normalisation before slicing. ``edge_weight_sym`` mirrors ``distst.nn.graphops.cheb_operator``
-(``"sym"``, i.e. PyG's ``get_laplacian``/``ChebConv``) exactly: edge weights as float32, self
-loops removed, degree ``D_i`` = float64 sum of the weights of node ``i``'s OUTGOING edges
-(``edge_index[0]`` is the source), ``D^-1/2 = 0`` where ``D = 0``, entry of edge ``j -> i`` =
-``D_j^-1/2 * w * D_i^-1/2`` (a self loop gets 0: the operator drops it). Passed to
-``cheb_operator(..., normalization="none")`` the part's operator equals the full-graph operator
-restricted to the local nodes, so every row of an inner node whose in-neighbours are all local
-(always true with ``halo_hops >= 1``) is exactly the full-graph row. The random-walk variant is
-``w / D_src`` with ``deg.npy`` (both ends of a local edge are local).
+Normalisation with whole-graph degrees. A part keeps its raw edge weights and the WHOLE
+graph's degrees of its nodes; graph operators normalise the local edges with those degrees
+(``distst.nn.graphops.cheb_operator(..., degree=deg)``, as PyG's ``get_laplacian`` /
+``ChebConv`` do: edge weights as float32, self loops removed, degree ``D_i`` = float64 sum of
+the weights of node ``i``'s OUTGOING edges, ``edge_index[0]`` being the source). The part's
+operator then equals the full-graph operator restricted to the local nodes, so every row of an
+inner node whose in-neighbours are all local (always true with ``halo_hops >= 1``) is exactly
+the full-graph row; the same holds for the random-walk variants with ``deg.npy`` and
+``in_deg.npy``.
 
 Determinism. Re-running with the same dataset, partition and hops gives byte-identical files:
 no timestamps, no temp paths, JSON with sorted keys; timing figures (keys named ``seconds`` or
@@ -129,7 +128,6 @@ class PartData:
     nodes: np.ndarray  # int64 [n_local] global ids, inner first
     num_inner: int
     network: SensorNetwork
-    edge_weight_sym: np.ndarray  # float32 [E_local]
     deg: np.ndarray  # float64 [n_local]
     in_deg: np.ndarray | None = None  # float64 [n_local]
     udeg_max: np.ndarray | None = None  # float64 [n_local]
@@ -302,7 +300,7 @@ def write_plan(
     _check_out_dir(out, dataset)
     # Everything that can fail on bad input is computed before anything touches the disk.
     in_adj = halo_adjacency(net.edge_index, n)  # both directions: exact for every model
-    sym, deg = sym_normalized_weights(net.edge_index, net.edge_weight, n)
+    _, deg = sym_normalized_weights(net.edge_index, net.edge_weight, n)
     ei = np.asarray(net.edge_index, dtype=np.int64)
     ew = np.asarray(net.edge_weight, dtype=np.float32)
     keep = ei[0] != ei[1]
@@ -343,7 +341,6 @@ def write_plan(
             d.mkdir()
             nodes, eids = part["nodes"], part["eids"]
             np.save(d / "nodes.npy", nodes)
-            np.save(d / "edge_weight_sym.npy", sym[eids])
             np.save(d / "deg.npy", deg[nodes])
             np.save(d / "in_deg.npy", in_deg[nodes])
             np.save(d / "udeg_max.npy", udeg_max[nodes])
@@ -400,8 +397,9 @@ def write_plan(
             "quality": None if quality is None else _drop_timings(_jsonable(quality)),
             "assignment_sha256": sha256_file(tmp / "assignment.npy"),
             "spatial_attr_names": None if spatial is None else spatial.names,
-            "normalization": "edge_weight_sym = D^-1/2 A D^-1/2 of the whole graph "
-                             "(out-degree, self loops removed; distst.nn.graphops 'sym')",
+            "normalization": "raw local edge weights; deg/in_deg/udeg_max = whole-graph "
+                             "degrees of the local nodes (self loops removed), with which "
+                             "distst.nn.graphops normalises the local edges",
             "inputs": {"dataset": str(dataset.resolve()), "hashes": hashes},
         }
         _dump_json(meta, tmp / META_NAME)
@@ -505,7 +503,6 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
     try:
         info = json.loads((d / PART_META).read_text())
         nodes = np.load(d / "nodes.npy")
-        sym = np.load(d / "edge_weight_sym.npy")
         deg = np.load(d / "deg.npy")
         in_deg = np.load(d / "in_deg.npy")
         udeg_max = np.load(d / "udeg_max.npy")
@@ -522,14 +519,13 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
         network = load_network(d, mmap=True)
     except DiststError as exc:
         raise DiststError(f"part {part} of plan {plan}: {exc} ({fix})") from None
-    if network.num_nodes != nodes.size or sym.shape != (network.num_edges,) \
-            or deg.shape != (nodes.size,) or in_deg.shape != (nodes.size,) \
+    if network.num_nodes != nodes.size or deg.shape != (nodes.size,) or in_deg.shape != (nodes.size,) \
             or udeg_max.shape != (nodes.size,) \
             or (spatial is not None and spatial.shape[0] != nodes.size):
         raise DiststError(f"part {part} of plan {plan}: files disagree on the node/edge counts; "
                           f"the plan is corrupt: {fix}")
     return PartData(part=int(part), path=d, nodes=nodes.astype(np.int64),
-                    num_inner=int(info["num_inner"]), network=network, edge_weight_sym=sym,
+                    num_inner=int(info["num_inner"]), network=network,
                     deg=deg, in_deg=in_deg, udeg_max=udeg_max, spatial_attrs=spatial)
 
 

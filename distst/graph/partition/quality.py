@@ -22,7 +22,6 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from distst.errors import DiststError
 # The one definition of the symmetrised graph lives with the other graph builders; partitioners
 # and models (through the engine) read the same one.
 from distst.graph.adjacency import SYMMETRIZE_HOWS, check_graph, undirected_csr  # noqa: F401

@@ -44,13 +44,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append("runtime.mode=local")
     cfg = load_config(args.config, overrides)
     if cfg.runtime.mode == "local":
-        from distst.engine.run import train_local
+        from distst.engine.entry import train_local
 
         run_dir, final = train_local(cfg, resume_from=args.resume)
     else:
-        from distst.runtime.ray_train import run_ray
+        from distst.runtime.ray_train import train_ray
 
-        run_dir, final = run_ray(cfg, resume_from=args.resume)
+        run_dir, final = train_ray(cfg, resume_from=args.resume)
     print()
     print(f"test split, {final.get('model', cfg.model.name)} vs historical average:")
     print(format_metrics_table({"model": cfg.model.name, **final}))
@@ -59,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from distst.engine.run import evaluate_checkpoint
+    from distst.engine.entry import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, split=args.split)
     if args.json:
@@ -177,7 +177,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if args.sweep or args.set:
             raise DiststError("--resume RUN_DIR continues a sweep as it was started; drop the "
                               "sweep file and --set (a new sweep needs a new name instead)")
-        from distst.sweep.run import resume_sweep
+        from distst.sweep.driver import resume_sweep
 
         res = resume_sweep(args.resume, address=args.address or "",
                            progress=not args.no_progress)
@@ -186,7 +186,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             raise DiststError("distst tune needs a sweep file (e.g. configs/sweeps/gcgru.yaml) "
                               "or --resume RUN_DIR")
         from distst.sweep.config import load_sweep
-        from distst.sweep.run import run_sweep
+        from distst.sweep.driver import run_sweep
 
         overrides = list(args.set or [])
         if args.address:

@@ -101,7 +101,7 @@ def preset(name: str) -> dict:
 def child(args) -> int:
     import torch
 
-    from distst.engine.data import local_coarsening
+    from distst.engine.bundle import local_coarsening
     from distst.nn.registry import build_model
 
     torch.set_num_threads(args.threads)

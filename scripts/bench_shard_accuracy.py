@@ -43,7 +43,7 @@ def eval_only(args) -> int:
 
     from distst.config import load_config
     from distst.engine.checkpoint import load_checkpoint
-    from distst.engine.run import evaluate_checkpoint, evaluate_checkpoint_sharded
+    from distst.engine.entry import evaluate_checkpoint, evaluate_checkpoint_sharded
     from distst.graph.partition.plan import make_plan
 
     run = Path(args.eval_only)

@@ -5,7 +5,7 @@
     python scripts/bench_sweep.py --sweep configs/sweeps/himnet.yaml --set num_samples=4
 
 Overhead: the same near-empty run (1 epoch of 1 training and 1 validation batch on a 20-node
-network) is timed (a) as a plain Ray Train run (`run_ray`) and (b) as each of K trials of a
+network) is timed (a) as a plain Ray Train run (`train_ray`) and (b) as each of K trials of a
 sweep run one at a time; (b)/K - (a) is what Tune adds per trial, (a) minus the trainer's own
 epoch time is Ray Train's start-up + teardown. Prints a markdown table; --out appends it.
 """
@@ -42,22 +42,22 @@ def _tiny_sweep(tmp: Path, trials: int) -> Path:
 
 def overhead(trials: int) -> list[tuple[str, str]]:
     from distst.config import config_from_dict
-    from distst.runtime.ray_train import run_ray
+    from distst.runtime.ray_train import train_ray
     from distst.sweep.config import load_sweep
-    from distst.sweep.run import run_sweep
+    from distst.sweep.driver import run_sweep
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     sweep = load_sweep(_tiny_sweep(tmp, trials))
     # the sweep driver prepares the data once; do it before timing anything
-    from distst.engine.data import ensure_dataset
+    from distst.engine.bundle import ensure_dataset
 
     ensure_dataset(sweep.base.data)
     raw = sweep.base.to_dict()
     raw["runtime"].update(storage=str(tmp / "plain"), workers=2, cpus_per_worker=0.95)
     cfg = config_from_dict(raw)
-    run_ray(cfg)  # warm-up: the first Train run also pays for imports in fresh Ray workers
+    train_ray(cfg)  # warm-up: the first Train run also pays for imports in fresh Ray workers
     t0 = time.perf_counter()
-    run_dir, _ = run_ray(cfg)
+    run_dir, _ = train_ray(cfg)
     plain = time.perf_counter() - t0
     rec = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     t0 = time.perf_counter()
@@ -76,11 +76,11 @@ def overhead(trials: int) -> list[tuple[str, str]]:
 
 def example(path: str, overrides: list[str]) -> list[tuple[str, str]]:
     from distst.sweep.config import load_sweep
-    from distst.sweep.run import run_sweep
+    from distst.sweep.driver import run_sweep
 
     tmp = tempfile.mkdtemp(prefix="bench-sweep-ex-")
     sweep = load_sweep(path, [f"storage={tmp}", "name=example", *overrides])
-    from distst.engine.data import ensure_dataset
+    from distst.engine.bundle import ensure_dataset
 
     ensure_dataset(sweep.base.data)
     t0 = time.perf_counter()

@@ -27,13 +27,17 @@ from distst.config import Config, null_value
 from distst.data.windows import iterate_batches, num_batches
 from distst.engine.checkpoint import load_checkpoint, save_checkpoint
 from distst.engine.context import Context, NullBar
-from distst.engine.data import DataBundle, history_for_ha
+from distst.engine.bundle import DataBundle, history_for_ha
 from distst.engine.shard import NodeShard
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_error_sum
 from distst.nn.common import inverse_sigmoid_decay
 from distst.nn.registry import build_model
 from distst.storage import write_atomic
+
+
+#: the run's final metrics (model, best epoch, test and HA tables), written by the main rank
+TEST_METRICS = "test_metrics.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -68,7 +72,7 @@ class Trainer:
         if hasattr(self.model, "fit_history"):
             self.model.fit_history(*[t.to(self.device) for t in history_for_ha(bundle)])
         # the module the loop calls: DDP around self.model with several workers
-        self.net = self.shard.wrap(self.trainable)
+        self.wrapped = self.shard.wrap(self.trainable)
         tc = cfg.train
         self.optimizer = (
             torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
@@ -119,7 +123,7 @@ class Trainer:
 
     def _predict(self, x: torch.Tensor, y: torch.Tensor | None, teacher_forcing: float) -> torch.Tensor:
         targets = self._scale_targets(y) if y is not None and teacher_forcing > 0 else None
-        out = self.net(x, targets=targets, teacher_forcing=teacher_forcing)
+        out = self.wrapped(x, targets=targets, teacher_forcing=teacher_forcing)
         # out: [B, H, N, C_t] scaled -> original units, where losses and metrics live
         return out * self.std + self.mean
 
@@ -198,7 +202,7 @@ class Trainer:
                 f"train.batch_size={tc.batch_size} is larger than the {len(ds)} training "
                 "windows; lower train.batch_size"
             )
-        self.net.train()
+        self.wrapped.train()
         total, count = 0.0, 0
         t0 = time.perf_counter()
         bar = (self.ctx.progress(n_batches, f"epoch {self.epoch + 1}/{tc.epochs}")
@@ -250,7 +254,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split: str, max_batches: int = 0, model: torch.nn.Module | None = None) -> StreamingMetrics:
         """Streaming masked metrics on ``split``, summed over all workers."""
-        net = model if model is not None else self.net
+        net = model if model is not None else self.wrapped
         ds = self.bundle.datasets[split]
         rank, world = self._window_split()
         bs = max(1, self.cfg.train.eval_batch_size // world)
@@ -327,7 +331,7 @@ class Trainer:
         self._checkpoint({"epoch": self.epoch, "final": True, **_flat(final)},
                          extra={"test": final})
         if self.ctx.is_main:
-            write_atomic(self.ctx.run_dir / "test_metrics.json", json.dumps(final, indent=2))
+            write_atomic(self.ctx.run_dir / TEST_METRICS, json.dumps(final, indent=2))
         return final
 
     def final_metrics(self) -> dict:
@@ -349,6 +353,8 @@ class Trainer:
 
 
 def _flat(final: dict) -> dict:
+    """``test_avg_mae``-style keys, so that Tune's result tables show the test metrics;
+    distst itself reads them from the run's test_metrics.json."""
     flat = {}
     for who in ("test", "ha"):
         for horizon, vals in final.get(who, {}).items():

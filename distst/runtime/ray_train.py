@@ -26,8 +26,8 @@ from ray.train.torch import TorchTrainer
 from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
 from distst.engine.context import KEEP_CHECKPOINTS, Context, NullBar
-from distst.engine.data import ensure_dataset
-from distst.engine.run import preflight, resume_hint, run_dir_for, train_in_context
+from distst.engine.bundle import ensure_dataset, ensure_plan
+from distst.engine.entry import read_test_metrics, preflight, resume_hint, run_dir_for, train_in_context
 from distst.errors import DiststError, Interrupted
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
@@ -193,38 +193,7 @@ def check_resources(cfg: Config) -> None:
         )
 
 
-def ensure_plan(cfg: Config, dataset_dir: str | Path) -> Path:
-    """The partition plan for shard mode: the configured one (verified against the dataset)
-    or one made on the fly and cached beside the synthetic datasets."""
-    from distst.graph.partition.plan import load_plan, make_plan, verify_plan
-
-    pc = cfg.partition
-    if pc.plan:
-        verify_plan(pc.plan, dataset_dir)
-        meta = load_plan(pc.plan)
-        if meta.num_parts != pc.parts:
-            raise DiststError(
-                f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
-                f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
-            )
-        # workers do not share the driver's working directory
-        return Path(pc.plan).resolve()
-    root = Path(os.path.expandvars(os.path.expanduser(cfg.data.cache_dir))).resolve() / "plans"
-    out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{pc.halo_hops}-s{pc.seed}"
-    if out.exists():
-        try:
-            verify_plan(out, dataset_dir)
-            return out
-        except DiststError:
-            pass  # the dataset changed since: plan again below
-    print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
-          f"(halo {pc.halo_hops} hops) -> {out}", flush=True)
-    make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=pc.halo_hops,
-              seed=pc.seed)
-    return out
-
-
-def run_ray(cfg: Config, resume_from: str | Path | None = None,
+def train_ray(cfg: Config, resume_from: str | Path | None = None,
             callbacks: list | None = None) -> tuple[Path, dict]:
     """Train ``cfg`` with Ray Train; returns (run directory, final test metrics).
 
@@ -281,8 +250,7 @@ def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resum
         ray.kill(board)
     if result.error:
         raise _user_error(result.error) or _run_failed(result.error, run_dir)
-    metrics = result.metrics or {}
-    return _unflatten(metrics)
+    return read_test_metrics(run_dir)
 
 
 def _run_failed(err: BaseException, run_dir: Path) -> DiststError:
@@ -300,13 +268,3 @@ def _user_error(err: BaseException) -> DiststError | None:
     if lines:
         return DiststError("a training worker failed: " + lines[-1].split(marker, 1)[1].strip())
     return None
-
-
-def _unflatten(metrics: dict) -> dict:
-    """Rebuild the nested final-metrics dict from the flat keys reported through Ray."""
-    out: dict = {}
-    for key, val in metrics.items():
-        parts = key.split("_")
-        if parts[0] in ("test", "ha") and len(parts) == 3:
-            out.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = val
-    return out

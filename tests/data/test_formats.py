@@ -480,7 +480,7 @@ def _prepare(capsys, *argv):
 
 def test_pems_defaults_to_flow_only_input_and_others_to_all_channels(tmp_path):
     from distst.config import DataConfig
-    from distst.engine.data import build_bundle, dataset_input_channels
+    from distst.engine.bundle import build_bundle, dataset_input_channels
 
     write_pems(tmp_path / "raw", "pems04", n=6, t=200, c=3)
     save_network(read_dataset("pems04", tmp_path / "raw"), tmp_path / "pems04")

@@ -7,7 +7,7 @@ from distst.config import load_config
 from distst.data.network import save_network
 from distst.data.synth import synth_network
 from distst.data.windows import weekly_coverage_notice, weekly_slots
-from distst.engine.data import build_bundle
+from distst.engine.bundle import build_bundle
 
 NOTICE = "data: the training split covers"
 
@@ -80,7 +80,7 @@ def test_weekly_slots_match_the_ha_index():
 
 
 def test_a_local_run_prints_the_notice_once(tiny, capsys):
-    from distst.engine.run import train_local
+    from distst.engine.entry import train_local
 
     train_local(tiny("runtime.mode=local", "train.epochs=1", "train.baseline_ha=false",
                      days=4))

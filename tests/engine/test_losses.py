@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from distst.engine.context import LocalContext
-from distst.engine.data import build_bundle, ensure_dataset
-from distst.engine.run import train_local
+from distst.engine.bundle import build_bundle, ensure_dataset
+from distst.engine.entry import train_local
 from distst.engine.trainer import Trainer
 
 

@@ -103,8 +103,9 @@ def test_chebyshev_models_get_the_symmetrised_whole_graph_operator_on_shards(tmp
     graph's, for both symmetrisation rules, with lambda_max = 'exact' taken from the driver."""
     from distst.config import Config
     from distst.data.network import load_network
-    from distst.engine.data import build_bundle
-    from distst.engine.run import _part_bundle, graph_constants
+    from distst.engine.bundle import build_bundle
+    from distst.engine.entry import graph_constants
+    from distst.graph.partition.plan import open_part
     from distst.nn.registry import build_model
 
     net = synth_network(num_nodes=40, days=2, seed=5)
@@ -128,8 +129,8 @@ def test_chebyshev_models_get_the_symmetrised_whole_graph_operator_on_shards(tmp
     plan, _, _ = make_plan(d, tmp_path / "plan", method="metis", parts=3, halo_hops=1)
     n = load_network(d).num_nodes
     for i in range(3):
-        part = _part_bundle(cfg, d, plan, i)
-        part.lambda_max = constants["lambda_max"]
+        part = build_bundle(cfg.data, d, part=open_part(plan, i),
+                            lambda_max=constants["lambda_max"])
         local = build_model("gcgru", part.kwargs_for_model("gcgru"), dict(cfg.model.params))
         op = local.graph()[0].to_dense()
         ids = torch.as_tensor(part.global_ids)
@@ -142,7 +143,7 @@ def test_chebyshev_models_get_the_symmetrised_whole_graph_operator_on_shards(tmp
         outside[ids] = False
         assert float(full[ids[:inner]][:, outside].abs().sum()) == 0.0
     # without the driver's value a shard refuses 'exact' instead of guessing
-    part = _part_bundle(cfg, d, plan, 0)
+    part = build_bundle(cfg.data, d, part=open_part(plan, 0))
     from distst.errors import DiststError
 
     with pytest.raises(DiststError, match="WHOLE graph"):

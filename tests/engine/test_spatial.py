@@ -13,7 +13,7 @@ import pytest
 
 from distst.config import load_config
 from distst.data.synth import generate_network
-from distst.engine.run import train_local
+from distst.engine.entry import train_local
 
 # Measured (issue 10) on 45 nodes x 7 days, 4 epochs, hidden 16, seeds 0-5: GCGRU below GRU by
 # 8.2, 3.6, 6.3, 10.1, -2.5, 5.4 % of test MAE (mean 5.2 %; seeds 0-2 here: 6.0 %). The smallest

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from distst.engine.checkpoint import load_checkpoint, resolve_checkpoint
-from distst.engine.run import evaluate_checkpoint, train_local
+from distst.engine.entry import evaluate_checkpoint, train_local
 from distst.engine.trainer import teacher_forcing_ratio
 from distst.errors import DiststError
 
@@ -108,7 +108,7 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(ti
 
 
 def test_run_folders_are_unique_and_a_failed_run_leaves_none(tiny, monkeypatch):
-    from distst.engine.run import prepare_run_dir
+    from distst.engine.entry import prepare_run_dir
     from distst.engine.trainer import Trainer
 
     cfg = tiny("runtime.mode=local")
@@ -166,7 +166,7 @@ def test_unknown_model_and_param_are_clear(tiny):
 def test_windows_straddling_time_gaps_are_left_out():
     import numpy as np
 
-    from distst.engine.data import drop_gap_windows
+    from distst.engine.bundle import drop_gap_windows
 
     step = 300 * 10**9
     ts = np.arange(30, dtype=np.int64) * step

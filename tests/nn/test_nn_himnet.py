@@ -285,7 +285,7 @@ def test_authors_presets_load_and_build_on_a_tiny_dataset(tmp_path, dataset):
     from distst.config import load_config
     from distst.data.formats import read_dataset
     from distst.data.network import save_network
-    from distst.engine.data import build_bundle
+    from distst.engine.bundle import build_bundle
     from distst.nn.registry import build_model
 
     import numpy as np

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from distst.nn.registry import MODELS
-from distst.runtime.ray_train import run_ray
+from distst.runtime.ray_train import train_ray
 from tiny_models import TINY
 
 TRAINABLE = [m for m in MODELS if m != "ha"]
@@ -26,7 +26,7 @@ def test_one_shard_epoch_on_two_workers(ray_local, tiny, name):
     if name == "hyperst_cnn":
         extra += ["data.synth.graph=grid", "data.synth.grid=[4, 5]", "data.synth.days=4"]
     cfg = tiny(*extra, model=name)
-    run_dir, final = run_ray(cfg)
+    run_dir, final = train_ray(cfg)
     hist = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [1]
     assert math.isfinite(hist[0]["train_loss"]) and math.isfinite(hist[0]["val_mae"])

@@ -6,7 +6,7 @@ import pytest
 
 from distst.engine.checkpoint import load_checkpoint
 from distst.errors import DiststError
-from distst.runtime.ray_train import check_resources, run_ray
+from distst.runtime.ray_train import check_resources, train_ray
 
 
 def _history(run_dir):
@@ -21,7 +21,7 @@ def two_worker_run(ray_local, tmp_path_factory, overrides_for):
     tmp = tmp_path_factory.mktemp("ray2")
     cfg = load_config(None, tiny_overrides(tmp, "train.epochs=3", "runtime.workers=2",
                                            "runtime.cpus_per_worker=0.9"))
-    run_dir, final = run_ray(cfg)
+    run_dir, final = train_ray(cfg)
     return cfg, run_dir, final
 
 
@@ -42,7 +42,7 @@ def test_two_workers_train_and_report(two_worker_run):
 def test_one_and_two_workers_reach_comparable_val_mae(two_worker_run, tiny):
     cfg2, run_dir2, _ = two_worker_run
     cfg1 = tiny("train.epochs=3", "runtime.workers=1")
-    run_dir1, _ = run_ray(cfg1)
+    run_dir1, _ = train_ray(cfg1)
     v1 = _history(run_dir1)[-1]["val_mae"]
     v2 = _history(run_dir2)[-1]["val_mae"]
     # same global batch and optimiser steps: the two runs differ only in float summation order
@@ -55,7 +55,7 @@ def test_resume_from_ray_checkpoint(two_worker_run):
     from dataclasses import replace
 
     more = replace(cfg, train=replace(cfg.train, epochs=4))
-    run_dir_b, final = run_ray(more, resume_from=run_dir)
+    run_dir_b, final = train_ray(more, resume_from=run_dir)
     assert run_dir_b == run_dir
     hist = _history(run_dir)
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
@@ -71,6 +71,6 @@ def test_too_many_workers_is_refused_before_starting(ray_local, tiny):
 
 def test_bad_settings_fail_before_any_worker_starts(ray_local, tiny):
     with pytest.raises(DiststError, match="input_len"):
-        run_ray(tiny("data.input_len=2000"))
+        train_ray(tiny("data.input_len=2000"))
     with pytest.raises(DiststError, match="hidden_size"):
-        run_ray(tiny("model.params.hiden_size=4"))
+        train_ray(tiny("model.params.hiden_size=4"))

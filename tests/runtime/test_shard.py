@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from distst.engine.run import evaluate_checkpoint, train_local
-from distst.runtime.ray_train import run_ray
+from distst.engine.entry import evaluate_checkpoint, train_local
+from distst.runtime.ray_train import train_ray
 
 
 def _history(run_dir):
@@ -35,7 +35,7 @@ def full_halo_runs(ray_local, tmp_path_factory, overrides_for):
                                                 "runtime.mode=shard"))
     local_cfg = load_config(None, overrides_for(tmp, *COMMON, "train.epochs=2",
                                                 "runtime.mode=local"))
-    shard_dir, shard_final = run_ray(shard_cfg)
+    shard_dir, shard_final = train_ray(shard_cfg)
     local_dir, local_final = train_local(local_cfg)
     return shard_dir, shard_final, local_dir, local_final
 
@@ -65,7 +65,7 @@ def test_reported_shard_metrics_are_full_graph_metrics(full_halo_runs):
 def test_small_halo_shard_run_learns(ray_local, tiny):
     cfg = tiny("runtime.mode=shard", "partition.parts=2", "partition.halo_hops=1",
                "train.epochs=2", "partition.method=gpa")
-    run_dir, final = run_ray(cfg)
+    run_dir, final = train_ray(cfg)
     hist = _history(run_dir)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert final["test"]["avg"]["mae"] < final["ha"]["avg"]["mae"] * 1.5
@@ -80,7 +80,7 @@ def test_resumed_shard_run_continues_like_an_uninterrupted_one(full_halo_runs, o
     shard_dir = full_halo_runs[0]
     more = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
                                            "runtime.mode=shard"))
-    resumed_dir, _ = run_ray(more, resume_from=shard_dir)
+    resumed_dir, _ = train_ray(more, resume_from=shard_dir)
     local3 = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
                                              "runtime.mode=local"))
     local_dir, _ = train_local(local3)
@@ -94,7 +94,7 @@ def test_sharded_evaluation_of_a_checkpoint(full_halo_runs, tmp_path):
     """A fixed model evaluated part by part: with a halo covering the graph it equals the
     whole-graph evaluation; with no halo it differs (the boundary nodes lose neighbours)."""
     from distst.config import load_config
-    from distst.engine.run import evaluate_checkpoint_sharded
+    from distst.engine.entry import evaluate_checkpoint_sharded
     from distst.graph.partition.plan import make_plan
 
     shard_dir = full_halo_runs[0]
@@ -122,7 +122,7 @@ def test_himnet_node_embedding_trains_in_shard_mode_as_in_one_process(ray_local,
            "model.params.node_embedding_dim=4", "model.params.st_embedding_dim=4",
            "train.cl_decay_steps=0", "partition.parts=2", "partition.halo_hops=50",
            "train.grad_clip=0.5", "train.epochs=1", "train.baseline_ha=false"]
-    shard_dir, shard_final = run_ray(load_config(None, overrides_for(
+    shard_dir, shard_final = train_ray(load_config(None, overrides_for(
         tmp_path, *him, "runtime.mode=shard", model="himnet")))
     local_dir, local_final = train_local(load_config(None, overrides_for(
         tmp_path, *him, "runtime.mode=local", model="himnet")))

@@ -131,12 +131,13 @@ class PartData:
     deg: np.ndarray  # float64 [n_local]
     in_deg: np.ndarray | None = None  # float64 [n_local]
     udeg_max: np.ndarray | None = None  # float64 [n_local]
+    spatial_attrs: np.ndarray | None = None  # float32 [n_local, A], whole-graph standardised
+    num_global: int = 0  # nodes of the whole graph
 
     @property
     def undirected_degree(self) -> dict:
         """Whole-graph degrees of the local nodes in the symmetrised graph, per rule."""
         return {"max": self.udeg_max, "sum": self.deg + self.in_deg}
-    spatial_attrs: np.ndarray | None = None  # float32 [n_local, A], whole-graph standardised
 
     @property
     def inner_global(self) -> np.ndarray:
@@ -526,7 +527,8 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
                           f"the plan is corrupt: {fix}")
     return PartData(part=int(part), path=d, nodes=nodes.astype(np.int64),
                     num_inner=int(info["num_inner"]), network=network,
-                    deg=deg, in_deg=in_deg, udeg_max=udeg_max, spatial_attrs=spatial)
+                    deg=deg, in_deg=in_deg, udeg_max=udeg_max, spatial_attrs=spatial,
+                    num_global=meta.num_nodes)
 
 
 def verify_plan(plan_dir: str | Path, dataset_dir: str | Path | None = None) -> PlanMeta:

@@ -1,7 +1,7 @@
 """Ray Tune over Ray Train: every trial is a Tune function that builds and fits a TorchTrainer.
 
 This is the Train V2 way of tuning distributed runs (Ray 2.60): the Tune trial is a small
-driver at ``driver_cpus`` CPUs that calls :func:`distst.runtime.ray_train.run_ray` with a
+driver at ``driver_cpus`` CPUs that calls :func:`distst.runtime.ray_train.train_ray` with a
 Train callback forwarding each report to Tune; the trial's workers get their own placement
 group from Ray Train, which Tune does not see. Hence ``max_concurrent_trials`` is chosen
 (:func:`distst.sweep.config.plan_resources`) so that the drivers plus the workers of all
@@ -127,7 +127,7 @@ def _last_epoch_record(run_dir: Path) -> dict:
 def trial_main(config: dict, static: dict) -> None:
     """The Tune function of one trial: its Config, then one Ray Train run (must live in the
     installed package so that Ray workers can import it)."""
-    from distst.runtime.ray_train import run_ray
+    from distst.runtime.ray_train import train_ray
 
     cfg = trial_config(static["base_raw"], {key: config[key] for key in static["keys"]})
     trial_id = ray.tune.get_context().get_trial_id()
@@ -151,7 +151,7 @@ def trial_main(config: dict, static: dict) -> None:
     resume = run_dir if any(run_dir.glob("checkpoint_*/checkpoint.pt")) else None
     with open(run_dir / "starts.log", "a") as f:
         f.write(f"{time.time():.3f} {'resume' if resume else 'start'}\n")
-    run_ray(cfg, resume_from=resume,
+    train_ray(cfg, resume_from=resume,
             callbacks=[SweepReportCallback(static["metric"], run_dir)])
 
 
@@ -194,7 +194,7 @@ def tune_space(sweep: Sweep) -> dict:
 def check_models(sweep: Sweep, dataset_dir) -> None:
     """Build the model once per candidate of every searched model hyperparameter, so that a
     value the model refuses (e.g. hidden_size 0) fails here rather than in a trial."""
-    from distst.engine.data import build_bundle
+    from distst.engine.bundle import build_bundle
     from distst.nn.registry import build_model
 
     doms = [d for d in sweep.domains if d.key.startswith("model.")]
@@ -238,8 +238,8 @@ def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
 def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None = None,
               progress: bool = True) -> SweepResult:
     """Run (or with ``resume``, continue) ``sweep``; returns the trials sorted by the metric."""
-    from distst.engine.data import ensure_dataset
-    from distst.engine.run import preflight
+    from distst.engine.bundle import ensure_dataset
+    from distst.engine.entry import preflight
     from distst.runtime.ray_train import connect
 
     sc = sweep.cfg
@@ -375,7 +375,7 @@ def summarise(sweep: Sweep, sdir: Path, grid) -> SweepResult:
     best_config, test = None, None
     if best is not None:
         best_config = export_best_config(sweep, Path(best["run_dir"]), sdir / "best_config.yaml")
-        from distst.engine.run import evaluate_checkpoint
+        from distst.engine.entry import evaluate_checkpoint
 
         test = evaluate_checkpoint(best["run_dir"], split="test")
         test["trial"] = best["trial"]

@@ -15,7 +15,7 @@ import yaml
 from distst.errors import DiststError
 from distst.sweep.config import load_sweep
 from distst.sweep import manifest
-from distst.sweep.run import run_sweep, resume_sweep
+from distst.sweep.driver import run_sweep, resume_sweep
 
 EPOCHS = 4
 
@@ -99,7 +99,7 @@ def test_asha_stops_a_trial_early(asha):
 
 def test_best_config_trains_again_to_the_same_val_mae(asha, tmp_path):
     from distst.config import load_config
-    from distst.runtime.ray_train import run_ray
+    from distst.runtime.ray_train import train_ray
 
     res, _ = asha
     assert res.test["trial"] == res.best["trial"]
@@ -108,7 +108,7 @@ def test_best_config_trains_again_to_the_same_val_mae(asha, tmp_path):
     assert on_disk["test"]["avg"]["mae"] == pytest.approx(res.test["test"]["avg"]["mae"])
     cfg = load_config(res.best_config, [f"runtime.storage={tmp_path}"])
     assert cfg.runtime.name == "" and cfg.runtime.cpus_per_worker == 1.0
-    run_dir, _ = run_ray(cfg)
+    run_dir, _ = train_ray(cfg)
     hist = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     again = min(h["val_mae"] for h in hist)
     assert abs(again - res.best["val_mae"]) / res.best["val_mae"] < 0.05, (again, res.best)

@@ -5,7 +5,7 @@ import torch
 def test_grid_synth_is_generated_once_and_cached(tmp_path):
     from distst.config import load_config
     from distst.data.network import load_network
-    from distst.engine.data import ensure_dataset
+    from distst.engine.bundle import ensure_dataset
 
     cfg = load_config(None, ["model.name=hyperst_cnn", f"data.cache_dir={tmp_path}",
                              "data.synth.graph=grid", "data.synth.grid=[4, 5]",
@@ -21,7 +21,7 @@ def test_grid_synth_is_generated_once_and_cached(tmp_path):
 
 
 def test_local_coarsening_levels_chain_to_the_local_nodes():
-    from distst.engine.data import local_coarsening
+    from distst.engine.bundle import local_coarsening
 
     # a 6-node path: GPA pairs neighbours, so each level roughly halves it
     ei = np.array([[0, 1, 1, 2, 2, 3, 3, 4, 4, 5], [1, 0, 2, 1, 3, 2, 4, 3, 5, 4]])
@@ -51,7 +51,7 @@ def test_each_model_gets_the_graph_it_states_and_the_run_says_so_once(tmp_path, 
     """Chebyshev models get the symmetrised edges (one notice per run, with the count), DCRNN
     the directed ones, a graph-free model whatever it declares; the rule is data.symmetrize."""
     from distst.config import DataConfig
-    from distst.engine.data import build_bundle
+    from distst.engine.bundle import build_bundle
     from distst.graph.adjacency import is_symmetric
     from distst.nn.registry import model_graph
 

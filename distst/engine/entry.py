@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 
 import torch
 
@@ -20,8 +20,8 @@ from distst.engine.checkpoint import (
     resolve_checkpoint,
 )
 from distst.engine.context import Context, LocalContext
-from distst.engine.data import build_bundle, ensure_dataset
-from distst.engine.trainer import Trainer
+from distst.engine.bundle import build_bundle, ensure_dataset
+from distst.engine.trainer import TEST_METRICS, Trainer
 from distst.errors import DiststError, Interrupted
 
 
@@ -88,6 +88,16 @@ def run_dir_for(cfg: Config, dataset_dir: str | Path, resume_from: str | Path | 
         raise
 
 
+def read_test_metrics(run_dir: str | Path) -> dict:
+    """The final metrics a run wrote (``test_metrics.json``, :meth:`Trainer.fit`)."""
+    path = Path(run_dir) / TEST_METRICS
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DiststError(f"{path}: the run finished without readable test metrics ({e}); "
+                          f"{resume_hint(Path(run_dir))}") from None
+
+
 def set_threads(cfg: Config) -> None:
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -103,12 +113,14 @@ def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
     whole-graph constants of :func:`graph_constants`, computed once by the driver.
     """
     set_threads(cfg)
-    if plan_dir is None:
-        bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state)
-    else:
-        bundle = _part_bundle(cfg, dataset_dir, plan_dir, ctx.rank, scaler_state)
-    if graph and graph.get("lambda_max") is not None:
-        bundle.lambda_max = float(graph["lambda_max"])
+    lambda_max = (graph or {}).get("lambda_max")
+    part = None
+    if plan_dir is not None:
+        from distst.graph.partition.plan import open_part
+
+        part = open_part(plan_dir, ctx.rank)
+    bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state, part=part,
+                          lambda_max=None if lambda_max is None else float(lambda_max))
     return Trainer(cfg, bundle, ctx).fit()
 
 
@@ -147,24 +159,6 @@ def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Pat
     return run_dir, final
 
 
-def _part_bundle(cfg: Config, dataset_dir, plan_dir, part_id: int, scaler_state=None):
-    """The DataBundle a shard worker builds for part ``part_id`` of a plan."""
-    from distst.graph.partition.plan import load_plan, open_part
-
-    part = open_part(plan_dir, part_id)
-    bundle = build_bundle(cfg.data, part.path, scaler_state=scaler_state)
-    bundle.num_inner = part.num_inner
-    bundle.out_degree, bundle.in_degree = part.deg, part.in_deg
-    bundle.undirected_degree = part.undirected_degree
-    bundle.spatial_attrs = part.spatial_attrs
-    bundle.global_ids = np.asarray(part.nodes, dtype=np.int64)
-    bundle.num_global_nodes = load_plan(plan_dir).num_nodes
-    # checkpoints name the whole dataset, not this worker's part: `distst evaluate`
-    # re-evaluates on the full graph, in global node order
-    bundle.dataset_dir = str(Path(dataset_dir).resolve())
-    return bundle
-
-
 def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
                                 split: str = "test") -> dict:
     """A checkpoint's best model evaluated the way shard mode runs it: each part of the plan
@@ -173,7 +167,7 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
     With a fixed model this isolates what the halo depth costs (no training noise): compare
     with :func:`evaluate_checkpoint` (the whole graph in one piece).
     """
-    from distst.graph.partition.plan import load_plan, verify_plan
+    from distst.graph.partition.plan import load_plan, open_part, verify_plan
 
     payload, cfg = load_checkpoint(path)
     dataset_dir = payload["dataset_dir"]
@@ -184,9 +178,9 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
     whole = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"])
     constants = graph_constants(cfg, whole)
     for i in range(load_plan(plan_dir).num_parts):
-        bundle = _part_bundle(cfg, dataset_dir, plan_dir, i, scaler_state=payload["scaler"])
-        if constants:
-            bundle.lambda_max = constants["lambda_max"]
+        bundle = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"],
+                              part=open_part(plan_dir, i),
+                              lambda_max=constants.get("lambda_max"))
         trainer = Trainer(cfg, bundle, LocalContext(resolve_checkpoint(path).parent))
         state = payload["trainer"]
         trainer.load_state_dict(state)

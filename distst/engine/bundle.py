@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distst.config import DataConfig
+from distst.config import Config, DataConfig
 from distst.data.network import SensorNetwork, is_dataset_dir, load_network
 from distst.data.scaler import Scaler, make_scaler, scaler_from_state_dict
 from distst.data.windows import (WindowDataset, make_splits, time_features, train_end_step,
                                   weekly_coverage_notice)
 from distst.errors import DiststError
+from distst.graph.partition.plan import PartData
 
 
 def synth_cache_dir(data: DataConfig) -> Path:
@@ -67,6 +68,37 @@ def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
                   f"{data.synth.days} days) into {out} ...", flush=True)
         generate_network(out, num_nodes=data.synth.nodes, days=data.synth.days,
                          seed=data.synth.seed, graph=data.synth.graph)
+    return out
+
+
+def ensure_plan(cfg: Config, dataset_dir: str | Path) -> Path:
+    """The partition plan for shard mode: the configured one (verified against the dataset)
+    or one made on the fly and cached beside the synthetic datasets."""
+    from distst.graph.partition.plan import load_plan, make_plan, verify_plan
+
+    pc = cfg.partition
+    if pc.plan:
+        verify_plan(pc.plan, dataset_dir)
+        meta = load_plan(pc.plan)
+        if meta.num_parts != pc.parts:
+            raise DiststError(
+                f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
+                f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
+            )
+        # workers do not share the driver's working directory
+        return Path(pc.plan).resolve()
+    root = Path(os.path.expandvars(os.path.expanduser(cfg.data.cache_dir))).resolve() / "plans"
+    out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{pc.halo_hops}-s{pc.seed}"
+    if out.exists():
+        try:
+            verify_plan(out, dataset_dir)
+            return out
+        except DiststError:
+            pass  # the dataset changed since: plan again below
+    print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
+          f"(halo {pc.halo_hops} hops) -> {out}", flush=True)
+    make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=pc.halo_hops,
+              seed=pc.seed)
     return out
 
 
@@ -285,14 +317,21 @@ def dataset_input_channels(net: SensorNetwork) -> list[int]:
 
 
 def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict | None = None,
-                 notices: bool | None = None) -> DataBundle:
+                 notices: bool | None = None, part: PartData | None = None,
+                 lambda_max: float | None = None) -> DataBundle:
     """Open the dataset, split it, fit (or restore) the scaler and build the window datasets.
 
+    ``part`` (shard mode): a part of a partition plan (:func:`distst.graph.partition.plan.open_part`);
+    the bundle then holds the part's nodes (inner first, then halo) with the whole graph's
+    degrees and spatial attributes, while ``dataset_dir`` stays the whole dataset's, the one
+    checkpoints name. ``lambda_max``: the whole graph's Laplacian eigenvalue, which a part
+    cannot compute (the driver's :func:`distst.engine.entry.graph_constants`).
     ``notices``: print warnings about the data (weekdays the training split misses); default:
     when the scaler is fitted here, i.e. once per run, on the driver or the one local process
     (workers and re-evaluations receive a fitted scaler's state and stay quiet).
     """
-    net = load_network(dataset_dir)
+    source = part.path if part is not None else dataset_dir
+    net = load_network(source)
     c = net.num_channels
     input_channels = list(data.input_channels) or dataset_input_channels(net)
     for key, chans in (("data.input_channels", input_channels),
@@ -301,12 +340,13 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
         if bad:
             raise DiststError(
                 f"config key '{key}': channel {bad[0]} does not exist; dataset "
-                f"{dataset_dir} has channels 0..{c - 1} ({', '.join(net.channels)})"
+                f"{source} has channels 0..{c - 1} ({', '.join(net.channels)})"
             )
     splits = make_splits(net.num_steps, input_len=data.input_len, horizon=data.horizon,
                          ratios=tuple(data.split))
     splits, excluded = drop_gap_windows(splits, net.timestamps, data.input_len + data.horizon)
-    if (scaler_state is None if notices is None else notices) and data.day_of_week:
+    notices = bool(scaler_state is None if notices is None else notices)
+    if notices and data.day_of_week:
         steps_per_day = max(1, int(round(24 * 60 / net.step_minutes)))  # DataBundle's rule
         note = weekly_coverage_notice(net.timestamps, splits, data.input_len, data.horizon,
                                       steps_per_day)
@@ -316,7 +356,7 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
         scaler = scaler_from_state_dict(scaler_state)
     else:
         # once per run (driver or local process): the workers get this run's scaler state
-        net.check_finite(f"dataset {dataset_dir}")
+        net.check_finite(f"dataset {source}")
         scaler = make_scaler(data.scaler, per_node=False)
         scaler.fit(net.values, end_step=train_end_step(splits, data.input_len))
     datasets = {
@@ -328,12 +368,18 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
         )
         for name, starts in splits.items()
     }
-    bundle = DataBundle(net, splits, scaler, datasets, input_channels,
+    shard = {}
+    if part is not None:
+        shard = dict(num_inner=part.num_inner,
+                     global_ids=np.asarray(part.nodes, dtype=np.int64),
+                     num_global_nodes=part.num_global, out_degree=part.deg,
+                     in_degree=part.in_deg, undirected_degree=part.undirected_degree,
+                     spatial_attrs=part.spatial_attrs)
+    return DataBundle(net, splits, scaler, datasets, input_channels,
                       list(data.target_channels), data.input_len, data.horizon,
                       str(Path(dataset_dir).resolve()), excluded, symmetrize=data.symmetrize,
-                      notices=bool(scaler_state is None if notices is None else notices))
-    bundle.allow_empty_graph = data.allow_empty_graph
-    return bundle
+                      allow_empty_graph=data.allow_empty_graph, lambda_max=lambda_max,
+                      notices=notices, **shard)
 
 
 def drop_gap_windows(splits: dict[str, np.ndarray], timestamps: np.ndarray,

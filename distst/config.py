@@ -25,6 +25,7 @@ import yaml
 
 from distst.errors import DiststError
 from distst.storage import write_atomic
+from distst.typecheck import TypeMismatch, check_type, type_name
 
 
 @dataclass
@@ -171,68 +172,29 @@ RUNTIME_MODES = ("replicate", "shard", "local")
 
 
 # -- filling dataclasses ---------------------------------------------------------------------
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against annotation ``tp``; ints widen to floats; raise naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except DiststError:
-                continue
-        raise DiststError(f"config key '{key}': {value!r} is none of {tp}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            raise DiststError(
-                f"config key '{key}': expected a list, got {value!r}; write e.g. {key}=[1,2]"
-            )
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is Any:
-        return value
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise DiststError(f"config key '{key}': expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it as the number
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise DiststError(
-        f"config key '{key}': expected {_type_name(tp)}, got {value!r} "
-        f"({type(value).__name__})"
-    )
+    """``value`` converted to annotation ``tp`` (:func:`distst.typecheck.check_type`); the
+    error names ``key`` (with the list position where an item is wrong)."""
+    try:
+        return check_type(value, tp, convert=True)
+    except TypeMismatch as e:
+        k, v, hint = key + e.where, e.value, e.hint
+        origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            msg = f"{v!r} is none of {type_name(hint)}"
+        elif origin in (list, tuple):
+            msg = f"expected a list, got {v!r}; write e.g. {k}=[1,2]"
+        elif hint is dict or origin is dict:
+            msg = f"expected a mapping, got {v!r}"
+        else:
+            msg = f"expected {type_name(hint)}, got {v!r} ({type(v).__name__})"
+        raise DiststError(f"config key '{k}': {msg}") from None
 
 
-def _fill(cls: type, data: dict, prefix: str) -> Any:
+def fill_dataclass(cls: type, data: dict, prefix: str = "") -> Any:
+    """An instance of dataclass ``cls`` from a mapping: unknown keys are errors that list the
+    valid ones, values are checked and converted against the annotations, nested dataclasses
+    are filled from nested mappings; ``prefix`` is the section's dotted name in messages."""
     if not isinstance(data, dict):
         raise DiststError(f"config section '{prefix or 'root'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -251,14 +213,14 @@ def _fill(cls: type, data: dict, prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _fill(tp, data[name], key)
+            kwargs[name] = fill_dataclass(tp, data[name], key)
         else:
             kwargs[name] = _coerce(data[name], tp, key)
     return cls(**kwargs)
 
 
 def config_from_dict(data: dict) -> Config:
-    cfg = _fill(Config, data or {}, "")
+    cfg = fill_dataclass(Config, data or {})
     validate(cfg)
     return cfg
 

@@ -56,7 +56,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn import graphops
-from distst.nn.common import check_input, check_sizes, check_targets, coin
+from distst.nn.base import GraphSeq2Seq
 
 #: filter_type -> the random-walk directions it diffuses along (DCRNN's names; "laplacian"
 #: is the Chebyshev graph convolution -- use the gcgru model for that).
@@ -201,86 +201,11 @@ class DCGRUCell(nn.Module):
         return self.recur(supports, self.input_gates(supports, x), h, scale_ru, scale_c)
 
 
-class GraphSeq2Seq(nn.Module):
-    """The encoder-decoder loop shared by DCRNN and the HyperST graph RNNs (DCRNN Sec. 2.3).
-
-    Subclasses set ``self.encoder`` / ``self.decoder`` (ModuleLists of cells), ``self.proj``,
-    the sizes, and implement :meth:`_graph` (what the cells take as the graph),
-    :meth:`_input_gates` / :meth:`_recur` (one cell's input part / state update, with that
-    cell's HyperST scales or None) and optionally :meth:`_scales`.
-    """
-
-    model_name = "graph_seq2seq"
-
-    def _graph(self):
-        raise NotImplementedError
-
-    def _scales(self) -> tuple[list, list]:
-        """Per encoder cell and per decoder cell: that cell's scales (None = plain cell)."""
-        return [None] * len(self.encoder), [None] * len(self.decoder)
-
-    def _input_gates(self, cell, graph, x, scales):
-        raise NotImplementedError
-
-    def _recur(self, cell, graph, xg, h, scales):
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
-                teacher_forcing: float = 0.0) -> torch.Tensor:
-        """``x [B, input_len, N, input_dim]`` -> ``[B, horizon, N, output_dim]``.
-
-        With ``teacher_forcing = p > 0`` each decoder step is fed the true previous value
-        (``targets [B, horizon, N, output_dim]``, NaN read as 0) with probability p, else its
-        own prediction (DCRNN scheduled sampling; the engine passes 0 outside training).
-        """
-        name = self.model_name
-        check_input(name, x, self.input_len, self.num_nodes, self.input_dim)
-        b, t, n, _ = x.shape
-        sampling = check_targets(name, targets, teacher_forcing, b, self.horizon, n,
-                                 self.output_dim)
-        graph = self._graph()
-        enc_scales, dec_scales = self._scales()
-        # [B, T, N, F] -> [N, T, B, F]: node-major so each layer convolves all steps at once
-        seq = x.permute(2, 1, 0, 3).contiguous()
-        states = []
-        last = len(self.encoder) - 1
-        for i, (cell, sc) in enumerate(zip(self.encoder, enc_scales)):
-            f = seq.shape[-1]
-            # [N, T*B, F] -> [N, T*B, 3H] -> [N, T, B, 3H]: one expansion for all T steps
-            xg = self._input_gates(cell, graph, seq.view(n, t * b, f), sc).view(n, t, b, -1)
-            h = x.new_zeros(n, b, self.hidden_size)
-            outs = []
-            # unbind, not xg[:, step]: a slice's backward materialises a zero tensor of xg's
-            # full size per step; unbind's backward stacks the T gradients once.
-            for xg_t in xg.unbind(1):
-                h = self._recur(cell, graph, xg_t, h, sc)  # [N, B, H]
-                if i < last:
-                    outs.append(h)
-            states.append(h)
-            if i < last:
-                seq = torch.stack(outs, dim=1)  # [N, T, B, H]
-        if sampling:
-            # missing targets are NaN; the decoder sees them as the data layer fills x: 0
-            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
-        inp = x.new_zeros(n, b, self.output_dim)  # GO symbol
-        preds = []
-        for step in range(self.horizon):
-            for i, (cell, sc) in enumerate(zip(self.decoder, dec_scales)):
-                xg = self._input_gates(cell, graph, inp, sc)  # [N, B, 3H]
-                states[i] = self._recur(cell, graph, xg, states[i], sc)
-                inp = states[i]
-            out = self.proj(inp)  # [N, B, O]
-            preds.append(out)
-            inp = truth[step] if sampling and coin(teacher_forcing) else out
-        # horizon x [N, B, O] -> [N, horizon, B, O] -> [B, horizon, N, O]
-        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()
-
-
 class DCRNN(GraphSeq2Seq):
     """DCRNN seq2seq forecaster (Li et al. 2018): stacked DCGRU encoder-decoder.
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
-    -> [B, horizon, N, output_dim]`` (see :meth:`GraphSeq2Seq.forward`).
+    -> [B, horizon, N, output_dim]`` (see :meth:`distst.nn.base.GraphSeq2Seq.forward`).
     Hyperparameters (paper defaults): ``K = 2`` (max_diffusion_step, k = 0..K), ``hidden_size =
     64``, ``num_layers = 2``, ``filter_type = "dual_random_walk"`` (or ``"random_walk"``: the
     forward walk only). Self loops in the edges are kept (DCRNN uses the adjacency as is); none
@@ -296,11 +221,6 @@ class DCRNN(GraphSeq2Seq):
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         out_degree=None,
@@ -309,21 +229,16 @@ class DCRNN(GraphSeq2Seq):
         hidden_size: int = 64,
         num_layers: int = 2,
         filter_type: str = "dual_random_walk",
+        **sizes,
     ):
-        super().__init__()
+        super().__init__(**sizes)
         name = self.model_name
-        check_sizes(name, num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon, K=K, hidden_size=hidden_size,
-                    num_layers=num_layers)
-        if output_dim > input_dim:
-            raise DiststError(f"{name}: output_dim={output_dim} > input_dim={input_dim}; the "
-                              "first output_dim input channels must be the targets")
+        self.check_sizes(K=K, hidden_size=hidden_size, num_layers=num_layers)
         if filter_type not in FILTER_TYPES:
             raise DiststError(f"{name}: filter_type={filter_type!r} is not supported; choose "
                               f"one of {sorted(FILTER_TYPES)} (for Chebyshev 'laplacian' "
                               "filters use the gcgru model)")
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
+        num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
         self.filter_type = filter_type
         directions = FILTER_TYPES[filter_type]

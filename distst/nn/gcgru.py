@@ -34,7 +34,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn import graphops
-from distst.nn.common import check_input, check_sizes, check_targets, coin
+from distst.nn.base import GraphSeq2Seq
 
 
 def cheb_features(op: torch.Tensor, op_t: torch.Tensor | None, x: torch.Tensor,
@@ -233,7 +233,7 @@ class GraphOperator(nn.Module):
         return op, op_t
 
 
-class GCGRU(nn.Module):
+class GCGRU(GraphSeq2Seq):
     """GCGRU seq2seq forecaster (ST-UNet Eq. 7 backbone; DCRNN-style encoder-decoder).
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
@@ -250,16 +250,12 @@ class GCGRU(nn.Module):
     Eq. 2's largest eigenvalue). The graph must be undirected (:class:`GraphOperator`).
     """
 
+    model_name = "gcgru"
     GRAPH = GraphOperator.GRAPH
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         out_degree: torch.Tensor | None = None,
@@ -270,78 +266,52 @@ class GCGRU(nn.Module):
         normalization: str = "sym",
         lambda_max: float | str = DEFAULT_LAMBDA_MAX,
         node_embedding_dim: int = 0,
+        **sizes,
     ):
-        super().__init__()
-        check_sizes("gcgru", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon, K=K, hidden_size=hidden_size,
-                    num_layers=num_layers)
-        if output_dim > input_dim:
-            raise DiststError(f"gcgru: output_dim={output_dim} > input_dim={input_dim}; the "
-                              "first output_dim input channels must be the targets")
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
+        super().__init__(**sizes)
+        name = self.model_name
+        self.check_sizes(K=K, hidden_size=hidden_size, num_layers=num_layers)
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
         if node_embedding_dim < 0:
-            raise DiststError(f"gcgru: node_embedding_dim={node_embedding_dim} must be >= 0")
+            raise DiststError(f"{name}: node_embedding_dim={node_embedding_dim} must be >= 0")
         # out_degree: whole-graph degrees of the local nodes (shard mode), so that a shard's
         # inner rows of L~ equal the full graph's for "sym" and "rw" alike
         self.graph = GraphOperator(
-            edge_index, edge_weight, num_nodes, normalization,
-            resolve_lambda_max("gcgru", lambda_max, laplacian_lambda_max), degree=out_degree,
-            model="gcgru")
+            edge_index, edge_weight, self.num_nodes, normalization,
+            resolve_lambda_max(name, lambda_max, laplacian_lambda_max), degree=out_degree,
+            model=name)
         self.node_embedding_dim = node_embedding_dim
         if node_embedding_dim:
             # Not in the paper (default 0): a learnable per-node vector appended to every
             # encoder input, the usual way to let a shared cell tell sensors apart.
-            self.node_emb = nn.Parameter(torch.randn(num_nodes, node_embedding_dim) * 0.1)
+            self.node_emb = nn.Parameter(torch.randn(self.num_nodes, node_embedding_dim) * 0.1)
             self.node_parameters = ("node_emb",)
         self.encoder = nn.ModuleList(
-            GCGRUCell(input_dim + node_embedding_dim if i == 0 else hidden_size, hidden_size, K)
+            GCGRUCell(self.input_dim + node_embedding_dim if i == 0 else hidden_size,
+                      hidden_size, K)
             for i in range(num_layers))
         self.decoder = nn.ModuleList(
-            GCGRUCell(output_dim if i == 0 else hidden_size, hidden_size, K)
+            GCGRUCell(self.output_dim if i == 0 else hidden_size, hidden_size, K)
             for i in range(num_layers))
-        self.proj = nn.Linear(hidden_size, output_dim)
+        self.proj = nn.Linear(hidden_size, self.output_dim)
 
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
-                teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input("gcgru", x, self.input_len, self.num_nodes, self.input_dim)
-        b, t, n, _ = x.shape
-        sampling = check_targets("gcgru", targets, teacher_forcing, b, self.horizon, n,
-                                 self.output_dim)
-        op, op_t = self.graph()
-        # [B, T, N, F] -> [N, T, B, F]: node-major so each layer convolves all steps at once
-        seq = x.permute(2, 1, 0, 3)
-        if self.node_embedding_dim:
-            # [N, d] -> [N, T, B, d], appended to the features of every step
-            emb = self.node_emb[:, None, None, :].expand(n, t, b, self.node_embedding_dim)
-            seq = torch.cat([seq, emb], dim=-1)
-        seq = seq.contiguous()
-        states = []
-        for cell in self.encoder:
-            f = seq.shape[-1]
-            # Inputs of a whole layer are known: one expansion for all T steps.
-            xg = cell.input_gates(op, op_t, seq.view(n, t * b, f)).view(n, t, b, -1)
-            h = x.new_zeros(n, b, self.hidden_size)
-            outs = []
-            # unbind, not xg[:, step]: a slice's backward materialises a zero tensor of xg's
-            # full size per step; unbind's backward stacks the T gradients once.
-            for xg_t in xg.unbind(1):
-                h = cell.recur(op, op_t, xg_t, h)  # [N, B, H]
-                outs.append(h)
-            states.append(h)
-            seq = torch.stack(outs, dim=1)  # [N, T, B, H]
-        if sampling:
-            # missing targets are NaN; the decoder sees them as the data layer fills x: 0
-            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
-        inp = x.new_zeros(n, b, self.output_dim)  # GO symbol
-        preds = []
-        for step in range(self.horizon):
-            for i, cell in enumerate(self.decoder):
-                states[i] = cell(op, op_t, inp, states[i])
-                inp = states[i]
-            out = self.proj(inp)  # [N, B, O]
-            preds.append(out)
-            inp = truth[step] if sampling and coin(teacher_forcing) else out
-        # horizon x [N, B, O] -> [N, horizon, B, O] -> [B, horizon, N, O]
-        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()
+    def _graph(self):
+        return self.graph()
+
+    def _encoder_input(self, seq: torch.Tensor) -> torch.Tensor:
+        if not self.node_embedding_dim:
+            return seq
+        n, t, b, _ = seq.shape
+        # [N, d] -> [N, T, B, d], appended to the features of every step
+        emb = self.node_emb[:, None, None, :].expand(n, t, b, self.node_embedding_dim)
+        return torch.cat([seq, emb], dim=-1)
+
+    def _input_gates(self, cell, graph, x, scales):
+        op, op_t = graph
+        return cell.input_gates(op, op_t, x, None if scales is None else scales["x"])
+
+    def _recur(self, cell, graph, xg, h, scales):
+        op, op_t = graph
+        if scales is None:
+            return cell.recur(op, op_t, xg, h)
+        return cell.recur(op, op_t, xg, h, scales["hzr"], scales["hh"])

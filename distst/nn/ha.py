@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from distst.errors import DiststError
+from distst.nn.base import ForecastModel
 from distst.nn.common import check_input
 
 _CHUNK = 2048  # steps per accumulation chunk: bounds memory on memory-mapped histories
@@ -32,7 +32,7 @@ def _slots(tod: torch.Tensor, dow: torch.Tensor | None, steps_per_day: int
     return slot, torch.round(dow.double() * 7).long() % 7
 
 
-class HistoricalAverage(nn.Module):
+class HistoricalAverage(ForecastModel):
     """Mean per (day-of-week, time-of-day slot, node, channel) in scaled units.
 
     ``forward(x [B, T, N, input_dim]) -> [B, horizon, N, output_dim]``: forecast step k
@@ -42,23 +42,23 @@ class HistoricalAverage(nn.Module):
     channel (``day_of_week=False``) the table is daily and only time of day is read.
     """
 
+    model_name = "ha"
+    #: the time channels are counted below, with a message that says which are missing
+    targets_in_input = False
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         edge_index: torch.Tensor | None = None,  # no graph: accepted and ignored
         edge_weight: torch.Tensor | None = None,
         steps_per_day: int = 288,
         time_of_day: bool = True,
         day_of_week: bool = True,
         weekly: bool = True,
+        **sizes,
     ):
-        super().__init__()
+        super().__init__(**sizes)
+        num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim
         if not time_of_day:
             raise DiststError("ha: the input has no time-of-day channel, which the historical "
                               "average is indexed by; set data.time_of_day=true")
@@ -76,8 +76,6 @@ class HistoricalAverage(nn.Module):
         if steps_per_day < 1:
             raise DiststError(f"ha: steps_per_day={steps_per_day} must be >= 1 "
                               "(288 for 5-minute data)")
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
         self.steps_per_day, self.weekly = steps_per_day, weekly
         # distst's windows end with [time of day, day of week]; other extra channels precede
         self.tod_channel = input_dim - 2 if day_of_week and extra >= 2 else input_dim - 1
@@ -133,7 +131,7 @@ class HistoricalAverage(nn.Module):
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input("ha", x, self.input_len, self.num_nodes, self.input_dim)
+        check_input(self.model_name, x, self.input_len, self.num_nodes, self.input_dim)
         if not bool(self.fitted):
             raise DiststError("ha: the historical-average table is empty; call "
                               "model.fit_history(values, tod, dow) on the training split first")

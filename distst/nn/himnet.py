@@ -68,7 +68,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_input, check_sizes, check_targets, coin
+from distst.nn.base import ForecastModel, decode, node_major_truth, to_batch_major
 
 GRAPHS = ("dense", "sparse")
 # floor(tod * steps_per_day) as the authors' ``.long()``, tolerating float32's representation of
@@ -356,7 +356,7 @@ class HimGCRU(nn.Module):
         return r * h + (1 - r) * c
 
 
-class HimNet(nn.Module):
+class HimNet(ForecastModel):
     """HimNet forecaster: ``forward(x [B, T, N, input_dim], targets=None, teacher_forcing=0.0)
     -> [B, horizon, N, output_dim]``.
 
@@ -367,16 +367,14 @@ class HimNet(nn.Module):
     authors' integer index (see the module docstring and ``dow_origin``).
     """
 
+    model_name = "himnet"
+    #: the inputs end with time channels; the check below counts the value channels
+    targets_in_input = False
     node_parameter_std = 0.1
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         steps_per_day: int = 288,
@@ -399,13 +397,14 @@ class HimNet(nn.Module):
         use_smp: bool = True,
         use_stmp: bool = True,
         meta_weight_budget_mb: float = 512.0,
+        **sizes,
     ):
-        super().__init__()
-        check_sizes("himnet", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon, hidden_size=hidden_size,
-                    num_layers=num_layers, cheb_k=cheb_k, steps_per_day=steps_per_day,
-                    tod_embedding_dim=tod_embedding_dim, node_embedding_dim=node_embedding_dim,
-                    st_embedding_dim=st_embedding_dim)
+        super().__init__(**sizes)
+        self.check_sizes(hidden_size=hidden_size, num_layers=num_layers, cheb_k=cheb_k,
+                         steps_per_day=steps_per_day, tod_embedding_dim=tod_embedding_dim,
+                         node_embedding_dim=node_embedding_dim,
+                         st_embedding_dim=st_embedding_dim)
+        num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim
         if dow_embedding_dim < 0:
             raise DiststError(f"himnet: dow_embedding_dim={dow_embedding_dim} must be >= 0")
         if not 0 <= int(dow_origin) <= 6 or int(dow_origin) != dow_origin:
@@ -421,8 +420,7 @@ class HimNet(nn.Module):
         if input_dim - n_time < output_dim:
             raise DiststError(f"himnet: input_dim={input_dim} leaves fewer than output_dim="
                               f"{output_dim} value channels after {n_time} time channel(s)")
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon, self.hidden_size = input_len, horizon, hidden_size
+        self.hidden_size = hidden_size
         self.num_layers, self.steps_per_day = num_layers, steps_per_day
         self.dow_origin = int(dow_origin)
         self.tod_channel = input_dim - n_time
@@ -532,10 +530,8 @@ class HimNet(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input("himnet", x, self.input_len, self.num_nodes, self.input_dim)
+        sampling = self.check_batch(x, targets, teacher_forcing)
         b, t, n, _ = x.shape
-        sampling = check_targets("himnet", targets, teacher_forcing, b, self.horizon, n,
-                                 self.output_dim)
         slot, day = self.time_index(x)  # [B, T] each
         e_t = self._time_embedding(slot[:, -1], day[:, -1], b, x)  # [B, d_t]
         future = self._future_time(x)  # [H, B, n_time]
@@ -553,17 +549,14 @@ class HimNet(nn.Module):
         g_st = self._graph(e_st)
         prep = [cell.prepare(e_st) for cell in self.decoder]
         states = [h_last] * self.num_layers
-        if sampling:
-            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
-        go = x.new_zeros(n, b, self.output_dim)
-        preds = []
-        for step in range(self.horizon):
-            inp = torch.cat([go, future[step][None].expand(n, b, -1)], dim=-1)
+
+        def step(t, go):  # the previous output [N, B, O] -> the next [N, B, O]
+            inp = torch.cat([go, future[t][None].expand(n, b, -1)], dim=-1)
             for i, cell in enumerate(self.decoder):
                 states[i] = cell(inp, states[i], g_st, prep[i])
                 inp = states[i]
-            out = self.out_proj(inp)  # [N, B, O]
-            preds.append(out)
-            go = truth[step] if sampling and coin(teacher_forcing) else out
-        # horizon x [N, B, O] -> [B, horizon, N, O]
-        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()
+            return self.out_proj(inp)
+
+        preds = decode(step, x.new_zeros(n, b, self.output_dim), self.horizon,
+                       node_major_truth(targets, sampling), teacher_forcing)
+        return to_batch_major(preds)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_input, check_sizes, check_targets
+from distst.nn.base import ForecastModel
 from distst.nn.hyperst import FactorHead, SpatialModule, check_spatial_attrs
 
 _GRID_FIX = ("HyperST-CNN convolves over a city grid and needs a grid network whose coords are "
@@ -125,7 +125,7 @@ class GridConv(nn.Module):
         return y + self.lin.bias
 
 
-class HyperSTCNN(nn.Module):
+class HyperSTCNN(ForecastModel):
     """HyperST-CNN for grid flow prediction (Pan et al., AAAI 2019); see the module docstring.
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
@@ -135,41 +135,33 @@ class HyperSTCNN(nn.Module):
     [64, 16, 8, 8]`` (d = 8), ``channels = [64, 32]`` 3x3 HyperST-Conv layers.
     """
 
+    model_name = "hyperst_cnn"
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         spatial_attrs: torch.Tensor | None = None,
         coords: torch.Tensor | None = None,
         spatial_widths: list[int] = [64, 16, 8, 8],  # noqa: B006 (copied, never mutated)
         channels: list[int] = [64, 32],  # noqa: B006
         kernel_size: int = 3,
         output_kernel: int = 1,
+        **sizes,
     ):
-        super().__init__()
-        check_sizes("hyperst_cnn", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon, kernel_size=kernel_size,
-                    output_kernel=output_kernel)
+        super().__init__(**sizes)
+        self.check_sizes(kernel_size=kernel_size, output_kernel=output_kernel)
+        num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim
+        input_len, horizon = self.input_len, self.horizon
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1:
             raise DiststError(f"hyperst_cnn: channels={channels} must list >= 1 layer sizes, "
                               "each >= 1 (Table 1 uses [64, 32])")
-        if output_dim > input_dim:
-            raise DiststError(f"hyperst_cnn: output_dim={output_dim} > input_dim={input_dim}; "
-                              "the first output_dim input channels must be the targets")
         attrs = check_spatial_attrs("hyperst_cnn", spatial_attrs, num_nodes)
         if coords is not None and tuple(np.shape(coords)) != (num_nodes, 2):
             raise DiststError(f"model hyperst_cnn: coords have shape {list(np.shape(coords))}, "
                               f"expected [num_nodes={num_nodes}, 2]; {_GRID_FIX}")
         nb = grid_neighbours(coords, kernel_size)  # [N, k*k]
         nb_out = grid_neighbours(coords, output_kernel)
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
         self.register_buffer("attrs", attrs, persistent=False)
         # -1 -> N: the zero row GridConv appends; flattened for one index_select per layer
         for name, idx in (("nb", nb), ("nb_out", nb_out)):
@@ -194,10 +186,8 @@ class HyperSTCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input("hyperst_cnn", x, self.input_len, self.num_nodes, self.input_dim)
+        self.check_batch(x, targets, teacher_forcing)  # validated, otherwise unused
         b, t, n, c = x.shape
-        check_targets("hyperst_cnn", targets, teacher_forcing, b, self.horizon, n,
-                      self.output_dim)
         # [B, T, N, C] -> [B, N, T, C] -> [B, N, T*C]: feature t*C + c, steps stacked as channels
         h = x.permute(0, 2, 1, 3).reshape(b, n, t * c)
         for conv, z in zip(self.convs, self.scales()):

@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_input, check_sizes, check_targets, coin
+from distst.nn.base import ForecastModel, decode, node_major_truth, to_batch_major
 from distst.nn.hyperst import FactorHead, HyperSTLinear, SpatialModule, check_spatial_attrs
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each node-major [N, B, H]
@@ -200,27 +200,18 @@ def _int_list(model: str, key: str, value) -> list[int]:
                       "integers >= 1 (e.g. Table 1's [32, 8, 4] / [128, 128])")
 
 
-class _HyperSTLSTMSeq2Seq(nn.Module):
+class _HyperSTLSTMSeq2Seq(ForecastModel):
     """The shared encoder-decoder of HyperST-LSTM-G/-D; subclasses pick the cell."""
-
-    name = ""
 
     def _make_cell(self, d: int, input_size: int, hidden_size: int) -> nn.Module:
         raise NotImplementedError
 
-    def _setup(self, num_nodes, input_dim, output_dim, input_len, horizon, spatial_attrs,
-               spatial_widths, hidden_sizes) -> None:
-        name = self.name
-        check_sizes(name, num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon)
-        if output_dim > input_dim:
-            raise DiststError(f"{name}: output_dim={output_dim} > input_dim={input_dim}; the "
-                              "first output_dim input channels must be the targets")
+    def _setup(self, spatial_attrs, spatial_widths, hidden_sizes) -> None:
+        name = self.model_name
+        input_dim, output_dim = self.input_dim, self.output_dim
         spatial_widths = _int_list(name, "spatial_widths", spatial_widths)
         hidden_sizes = _int_list(name, "hidden_sizes", hidden_sizes)
-        attrs = check_spatial_attrs(name, spatial_attrs, num_nodes)
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
+        attrs = check_spatial_attrs(name, spatial_attrs, self.num_nodes)
         self.spatial_widths, self.hidden_sizes = spatial_widths, hidden_sizes
         # data, not state: rebuilt from the dataset, never checkpointed or broadcast
         self.register_buffer("spatial_attrs", attrs, persistent=False)
@@ -236,10 +227,8 @@ class _HyperSTLSTMSeq2Seq(nn.Module):
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input(self.name, x, self.input_len, self.num_nodes, self.input_dim)
+        sampling = self.check_batch(x, targets, teacher_forcing)
         b, t, n, _ = x.shape
-        sampling = check_targets(self.name, targets, teacher_forcing, b, self.horizon, n,
-                                 self.output_dim)
         # generated every forward so that gradients reach the spatial module
         e = self.spatial(self.spatial_attrs)  # [N, d]
         enc_gen = [cell.generate(e) for cell in self.encoder]
@@ -256,20 +245,16 @@ class _HyperSTLSTMSeq2Seq(nn.Module):
                 outs.append(state[0])
             states.append(state)
             seq = torch.stack(outs, dim=0)  # [T, N, B, H]
-        if sampling:
-            # missing targets are NaN; the decoder sees them as the data layer fills x: 0
-            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [hor, N, B, O]
-        inp = x.new_zeros(n, b, self.output_dim)  # GO symbol
-        preds = []
-        for step in range(self.horizon):
+
+        def step(_, inp):  # the previous output [N, B, O] -> the next [N, B, O]
             for i, (cell, gen) in enumerate(zip(self.decoder, dec_gen)):
                 states[i] = cell(inp, states[i], gen)
                 inp = states[i][0]
-            out = self.proj(inp)  # [N, B, O]
-            preds.append(out)
-            inp = truth[step] if sampling and coin(teacher_forcing) else out
-        # horizon x [N, B, O] -> [N, horizon, B, O] -> [B, horizon, N, O]
-        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()
+            return self.proj(inp)
+
+        preds = decode(step, x.new_zeros(n, b, self.output_dim), self.horizon,
+                       node_major_truth(targets, sampling), teacher_forcing)
+        return to_batch_major(preds)
 
 
 class HyperSTLSTMG(_HyperSTLSTMSeq2Seq):
@@ -283,23 +268,18 @@ class HyperSTLSTMG(_HyperSTLSTMSeq2Seq):
     variant (see the module docstring for all deviations).
     """
 
-    name = "hyperst_lstm_g"
+    model_name = "hyperst_lstm_g"
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         spatial_attrs: torch.Tensor | None = None,
         spatial_widths: list[int] = [16, 8, 2],  # noqa: B006 (read only, copied)
         hidden_sizes: list[int] = [16, 16],  # noqa: B006
+        **sizes,
     ):
-        super().__init__()
-        self._setup(num_nodes, input_dim, output_dim, input_len, horizon, spatial_attrs,
-                    spatial_widths, hidden_sizes)
+        super().__init__(**sizes)
+        self._setup(spatial_attrs, spatial_widths, hidden_sizes)
 
     def _make_cell(self, d: int, input_size: int, hidden_size: int) -> nn.Module:
         return HyperSTLSTMGCell(d, input_size, hidden_size)
@@ -315,25 +295,20 @@ class HyperSTLSTMD(_HyperSTLSTMSeq2Seq):
     (``z = scale_offset + e W``; 1 by default, 0 = the paper's literal form).
     """
 
-    name = "hyperst_lstm_d"
+    model_name = "hyperst_lstm_d"
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         spatial_attrs: torch.Tensor | None = None,
         spatial_widths: list[int] = [32, 8, 4],  # noqa: B006 (read only, copied)
         hidden_sizes: list[int] = [128, 128],  # noqa: B006
         scale_offset: float = 1.0,
+        **sizes,
     ):
-        super().__init__()
+        super().__init__(**sizes)
         self.scale_offset = float(scale_offset)
-        self._setup(num_nodes, input_dim, output_dim, input_len, horizon, spatial_attrs,
-                    spatial_widths, hidden_sizes)
+        self._setup(spatial_attrs, spatial_widths, hidden_sizes)
 
     def _make_cell(self, d: int, input_size: int, hidden_size: int) -> nn.Module:
         return HyperSTLSTMDCell(d, input_size, hidden_size, self.scale_offset)

@@ -43,9 +43,8 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_sizes
-from distst.nn.dcrnn import DCRNN, GraphSeq2Seq
-from distst.nn.gcgru import DEFAULT_LAMBDA_MAX, GCGRUCell, GraphOperator, resolve_lambda_max
+from distst.nn.dcrnn import DCRNN
+from distst.nn.gcgru import GCGRU
 from distst.nn.hyperst import FactorHead, SpatialModule, check_spatial_attrs
 
 #: Table 1, traffic prediction (METR-LA): the spatial module of both graph variants.
@@ -83,7 +82,7 @@ class _HyperSTScales(nn.Module):
         return [{name: head(e) for name, head in cell.items()} for cell in self.heads]
 
 
-class HyperSTGCGRU(GraphSeq2Seq):
+class HyperSTGCGRU(GCGRU):
     """HyperST-GCGRU: GCGRU (ST-UNet Eq. 7 cells, DCRNN-style seq2seq) with location-based
     HyperST-Conv scales after every Chebyshev graph convolution (HyperST-Net, Table 1).
 
@@ -98,70 +97,22 @@ class HyperSTGCGRU(GraphSeq2Seq):
 
     model_name = "hyperst_gcgru"
 
-    GRAPH = GraphOperator.GRAPH
-
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
-        edge_index: torch.Tensor | None = None,
-        edge_weight: torch.Tensor | None = None,
         spatial_attrs: torch.Tensor | None = None,
-        out_degree=None,
-        laplacian_lambda_max=None,
-        K: int = 3,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        normalization: str = "sym",
-        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
         spatial_widths: list[int] = list(TABLE1_SPATIAL_WIDTHS),  # noqa: B006 (never mutated)
+        **gcgru,
     ):
-        super().__init__()
-        name = self.model_name
-        check_sizes(name, num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon, K=K, hidden_size=hidden_size,
-                    num_layers=num_layers)
-        if output_dim > input_dim:
-            raise DiststError(f"{name}: output_dim={output_dim} > input_dim={input_dim}; the "
-                              "first output_dim input channels must be the targets")
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
-        self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
-        self.graph = GraphOperator(
-            edge_index, edge_weight, num_nodes, normalization,
-            resolve_lambda_max(name, lambda_max, laplacian_lambda_max), degree=out_degree,
-            model=name)
-        self.encoder = nn.ModuleList(
-            GCGRUCell(input_dim if i == 0 else hidden_size, hidden_size, K)
-            for i in range(num_layers))
-        self.decoder = nn.ModuleList(
-            GCGRUCell(output_dim if i == 0 else hidden_size, hidden_size, K)
-            for i in range(num_layers))
-        self.proj = nn.Linear(hidden_size, output_dim)
-        h = hidden_size
-        self.hyper = _HyperSTScales(name, spatial_attrs, num_nodes, spatial_widths,
-                                    2 * num_layers, {"x": 3 * h, "hzr": 2 * h, "hh": h})
-
-    def _graph(self):
-        return self.graph()
+        super().__init__(**gcgru)
+        h = self.hidden_size
+        self.hyper = _HyperSTScales(self.model_name, spatial_attrs, self.num_nodes,
+                                    spatial_widths, 2 * self.num_layers,
+                                    {"x": 3 * h, "hzr": 2 * h, "hh": h})
 
     def _scales(self):
         z = self.hyper()
         return z[:self.num_layers], z[self.num_layers:]
-
-    def _input_gates(self, cell, graph, x, scales):
-        op, op_t = graph
-        return cell.input_gates(op, op_t, x, None if scales is None else scales["x"])
-
-    def _recur(self, cell, graph, xg, h, scales):
-        op, op_t = graph
-        if scales is None:
-            return cell.recur(op, op_t, xg, h)
-        return cell.recur(op, op_t, xg, h, scales["hzr"], scales["hh"])
 
 
 class HyperSTDCGRU(DCRNN):
@@ -179,32 +130,16 @@ class HyperSTDCGRU(DCRNN):
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
-        edge_index: torch.Tensor | None = None,
-        edge_weight: torch.Tensor | None = None,
         spatial_attrs: torch.Tensor | None = None,
-        out_degree=None,
-        in_degree=None,
-        K: int = 2,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        filter_type: str = "dual_random_walk",
         spatial_widths: list[int] = list(TABLE1_SPATIAL_WIDTHS),  # noqa: B006 (never mutated)
+        **dcrnn,
     ):
         # fail on missing attributes before the (costlier) graph operators are built
-        check_spatial_attrs(self.model_name, spatial_attrs, num_nodes)
-        super().__init__(num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                         input_len=input_len, horizon=horizon, edge_index=edge_index,
-                         edge_weight=edge_weight, out_degree=out_degree, in_degree=in_degree,
-                         K=K, hidden_size=hidden_size, num_layers=num_layers,
-                         filter_type=filter_type)
-        h = hidden_size
-        self.hyper = _HyperSTScales(self.model_name, spatial_attrs, num_nodes, spatial_widths,
-                                    2 * num_layers, {"ru": 2 * h, "c": h})
+        check_spatial_attrs(self.model_name, spatial_attrs, dcrnn.get("num_nodes"))
+        super().__init__(**dcrnn)
+        h = self.hidden_size
+        self.hyper = _HyperSTScales(self.model_name, spatial_attrs, self.num_nodes,
+                                    spatial_widths, 2 * self.num_layers, {"ru": 2 * h, "c": h})
 
     def _scales(self):
         z = self.hyper()

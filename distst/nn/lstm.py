@@ -23,4 +23,4 @@ class LSTMSeq2Seq(GRUSeq2Seq):
     """
 
     rnn = nn.LSTM
-    label = "lstm"
+    model_name = "lstm"

@@ -7,15 +7,14 @@ hyperparameters, which are checked against the constructor's annotations.
 
 from __future__ import annotations
 
-import inspect
-import types
-import typing
-
 import importlib
+import inspect
+import typing
 
 from torch import nn
 
 from distst.errors import DiststError
+from distst.typecheck import fits_type, type_name
 
 #: model name -> "module:Class"; imported on first use so that one model's import cost (or
 #: a broken optional model) never touches runs of another.
@@ -78,61 +77,62 @@ def model_graph(name: str) -> str | None:
     return kind
 
 
-def _signature(cls: type) -> dict[str, inspect.Parameter]:
-    return {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+def _own_inits(cls: type) -> list:
+    """The ``__init__`` of ``cls`` and, while one passes ``**kwargs`` on, its bases'."""
+    inits = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        inits.append(init)
+        params = inspect.signature(init).parameters.values()
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return inits
+
+
+def model_signature(cls: type) -> dict[str, inspect.Parameter]:
+    """Every keyword a model's constructor takes: its own, then those of the bases it passes
+    ``**kwargs`` on to (the data sizes of :class:`distst.nn.base.ForecastModel`)."""
+    out: dict[str, inspect.Parameter] = {}
+    for init in _own_inits(cls):
+        for k, p in inspect.signature(init).parameters.items():
+            if k != "self" and p.kind not in (inspect.Parameter.VAR_KEYWORD,
+                                              inspect.Parameter.VAR_POSITIONAL):
+                out.setdefault(k, p)
+    return out
+
+
+def _type_hints(cls: type) -> dict:
+    hints: dict = {}
+    for init in reversed(_own_inits(cls)):
+        hints.update(typing.get_type_hints(init))
+    return hints
+
 
 
 def model_data_keys(name: str) -> list[str]:
     """The data-derived keys (DATA_KEYS) that model ``name``'s constructor declares."""
-    return [k for k in _signature(model_class(name)) if k in DATA_KEYS]
+    return [k for k in model_signature(model_class(name)) if k in DATA_KEYS]
 
 
 def model_param_names(name: str) -> list[str]:
     """The hyperparameter names of model ``name`` (the data-derived keys excluded)."""
-    return [k for k in _signature(model_class(name)) if k not in DATA_KEYS]
+    return [k for k in model_signature(model_class(name)) if k not in DATA_KEYS]
 
 
 def model_param_defaults(name: str) -> dict:
     """Hyperparameter name -> default value (the paper's setting) of model ``name``."""
-    sig = _signature(model_class(name))
+    sig = model_signature(model_class(name))
     return {k: p.default for k, p in sig.items() if k not in DATA_KEYS}
-
-
-def _accepts(value, hint) -> bool:
-    """Whether ``value`` fits annotation ``hint`` (int is accepted for float; bool is not int)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin in (list, tuple):
-        args = typing.get_args(hint)
-        return isinstance(value, (list, tuple)) and (
-            not args or all(_accepts(v, args[0]) for v in value))
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True  # an annotation this checker does not model: let the constructor judge
-
-
-def _type_name(hint) -> str:
-    if typing.get_origin(hint) in (list, tuple):
-        args = typing.get_args(hint)
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(h) for h in typing.get_args(hint))
-    return "None" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
 
 def build_model(name: str, data_kwargs: dict, params: dict | None = None) -> nn.Module:
     """Construct model ``name`` from the data's sizes/graph and the config's hyperparameters."""
     cls = model_class(name)
     params = dict(params or {})
-    sig = _signature(cls)
-    hints = typing.get_type_hints(cls.__init__)
+    sig = model_signature(cls)
+    hints = _type_hints(cls)
     valid = model_param_names(name)
     for key, value in params.items():
         if key in DATA_KEYS:
@@ -141,9 +141,9 @@ def build_model(name: str, data_kwargs: dict, params: dict | None = None) -> nn.
         if key not in sig:
             raise DiststError(f"model {name}: unknown parameter {key!r}; valid keys: {valid}")
         hint = hints.get(key)
-        if hint is not None and not _accepts(value, hint):
+        if hint is not None and not fits_type(value, hint):
             raise DiststError(f"model {name}: params.{key}={value!r} has type "
-                              f"{type(value).__name__}, expected {_type_name(hint)}")
+                              f"{type(value).__name__}, expected {type_name(hint)}")
     data = {k: v for k, v in data_kwargs.items() if k in sig and k not in params}
     missing = [k for k, p in sig.items()
                if p.default is inspect.Parameter.empty and k not in data and k not in params]

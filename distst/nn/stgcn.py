@@ -54,7 +54,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn import graphops
-from distst.nn.common import check_input, check_sizes, check_targets
+from distst.nn.base import ForecastModel
 from distst.nn.gcgru import (DEFAULT_LAMBDA_MAX, GraphOperator, cheb_features,
                               resolve_lambda_max)
 
@@ -212,7 +212,7 @@ class STConvBlock(nn.Module):
         return self.dropout(self.norm(x))
 
 
-class STGCN(nn.Module):
+class STGCN(ForecastModel):
     """STGCN(Cheb) forecaster (Yu, Yin, Zhu, IJCAI 2018), multi-output form; see the module doc.
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
@@ -223,16 +223,12 @@ class STGCN(nn.Module):
     lambda_max = 2. ``input_len`` must exceed ``2 * num_blocks * (Kt - 1)`` (8 by default).
     """
 
+    model_name = "stgcn"
     GRAPH = GraphOperator.GRAPH
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         out_degree: torch.Tensor | None = None,
@@ -246,19 +242,17 @@ class STGCN(nn.Module):
         dropout: float = 0.0,
         normalization: str = "sym",
         lambda_max: float | str = DEFAULT_LAMBDA_MAX,
+        **sizes,
     ):
-        super().__init__()
+        super().__init__(**sizes)
         channels = [int(c) for c in channels]
-        check_sizes("stgcn", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon, Kt=Kt, Ks=Ks, num_blocks=num_blocks,
-                    output_hidden=output_hidden)
+        self.check_sizes(Kt=Kt, Ks=Ks, num_blocks=num_blocks, output_hidden=output_hidden)
+        num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim
+        input_len, horizon = self.input_len, self.horizon
         if len(channels) != 3 or min(channels) < 1:
             raise DiststError(f"stgcn: channels={channels} must be three sizes >= 1 (temporal, "
                               "graph, temporal channels of an ST-Conv block; the paper uses "
                               "[64, 16, 64])")
-        if output_dim > input_dim:
-            raise DiststError(f"stgcn: output_dim={output_dim} > input_dim={input_dim}; the "
-                              "first output_dim input channels must be the targets")
         if second_temporal_act not in _ACTS:
             raise DiststError(f"stgcn: second_temporal_act={second_temporal_act!r} is not "
                               f"supported; choose one of {list(_ACTS)}")
@@ -272,8 +266,6 @@ class STGCN(nn.Module):
                 f"blocks shortens the time axis by 2*(Kt-1)={2 * (Kt - 1)} steps, so input_len "
                 f"must be >= {shrink + 1}; use a longer input window (data.input_len), a "
                 "smaller Kt or fewer num_blocks")
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
         self.graph = ChebGraph(
             edge_index, edge_weight, num_nodes, normalization,
             resolve_lambda_max("stgcn", lambda_max, laplacian_lambda_max), degree=out_degree,
@@ -293,9 +285,8 @@ class STGCN(nn.Module):
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input("stgcn", x, self.input_len, self.num_nodes, self.input_dim)
+        self.check_batch(x, targets, teacher_forcing)  # validated, otherwise unused
         b, _, n, _ = x.shape
-        check_targets("stgcn", targets, teacher_forcing, b, self.horizon, n, self.output_dim)
         op, op_t = self.graph()
         h = x.permute(2, 1, 0, 3).contiguous()  # [B, T, N, C] -> node-major [N, T, B, C]
         for block in self.blocks:

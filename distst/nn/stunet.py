@@ -98,7 +98,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.common import check_input, check_sizes, check_targets, coin
+from distst.nn.base import ForecastModel, decode, node_major_truth, to_batch_major
 from distst.nn.gcgru import (DEFAULT_LAMBDA_MAX, GCGRUCell, GraphOperator, _glorot_blocks,
                               cheb_features, resolve_lambda_max)
 
@@ -170,7 +170,7 @@ class Unpool(nn.Module):
         return y
 
 
-class STUNet(nn.Module):
+class STUNet(ForecastModel):
     """ST-UNet seq2seq forecaster (see the module docstring for the architecture and choices).
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
@@ -189,16 +189,12 @@ class STUNet(nn.Module):
     ``levels=p, dilation=1``.
     """
 
+    model_name = "stunet"
     GRAPH = GraphOperator.GRAPH
 
     def __init__(
         self,
         *,
-        num_nodes: int,
-        input_dim: int,
-        output_dim: int,
-        input_len: int = 12,
-        horizon: int = 12,
         edge_index: torch.Tensor | None = None,
         edge_weight: torch.Tensor | None = None,
         out_degree: torch.Tensor | None = None,
@@ -215,11 +211,11 @@ class STUNet(nn.Module):
         normalization: str = "sym",
         layer_norm: bool = True,
         lambda_max: float | str = DEFAULT_LAMBDA_MAX,
+        **sizes,
     ):
-        super().__init__()
-        check_sizes("stunet", num_nodes=num_nodes, input_dim=input_dim, output_dim=output_dim,
-                    input_len=input_len, horizon=horizon, K=K, hidden_size=hidden_size,
-                    dilation=dilation, depth=depth)
+        super().__init__(**sizes)
+        self.check_sizes(K=K, hidden_size=hidden_size, dilation=dilation, depth=depth)
+        num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
             raise DiststError(f"stunet: levels={levels!r} must be an integer >= 0 (p, the GPA "
                               "coarsening levels of one ST-Pool; 0 = no spatial pooling, the "
@@ -233,11 +229,6 @@ class STUNet(nn.Module):
         if not isinstance(layer_norm, bool):
             raise DiststError(f"stunet: layer_norm={layer_norm!r} must be true or false "
                               "(model.params.layer_norm; Sec. 4.2 uses it)")
-        if output_dim > input_dim:
-            raise DiststError(f"stunet: output_dim={output_dim} > input_dim={input_dim}; the "
-                              "first output_dim input channels must be the targets")
-        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
-        self.input_len, self.horizon = input_len, horizon
         self.K, self.hidden_size, self.levels, self.dilation = K, hidden_size, levels, dilation
         self.depth, self.pool_mode, self.unpool_mode = depth, pool, unpool
         # plain: no ST-Pool in space or time, so the U degenerates to stacked GCGRU layers
@@ -473,10 +464,8 @@ class STUNet(nn.Module):
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                 teacher_forcing: float = 0.0) -> torch.Tensor:
-        check_input("stunet", x, self.input_len, self.num_nodes, self.input_dim)
+        sampling = self.check_batch(x, targets, teacher_forcing)
         b, t, n, _ = x.shape
-        sampling = check_targets("stunet", targets, teacher_forcing, b, self.horizon, n,
-                                 self.output_dim)
         ops = [g() for g in self.graphs]
         d = self.depth
         enc_unpool = getattr(self, "enc_unpool", None)
@@ -502,16 +491,10 @@ class STUNet(nn.Module):
                 seq = self._pool_to(st, seq)
 
         # -- decoder U-stack, one step at a time ------------------------------------------
-        if sampling:
-            # missing targets are NaN; the decoder sees them as the data layer fills x: 0
-            truth = torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)  # [H, N, B, O]
-        inp = x.new_zeros(n, b, self.output_dim)  # GO symbol
-        preds = []
-        for step in range(self.horizon):
+        def step(_, h):  # h: the previous output [N, B, O] -> the next [N, B, O]
             skips = []
-            h = inp
             for i, cell in enumerate(self.decoder):
-                st, dil = self.layer_stage[i], self.layer_dilation[i]
+                st = self.layer_stage[i]
                 if not self.plain and i > d:
                     h = torch.cat([self._unpool_to(st, h, dec_unpool), skips[st]], dim=-1)
                 op, op_t = ops[st] if self.spatial else ops[0]
@@ -523,8 +506,8 @@ class STUNet(nn.Module):
                 if not self.plain and i < d:
                     skips.append(h)
                     h = self._pool_to(st, h)
-            out = self._output(ops, h)  # [N, B, O]
-            preds.append(out)
-            inp = truth[step] if sampling and coin(teacher_forcing) else out
-        # horizon x [N, B, O] -> [N, horizon, B, O] -> [B, horizon, N, O]
-        return torch.stack(preds, dim=1).permute(2, 1, 0, 3).contiguous()
+            return self._output(ops, h)
+
+        preds = decode(step, x.new_zeros(n, b, self.output_dim), self.horizon,
+                       node_major_truth(targets, sampling), teacher_forcing)
+        return to_batch_major(preds)

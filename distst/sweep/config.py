@@ -35,13 +35,14 @@ from typing import Any
 
 from distst.config import (
     Config,
-    _fill,
+    fill_dataclass,
     apply_overrides,
     config_from_dict,
     parse_override,
     read_yaml,
 )
 from distst.errors import DiststError
+from distst.typecheck import fits_type
 
 DOMAINS = ("choice", "grid", "uniform", "loguniform", "randint")
 SCHEDULERS = ("asha", "fifo")
@@ -161,7 +162,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     raw = apply_overrides(raw, plain)
     raw["search_space"] = space
     try:
-        sc = _fill(SweepConfig, raw, "")
+        sc = fill_dataclass(SweepConfig, raw)
     except DiststError as e:
         raise DiststError(f"sweep file {p}: {str(e).replace('config key', 'key')}") from None
     sc.overrides = _override_list(sc.overrides, p) + base_over
@@ -347,7 +348,7 @@ def _check_domain_against(d: Domain, raw: dict, base: Config, where: str) -> Non
 
 
 def _check_model_param(d: Domain, name: str, model: str, prefix: str) -> None:
-    from distst.nn.registry import _accepts, model_class, model_param_names
+    from distst.nn.registry import model_class, model_param_names
 
     valid = model_param_names(model)
     if name not in valid:
@@ -356,11 +357,11 @@ def _check_model_param(d: Domain, name: str, model: str, prefix: str) -> None:
     hint = typing.get_type_hints(model_class(model).__init__).get(name)
     if hint is None:
         return
-    if d.kind in ("uniform", "loguniform") and not _accepts(0.5, hint):
+    if d.kind in ("uniform", "loguniform") and not fits_type(0.5, hint):
         raise DiststError(f"{prefix}: model {model} takes {name} as {hint}, but {d.kind} "
                           "samples floats; use {randint: [lo, hi]} or {choice: [...]}")
     for value in d.candidates():
-        if not _accepts(value, hint):
+        if not fits_type(value, hint):
             raise DiststError(f"{prefix}: value {value!r} does not fit model {model}'s "
                               f"{name} ({getattr(hint, '__name__', hint)})")
 

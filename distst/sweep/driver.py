@@ -32,7 +32,7 @@ import ray
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from distst.config import _fill, config_from_dict, save_config
+from distst.config import config_from_dict, fill_dataclass, save_config
 from distst.errors import DiststError
 from distst.storage import write_atomic
 from distst.sweep import manifest
@@ -424,7 +424,7 @@ def resume_sweep(sweep_dir: str | Path, address: str = "", progress: bool = True
         raise DiststError(f"{sdir} is not a sweep directory (no {SWEEP_FILE}); pass the folder "
                           "'distst tune' printed as 'sweep directory: ...'")
     saved = yaml.safe_load(f.read_text())
-    sc = _fill(SweepConfig, saved["sweep"], "")
+    sc = fill_dataclass(SweepConfig, saved["sweep"])
     sc.storage, sc.name = str(sdir.parent), sdir.name
     if address:
         sc.address = address

@@ -5,7 +5,8 @@ import torch
 
 from distst.errors import DiststError
 from distst.nn import build_model, model_param_defaults, model_param_names
-from distst.nn.registry import _accepts, model_class
+from distst.nn.registry import model_class
+from distst.typecheck import fits_type as _accepts
 
 DATA = dict(num_nodes=5, input_dim=3, output_dim=1, input_len=4, horizon=2,
             edge_index=torch.tensor([[0, 1, 2, 3, 1, 2, 3, 4], [1, 2, 3, 4, 0, 1, 2, 3]]),

@@ -1,0 +1,159 @@
+"""What every forecasting model shares: the data's sizes, their checks, and the decoder loop.
+
+A model maps ``x [B, input_len, N, input_dim]`` to ``[B, horizon, N, output_dim]``. Its
+constructor takes the data-derived sizes through :class:`ForecastModel` (``**sizes`` in the
+subclass: ``num_nodes``, ``input_dim``, ``output_dim``, ``input_len``, ``horizon``) and names
+its own data keys (graph, attributes) and hyperparameters as typed keyword arguments; the
+registry reads the whole signature along the class hierarchy
+(:func:`distst.nn.registry.model_signature`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from distst.errors import DiststError
+from distst.nn.common import check_input, check_sizes, check_targets, coin
+
+
+class ForecastModel(nn.Module):
+    """Base of every registered model: stores and checks the data's sizes.
+
+    ``model_name`` (the registry's name) prefixes every error message. With
+    ``targets_in_input`` (the default) the first ``output_dim`` input channels must be the
+    targets, as the decoder feeds its outputs back where the inputs were.
+    """
+
+    model_name = "model"
+    targets_in_input = True
+
+    def __init__(self, *, num_nodes: int, input_dim: int, output_dim: int, input_len: int = 12,
+                 horizon: int = 12):
+        super().__init__()
+        check_sizes(self.model_name, num_nodes=num_nodes, input_dim=input_dim,
+                    output_dim=output_dim, input_len=input_len, horizon=horizon)
+        if self.targets_in_input and output_dim > input_dim:
+            raise DiststError(f"{self.model_name}: output_dim={output_dim} > input_dim="
+                              f"{input_dim}; the first output_dim input channels must be the "
+                              "targets")
+        self.num_nodes, self.input_dim, self.output_dim = num_nodes, input_dim, output_dim
+        self.input_len, self.horizon = input_len, horizon
+
+    def check_sizes(self, **sizes: int) -> None:
+        """Hyperparameters that are sizes: integers >= 1, named in the error."""
+        check_sizes(self.model_name, **sizes)
+
+    def check_batch(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                    teacher_forcing: float = 0.0) -> bool:
+        """Validate a forward call's input (and targets); whether scheduled sampling is on."""
+        check_input(self.model_name, x, self.input_len, self.num_nodes, self.input_dim)
+        return check_targets(self.model_name, targets, teacher_forcing, x.shape[0],
+                             self.horizon, x.shape[2], self.output_dim)
+
+
+def node_major_truth(targets: torch.Tensor | None, sampling: bool) -> torch.Tensor | None:
+    """The decoder's teacher-forcing inputs ``[B, H, N, O] -> [H, N, B, O]`` (None when
+    sampling is off); missing targets (NaN) are fed as 0, as the data layer fills x."""
+    if not sampling:
+        return None
+    return torch.nan_to_num(targets, nan=0.0).permute(1, 2, 0, 3)
+
+
+def decode(step: Callable[[int, torch.Tensor], torch.Tensor], go: torch.Tensor, horizon: int,
+           truth: torch.Tensor | None, teacher_forcing: float) -> list[torch.Tensor]:
+    """The scheduled-sampling decoder loop (DCRNN, Li et al. 2018, Sec. 2.3).
+
+    ``step(t, inp) -> out`` runs the decoder once; the next input is ``truth[t]`` with
+    probability ``teacher_forcing`` when ``truth`` is given, else the output itself; the first
+    input is ``go`` (the GO symbol, zeros). Returns the ``horizon`` outputs."""
+    inp, outs = go, []
+    for t in range(horizon):
+        out = step(t, inp)
+        outs.append(out)
+        inp = truth[t] if truth is not None and coin(teacher_forcing) else out
+    return outs
+
+
+def to_batch_major(outs: list[torch.Tensor]) -> torch.Tensor:
+    """``horizon x [N, B, O] -> [B, horizon, N, O]``."""
+    return torch.stack(outs, dim=1).permute(2, 1, 0, 3).contiguous()
+
+
+class GraphSeq2Seq(ForecastModel):
+    """The graph-RNN encoder-decoder of DCRNN (Sec. 2.3), GCGRU and the HyperST graph RNNs.
+
+    A stacked encoder of graph-convolutional GRU cells over ``input_len`` steps whose final
+    states initialise a stacked decoder; a linear projection hidden -> output_dim per step; the
+    decoder is fed its previous output (GO symbol = zeros) or, with scheduled sampling, the
+    truth. The state is node-major ``[N, B, H]`` so no step needs a transpose.
+
+    Subclasses set ``self.encoder`` / ``self.decoder`` (ModuleLists of cells with
+    ``input_gates`` / ``recur``), ``self.proj`` and ``self.hidden_size``, and implement
+    :meth:`_graph` (what the cells take as the graph) and :meth:`_input_gates` /
+    :meth:`_recur` (one cell's input part / state update, with that cell's HyperST scales or
+    None); optionally :meth:`_scales` and :meth:`_encoder_input`.
+    """
+
+    def _graph(self):
+        raise NotImplementedError
+
+    def _scales(self) -> tuple[list, list]:
+        """Per encoder cell and per decoder cell: that cell's scales (None = plain cell)."""
+        return [None] * len(self.encoder), [None] * len(self.decoder)
+
+    def _input_gates(self, cell, graph, x, scales):
+        raise NotImplementedError
+
+    def _recur(self, cell, graph, xg, h, scales):
+        raise NotImplementedError
+
+    def _encoder_input(self, seq: torch.Tensor) -> torch.Tensor:
+        """What the first encoder layer reads, from the node-major input ``[N, T, B, F]``."""
+        return seq
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None,
+                teacher_forcing: float = 0.0) -> torch.Tensor:
+        """``x [B, input_len, N, input_dim]`` -> ``[B, horizon, N, output_dim]``.
+
+        With ``teacher_forcing = p > 0`` each decoder step is fed the true previous value
+        (``targets [B, horizon, N, output_dim]``, NaN read as 0) with probability p, else its
+        own prediction (DCRNN scheduled sampling; the coin is drawn per step whatever the
+        module's train/eval mode -- the engine passes 0 outside training).
+        """
+        sampling = self.check_batch(x, targets, teacher_forcing)
+        b, t, n, _ = x.shape
+        graph = self._graph()
+        enc_scales, dec_scales = self._scales()
+        # [B, T, N, F] -> [N, T, B, F]: node-major so each layer convolves all steps at once
+        seq = self._encoder_input(x.permute(2, 1, 0, 3)).contiguous()
+        states = []
+        last = len(self.encoder) - 1
+        for i, (cell, sc) in enumerate(zip(self.encoder, enc_scales)):
+            f = seq.shape[-1]
+            # [N, T*B, F] -> [N, T*B, 3H] -> [N, T, B, 3H]: one expansion for all T steps
+            xg = self._input_gates(cell, graph, seq.view(n, t * b, f), sc).view(n, t, b, -1)
+            h = x.new_zeros(n, b, self.hidden_size)
+            outs = []
+            # unbind, not xg[:, step]: a slice's backward materialises a zero tensor of xg's
+            # full size per step; unbind's backward stacks the T gradients once.
+            for xg_t in xg.unbind(1):
+                h = self._recur(cell, graph, xg_t, h, sc)  # [N, B, H]
+                if i < last:
+                    outs.append(h)
+            states.append(h)
+            if i < last:
+                seq = torch.stack(outs, dim=1)  # [N, T, B, H]
+
+        def step(_, inp):  # inp [N, B, O] -> [N, B, O]
+            for i, (cell, sc) in enumerate(zip(self.decoder, dec_scales)):
+                xg = self._input_gates(cell, graph, inp, sc)  # [N, B, 3H]
+                states[i] = self._recur(cell, graph, xg, states[i], sc)
+                inp = states[i]
+            return self.proj(inp)
+
+        preds = decode(step, x.new_zeros(n, b, self.output_dim), self.horizon,
+                       node_major_truth(targets, sampling), teacher_forcing)
+        return to_batch_major(preds)

@@ -28,7 +28,8 @@ import time
 
 import torch
 
-from distst.nn.gcgru import GCGRUCell, GraphOperator
+from distst.nn.layers.cells import GCGRUCell
+from distst.nn.layers.graph import GraphOperator
 
 
 def knn_graph(num_nodes: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

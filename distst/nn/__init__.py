@@ -4,8 +4,9 @@
 """
 
 from distst.nn.common import inverse_sigmoid_decay
-from distst.nn.gcgru import GCGRU, GCGRUCell
-from distst.nn.graphops import cheb_operator, dense_cheb_basis
+from distst.nn.gcgru import GCGRU
+from distst.nn.layers.cells import GCGRUCell
+from distst.nn.layers.graph import cheb_operator, dense_cheb_basis
 from distst.nn.gru import GRUSeq2Seq
 from distst.nn.ha import HistoricalAverage
 from distst.nn.registry import (

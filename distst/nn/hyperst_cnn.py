@@ -46,7 +46,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.base import ForecastModel
-from distst.nn.hyperst import FactorHead, SpatialModule, check_spatial_attrs
+from distst.nn.layers.hyperst import FactorHead, SpatialModule, check_spatial_attrs
 
 _GRID_FIX = ("HyperST-CNN convolves over a city grid and needs a grid network whose coords are "
              "the integer (row, col) of each region; build one with "

@@ -7,7 +7,7 @@ history and attributes alone (which is also why shard mode needs no halo for the
 
 * HyperST-LSTM-G ("generates all the parameter weights of dense layers in the LSTM cell"):
   every LSTM weight and bias is produced by the general HyperST layer (Fig. 5,
-  :class:`distst.nn.hyperst.HyperSTLinear`).
+  :class:`distst.nn.layers.hyperst.HyperSTLinear`).
 * HyperST-LSTM-D: the LSTM of the paper's HyperST-Dense equations (Sec. "HyperST-Dense")::
 
       f_t  = sigma(W_f^T diag(z0) x_t + U_f^T diag(z1) h_{t-1} + b_f)
@@ -52,7 +52,7 @@ Deviations from / readings of the paper (which gives no code):
   ``d 4H`` parameters per layer).
 * LSTM-G: one generated bias per gate (nn.LSTM's ``b_ih + b_hh`` only matter as a sum); the
   generators are bias-free linear maps of ``e`` (``d N_theta`` parameters, the paper's count),
-  see :class:`~distst.nn.hyperst.HyperSTLinear` for their init.
+  see :class:`~distst.nn.layers.hyperst.HyperSTLinear` for their init.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.base import ForecastModel, decode, node_major_truth, to_batch_major
-from distst.nn.hyperst import FactorHead, HyperSTLinear, SpatialModule, check_spatial_attrs
+from distst.nn.layers.hyperst import FactorHead, HyperSTLinear, SpatialModule, check_spatial_attrs
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each node-major [N, B, H]
 
@@ -262,7 +262,7 @@ class HyperSTLSTMG(_HyperSTLSTMSeq2Seq):
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
     -> [B, horizon, N, output_dim]``. ``spatial_attrs [N, A]`` are required
-    (:func:`~distst.nn.hyperst.check_spatial_attrs`). ``spatial_widths`` = Table 1's spatial
+    (:func:`~distst.nn.layers.hyperst.check_spatial_attrs`). ``spatial_widths`` = Table 1's spatial
     Dense(w1-...-d), ``hidden_sizes`` = its LSTM(h1-h2) (stacked layers). Defaults: the
     air-quality column, Dense(16-8-2), LSTM(16-16) -- Table 1 has no traffic entry for this
     variant (see the module docstring for all deviations).

@@ -45,7 +45,7 @@ from torch import nn
 from distst.errors import DiststError
 from distst.nn.dcrnn import DCRNN
 from distst.nn.gcgru import GCGRU
-from distst.nn.hyperst import FactorHead, SpatialModule, check_spatial_attrs
+from distst.nn.layers.hyperst import FactorHead, SpatialModule, check_spatial_attrs
 
 #: Table 1, traffic prediction (METR-LA): the spatial module of both graph variants.
 TABLE1_SPATIAL_WIDTHS = (64, 8, 8, 4)

@@ -53,10 +53,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn import graphops
+from distst.nn.layers import graph as graphops
 from distst.nn.base import ForecastModel
-from distst.nn.gcgru import (DEFAULT_LAMBDA_MAX, GraphOperator, cheb_features,
-                              resolve_lambda_max)
+from distst.nn.layers.graph import (
+    cheb_features,
+    DEFAULT_LAMBDA_MAX,
+    GraphOperator,
+    resolve_lambda_max,
+)
 
 _ACTS = ("glu", "relu")
 

@@ -99,8 +99,14 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.base import ForecastModel, decode, node_major_truth, to_batch_major
-from distst.nn.gcgru import (DEFAULT_LAMBDA_MAX, GCGRUCell, GraphOperator, _glorot_blocks,
-                              cheb_features, resolve_lambda_max)
+from distst.nn.layers.cells import GCGRUCell
+from distst.nn.layers.graph import (
+    DEFAULT_LAMBDA_MAX,
+    GraphOperator,
+    cheb_features,
+    glorot_blocks,
+    resolve_lambda_max,
+)
 
 POOLS = ("max", "mean")
 UNPOOLS = ("copy", "ordered", "weighted")
@@ -295,7 +301,7 @@ class STUNet(ForecastModel):
             # final graph convolution (Sec. 3.4): K-order Chebyshev, hidden -> output_dim
             self.out_weight = nn.Parameter(torch.empty(K * hidden_size, output_dim))
             self.out_bias = nn.Parameter(torch.zeros(output_dim))
-            _glorot_blocks(self.out_weight, hidden_size, output_dim)
+            glorot_blocks(self.out_weight, hidden_size, output_dim)
 
     # -- construction helpers ------------------------------------------------------------
     def _build_stages(self, coarsening, edge_index, edge_weight, out_degree,

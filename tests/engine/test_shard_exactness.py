@@ -9,8 +9,8 @@ import torch
 from distst.data.network import save_network
 from distst.data.synth import synth_network
 from distst.graph.partition.plan import make_plan, open_part
-from distst.nn.gcgru import cheb_features
-from distst.nn.graphops import cheb_operator
+from distst.nn.layers.graph import cheb_features
+from distst.nn.layers.graph import cheb_operator
 
 L_LAYERS, K, F = 2, 3, 4
 
@@ -64,7 +64,7 @@ def test_diffusion_convolution_is_exact_on_a_directed_graph(tmp_path):
     halos grown over both directions and whole-graph degrees, K diffusion steps are exact
     for inner nodes with K halo hops on a directed graph, and not with K - 1."""
     from distst.data.network import load_network
-    from distst.nn.dcrnn import DiffusionOperators, diffusion_features
+    from distst.nn.layers.diffusion import diffusion_features, DiffusionOperators
 
     net = synth_network(num_nodes=40, days=1, seed=5)
     rng = np.random.default_rng(0)

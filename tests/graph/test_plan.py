@@ -24,7 +24,7 @@ from distst.graph.partition.plan import (
     verify_plan,
     write_plan,
 )
-from distst.nn.graphops import cheb_operator
+from distst.nn.layers.graph import cheb_operator
 
 N = 30
 P = 3

@@ -12,8 +12,10 @@ from nn_helpers import permute_graph, random_digraph
 from distst.config import read_yaml
 from distst.errors import DiststError
 from distst.nn import build_model
-from distst.nn.dcrnn import DCGRUCell, DCRNN, DiffusionOperators, diffusion_features
-from distst.nn.graphops import random_walk_operator_coo
+from distst.nn.dcrnn import DCRNN
+from distst.nn.layers.cells import DCGRUCell
+from distst.nn.layers.diffusion import diffusion_features, DiffusionOperators
+from distst.nn.layers.graph import random_walk_operator_coo
 
 N, B, T_IN, HOR, F_IN, F_OUT = 8, 4, 6, 4, 3, 2
 

@@ -8,8 +8,8 @@ from nn_helpers import random_graph
 from torch_geometric.nn import ChebConv
 
 from distst.errors import DiststError
-from distst.nn import graphops
-from distst.nn.gcgru import GraphOperator, cheb_features
+from distst.nn.layers import graph as graphops
+from distst.nn.layers.graph import cheb_features, GraphOperator
 
 
 @pytest.mark.parametrize("normalization", ["sym", "rw"])
@@ -99,7 +99,7 @@ def test_none_normalization_takes_precomputed_sym_weights():
     # a shard passes D^-1/2 A D^-1/2 computed on the whole graph: "none" must rebuild L~ as is
     import torch
 
-    from distst.nn.graphops import cheb_operator
+    from distst.nn.layers.graph import cheb_operator
 
     ei = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])
     ew = torch.tensor([1.0, 1.0, 2.0, 2.0, 0.5, 0.5])

@@ -19,8 +19,9 @@ from distst.data.formats import read_graph
 from distst.errors import DiststError
 from distst.graph.adjacency import (is_symmetric, laplacian_lambda_max, symmetrize,
                                     symmetrize_notice)
-from distst.nn.gcgru import GCGRU, resolve_lambda_max
-from distst.nn.graphops import cheb_operator_coo, random_walk_operator_coo
+from distst.nn.gcgru import GCGRU
+from distst.nn.layers.graph import resolve_lambda_max
+from distst.nn.layers.graph import cheb_operator_coo, random_walk_operator_coo
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 REAL = [("pems03", "pems03"), ("pems07", "pems07"), ("pems08", "pems08"),

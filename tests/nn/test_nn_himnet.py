@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from distst.errors import DiststError
-from distst.nn.himnet import (AdaptiveGraph, EdgeSpMM, HimNet, KronLinear, csr_structure,
-                              khop_neighbourhood)
+from distst.nn.himnet import AdaptiveGraph, HimNet
+from distst.nn.layers.sparse import csr_structure, EdgeSpMM, khop_neighbourhood, KronLinear
 
 N, S = 10, 24  # nodes, steps per day
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.hyperst import (
+from distst.nn.layers.hyperst import (
     HyperSTDense,
     HyperSTLinear,
     LocationScale,

@@ -13,7 +13,7 @@ from distst.config import read_yaml
 from distst.errors import DiststError
 from distst.nn import GCGRU, build_model
 from distst.nn.dcrnn import DCRNN
-from distst.nn.hyperst import FactorHead
+from distst.nn.layers.hyperst import FactorHead
 from distst.nn.hyperst_rnn import HyperSTDCGRU, HyperSTGCGRU
 
 N, B, T_IN, HOR, F_IN, F_OUT, A = 11, 3, 5, 3, 3, 2, 6

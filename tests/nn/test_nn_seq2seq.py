@@ -9,7 +9,7 @@ from nn_helpers import permute_graph, random_graph
 
 from distst.errors import DiststError
 from distst.nn import GCGRU, GCGRUCell, GRUSeq2Seq, inverse_sigmoid_decay
-from distst.nn.gcgru import GraphOperator
+from distst.nn.layers.graph import GraphOperator
 from distst.nn.reference import PygGConvGRU, batched_edge_index
 
 N, B, T_IN, HOR, F_IN, F_OUT = 8, 4, 6, 4, 3, 2

@@ -6,7 +6,7 @@ import torch
 from nn_helpers import permute_graph, random_graph
 
 from distst.errors import DiststError
-from distst.nn import graphops
+from distst.nn.layers import graph as graphops
 from distst.nn.registry import build_model
 from distst.nn.stgcn import STGCN, ChebConv, ChebGraph
 

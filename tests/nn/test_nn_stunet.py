@@ -21,7 +21,8 @@ from distst.errors import DiststError
 from distst.graph.partition import partition_graph
 from distst.graph.partition.gpa import gpa_hierarchy
 from distst.graph.partition.plan import open_part, write_plan
-from distst.nn.gcgru import GCGRU, GCGRUCell
+from distst.nn.gcgru import GCGRU
+from distst.nn.layers.cells import GCGRUCell
 from distst.nn.stunet import STUNet, _pool
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -1,7 +1,7 @@
 """k-hop halos: the nodes outside a part that its inner nodes read from in ``k`` message passes.
 
 Direction. Message passing sends along each edge ``src -> dst`` (``edge_index[0]`` is the
-source, ``edge_index[1]`` the target, as in :mod:`distst.nn.graphops` and PyG's
+source, ``edge_index[1]`` the target, as in :mod:`distst.nn.layers.graph` and PyG's
 ``flow="source_to_target"``), so after one pass node ``i`` depends on its IN-neighbours
 ``{j : j -> i}``, after ``k`` passes on every node with a directed path of at most ``k`` edges
 INTO ``i``. The halo of a part is therefore defined over incoming paths::

@@ -30,7 +30,7 @@ covers only those), the rest is the halo (:mod:`distst.graph.partition.halo`).
 
 Normalisation with whole-graph degrees. A part keeps its raw edge weights and the WHOLE
 graph's degrees of its nodes; graph operators normalise the local edges with those degrees
-(``distst.nn.graphops.cheb_operator(..., degree=deg)``, as PyG's ``get_laplacian`` /
+(``distst.nn.layers.graph.cheb_operator(..., degree=deg)``, as PyG's ``get_laplacian`` /
 ``ChebConv`` do: edge weights as float32, self loops removed, degree ``D_i`` = float64 sum of
 the weights of node ``i``'s OUTGOING edges, ``edge_index[0]`` being the source). The part's
 operator then equals the full-graph operator restricted to the local nodes, so every row of an
@@ -213,7 +213,7 @@ def sym_normalized_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whole-graph ``(D^-1/2 A D^-1/2 per edge as float32 [E], degree float64 [N])``.
 
-    The same arithmetic as ``distst.nn.graphops.cheb_operator_coo`` with ``"sym"`` (see the
+    The same arithmetic as ``distst.nn.layers.graph.cheb_operator_coo`` with ``"sym"`` (see the
     module docstring): float32 weights widened to float64, self loops removed, out-degree.
     """
     src, dst = np.asarray(edge_index[0], np.int64), np.asarray(edge_index[1], np.int64)
@@ -400,7 +400,7 @@ def write_plan(
             "spatial_attr_names": None if spatial is None else spatial.names,
             "normalization": "raw local edge weights; deg/in_deg/udeg_max = whole-graph "
                              "degrees of the local nodes (self loops removed), with which "
-                             "distst.nn.graphops normalises the local edges",
+                             "distst.nn.layers.graph normalises the local edges",
             "inputs": {"dataset": str(dataset.resolve()), "hashes": hashes},
         }
         _dump_json(meta, tmp / META_NAME)

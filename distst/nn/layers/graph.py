@@ -30,8 +30,11 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple
 
+import math
+
 import numpy as np
 import torch
+from torch import nn
 
 from distst.errors import DiststError
 
@@ -325,3 +328,99 @@ def random_walk_operator(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return coo.to_sparse_csr()
+
+
+def cheb_features(op: torch.Tensor, op_t: torch.Tensor | None, x: torch.Tensor,
+                  K: int) -> torch.Tensor:
+    """Chebyshev basis ``[T_0 X | T_1 X | ... | T_{K-1} X]`` of a node-major signal.
+
+    ``x``: ``[N, M, F]`` (M = batch, or time*batch); returns ``[N*M, K*F]`` whose column
+    ``k*F + f`` is feature f of ``T_k(L~) X`` -- the row layout of the stacked weights.
+    """
+    n, m, f = x.shape
+    t0 = x.reshape(n, m * f)  # [N, M*F]: batch and features become columns of one spmm
+    basis = [t0]
+    if K > 1:
+        t1 = spmm(op, op_t, t0)  # [N, M*F]
+        basis.append(t1)
+        for _ in range(2, K):
+            t2 = 2.0 * spmm(op, op_t, t1) - t0  # T_k = 2 L~ T_{k-1} - T_{k-2}
+            basis.append(t2)
+            t0, t1 = t1, t2
+    # K x [N, M*F] -> [N, M, K, F] -> [N*M, K*F]
+    return torch.stack([t.view(n, m, f) for t in basis], dim=2).view(n * m, K * f)
+
+
+def glorot_blocks(w: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    """Glorot-uniform per [fan_in, fan_out] block, as PyG ChebConv initialises each T_k weight."""
+    a = math.sqrt(6.0 / (fan_in + fan_out))
+    nn.init.uniform_(w, -a, a)
+
+
+DEFAULT_LAMBDA_MAX: float | str = 2.0
+LAMBDA_MAX_CHOICES = ("exact",)
+
+
+def resolve_lambda_max(model: str, lambda_max, laplacian_lambda_max=None) -> float:
+    """``lambda_max`` of ``L~ = 2 L / lambda_max - I`` (ST-UNet Eq. 2) as a number.
+
+    A number is used as given (2 is the upper bound of the normalised Laplacian's spectrum and
+    PyG's default); ``"exact"`` asks the engine's ``laplacian_lambda_max()`` for the largest
+    eigenvalue of the WHOLE graph's normalised Laplacian (a shard gets the whole-graph value).
+    """
+    if isinstance(lambda_max, str):
+        if lambda_max not in LAMBDA_MAX_CHOICES:
+            raise DiststError(f"{model}: lambda_max={lambda_max!r} is not supported; give a "
+                              f"number in (0, 2] (2 = the bound) or one of {list(LAMBDA_MAX_CHOICES)}")
+        if laplacian_lambda_max is None:
+            raise DiststError(f"{model}: lambda_max='exact' needs the graph's largest Laplacian "
+                              "eigenvalue, which the training engine passes "
+                              "(laplacian_lambda_max); pass a number when building the model "
+                              "by hand")
+        value = laplacian_lambda_max() if callable(laplacian_lambda_max) else laplacian_lambda_max
+        return float(value)
+    if isinstance(lambda_max, bool) or not isinstance(lambda_max, (int, float)) \
+            or not 0 < float(lambda_max) <= 2.0 + 1e-9:
+        raise DiststError(f"{model}: lambda_max={lambda_max!r} must be a number in (0, 2] "
+                          "(the normalised Laplacian's eigenvalues lie in [0, 2]) or 'exact'")
+    return float(lambda_max)
+
+
+class GraphOperator(nn.Module):
+    """Holds ``L~`` and its transpose as non-persistent CSR-component buffers.
+
+    Non-persistent: the graph is data, not a learned state -- it is rebuilt from the dataset,
+    never saved in checkpoints or broadcast by DDP (the engine uses ``broadcast_buffers=False``);
+    ``.to(device)`` still moves it.
+
+    The Chebyshev filter assumes an undirected graph (a symmetric ``W``, ST-UNet Sec. 2 /
+    ChebNet): with a directed edge list the degree of a node without out-edges is 0 and every
+    edge into it would be zeroed silently. A directed graph is therefore refused here; the
+    engine symmetrises it first (``data.symmetrize``, :func:`distst.graph.adjacency.symmetrize`).
+    """
+
+    #: what the models built on this operator need from the engine (see registry.model_graph)
+    GRAPH = "undirected"
+
+    def __init__(self, edge_index, edge_weight, num_nodes: int, normalization: str,
+                 lambda_max: float = 2.0, degree=None, model: str = "graph convolution"):
+        super().__init__()
+        self.num_nodes = num_nodes
+        require_symmetric(edge_index, edge_weight, num_nodes, model)
+        # degree: optional whole-graph degrees of the local nodes (shard mode), see
+        # cheb_operator; None = summed from these edges (the behaviour before).
+        op = cheb_operator(edge_index, edge_weight, num_nodes, normalization,
+                                    lambda_max, degree=degree)
+        parts = csr_parts(op)
+        parts_t = transpose_parts(parts, num_nodes)
+        for prefix, p in (("op", parts), ("op_t", parts_t)):
+            self.register_buffer(f"{prefix}_crow", p.crow, persistent=False)
+            self.register_buffer(f"{prefix}_col", p.col, persistent=False)
+            self.register_buffer(f"{prefix}_val", p.val, persistent=False)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.num_nodes
+        op = assemble_csr(CSRParts(self.op_crow, self.op_col, self.op_val), n)
+        op_t = assemble_csr(
+            CSRParts(self.op_t_crow, self.op_t_col, self.op_t_val), n)
+        return op, op_t

@@ -173,20 +173,17 @@ def cheb_operator_coo(
     return op
 
 
-def cheb_operator(
-    edge_index,
-    edge_weight,
-    num_nodes: int,
-    normalization: str = "sym",
-    lambda_max: float = 2.0,
-    degree=None,
-) -> torch.Tensor:
-    """The rescaled Laplacian ``L~`` as a sparse CSR tensor [N, N] (row = target, col = source)."""
-    coo = cheb_operator_coo(edge_index, edge_weight, num_nodes, normalization, lambda_max,
-                            degree)
+def to_csr(coo: torch.Tensor) -> torch.Tensor:
+    """A coalesced COO operator as a sparse CSR tensor (what :func:`spmm` multiplies with)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta" chatter
         return coo.to_sparse_csr()
+
+
+def cheb_operator(*args, **kwargs) -> torch.Tensor:
+    """:func:`cheb_operator_coo` (same arguments) as a sparse CSR tensor [N, N] (row = target,
+    col = source)."""
+    return to_csr(cheb_operator_coo(*args, **kwargs))
 
 
 def csr_parts(op: torch.Tensor) -> CSRParts:
@@ -316,18 +313,9 @@ def random_walk_operator_coo(
                                        is_coalesced=True)
 
 
-def random_walk_operator(
-    edge_index,
-    edge_weight,
-    num_nodes: int,
-    direction: str = "forward",
-    degree=None,
-) -> torch.Tensor:
-    """:func:`random_walk_operator_coo` as a sparse CSR tensor [N, N] (for :func:`spmm`)."""
-    coo = random_walk_operator_coo(edge_index, edge_weight, num_nodes, direction, degree)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return coo.to_sparse_csr()
+def random_walk_operator(*args, **kwargs) -> torch.Tensor:
+    """:func:`random_walk_operator_coo` (same arguments) as a sparse CSR tensor [N, N]."""
+    return to_csr(random_walk_operator_coo(*args, **kwargs))
 
 
 def cheb_features(op: torch.Tensor, op_t: torch.Tensor | None, x: torch.Tensor,

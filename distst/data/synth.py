@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,37 +167,68 @@ def _fail(what: str, value, fix: str) -> DiststError:
     return DiststError(f"synthetic network: {what} = {value!r} is invalid; {fix}")
 
 
-def _check_args(num_nodes, days, graph, k, step_minutes, missing_ratio, noise_std, chunk_steps,
-                latent_lag, incident_rate):
-    if not isinstance(num_nodes, (int, np.integer)) or num_nodes < 2:
-        raise _fail("num_nodes", num_nodes, "give an integer >= 2")
-    if not isinstance(days, (int, float, np.number)) or not days > 0 or not math.isfinite(days):
-        raise _fail("days", days, "give a positive number of days, e.g. 14")
-    if graph not in GRAPH_KINDS:
-        raise _fail("graph", graph, f"choose one of {list(GRAPH_KINDS)}")
-    if k is not None and (not isinstance(k, (int, np.integer)) or not 1 <= k <= num_nodes - 1):
-        raise _fail("k", k, f"give an integer neighbour count in [1, num_nodes-1={num_nodes - 1}]")
-    if not step_minutes > 0 or step_minutes > 1440:
-        raise _fail("step_minutes", step_minutes, "give a step in (0, 1440] minutes, e.g. 5")
-    if not 0 <= missing_ratio < 1:
-        raise _fail("missing_ratio", missing_ratio, "give a fraction in [0, 1), e.g. 0.05")
-    if not noise_std >= 0:
-        raise _fail("noise_std", noise_std, "give a standard deviation >= 0 (mph)")
-    bad_chunk = not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1
-    if chunk_steps is not None and bad_chunk:
-        raise _fail("chunk_steps", chunk_steps, "give a positive integer or leave it unset")
-    if not isinstance(latent_lag, (int, np.integer)) or not 1 <= latent_lag <= 24:
-        raise _fail("latent_lag", latent_lag, "give an integer lag in [1, 24] steps")
-    if not incident_rate >= 0:
-        raise _fail("incident_rate", incident_rate,
-                    "give a scale factor >= 0 (1.0 = the default rates)")
+@dataclass(frozen=True)
+class SynthParams:
+    """Every parameter of the generator, checked on construction; recorded in meta.json.
+
+    ``k`` (neighbours of the "knn" graph) defaults to min(6, num_nodes - 1). ``chunk_steps``
+    (steps generated at a time) defaults to ~4M values per chunk; it changes the memory use,
+    never the output. ``latent_lag`` is the delay, in steps, of the neighbour coupling;
+    ``incident_rate`` scales the default incident rates per node and day. See the module
+    docstring for the model.
+    """
+
+    num_nodes: int = 1026
+    days: float = 14
+    seed: int = 0
+    graph: str = "knn"
+    k: int | None = None
+    start: str = "2024-01-01"
+    step_minutes: float = 5
+    missing_ratio: float = 0.05
+    noise_std: float = 1.5
+    chunk_steps: int | None = None
+    latent_lag: int = 3
+    incident_rate: float = 1.0
+    name: str | None = None
+
+    def __post_init__(self):
+        num_nodes, days, graph, k = self.num_nodes, self.days, self.graph, self.k
+        step_minutes, missing_ratio = self.step_minutes, self.missing_ratio
+        noise_std, chunk_steps = self.noise_std, self.chunk_steps
+        latent_lag, incident_rate = self.latent_lag, self.incident_rate
+        if not isinstance(num_nodes, (int, np.integer)) or num_nodes < 2:
+            raise _fail("num_nodes", num_nodes, "give an integer >= 2")
+        if not isinstance(days, (int, float, np.number)) or not days > 0 or not math.isfinite(days):
+            raise _fail("days", days, "give a positive number of days, e.g. 14")
+        if graph not in GRAPH_KINDS:
+            raise _fail("graph", graph, f"choose one of {list(GRAPH_KINDS)}")
+        if k is not None and (not isinstance(k, (int, np.integer)) or not 1 <= k <= num_nodes - 1):
+            raise _fail("k", k, f"give an integer neighbour count in [1, num_nodes-1={num_nodes - 1}]")
+        if not step_minutes > 0 or step_minutes > 1440:
+            raise _fail("step_minutes", step_minutes, "give a step in (0, 1440] minutes, e.g. 5")
+        if not 0 <= missing_ratio < 1:
+            raise _fail("missing_ratio", missing_ratio, "give a fraction in [0, 1), e.g. 0.05")
+        if not noise_std >= 0:
+            raise _fail("noise_std", noise_std, "give a standard deviation >= 0 (mph)")
+        bad_chunk = not isinstance(chunk_steps, (int, np.integer)) or chunk_steps < 1
+        if chunk_steps is not None and bad_chunk:
+            raise _fail("chunk_steps", chunk_steps, "give a positive integer or leave it unset")
+        if not isinstance(latent_lag, (int, np.integer)) or not 1 <= latent_lag <= 24:
+            raise _fail("latent_lag", latent_lag, "give an integer lag in [1, 24] steps")
+        if not incident_rate >= 0:
+            raise _fail("incident_rate", incident_rate,
+                        "give a scale factor >= 0 (1.0 = the default rates)")
 
 
 class _Generator:
     """Static structure (graph, types, parameters, event lists) plus the chunked time loop."""
 
-    def __init__(self, *, num_nodes, days, seed, graph, k, start, step_minutes, missing_ratio,
-                 noise_std, latent_lag, incident_rate, name):
+    def __init__(self, p: SynthParams):
+        num_nodes, days, seed, graph, k = p.num_nodes, p.days, p.seed, p.graph, p.k
+        start, step_minutes, name = p.start, p.step_minutes, p.name
+        missing_ratio, noise_std = p.missing_ratio, p.noise_std
+        latent_lag, incident_rate = p.latent_lag, p.incident_rate
         self.n = int(num_nodes)
         self.seed = int(seed)
         self.step_minutes = float(step_minutes)
@@ -618,47 +650,24 @@ def _auto_chunk(n: int) -> int:
     return max(1, (1 << 22) // n)
 
 
-def _make(num_nodes, days, seed, graph, k, start, step_minutes, missing_ratio, noise_std,
-          chunk_steps, latent_lag, incident_rate, name):
-    _check_args(num_nodes, days, graph, k, step_minutes, missing_ratio, noise_std, chunk_steps,
-                latent_lag, incident_rate)
-    gen = _Generator(num_nodes=num_nodes, days=days, seed=seed, graph=graph, k=k, start=start,
-                     step_minutes=step_minutes, missing_ratio=missing_ratio, noise_std=noise_std,
-                     latent_lag=latent_lag, incident_rate=incident_rate, name=name)
-    return gen, int(chunk_steps or _auto_chunk(gen.n))
+def _make(params: SynthParams):
+    gen = _Generator(params)
+    return gen, int(params.chunk_steps or _auto_chunk(gen.n))
 
 
-def generate_network(
-    out_dir: str | Path,
-    *,
-    num_nodes: int = 1026,
-    days: float = 14,
-    seed: int = 0,
-    graph: str = "knn",
-    k: int | None = None,
-    start: str = "2024-01-01",
-    step_minutes: float = 5,
-    missing_ratio: float = 0.05,
-    noise_std: float = 1.5,
-    chunk_steps: int | None = None,
-    latent_lag: int = 3,
-    incident_rate: float = 1.0,
-    name: str | None = None,
-) -> Path:
+def generate_network(out_dir: str | Path, params: SynthParams | None = None,
+                     **overrides) -> Path:
     """Write a synthetic speed dataset (mph) at ``out_dir`` in the internal layout.
 
-    values.npy is written sequentially one time chunk at a time, so the series is never held
-    in memory whole. The directory appears atomically: it is filled in a temporary sibling
-    and then renamed. ``k`` defaults to min(6, num_nodes-1) and is used only when
-    ``graph="knn"``. ``chunk_steps`` defaults to ~4M values per chunk; it changes the memory
-    use, never the output. ``latent_lag`` is the delay, in steps, of the neighbour coupling.
-    ``incident_rate`` scales the default incident rates per node and day. All the parameters
-    are recorded in meta.json ``source``. See the module docstring for the model.
+    ``params`` (default :class:`SynthParams`), with any field replaced by a keyword
+    (``generate_network(out, num_nodes=207, days=10)``). values.npy is written sequentially
+    one time chunk at a time, so the series is never held in memory whole. The directory
+    appears atomically: it is filled in a temporary sibling and then renamed.
     """
+    params = replace(params or SynthParams(), **overrides)
     out = Path(out_dir)
     check_output_dir(out, "synthetic network", is_dataset_dir)
-    gen, chunk = _make(num_nodes, days, seed, graph, k, start, step_minutes, missing_ratio,
-                       noise_std, chunk_steps, latent_lag, incident_rate, name)
+    gen, chunk = _make(params)
     with atomic_dir(out) as tmp:
         path = tmp / "values.npy"
         with open(path, "wb") as f:
@@ -680,25 +689,14 @@ def generate_network(
     return out
 
 
-def synth_network(
-    *,
-    num_nodes: int = 30,
-    days: float = 7,
-    seed: int = 0,
-    graph: str = "knn",
-    k: int | None = None,
-    start: str = "2024-01-01",
-    step_minutes: float = 5,
-    missing_ratio: float = 0.05,
-    noise_std: float = 1.5,
-    chunk_steps: int | None = None,
-    latent_lag: int = 3,
-    incident_rate: float = 1.0,
-    name: str | None = None,
-) -> SensorNetwork:
-    """The same generator as :func:`generate_network`, but in memory (for tests, small sizes)."""
-    gen, chunk = _make(num_nodes, days, seed, graph, k, start, step_minutes, missing_ratio,
-                       noise_std, chunk_steps, latent_lag, incident_rate, name)
+#: the in-memory generator's defaults: a network small enough for tests
+SMALL = SynthParams(num_nodes=30, days=7)
+
+
+def synth_network(params: SynthParams | None = None, **overrides) -> SensorNetwork:
+    """The same generator as :func:`generate_network`, but in memory (for tests, small sizes;
+    default :data:`SMALL`)."""
+    gen, chunk = _make(replace(params or SMALL, **overrides))
     values = np.empty((gen.num_steps, gen.n, 1), dtype=np.float32)  # [T, N, C=1]
 
     def sink(c0, block):

@@ -10,13 +10,14 @@ registry reads the whole signature along the class hierarchy
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.common import check_input, check_sizes, check_targets, coin
+from distst.nn.layers.graph import GraphOperator, resolve_lambda_max
 
 
 class ForecastModel(nn.Module):
@@ -54,6 +55,39 @@ class ForecastModel(nn.Module):
                              self.horizon, x.shape[2], self.output_dim)
 
 
+class GraphInput(NamedTuple):
+    """The graph as the engine passes it (see ``distst.nn.registry.DATA_KEYS``)."""
+
+    edge_index: torch.Tensor | None
+    edge_weight: torch.Tensor | None
+    out_degree: torch.Tensor | None
+    in_degree: torch.Tensor | None
+    laplacian_lambda_max: Callable[[], float] | float | None
+
+
+class GraphModel(ForecastModel):
+    """Base of the models that read the graph: the local edges, the whole-graph degrees of the
+    local nodes (shard mode: so that a part's operators equal the whole graph's on its inner
+    rows) and the whole graph's Laplacian eigenvalue on demand, kept in :attr:`graph_input`
+    for the subclass to build its operators from."""
+
+    def __init__(self, *, edge_index: torch.Tensor | None = None,
+                 edge_weight: torch.Tensor | None = None, out_degree=None, in_degree=None,
+                 laplacian_lambda_max=None, **sizes):
+        super().__init__(**sizes)
+        self.graph_input = GraphInput(edge_index, edge_weight, out_degree, in_degree,
+                                      laplacian_lambda_max)
+
+    def chebyshev(self, normalization: str, lambda_max) -> GraphOperator:
+        """The rescaled Laplacian ``L~`` of the model's graph (ST-UNet Eq. 2), normalised with
+        the whole-graph degrees when the engine passed them (:class:`GraphOperator`)."""
+        g = self.graph_input
+        return GraphOperator(
+            g.edge_index, g.edge_weight, self.num_nodes, normalization,
+            resolve_lambda_max(self.model_name, lambda_max, g.laplacian_lambda_max),
+            degree=g.out_degree, model=self.model_name)
+
+
 def node_major_truth(targets: torch.Tensor | None, sampling: bool) -> torch.Tensor | None:
     """The decoder's teacher-forcing inputs ``[B, H, N, O] -> [H, N, B, O]`` (None when
     sampling is off); missing targets (NaN) are fed as 0, as the data layer fills x."""
@@ -82,7 +116,7 @@ def to_batch_major(outs: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(outs, dim=1).permute(2, 1, 0, 3).contiguous()
 
 
-class GraphSeq2Seq(ForecastModel):
+class GraphSeq2Seq(GraphModel):
     """The graph-RNN encoder-decoder of DCRNN (Sec. 2.3), GCGRU and the HyperST graph RNNs.
 
     A stacked encoder of graph-convolutional GRU cells over ``input_len`` steps whose final

@@ -49,7 +49,6 @@ METR-LA settings: ``max_diffusion_step`` K = 2, 2 layers of 64 units, ``dual_ran
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from distst.errors import DiststError
@@ -77,10 +76,6 @@ class DCRNN(GraphSeq2Seq):
     def __init__(
         self,
         *,
-        edge_index: torch.Tensor | None = None,
-        edge_weight: torch.Tensor | None = None,
-        out_degree=None,
-        in_degree=None,
         K: int = 2,
         hidden_size: int = 64,
         num_layers: int = 2,
@@ -98,8 +93,9 @@ class DCRNN(GraphSeq2Seq):
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
         self.filter_type = filter_type
         directions = FILTER_TYPES[filter_type]
-        self.graph = DiffusionOperators(edge_index, edge_weight, num_nodes, directions,
-                                        out_degree=out_degree, in_degree=in_degree)
+        g = self.graph_input
+        self.graph = DiffusionOperators(g.edge_index, g.edge_weight, num_nodes, directions,
+                                        out_degree=g.out_degree, in_degree=g.in_degree)
         s = len(directions)
         self.encoder = nn.ModuleList(
             DCGRUCell(input_dim if i == 0 else hidden_size, hidden_size, K, s)

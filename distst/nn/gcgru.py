@@ -33,7 +33,7 @@ from torch import nn
 from distst.errors import DiststError
 from distst.nn.base import GraphSeq2Seq
 from distst.nn.layers.cells import GCGRUCell
-from distst.nn.layers.graph import DEFAULT_LAMBDA_MAX, GraphOperator, resolve_lambda_max
+from distst.nn.layers.graph import DEFAULT_LAMBDA_MAX, GraphOperator
 
 
 class GCGRU(GraphSeq2Seq):
@@ -59,10 +59,6 @@ class GCGRU(GraphSeq2Seq):
     def __init__(
         self,
         *,
-        edge_index: torch.Tensor | None = None,
-        edge_weight: torch.Tensor | None = None,
-        out_degree: torch.Tensor | None = None,
-        laplacian_lambda_max=None,
         K: int = 3,
         hidden_size: int = 64,
         num_layers: int = 2,
@@ -77,12 +73,9 @@ class GCGRU(GraphSeq2Seq):
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
         if node_embedding_dim < 0:
             raise DiststError(f"{name}: node_embedding_dim={node_embedding_dim} must be >= 0")
-        # out_degree: whole-graph degrees of the local nodes (shard mode), so that a shard's
-        # inner rows of L~ equal the full graph's for "sym" and "rw" alike
-        self.graph = GraphOperator(
-            edge_index, edge_weight, self.num_nodes, normalization,
-            resolve_lambda_max(name, lambda_max, laplacian_lambda_max), degree=out_degree,
-            model=name)
+        # shard mode: normalised with the whole-graph degrees, so that a shard's inner rows of
+        # L~ equal the full graph's for "sym" and "rw" alike
+        self.graph = self.chebyshev(normalization, lambda_max)
         self.node_embedding_dim = node_embedding_dim
         if node_embedding_dim:
             # Not in the paper (default 0): a learnable per-node vector appended to every

@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.base import ForecastModel, decode, node_major_truth, to_batch_major
+from distst.nn.base import GraphModel, decode, node_major_truth, to_batch_major
 from distst.nn.layers.sparse import (EdgeSpMM, KronLinear, block_diagonal, csr_structure,
                                      khop_neighbourhood, segment_softmax)
 
@@ -203,7 +203,7 @@ class HimGCRU(nn.Module):
         return r * h + (1 - r) * c
 
 
-class HimNet(ForecastModel):
+class HimNet(GraphModel):
     """HimNet forecaster: ``forward(x [B, T, N, input_dim], targets=None, teacher_forcing=0.0)
     -> [B, horizon, N, output_dim]``.
 
@@ -222,8 +222,6 @@ class HimNet(ForecastModel):
     def __init__(
         self,
         *,
-        edge_index: torch.Tensor | None = None,
-        edge_weight: torch.Tensor | None = None,
         steps_per_day: int = 288,
         time_of_day: bool = True,
         day_of_week: bool = True,
@@ -298,6 +296,7 @@ class HimNet(ForecastModel):
             self.st_proj = nn.Linear(hidden_size, st_embedding_dim)
         self.graph_kind = graph
         if graph == "sparse":
+            edge_index = self.graph_input.edge_index
             if edge_index is None:
                 raise DiststError("himnet: graph='sparse' restricts the adaptive graph to the "
                                   "physical neighbourhood and needs the dataset's edges")

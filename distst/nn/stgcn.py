@@ -54,19 +54,14 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.layers import graph as graphops
-from distst.nn.base import ForecastModel
+from distst.nn.base import GraphModel
 from distst.nn.layers.graph import (
     cheb_features,
     DEFAULT_LAMBDA_MAX,
     GraphOperator,
-    resolve_lambda_max,
 )
 
 _ACTS = ("glu", "relu")
-
-
-# The operator holder is GCGRU's (it takes the whole-graph ``degree`` override too).
-ChebGraph = GraphOperator
 
 
 class Align(nn.Module):
@@ -216,7 +211,7 @@ class STConvBlock(nn.Module):
         return self.dropout(self.norm(x))
 
 
-class STGCN(ForecastModel):
+class STGCN(GraphModel):
     """STGCN(Cheb) forecaster (Yu, Yin, Zhu, IJCAI 2018), multi-output form; see the module doc.
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
@@ -233,10 +228,6 @@ class STGCN(ForecastModel):
     def __init__(
         self,
         *,
-        edge_index: torch.Tensor | None = None,
-        edge_weight: torch.Tensor | None = None,
-        out_degree: torch.Tensor | None = None,
-        laplacian_lambda_max=None,
         Kt: int = 3,
         Ks: int = 3,
         channels: list[int] = [64, 16, 64],  # noqa: B006 (copied, never mutated)
@@ -251,7 +242,7 @@ class STGCN(ForecastModel):
         super().__init__(**sizes)
         channels = [int(c) for c in channels]
         self.check_sizes(Kt=Kt, Ks=Ks, num_blocks=num_blocks, output_hidden=output_hidden)
-        num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim
+        input_dim, output_dim = self.input_dim, self.output_dim
         input_len, horizon = self.input_len, self.horizon
         if len(channels) != 3 or min(channels) < 1:
             raise DiststError(f"stgcn: channels={channels} must be three sizes >= 1 (temporal, "
@@ -270,10 +261,7 @@ class STGCN(ForecastModel):
                 f"blocks shortens the time axis by 2*(Kt-1)={2 * (Kt - 1)} steps, so input_len "
                 f"must be >= {shrink + 1}; use a longer input window (data.input_len), a "
                 "smaller Kt or fewer num_blocks")
-        self.graph = ChebGraph(
-            edge_index, edge_weight, num_nodes, normalization,
-            resolve_lambda_max("stgcn", lambda_max, laplacian_lambda_max), degree=out_degree,
-            model="stgcn")
+        self.graph = self.chebyshev(normalization, lambda_max)
         blocks = []
         c_in = input_dim
         for _ in range(num_blocks):

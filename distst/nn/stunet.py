@@ -98,14 +98,13 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.base import ForecastModel, decode, node_major_truth, to_batch_major
+from distst.nn.base import GraphModel, decode, node_major_truth, to_batch_major
 from distst.nn.layers.cells import GCGRUCell
 from distst.nn.layers.graph import (
     DEFAULT_LAMBDA_MAX,
     GraphOperator,
     cheb_features,
     glorot_blocks,
-    resolve_lambda_max,
 )
 
 POOLS = ("max", "mean")
@@ -176,7 +175,7 @@ class Unpool(nn.Module):
         return y
 
 
-class STUNet(ForecastModel):
+class STUNet(GraphModel):
     """ST-UNet seq2seq forecaster (see the module docstring for the architecture and choices).
 
     ``forward(x [B, input_len, N, input_dim], targets=None, teacher_forcing=0.0)
@@ -201,12 +200,7 @@ class STUNet(ForecastModel):
     def __init__(
         self,
         *,
-        edge_index: torch.Tensor | None = None,
-        edge_weight: torch.Tensor | None = None,
-        out_degree: torch.Tensor | None = None,
-        in_degree: torch.Tensor | None = None,
         coarsening=None,
-        laplacian_lambda_max=None,
         K: int = 3,
         hidden_size: int = 64,
         levels: int = 2,
@@ -253,15 +247,14 @@ class STUNet(ForecastModel):
         # -- graphs: stage 0 is the model's own graph; stage k is GPA level k * p ------------
         # lambda_max applies to the input graph; coarse levels keep the bound 2: their graphs
         # are built per worker (GPA on the local graph), so no whole-graph value exists
-        self.graphs = nn.ModuleList([GraphOperator(
-            edge_index, edge_weight, num_nodes, normalization,
-            resolve_lambda_max("stunet", lambda_max, laplacian_lambda_max), degree=out_degree,
-            model="stunet")])
+        self.graphs = nn.ModuleList([self.chebyshev(normalization, lambda_max)])
         self.stage_nodes = [num_nodes]
         self._rank_counts: list[list[int]] = []
         self.ranks = 2 ** levels
         if self.spatial:
-            self._build_stages(coarsening, edge_index, edge_weight, out_degree, normalization)
+            g = self.graph_input
+            self._build_stages(coarsening, g.edge_index, g.edge_weight, g.out_degree,
+                               normalization)
 
         # -- cells ------------------------------------------------------------------------
         unpool_dim = hidden_size + (self.ranks if unpool == "weighted" and self.spatial else 0)

@@ -8,7 +8,8 @@ from nn_helpers import permute_graph, random_graph
 from distst.errors import DiststError
 from distst.nn.layers import graph as graphops
 from distst.nn.registry import build_model
-from distst.nn.stgcn import STGCN, ChebConv, ChebGraph
+from distst.nn.layers.graph import GraphOperator
+from distst.nn.stgcn import STGCN, ChebConv
 
 SMALL = dict(channels=[8, 4, 8], output_hidden=16)
 
@@ -96,7 +97,7 @@ def test_too_short_input_len_is_a_clear_error():
 def test_graph_conv_equals_dense_cheb_reference(c_in, c_out, K):
     n, m = 11, 4
     ei, ew = random_graph(n, 35, seed=K)
-    op, op_t = ChebGraph(ei, ew, n, "sym")()
+    op, op_t = GraphOperator(ei, ew, n, "sym")()
     conv = ChebConv(c_in, c_out, K).double()
     torch.nn.init.normal_(conv.bias)
     x = torch.randn(n, m, c_in, dtype=torch.float64, requires_grad=True)

@@ -201,7 +201,13 @@ def _int_list(model: str, key: str, value) -> list[int]:
 
 
 class _HyperSTLSTMSeq2Seq(ForecastModel):
-    """The shared encoder-decoder of HyperST-LSTM-G/-D; subclasses pick the cell."""
+    """The shared encoder-decoder of HyperST-LSTM-G/-D; subclasses pick the cell and the
+    defaults of ``spatial_widths`` / ``hidden_sizes``."""
+
+    def __init__(self, *, spatial_attrs: torch.Tensor | None = None,
+                 spatial_widths: list[int], hidden_sizes: list[int], **sizes):
+        super().__init__(**sizes)
+        self._setup(spatial_attrs, spatial_widths, hidden_sizes)
 
     def _make_cell(self, d: int, input_size: int, hidden_size: int) -> nn.Module:
         raise NotImplementedError
@@ -270,16 +276,9 @@ class HyperSTLSTMG(_HyperSTLSTMSeq2Seq):
 
     model_name = "hyperst_lstm_g"
 
-    def __init__(
-        self,
-        *,
-        spatial_attrs: torch.Tensor | None = None,
-        spatial_widths: list[int] = [16, 8, 2],  # noqa: B006 (read only, copied)
-        hidden_sizes: list[int] = [16, 16],  # noqa: B006
-        **sizes,
-    ):
-        super().__init__(**sizes)
-        self._setup(spatial_attrs, spatial_widths, hidden_sizes)
+    def __init__(self, *, spatial_widths: list[int] = [16, 8, 2],  # noqa: B006 (read only)
+                 hidden_sizes: list[int] = [16, 16], **kwargs):  # noqa: B006
+        super().__init__(spatial_widths=spatial_widths, hidden_sizes=hidden_sizes, **kwargs)
 
     def _make_cell(self, d: int, input_size: int, hidden_size: int) -> nn.Module:
         return HyperSTLSTMGCell(d, input_size, hidden_size)
@@ -297,18 +296,13 @@ class HyperSTLSTMD(_HyperSTLSTMSeq2Seq):
 
     model_name = "hyperst_lstm_d"
 
-    def __init__(
-        self,
-        *,
-        spatial_attrs: torch.Tensor | None = None,
-        spatial_widths: list[int] = [32, 8, 4],  # noqa: B006 (read only, copied)
-        hidden_sizes: list[int] = [128, 128],  # noqa: B006
-        scale_offset: float = 1.0,
-        **sizes,
-    ):
-        super().__init__(**sizes)
+    def __init__(self, *, spatial_widths: list[int] = [32, 8, 4],  # noqa: B006 (read only)
+                 hidden_sizes: list[int] = [128, 128],  # noqa: B006
+                 scale_offset: float = 1.0, **kwargs):
+        # read by _make_cell while the base builds the cells (a plain float may be set on a
+        # Module before Module.__init__)
         self.scale_offset = float(scale_offset)
-        self._setup(spatial_attrs, spatial_widths, hidden_sizes)
+        super().__init__(spatial_widths=spatial_widths, hidden_sizes=hidden_sizes, **kwargs)
 
     def _make_cell(self, d: int, input_size: int, hidden_size: int) -> nn.Module:
         return HyperSTLSTMDCell(d, input_size, hidden_size, self.scale_offset)

@@ -73,15 +73,8 @@ class DCRNN(GraphSeq2Seq):
     #: diffusion keeps the edge direction: forward and backward random walks (Eq. 2)
     GRAPH = "directed"
 
-    def __init__(
-        self,
-        *,
-        K: int = 2,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        filter_type: str = "dual_random_walk",
-        **sizes,
-    ):
+    def __init__(self, *, K: int = 2, hidden_size: int = 64, num_layers: int = 2,
+                 filter_type: str = "dual_random_walk", **sizes):
         super().__init__(**sizes)
         name = self.model_name
         self.check_sizes(K=K, hidden_size=hidden_size, num_layers=num_layers)

@@ -56,17 +56,9 @@ class GCGRU(GraphSeq2Seq):
     model_name = "gcgru"
     GRAPH = GraphOperator.GRAPH
 
-    def __init__(
-        self,
-        *,
-        K: int = 3,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        normalization: str = "sym",
-        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
-        node_embedding_dim: int = 0,
-        **sizes,
-    ):
+    def __init__(self, *, K: int = 3, hidden_size: int = 64, num_layers: int = 2,
+                 normalization: str = "sym", lambda_max: float | str = DEFAULT_LAMBDA_MAX,
+                 node_embedding_dim: int = 0, **sizes):
         super().__init__(**sizes)
         name = self.model_name
         self.check_sizes(K=K, hidden_size=hidden_size, num_layers=num_layers)

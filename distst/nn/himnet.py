@@ -219,31 +219,14 @@ class HimNet(GraphModel):
     targets_in_input = False
     node_parameter_std = 0.1
 
-    def __init__(
-        self,
-        *,
-        steps_per_day: int = 288,
-        time_of_day: bool = True,
-        day_of_week: bool = True,
-        dow_origin: int = 0,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        cheb_k: int = 2,
-        tod_embedding_dim: int = 8,
-        dow_embedding_dim: int = 8,
-        node_embedding_dim: int = 16,
-        st_embedding_dim: int = 16,
-        graph: str = "dense",
-        graph_hops: int = 2,
-        use_e_t: bool = True,
-        use_e_s: bool = True,
-        use_e_st: bool = True,
-        use_tmp: bool = True,
-        use_smp: bool = True,
-        use_stmp: bool = True,
-        meta_weight_budget_mb: float = 512.0,
-        **sizes,
-    ):
+    def __init__(self, *, steps_per_day: int = 288, time_of_day: bool = True,
+                 day_of_week: bool = True, dow_origin: int = 0, hidden_size: int = 64,
+                 num_layers: int = 1, cheb_k: int = 2, tod_embedding_dim: int = 8,
+                 dow_embedding_dim: int = 8, node_embedding_dim: int = 16,
+                 st_embedding_dim: int = 16, graph: str = "dense", graph_hops: int = 2,
+                 use_e_t: bool = True, use_e_s: bool = True, use_e_st: bool = True,
+                 use_tmp: bool = True, use_smp: bool = True, use_stmp: bool = True,
+                 meta_weight_budget_mb: float = 512.0, **sizes):
         super().__init__(**sizes)
         self.check_sizes(hidden_size=hidden_size, num_layers=num_layers, cheb_k=cheb_k,
                          steps_per_day=steps_per_day, tod_embedding_dim=tod_embedding_dim,

@@ -225,20 +225,11 @@ class STGCN(GraphModel):
     model_name = "stgcn"
     GRAPH = GraphOperator.GRAPH
 
-    def __init__(
-        self,
-        *,
-        Kt: int = 3,
-        Ks: int = 3,
-        channels: list[int] = [64, 16, 64],  # noqa: B006 (copied, never mutated)
-        num_blocks: int = 2,
-        output_hidden: int = 128,
-        second_temporal_act: str = "glu",
-        dropout: float = 0.0,
-        normalization: str = "sym",
-        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
-        **sizes,
-    ):
+    def __init__(self, *, Kt: int = 3, Ks: int = 3,
+                 channels: list[int] = [64, 16, 64],  # noqa: B006 (copied, never mutated)
+                 num_blocks: int = 2, output_hidden: int = 128, second_temporal_act: str = "glu",
+                 dropout: float = 0.0, normalization: str = "sym",
+                 lambda_max: float | str = DEFAULT_LAMBDA_MAX, **sizes):
         super().__init__(**sizes)
         channels = [int(c) for c in channels]
         self.check_sizes(Kt=Kt, Ks=Ks, num_blocks=num_blocks, output_hidden=output_hidden)

@@ -197,22 +197,10 @@ class STUNet(GraphModel):
     model_name = "stunet"
     GRAPH = GraphOperator.GRAPH
 
-    def __init__(
-        self,
-        *,
-        coarsening=None,
-        K: int = 3,
-        hidden_size: int = 64,
-        levels: int = 2,
-        dilation: int = 2,
-        depth: int = 1,
-        pool: str = "max",
-        unpool: str = "copy",
-        normalization: str = "sym",
-        layer_norm: bool = True,
-        lambda_max: float | str = DEFAULT_LAMBDA_MAX,
-        **sizes,
-    ):
+    def __init__(self, *, coarsening=None, K: int = 3, hidden_size: int = 64, levels: int = 2,
+                 dilation: int = 2, depth: int = 1, pool: str = "max", unpool: str = "copy",
+                 normalization: str = "sym", layer_norm: bool = True,
+                 lambda_max: float | str = DEFAULT_LAMBDA_MAX, **sizes):
         super().__init__(**sizes)
         self.check_sizes(K=K, hidden_size=hidden_size, dilation=dilation, depth=depth)
         num_nodes, input_dim, output_dim = self.num_nodes, self.input_dim, self.output_dim

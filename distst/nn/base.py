@@ -87,6 +87,12 @@ class GraphModel(ForecastModel):
             resolve_lambda_max(self.model_name, lambda_max, g.laplacian_lambda_max),
             degree=g.out_degree, model=self.model_name)
 
+    def release_graph_input(self) -> None:
+        """Drop the references to the engine's edge tensors once the operators are built (the
+        registry calls it after construction), so a model holds its graph only in its
+        operators' buffers."""
+        self.graph_input = None
+
 
 def node_major_truth(targets: torch.Tensor | None, sampling: bool) -> torch.Tensor | None:
     """The decoder's teacher-forcing inputs ``[B, H, N, O] -> [H, N, B, O]`` (None when

@@ -14,6 +14,7 @@ import typing
 from torch import nn
 
 from distst.errors import DiststError
+from distst.nn.base import GraphModel
 from distst.typecheck import fits_type, type_name
 
 #: model name -> "module:Class"; imported on first use so that one model's import cost (or
@@ -150,4 +151,7 @@ def build_model(name: str, data_kwargs: dict, params: dict | None = None) -> nn.
     if missing:
         raise DiststError(f"model {name}: data_kwargs lack {missing}; the engine must pass "
                           f"the data's sizes ({list(DATA_KEYS)})")
-    return cls(**data, **params)
+    model = cls(**data, **params)
+    if isinstance(model, GraphModel):
+        model.release_graph_input()
+    return model

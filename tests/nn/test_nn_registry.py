@@ -72,3 +72,13 @@ def test_list_parameters_are_type_checked():
     with pytest.raises(DiststError, match=r"spatial_widths=3 has type int, expected list of int"):
         build_model("hyperst_lstm_d", {**DATA, "spatial_attrs": torch.randn(5, 2)},
                     {"spatial_widths": 3})
+
+
+@pytest.mark.parametrize("name,params", [("gcgru", {}), ("dcrnn", {}), ("stunet", {"levels": 0}),
+                                         ("himnet", {"graph": "sparse"})])
+def test_built_graph_models_keep_the_graph_only_in_their_operators(name, params):
+    # the engine's edge tensors must not stay referenced by the model after construction
+    model = build_model(name, DATA, params)
+    assert model.graph_input is None
+    x = torch.randn(2, 4, 5, 3)
+    assert model(x).shape == (2, 2, 5, 1)

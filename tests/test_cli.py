@@ -214,3 +214,16 @@ def test_ctrl_c_says_interrupted_and_how_to_resume(capsys, tmp_path, monkeypatch
     rc, out, err = run(capsys, "train", "configs/quickstart.yaml", "--local", *base)
     assert rc == 130 and "nothing to resume" in err.strip().splitlines()[-1]
     assert list((tmp_path / "runs").iterdir()) == [run_dir]
+
+
+def test_python_dash_m_distst_is_the_cli(tmp_path):
+    # Ray workers and containers without console scripts call distst this way
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "distst", "--help"], capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and "train" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "distst", "train", str(tmp_path / "no.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no.yaml" in bad.stderr, bad.stderr

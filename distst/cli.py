@@ -71,14 +71,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from distst.graph.partition.plan import make_plan
+    from distst.graph.partition.plan import META_NAME, make_plan
     from distst.graph.partition.quality import format_quality_table
+    from distst.storage import is_uri, location, output_dir
 
-    out, _, quality = make_plan(args.data_dir, args.out, method=args.method, parts=args.parts,
-                                halo_hops=args.halo_hops, seed=args.seed)
+    src, source = location(args.data_dir), None
+    if src.is_local:
+        data_dir = src.local
+    else:
+        from distst.config import DataConfig
+        from distst.engine.bundle import fetch_dataset
+
+        data_dir, source = fetch_dataset(DataConfig(path=args.data_dir))[0], args.data_dir
+    with output_dir(args.out, META_NAME, "partition plan") as out:
+        _, _, quality = make_plan(data_dir, out, method=args.method, parts=args.parts,
+                                  halo_hops=args.halo_hops, seed=args.seed, source=source)
     print(format_quality_table(quality))
-    print(f"\nplan written to {out}")
+    print(f"\nplan written to {args.out if is_uri(args.out) else out}")
     return 0
+
 
 
 def _parse_options(pairs: list[str]) -> dict:
@@ -126,13 +137,25 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
               "self-loops or weight 0): graph models would degenerate to per-node models, and "
               "'distst train' refuses them on this dataset unless data.allow_empty_graph=true. "
               "Check the graph file and its options (threshold, matrix kind).", file=sys.stderr)
-    out = save_network(net, args.out, inputs=[args.path])
+    from distst.storage import is_uri, output_dir
+
+    with output_dir(args.out, "meta.json", f"dataset '{net.name}'") as staged:
+        out = save_network(net, staged, inputs=[args.path])
     print(f"wrote {net.num_nodes} nodes x {net.num_steps} steps x {net.num_channels} channels, "
-          f"{net.num_edges} edges to {out}")
+          f"{net.num_edges} edges to {args.out if is_uri(args.out) else out}")
     return 0
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    from distst.storage import is_uri, output_dir
+
+    with output_dir(args.out, "meta.json", "synthetic dataset") as staged:
+        what = _synth(args, staged)
+    print(f"wrote {what} to {args.out if is_uri(args.out) else staged}")
+    return 0
+
+
+def _synth(args: argparse.Namespace, out) -> str:
     if args.grid:
         from distst.data.grid import generate_grid_network
         from distst.data.network import save_network
@@ -142,17 +165,14 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         except ValueError:
             raise DiststError(f"--grid {args.grid!r}: expected HEIGHTxWIDTH, e.g. 32x32") \
                 from None
-        out = save_network(generate_grid_network(h, w, args.days, seed=args.seed,
-                                                 step_minutes=args.step_minutes or 60),
-                           args.out)
-        print(f"wrote synthetic {h} x {w} flow grid ({args.days} days) to {out}")
-        return 0
+        save_network(generate_grid_network(h, w, args.days, seed=args.seed,
+                                            step_minutes=args.step_minutes or 60), out)
+        return f"synthetic {h} x {w} flow grid ({args.days} days)"
     from distst.data.synth import generate_network
 
-    out = generate_network(args.out, num_nodes=args.nodes, days=args.days, seed=args.seed,
-                           graph=args.graph)
-    print(f"wrote synthetic network ({args.nodes} nodes, {args.days} days) to {out}")
-    return 0
+    generate_network(out, num_nodes=args.nodes, days=args.days, seed=args.seed,
+                     graph=args.graph)
+    return f"synthetic network ({args.nodes} nodes, {args.days} days)"
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:

@@ -109,6 +109,10 @@ class TrainConfig:
     #: scheduled sampling: inverse-sigmoid decay constant in steps (DCRNN's cl_decay_steps);
     #: 0 disables teacher forcing
     cl_decay_steps: int = 2000
+    #: also checkpoint every this many training steps within an epoch (0 = once per epoch):
+    #: bounds the work a lost worker costs on long epochs; a run restored from such a
+    #: checkpoint continues at the same step with the same data order
+    checkpoint_every_steps: int = 0
     #: cap on training batches per epoch (0 = all); keeps quick runs inside a time budget
     max_batches_per_epoch: int = 0
     #: cap on validation batches per epoch (0 = all)
@@ -147,8 +151,18 @@ class RuntimeConfig:
     address: str = ""
     #: CPUs per worker reserved from Ray
     cpus_per_worker: float = 1.0
-    #: root directory of run directories
+    #: restarts of the worker group after a worker or node is lost (Ray Train's
+    #: FailureConfig), each from the newest checkpoint; empty = 3 on a cluster (runtime.address
+    #: or RAY_ADDRESS: nodes get preempted and lost there) and 0 on a local Ray (where a
+    #: crash is a bug or lack of memory that a restart would only repeat)
+    max_failures: int | None = None
+    #: root of the run directories: a path (local disk, or NFS mounted on every node) or a
+    #: URI (s3://bucket/runs, gs://..., file:///...) that every node can reach
     storage: str = "runs"
+    #: options of the pyarrow filesystem behind URIs (S3FileSystem / GcsFileSystem keyword
+    #: arguments: endpoint_override, region, access_key, ...); empty = pyarrow's defaults,
+    #: which read AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION...
+    storage_options: dict = field(default_factory=dict)
     #: run name; empty = "<model>-<dataset>-<timestamp>"
     name: str = ""
 
@@ -169,6 +183,9 @@ class Config:
 
 
 RUNTIME_MODES = ("replicate", "shard", "local")
+#: pyarrow filesystem options that carry credentials (refused in configs: they are saved)
+SECRET_STORAGE_OPTIONS = ("access_key", "secret_key", "session_token", "access_token",
+                          "credentials", "external_id")
 
 
 # -- filling dataclasses ---------------------------------------------------------------------
@@ -265,8 +282,22 @@ def validate(cfg: Config) -> None:
                           f"validation MAE before stopping), got {cfg.train.patience}; to "
                           "never stop early set it to train.epochs")
     check_run_name(cfg.runtime.name)
+    secret = sorted(k for k in cfg.runtime.storage_options if k in SECRET_STORAGE_OPTIONS)
+    if secret:
+        raise DiststError(
+            f"config key 'runtime.storage_options.{secret[0]}': credentials do not belong in "
+            "a config, which every run and checkpoint saves; remove it and set them in the "
+            "environment instead (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+            "AWS_SESSION_TOKEN, GOOGLE_APPLICATION_CREDENTIALS), or in the cluster's IAM role")
     if not cfg.train.adam_eps > 0:
         raise DiststError(f"config key 'train.adam_eps' must be > 0, got {cfg.train.adam_eps}")
+    if cfg.runtime.max_failures is not None and cfg.runtime.max_failures < 0:
+        raise DiststError(f"config key 'runtime.max_failures' must be >= 0 (restarts after a "
+                          f"lost worker), got {cfg.runtime.max_failures}; leave it empty for "
+                          "the default (3 on a cluster, 0 locally)")
+    if cfg.train.checkpoint_every_steps < 0:
+        raise DiststError(f"config key 'train.checkpoint_every_steps' must be >= 0 (0 = once "
+                          f"per epoch), got {cfg.train.checkpoint_every_steps}")
     if cfg.partition.parts < 1:
         raise DiststError(f"config key 'partition.parts' must be >= 1, got {cfg.partition.parts}")
     if cfg.partition.halo_hops < 0:

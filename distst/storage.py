@@ -4,17 +4,26 @@ Readers must never see a half-written file or folder, whatever stops the writer 
 Ctrl-C, a killed process): everything is written under a temporary name beside its target
 and renamed onto it in one step, the rename being atomic on a POSIX file system. A folder
 (a dataset, a partition plan, a checkpoint) is filled in a temporary sibling and swapped in
-as a whole. Local paths only for now; remote storage will be taught here.
+as a whole.
+
+Remote storage. Datasets, plans, run folders and sweeps may live under a URI (``s3://``,
+``gs://``, ``file://``: whatever ``pyarrow.fs`` opens), through :class:`Location`. Object stores
+have no rename: a folder is published with its marker file uploaded last
+(:meth:`Location.put_dir`), and readers require the marker. Workers never open remote files in
+place: they fetch what they read into node-local scratch (:func:`fetch`), verified and cached.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from distst.errors import DiststError
 
@@ -91,3 +100,375 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
+
+
+# -- locations: a local path or a URI -------------------------------------------------------
+#: storage options (``runtime.storage_options``) for filesystems built from URIs in this
+#: process; set by :func:`configure` where a run starts (driver, every worker)
+_OPTIONS: dict = {}
+_SCHEMES_WITH_OPTIONS = {"s3": "S3FileSystem", "gs": "GcsFileSystem", "gcs": "GcsFileSystem"}
+
+
+def configure(options: dict | None) -> None:
+    """Use ``options`` (keyword arguments of pyarrow's ``S3FileSystem`` / ``GcsFileSystem``,
+    such as ``endpoint_override``, ``region``, ``access_key``) for every URI opened from now on
+    in this process. Empty: pyarrow's defaults, which read the standard environment variables
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_REGION``, ``GOOGLE_APPLICATION_CREDENTIALS``...)."""
+    _OPTIONS.clear()
+    _OPTIONS.update(options or {})
+    _filesystem.cache_clear()
+
+
+def is_uri(target: str | Path) -> bool:
+    """Whether ``target`` names remote (or ``file://``) storage rather than a plain path."""
+    import re
+
+    return isinstance(target, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
+
+
+def _fs_error(uri: str, e: Exception, doing: str) -> DiststError:
+    text = " ".join(str(e).split())[:300]
+    return DiststError(
+        f"{uri}: cannot {doing} ({text}); check the URI, that the bucket exists, and the "
+        "credentials and endpoint (runtime.storage_options, or AWS_ENDPOINT_URL / "
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS)")
+
+
+@functools.lru_cache(maxsize=32)
+def _filesystem(scheme: str, authority: str, options: tuple):
+    import pyarrow.fs as pafs
+
+    opts = dict(options)
+    if scheme == "s3" and opts:
+        return pafs.S3FileSystem(**opts)
+    if scheme in ("gs", "gcs") and opts:
+        return pafs.GcsFileSystem(**opts)
+    fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{authority}/")
+    return fs
+
+
+def location(target: str | Path | "Location") -> "Location":
+    """The :class:`Location` of a local path or a URI (``s3://bucket/key``, ``gs://...``,
+    ``file:///abs/path``, anything ``pyarrow.fs.FileSystem.from_uri`` reads)."""
+    if isinstance(target, Location):
+        return target
+    if not is_uri(target):
+        p = Path(os.path.expandvars(os.path.expanduser(str(target))))
+        return Location(None, str(p.resolve()), str(p.resolve()))
+    scheme, rest = str(target).split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "file":
+        p = Path(rest if rest.startswith("/") else "/" + rest)
+        return Location(None, str(p), str(p))
+    authority, _, key = rest.partition("/")
+    if not authority:
+        raise DiststError(f"{target}: a {scheme}:// URI needs a bucket, e.g. "
+                          f"{scheme}://my-bucket/runs")
+    try:
+        fs = _filesystem(scheme, authority, tuple(sorted(_OPTIONS.items())))
+    except Exception as e:  # unknown scheme, bad options
+        raise _fs_error(str(target), e, "open this storage") from None
+    path = f"{authority}/{key}".rstrip("/")
+    return Location(fs, path, f"{scheme}://{path}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """A file or folder on local disk (``fs is None``: plain ``pathlib`` and the atomic
+    helpers above) or on a pyarrow filesystem (object stores, where a "folder" is a key
+    prefix and an object appears whole or not at all). The subset of ``pathlib.Path`` that
+    distst's run and plan code uses, so that the same code writes to either."""
+
+    fs: object | None
+    path: str
+    uri: str
+
+    # -- names --
+    def __truediv__(self, name: str) -> "Location":
+        if self.fs is None:
+            p = str(Path(self.path) / name)
+            return Location(None, p, p)
+        return Location(self.fs, f"{self.path}/{name}", f"{self.uri}/{name}")
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "Location":
+        head = self.path.rstrip("/").rsplit("/", 1)[0]
+        if self.fs is None:
+            return Location(None, head or "/", head or "/")
+        return Location(self.fs, head, self.uri.rsplit("/", 1)[0])
+
+    @property
+    def is_local(self) -> bool:
+        return self.fs is None
+
+    @property
+    def local(self) -> Path:
+        if self.fs is not None:
+            raise DiststError(f"{self.uri} is remote storage; distst reads it through a local "
+                              "copy (fetch) and never opens it as a path")
+        return Path(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.local)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    # -- queries --
+    def _info(self):
+        try:
+            return self.fs.get_file_info(self.path)
+        except OSError as e:  # unreachable endpoint, refused credentials, missing bucket
+            raise _fs_error(self.uri, e, "reach it") from None
+
+    def exists(self) -> bool:
+        if self.fs is None:
+            return Path(self.path).exists()
+        import pyarrow.fs as pafs
+
+        return self._info().type != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        if self.fs is None:
+            return Path(self.path).is_file()
+        import pyarrow.fs as pafs
+
+        return self._info().type == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        if self.fs is None:
+            return Path(self.path).is_dir()
+        import pyarrow.fs as pafs
+
+        return self._info().type == pafs.FileType.Directory
+
+    def iterdir(self) -> list["Location"]:
+        """The entries directly under this folder (files and sub-folders), sorted by name."""
+        if self.fs is None:
+            p = Path(self.path)
+            return [Location(None, str(c), str(c)) for c in sorted(p.iterdir())] \
+                if p.is_dir() else []
+        import pyarrow.fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        except OSError as e:
+            raise _fs_error(self.uri, e, "list it") from None
+        return sorted((self / i.base_name for i in infos), key=lambda loc: loc.name)
+
+    def glob(self, pattern: str) -> list["Location"]:
+        """Entries directly under this folder whose name matches ``pattern`` (one level)."""
+        import fnmatch
+
+        return [c for c in self.iterdir() if fnmatch.fnmatch(c.name, pattern)]
+
+    # -- reading and writing --
+    def read_bytes(self) -> bytes:
+        if self.fs is None:
+            return Path(self.path).read_bytes()
+        try:
+            with self.fs.open_input_stream(self.path) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            if self._info_type_missing():
+                raise FileNotFoundError(self.uri) from None
+            raise _fs_error(self.uri, e, "read it") from None
+
+    def _info_type_missing(self) -> bool:
+        import pyarrow.fs as pafs
+
+        try:
+            return self.fs.get_file_info(self.path).type == pafs.FileType.NotFound
+        except OSError:
+            return False
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def mkdir(self, parents: bool = True, exist_ok: bool = True) -> None:
+        if self.fs is None:
+            Path(self.path).mkdir(parents=parents, exist_ok=exist_ok)
+            return
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+        except OSError as e:
+            raise _fs_error(self.uri, e, "create it") from None
+
+    def write_bytes(self, data: bytes) -> None:
+        """Atomic on every filesystem: a local temp file renamed over the target; an object
+        store's upload, which readers see whole or not at all."""
+        if self.fs is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, data)
+            return
+        try:
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+        except OSError as e:
+            raise _fs_error(self.uri, e, "write it") from None
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode())
+
+    def append_text(self, text: str) -> None:
+        """Append (local); object stores cannot append, so the small file is rewritten."""
+        if self.fs is None:
+            with open(self.path, "a") as f:
+                f.write(text)
+            return
+        old = self.read_bytes() if self.is_file() else b""
+        self.write_bytes(old + text.encode())
+
+    def rmtree(self) -> None:
+        if self.fs is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        try:
+            if self.is_dir():
+                self.fs.delete_dir(self.path)
+            elif self.is_file():
+                self.fs.delete_file(self.path)
+        except OSError as e:
+            raise _fs_error(self.uri, e, "delete it") from None
+
+    # -- whole folders --
+    def files(self) -> list[tuple[str, int, int]]:
+        """(relative name, size, modification time in ns or 0) of every file below this
+        folder, sorted: what identifies a folder's content without reading it."""
+        if self.fs is None:
+            root = Path(self.path)
+            return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                          for p in root.rglob("*") if p.is_file())
+        import pyarrow.fs as pafs
+
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True,
+                                                            allow_not_found=True))
+        except OSError as e:
+            raise _fs_error(self.uri, e, "list it") from None
+        n = len(self.path.rstrip("/")) + 1
+        return sorted((i.path[n:], int(i.size), int(i.mtime_ns or 0)) for i in infos
+                      if i.type == pafs.FileType.File)
+
+    def put_dir(self, src: str | Path, marker: str | None = None) -> None:
+        """Publish local folder ``src`` as this folder, replacing it as a whole.
+
+        Local: :func:`atomic_dir`. Object store (no rename): the old ``marker`` (the file
+        whose presence makes the folder valid, a plan's META.json, a dataset's meta.json) is
+        deleted first, the old folder removed, every other file uploaded, and ``marker``
+        uploaded last, so a reader that requires the marker never sees a half-written folder.
+        """
+        src = Path(src)
+        if self.fs is None:
+            with atomic_dir(self.path) as tmp:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
+            return
+        names = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+        if marker is not None:
+            names = [n for n in names if n != marker] + ([marker] if (src / marker).is_file()
+                                                           else [])
+            old = self / marker
+            if old.is_file():
+                self.fs.delete_file(old.path)
+        self.rmtree()
+        for name in names:
+            self._upload(src / name, name)
+
+    def _upload(self, local: Path, name: str) -> None:
+        try:
+            with open(local, "rb") as f, self.fs.open_output_stream(f"{self.path}/{name}") as out:
+                shutil.copyfileobj(f, out, _STREAM_BLOCK)
+        except OSError as e:
+            raise _fs_error(f"{self.uri}/{name}", e, "write it") from None
+
+    def get_dir(self, dest: str | Path, names: list[str] | None = None) -> int:
+        """Copy this folder's files (or ``names``, relative) into local ``dest``; returns the
+        bytes copied. Each file lands under a temp name first (:func:`atomic_file`)."""
+        dest = Path(dest)
+        names = names if names is not None else [f[0] for f in self.files()]
+        total = 0
+        for name in names:
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(target) as tmp:
+                if self.fs is None:
+                    shutil.copyfile(Path(self.path) / name, tmp)
+                else:
+                    try:
+                        with self.fs.open_input_stream(f"{self.path}/{name}") as f, \
+                                open(tmp, "wb") as out:
+                            shutil.copyfileobj(f, out, _STREAM_BLOCK)
+                    except OSError as e:
+                        raise _fs_error(f"{self.uri}/{name}", e, "read it") from None
+            total += target.stat().st_size
+        return total
+
+
+_STREAM_BLOCK = 8 << 20
+
+
+# -- fetching into node-local scratch -------------------------------------------------------
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between the processes of one machine (the workers of a node)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: a fetched folder is complete when this file is in it (written last, before the rename)
+FETCHED = ".fetched.json"
+
+
+def fetch(src: Location, dest: str | Path, names: list[str] | None = None,
+          verify: Callable[[Path], None] | None = None) -> int:
+    """Copy ``src``'s files (all, or ``names``) into local folder ``dest`` once per machine.
+
+    The first caller fetches under a lock while the other workers of the node wait, then
+    find ``dest`` complete and copy nothing; ``dest`` appears whole (a temp sibling, checked by
+    ``verify``, then renamed), so a killed fetch leaves no partial cache entry. Callers key
+    ``dest`` by what identifies the content (hashes, sizes), so a changed source is fetched
+    anew. Returns the bytes this call copied (0 when the cache served it).
+    """
+    dest = Path(dest)
+    with file_lock(dest.parent / f".{dest.name}.lock"):
+        if (dest / FETCHED).is_file():
+            return 0
+        with atomic_dir(dest) as tmp:
+            copied = src.get_dir(tmp, names)
+            if verify is not None:
+                verify(tmp)
+            (tmp / FETCHED).write_text(json.dumps({"source": src.uri, "bytes": copied}))
+        return copied
+
+
+@contextmanager
+def output_dir(out: str | Path, marker: str, what: str) -> Iterator[Path]:
+    """Where a command writes the folder ``out`` (a path or a URI): a local ``out`` is given
+    back as it is (the writer swaps it in whole, :func:`atomic_dir`); for a remote one the
+    writer fills a local temp folder, published on a clean exit with ``marker`` last
+    (:meth:`Location.put_dir`). A remote folder that holds files but no ``marker`` was not
+    written by distst and is refused, as a local one is."""
+    loc = location(out)
+    if loc.is_local:
+        yield loc.local
+        return
+    if loc.is_dir() and loc.iterdir() and not (loc / marker).is_file():
+        raise DiststError(f"{what}: output {loc} exists and holds no {marker}, so it is not "
+                          "distst's to replace; choose a new prefix or remove it yourself")
+    with tempfile.TemporaryDirectory(prefix="distst-publish-") as tmp:
+        staged = Path(tmp) / loc.name
+        yield staged
+        loc.put_dir(staged, marker=marker)

@@ -16,6 +16,14 @@ import tempfile  # noqa: E402
 os.environ.setdefault("DISTST_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="distst-key-"),
                                                       "sweep.key"))
 
+# S3 tests talk to a moto server on loopback: dummy credentials for every process, Ray
+# workers included (they inherit this environment), and never a real account's
+for _key, _val in (("AWS_ACCESS_KEY_ID", "distst-test"), ("AWS_SECRET_ACCESS_KEY", "distst-test"),
+                   ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")):
+    os.environ[_key] = _val
+os.environ.pop("AWS_SESSION_TOKEN", None)
+os.environ.pop("AWS_PROFILE", None)
+
 import pytest  # noqa: E402
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
@@ -72,3 +80,38 @@ def tiny(tmp_path):
 def overrides_for():
     """The tiny_overrides function, for module-scoped fixtures that cannot use ``tiny``."""
     return tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto) on 127.0.0.1 for the session, stopped whatever happens;
+    yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, request):
+    """A fresh bucket on the test server: yields ``(base URI, storage options)``; the options
+    point distst's filesystem at the server and are restored afterwards."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    from distst import storage
+
+    options = {"endpoint_override": s3_server, "scheme": "http", "region": "us-east-1"}
+    bucket = f"t-{uuid.uuid4().hex[:12]}"
+    pafs.S3FileSystem(allow_bucket_creation=True, **options).create_dir(bucket)
+    storage.configure(options)
+    try:
+        yield f"s3://{bucket}", options
+    finally:
+        storage.configure(None)

@@ -393,10 +393,12 @@ def iterate_batches(
     world_size: int = 1,
     drop_last: bool = False,
     even: bool = True,
+    start_batch: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``dataset.batch(...)`` over this rank's slice (see :func:`rank_indices`).
 
-    ``drop_last`` drops this rank's last partial batch. Deterministic per ``(seed, epoch)``.
+    ``drop_last`` drops this rank's last partial batch. Deterministic per ``(seed, epoch)``;
+    ``start_batch`` skips (without loading) the batches a restored run already trained on.
     """
     if batch_size < 1:
         raise DiststError(f"train.batch_size={batch_size} must be >= 1")
@@ -405,5 +407,5 @@ def iterate_batches(
         world_size=world_size, even=even,
     )
     stop = (idx.size // batch_size) * batch_size if drop_last else idx.size
-    for lo in range(0, stop, batch_size):
+    for lo in range(start_batch * batch_size, stop, batch_size):
         yield dataset.batch(idx[lo : lo + batch_size])

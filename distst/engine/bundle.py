@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from distst.data.windows import (WindowDataset, make_splits, time_features, trai
                                   weekly_coverage_notice)
 from distst.errors import DiststError
 from distst.graph.partition.plan import PartData
+from distst.storage import fetch, file_lock, location
 
 
 def synth_cache_dir(data: DataConfig) -> Path:
@@ -25,7 +28,7 @@ def synth_cache_dir(data: DataConfig) -> Path:
     from distst.data.synth import GENERATOR_VERSION
 
     s = data.synth
-    root = Path(os.path.expandvars(os.path.expanduser(data.cache_dir)))
+    root = cache_root(data)
     if s.graph == "grid":
         from distst.data.grid import GENERATOR_VERSION as GRID_VERSION
 
@@ -35,13 +38,41 @@ def synth_cache_dir(data: DataConfig) -> Path:
     return root / f"synth-v{GENERATOR_VERSION}-n{s.nodes}-d{s.days}-s{s.seed}-{s.graph}"
 
 
-def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
-    """Return the prepared dataset directory, generating the synthetic one on first use.
+def cache_root(data: DataConfig) -> Path:
+    """Node-local cache: generated networks, plans made on the fly, fetched copies."""
+    return Path(os.path.expandvars(os.path.expanduser(data.cache_dir))).resolve()
 
-    Called once on the driver before any worker starts, so workers only ever read.
+
+def fetch_dataset(data: DataConfig, quiet: bool = False) -> tuple[Path, int]:
+    """A local copy of the dataset at URI ``data.path``, fetched once per node and kept
+    under ``data.cache_dir/fetched`` keyed by the remote files' names, sizes and times (a
+    re-prepared dataset is fetched anew). Returns (local folder, bytes fetched by this call)."""
+    src = location(data.path)
+    if not (src / "meta.json").is_file():
+        raise DiststError(
+            f"config key 'data.path': {src} is not a prepared dataset (no meta.json there); "
+            f"write one with 'distst data prepare --format FORMAT --path RAW --out {src}'")
+    listing = src.files()
+    key = hashlib.sha256(json.dumps([src.uri, listing]).encode()).hexdigest()[:16]
+    dest = cache_root(data) / "fetched" / f"{src.name}-{key}"
+    copied = fetch(src, dest, names=[f[0] for f in listing])
+    if not quiet:
+        print(f"dataset {src}: " + (f"fetched {copied} bytes into {dest}" if copied
+                                    else f"cached copy {dest}"), flush=True)
+    return dest, copied
+
+
+def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
+    """Return the prepared dataset directory (a local copy when ``data.path`` is a remote
+    URI), generating the synthetic one on first use.
+
+    Called on the driver before any worker starts, and by a worker on a node that lacks the
+    driver's copy (a generated network is the same on every node: the generator is seeded).
     """
+    if data.path and not location(data.path).is_local:
+        return fetch_dataset(data, quiet)[0]
     if data.path:
-        p = Path(os.path.expandvars(os.path.expanduser(data.path)))
+        p = location(data.path).local
         if not is_dataset_dir(p):
             raise DiststError(
                 f"config key 'data.path': {p} is not a prepared dataset; create it with "
@@ -50,6 +81,14 @@ def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
             )
         return p
     out = synth_cache_dir(data)
+    if is_dataset_dir(out):
+        return out
+    with file_lock(out.parent / f".{out.name}.lock"):  # one generator per node
+        _generate(data, out, quiet)
+    return out
+
+
+def _generate(data: DataConfig, out: Path, quiet: bool) -> None:
     if not is_dataset_dir(out) and data.synth.graph == "grid":
         from distst.data.grid import generate_grid_network
         from distst.data.network import save_network
@@ -68,38 +107,42 @@ def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
                   f"{data.synth.days} days) into {out} ...", flush=True)
         generate_network(out, num_nodes=data.synth.nodes, days=data.synth.days,
                          seed=data.synth.seed, graph=data.synth.graph)
-    return out
 
 
-def ensure_plan(cfg: Config, dataset_dir: str | Path) -> Path:
-    """The partition plan for shard mode: the configured one (verified against the dataset)
-    or one made on the fly and cached beside the synthetic datasets."""
-    from distst.graph.partition.plan import load_plan, make_plan, verify_plan
+def ensure_plan(cfg: Config, dataset_dir: str | Path) -> str:
+    """The partition plan for shard mode: the configured one (verified against the dataset;
+    of a remote plan only META.json is read here, the workers fetch their parts) or one made
+    on the fly and cached beside the synthetic datasets. Returns what the workers open: an
+    absolute path or a URI."""
+    from distst.graph.partition.plan import load_plan, make_plan, plan_mirror, verify_plan
 
     pc = cfg.partition
     if pc.plan:
-        verify_plan(pc.plan, dataset_dir)
-        meta = load_plan(pc.plan)
+        src = location(pc.plan)
+        local = src.local if src.is_local else plan_mirror(pc.plan, cache_root(cfg.data) /
+                                                           "fetched")
+        verify_plan(local, dataset_dir)
+        meta = load_plan(local)
         if meta.num_parts != pc.parts:
             raise DiststError(
                 f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
                 f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
             )
         # workers do not share the driver's working directory
-        return Path(pc.plan).resolve()
-    root = Path(os.path.expandvars(os.path.expanduser(cfg.data.cache_dir))).resolve() / "plans"
+        return str(src)
+    root = cache_root(cfg.data) / "plans"
     out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{pc.halo_hops}-s{pc.seed}"
     if out.exists():
         try:
             verify_plan(out, dataset_dir)
-            return out
+            return str(out)
         except DiststError:
             pass  # the dataset changed since: plan again below
     print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
           f"(halo {pc.halo_hops} hops) -> {out}", flush=True)
     make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=pc.halo_hops,
               seed=pc.seed)
-    return out
+    return str(out)
 
 
 def local_coarsening(edge_index, edge_weight, num_nodes: int, levels: int) -> list[tuple]:
@@ -374,7 +417,7 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
                      global_ids=np.asarray(part.nodes, dtype=np.int64),
                      num_global_nodes=part.num_global, out_degree=part.deg,
                      in_degree=part.in_deg, undirected_degree=part.undirected_degree,
-                     spatial_attrs=part.spatial_attrs)
+                     spatial_attrs=part.spatial_attrs, _hashes=part.dataset_hashes or None)
     return DataBundle(net, splits, scaler, datasets, input_channels,
                       list(data.target_channels), data.input_len, data.horizon,
                       str(Path(dataset_dir).resolve()), excluded, symmetrize=data.symmetrize,

@@ -7,6 +7,7 @@ directory and the model's data-derived sizes) and ``config.yaml`` for people to 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import distst
 from distst.config import Config, config_from_dict
 from distst.errors import DiststError
-from distst.storage import atomic_file, write_atomic
+from distst.storage import Location, atomic_file, location, write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 try:  # numpy >= 2
@@ -50,20 +51,21 @@ def save_checkpoint(directory: str | Path, trainer_state: dict, cfg: Config, bun
     return d
 
 
-def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+def checkpoint_dirs(run_dir: str | Path | Location) -> list[Location]:
     """A run's checkpoint folders, oldest first: ``checkpoint_NNNNNN`` (local runs) or
     ``checkpoint_<date>`` (Ray runs); Ray's files beside them, such as
-    checkpoint_manager_snapshot.json, are not checkpoints."""
-    d = Path(run_dir)
-    if not d.is_dir():
+    checkpoint_manager_snapshot.json, are not checkpoints. ``run_dir``: a path or a URI."""
+    d = location(run_dir)
+    if d.is_local and not Path(d.path).is_dir():
         return []
-    return sorted(p for p in d.glob("checkpoint_*") if p.is_dir())
+    return [c for c in d.glob("checkpoint_*") if c.is_dir()]
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a checkpoint dir, its checkpoint.pt, or a run dir (then its latest checkpoint)."""
-    p = Path(path)
-    if p.is_file() and p.name == CHECKPOINT_FILE:
+def resolve_checkpoint(path: str | Path | Location) -> Location:
+    """Accept a checkpoint dir, its checkpoint.pt, or a run dir (then its latest checkpoint),
+    as a local path or a URI."""
+    p = location(path)
+    if p.name == CHECKPOINT_FILE and p.is_file():
         return p.parent
     if (p / CHECKPOINT_FILE).is_file():
         return p
@@ -77,15 +79,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Config]:
+def load_checkpoint(path: str | Path | Location, map_location="cpu") -> tuple[dict, Config]:
     d = resolve_checkpoint(path)
+    f = d / CHECKPOINT_FILE
     try:
+        # remote: the few MB come into memory; local: read in place
+        source = f.local if f.is_local else io.BytesIO(f.read_bytes())
         # weights_only: tensors and plain containers only, so a crafted file cannot run code
         # a numpy uint32 array (the RNG state of checkpoints written before it became a
         # tensor) is data, not code: its globals are admitted, nothing else
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
-            payload = torch.load(d / CHECKPOINT_FILE, map_location=map_location,
-                                 weights_only=True)
+            payload = torch.load(source, map_location=map_location, weights_only=True)
+    except DiststError:
+        raise
     except Exception as e:
         text = str(e)
         if "WeightsUnpickler error" in text:
@@ -105,7 +111,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Config]
     return payload, config_from_dict(payload["config"])
 
 
-def check_resume(path: str | Path, cfg: Config, dataset_dir: str | Path) -> None:
+def check_resume(path: str | Path | Location, cfg: Config, dataset_dir: str | Path) -> None:
     """Refuse to continue a run on another model or another dataset than it was trained on
     (it would overwrite that run's results with a mixture), naming both."""
     from distst.graph.partition.plan import input_hashes

@@ -8,6 +8,7 @@ context backed by Ray Train (``distst.runtime``). Collective sums go through
 from __future__ import annotations
 
 import json
+import socket
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -17,8 +18,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from distst.engine.checkpoint import checkpoint_dirs
-from distst.storage import atomic_dir
+from distst.engine.checkpoint import CHECKPOINT_FILE, checkpoint_dirs
+from distst.storage import Location, location
 
 
 class NullBar:
@@ -35,9 +36,12 @@ class Context:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    #: the machine this worker runs on, as messages and fetch records name it
+    node: str = socket.gethostname()
 
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path | Location):
+        #: where the run's files go: a local folder or a URI (runtime.storage)
+        self.run_dir = location(run_dir)
 
     @property
     def is_main(self) -> bool:
@@ -72,7 +76,7 @@ class Context:
         return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
                     disable=not self.is_main)
 
-    def latest_checkpoint(self) -> Path | None:
+    def latest_checkpoint(self) -> Path | Location | None:
         return None
 
     def log(self, line: str) -> None:
@@ -80,18 +84,29 @@ class Context:
         if self.is_main:
             print(line, flush=True)
 
+    def record_fetch(self, source: str, copied: int) -> None:
+        """Log what this worker read from storage and keep it in ``run_dir/fetch/`` (one
+        file per rank: object stores cannot append concurrently)."""
+        print(f"worker {self.rank} on node {self.node}: {source}: "
+              + (f"fetched {copied} bytes" if copied else "read in place or from the node's "
+                 "cache (0 bytes fetched)"), flush=True)
+        (self.run_dir / "fetch" / f"rank_{self.rank}.json").write_text(json.dumps(
+            {"rank": self.rank, "node": self.node, "source": source, "bytes": copied}))
+
 
 #: checkpoints a run keeps (the newest; each holds the best model so far), as Ray's runs do
 KEEP_CHECKPOINTS = 3
 
 
 class LocalContext(Context):
-    """One plain process: checkpoints are moved to ``run_dir/checkpoint_XXXXXX``; the newest
-    :data:`KEEP_CHECKPOINTS` are kept."""
+    """One plain process: checkpoints are copied to ``run_dir/checkpoint_XXXXXX`` (published
+    whole, :meth:`distst.storage.Location.put_dir`); the newest :data:`KEEP_CHECKPOINTS` are
+    kept."""
 
-    def __init__(self, run_dir: str | Path, resume_from: str | Path | None = None):
+    def __init__(self, run_dir: str | Path | Location,
+                 resume_from: str | Path | Location | None = None):
         super().__init__(run_dir)
-        self._resume = Path(resume_from) if resume_from else None
+        self._resume = location(resume_from) if resume_from else None
         numbers = [int(p.name[len("checkpoint_"):]) for p in checkpoint_dirs(self.run_dir)
                    if p.name[len("checkpoint_"):].isdigit()]
         # numbering continues after the newest, also when older ones were pruned
@@ -100,12 +115,12 @@ class LocalContext(Context):
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         if checkpoint_dir is None:
             return
-        with atomic_dir(self.run_dir / f"checkpoint_{self._count:06d}") as tmp:
-            shutil.copytree(checkpoint_dir, tmp, dirs_exist_ok=True)
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (Path(checkpoint_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (self.run_dir / f"checkpoint_{self._count:06d}").put_dir(checkpoint_dir,
+                                                                 marker=CHECKPOINT_FILE)
         self._count += 1
         for old in checkpoint_dirs(self.run_dir)[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)  # state was loaded at the start
+            old.rmtree()  # state was loaded at the start
 
-    def latest_checkpoint(self) -> Path | None:
+    def latest_checkpoint(self) -> Location | None:
         return self._resume

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from distst.config import Config, check_run_name, save_config
+from distst.config import Config, check_run_name
 from distst.engine.checkpoint import (
     check_resume,
     checkpoint_dirs,
@@ -23,6 +22,7 @@ from distst.engine.context import Context, LocalContext
 from distst.engine.bundle import build_bundle, ensure_dataset
 from distst.engine.trainer import TEST_METRICS, Trainer
 from distst.errors import DiststError, Interrupted
+from distst.storage import Location, configure, location
 
 
 def run_name(cfg: Config, dataset_dir: str | Path) -> str:
@@ -31,38 +31,49 @@ def run_name(cfg: Config, dataset_dir: str | Path) -> str:
     return f"{cfg.model.name}-{Path(dataset_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Path:
-    """Create the run's folder under runtime.storage and write its config.yaml.
+def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Location:
+    """Create the run's folder under runtime.storage (a path or a URI) and write its
+    config.yaml.
 
     A generated name gets a ``-2``, ``-3``... suffix when another run started in the same
     second (parallel runs of a benchmark or sweep), so two runs never share a folder; a
     configured ``runtime.name`` is used as given (a sweep re-runs a trial into its folder).
     """
     check_run_name(cfg.runtime.name)
-    root = Path(cfg.runtime.storage)
+    root = location(cfg.runtime.storage)
     base = run_name(cfg, dataset_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
         if cfg.runtime.name:
             run_dir = root / base
             run_dir.mkdir(exist_ok=True)
-        else:
+        elif root.is_local:
             for i in itertools.count(1):
                 run_dir = root / (base if i == 1 else f"{base}-{i}")
                 try:
-                    run_dir.mkdir()
+                    Path(run_dir).mkdir()  # atomic claim of the name
                     break
                 except FileExistsError:
                     continue
-        save_config(cfg, run_dir / "config.yaml")
+        else:  # object stores have no exclusive create: the first free name
+            run_dir = next(root / (base if i == 1 else f"{base}-{i}")
+                           for i in itertools.count(1)
+                           if not (root / (base if i == 1 else f"{base}-{i}")).exists())
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     except OSError as e:  # no permission, read-only, a file in the way
         raise DiststError(f"runtime.storage {root}: cannot write there ({e.strerror}); set "
                           "runtime.storage to a folder you can write, e.g. --set "
                           "runtime.storage=$HOME/runs") from None
-    return run_dir.resolve()
+    return run_dir
 
 
-def resume_hint(run_dir: Path) -> str:
+def shown(run_dir: Location) -> Path | Location:
+    """What callers get back as the run directory: a Path on local storage, else the
+    :class:`Location` (printed as its URI)."""
+    return run_dir.local if run_dir.is_local else run_dir
+
+
+def resume_hint(run_dir: Path | Location) -> str:
     """How to continue a stopped run (or that there is nothing to continue)."""
     if checkpoint_dirs(run_dir):
         return (f"the run's checkpoints are in {run_dir}; continue it with: distst train "
@@ -84,18 +95,18 @@ def run_dir_for(cfg: Config, dataset_dir: str | Path, resume_from: str | Path | 
         yield run_dir
     except BaseException:
         if fresh and not checkpoint_dirs(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.rmtree()
         raise
 
 
-def read_test_metrics(run_dir: str | Path) -> dict:
+def read_test_metrics(run_dir: str | Path | Location) -> dict:
     """The final metrics a run wrote (``test_metrics.json``, :meth:`Trainer.fit`)."""
-    path = Path(run_dir) / TEST_METRICS
+    path = location(run_dir) / TEST_METRICS
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DiststError(f"{path}: the run finished without readable test metrics ({e}); "
-                          f"{resume_hint(Path(run_dir))}") from None
+                          f"{resume_hint(location(run_dir))}") from None
 
 
 def set_threads(cfg: Config) -> None:
@@ -108,20 +119,64 @@ def train_in_context(cfg: Config, dataset_dir: str | Path, ctx: Context,
                      graph: dict | None = None) -> dict:
     """What every worker runs: data, model, loop. Returns the final test metrics.
 
-    With ``plan_dir`` (shard mode) the worker opens only ``part_{rank}`` of the plan: its
-    inner nodes, then its halo, with full-graph-normalised edge weights. ``graph``: the
-    whole-graph constants of :func:`graph_constants`, computed once by the driver.
+    With ``plan_dir`` (shard mode: a path or a URI) the worker opens only ``part_{rank}`` of
+    the plan (fetched into node-local scratch when remote): its inner nodes, then its halo,
+    with full-graph-normalised edge weights. ``graph``: the whole-graph constants of
+    :func:`graph_constants`, computed once by the driver.
     """
     set_threads(cfg)
+    configure(cfg.runtime.storage_options)
     lambda_max = (graph or {}).get("lambda_max")
-    part = None
-    if plan_dir is not None:
-        from distst.graph.partition.plan import open_part
-
-        part = open_part(plan_dir, ctx.rank)
+    dataset_dir, part = open_worker_data(cfg, dataset_dir, plan_dir, ctx)
     bundle = build_bundle(cfg.data, dataset_dir, scaler_state=scaler_state, part=part,
                           lambda_max=None if lambda_max is None else float(lambda_max))
     return Trainer(cfg, bundle, ctx).fit()
+
+
+def open_worker_data(cfg: Config, dataset_dir: str | Path, plan_dir: str | Path | None,
+                     ctx: Context):
+    """(dataset folder, part or None) for this worker, fetching what its node lacks.
+
+    Shard: only ``part_{rank}`` (and the plan's META.json); the whole dataset is named, never
+    read. Replicate/local: the dataset itself, fetched once per node when ``data.path`` is a
+    URI, generated when it is a synthetic network made on another node. What was fetched is
+    logged and recorded in ``run_dir/fetch/rank_R.json`` (rank, node, source, bytes).
+    """
+    from distst.engine.bundle import cache_root, fetch_dataset
+    from distst.graph.partition.plan import fetch_part, open_part
+
+    copied, source = 0, None
+    if plan_dir is not None:
+        source = f"{plan_dir}/part_{ctx.rank}"
+        if location(str(plan_dir)).is_local:
+            local = Path(location(str(plan_dir)).path)
+            if not (local / f"part_{ctx.rank}").is_dir():
+                raise DiststError(
+                    f"part_{ctx.rank} of plan {local} is not on node {ctx.node}; on a "
+                    "cluster, put the plan where every node reads it: a URI (distst "
+                    "partition DATA --out s3://BUCKET/plan, then partition.plan=s3://...) "
+                    "or a folder mounted on every node")
+        else:
+            local, copied = fetch_part(str(plan_dir), ctx.rank,
+                                       cache_root(cfg.data) / "fetched")
+        part = open_part(local, ctx.rank)
+    else:
+        part = None
+        if cfg.data.path and not location(cfg.data.path).is_local:
+            source = cfg.data.path
+            dataset_dir, copied = fetch_dataset(cfg.data, quiet=True)
+        elif not Path(dataset_dir).is_dir():
+            # the driver's copy is on another node: a generated network is made here (seeded,
+            # so equal); a local data.path that only the driver has fails with its fix
+            if cfg.data.path:
+                raise DiststError(
+                    f"config key 'data.path': {dataset_dir} is not on node {ctx.node}; on a "
+                    "cluster, put the dataset where every node reads it: a URI (distst data "
+                    "prepare ... --out s3://BUCKET/data) or a folder mounted on every node")
+            dataset_dir = ensure_dataset(cfg.data, quiet=True)
+    if source is not None:
+        ctx.record_fetch(source, copied)
+    return dataset_dir, part
 
 
 def graph_constants(cfg: Config, bundle) -> dict:
@@ -147,8 +202,10 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     return {"scaler": bundle.scaler.state_dict(), "graph": graph_constants(cfg, bundle)}
 
 
-def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Path, dict]:
+def train_local(cfg: Config, resume_from: str | Path | None = None
+                ) -> tuple[Path | Location, dict]:
     """Train in this process without Ray; returns (run directory, final metrics)."""
+    configure(cfg.runtime.storage_options)
     dataset_dir = ensure_dataset(cfg.data)
     ckpt = resolve_checkpoint(resume_from) if resume_from else None
     with run_dir_for(cfg, dataset_dir, resume_from) as run_dir:
@@ -156,7 +213,7 @@ def train_local(cfg: Config, resume_from: str | Path | None = None) -> tuple[Pat
             final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
         except KeyboardInterrupt:
             raise Interrupted(resume_hint(run_dir)) from None
-    return run_dir, final
+    return shown(run_dir), final
 
 
 def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,

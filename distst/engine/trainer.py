@@ -33,7 +33,6 @@ from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_error_sum
 from distst.nn.common import inverse_sigmoid_decay
 from distst.nn.registry import build_model
-from distst.storage import write_atomic
 
 
 #: the run's final metrics (model, best epoch, test and HA tables), written by the main rank
@@ -92,6 +91,10 @@ class Trainer:
         self.bad_epochs = 0
         self.best_state: dict | None = None
         self.history: list[dict] = []
+        # within the current epoch (train.checkpoint_every_steps): batches done and their
+        # summed loss, so that a run restored mid-epoch ends the epoch as if never stopped
+        self.step_in_epoch = 0
+        self.epoch_loss = [0.0, 0]
 
     # -- helpers -------------------------------------------------------------------------
     def _per_worker_batch(self, batch_size: int) -> int:
@@ -145,6 +148,8 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "best_model": best,
             "history": self.history,
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_loss": list(self.epoch_loss),
             "rng": rng_state(),
         }
 
@@ -170,6 +175,8 @@ class Trainer:
         best = state.get("best_model")
         self.best_state = self.shard.local_state(best) if best is not None else None
         self.history = list(state.get("history", []))
+        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        self.epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
         rng = state.get("rng")
         if rng:
             set_rng_state(rng)
@@ -192,8 +199,10 @@ class Trainer:
         ds = self.bundle.datasets["train"]
         bs = self._per_worker_batch(tc.batch_size)
         rank, world = self._window_split()
+        start = self.step_in_epoch
         batches = iterate_batches(ds, bs, shuffle=True, seed=tc.seed, epoch=self.epoch,
-                                  rank=rank, world_size=world, drop_last=True)
+                                  rank=rank, world_size=world, drop_last=True,
+                                  start_batch=start)
         n_batches = num_batches(len(ds), bs, world, drop_last=True)
         if tc.max_batches_per_epoch:
             n_batches = min(n_batches, tc.max_batches_per_epoch)
@@ -203,11 +212,15 @@ class Trainer:
                 "windows; lower train.batch_size"
             )
         self.wrapped.train()
+        # carried: the summed loss over all workers of the batches before a mid-epoch restore
+        # (held by the main rank only, so that the sum below counts it once)
+        carried = self.epoch_loss if self.ctx.is_main else [0.0, 0]
         total, count = 0.0, 0
         t0 = time.perf_counter()
         bar = (self.ctx.progress(n_batches, f"epoch {self.epoch + 1}/{tc.epochs}")
                if tc.progress else NullBar())
-        for i, (x, y) in enumerate(batches):
+        bar.update(start)
+        for i, (x, y) in enumerate(batches, start=start):
             if i >= n_batches:
                 break
             x, y = x.to(self.device), y.to(self.device)
@@ -227,17 +240,26 @@ class Trainer:
             total += float(loss.detach())
             count += 1
             elapsed = time.perf_counter() - t0
-            wps = (i + 1) * bs * world / max(elapsed, 1e-9)
+            wps = (i + 1 - start) * bs * world / max(elapsed, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}", win_s=f"{wps:.0f}")
+            every = tc.checkpoint_every_steps
+            if every and (i + 1) % every == 0 and i + 1 < n_batches:
+                red = self.ctx.all_reduce_sum(torch.tensor(
+                    [carried[0] + total, carried[1] + count], dtype=torch.float64))
+                self.step_in_epoch, self.epoch_loss = i + 1, [float(red[0]), int(red[1])]
+                self._checkpoint({"epoch": self.epoch, "step": self.global_step,
+                                  "partial": True})
+        self.step_in_epoch, self.epoch_loss = 0, [0.0, 0]
         bar.close()
         elapsed = time.perf_counter() - t0
         # mean training loss over workers, so every rank logs the same number
-        red = self.ctx.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64))
+        red = self.ctx.all_reduce_sum(torch.tensor(
+            [carried[0] + total, float(carried[1] + count)], dtype=torch.float64))
         return {
             "train_loss": float(red[0] / max(red[1], 1.0)),
             "train_time_s": elapsed,
-            "windows_per_s": n_batches * bs * world / max(elapsed, 1e-9),
+            "windows_per_s": (n_batches - start) * bs * world / max(elapsed, 1e-9),
         }
 
     def _non_finite(self, loss: torch.Tensor, i: int, n_batches: int):
@@ -281,14 +303,13 @@ class Trainer:
         rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
         keep = [ln for ln in rows if json.loads(ln).get("epoch", 0) <= self.epoch]
         if len(keep) != len(rows):
-            write_atomic(path, "".join(ln + "\n" for ln in keep))
+            path.write_text("".join(ln + "\n" for ln in keep))
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
         if self.ctx.is_main:
             self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.ctx.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            (self.ctx.run_dir / "metrics.jsonl").append_text(json.dumps(record) + "\n")
 
     def fit(self) -> dict:
         tc = self.cfg.train
@@ -331,7 +352,7 @@ class Trainer:
         self._checkpoint({"epoch": self.epoch, "final": True, **_flat(final)},
                          extra={"test": final})
         if self.ctx.is_main:
-            write_atomic(self.ctx.run_dir / TEST_METRICS, json.dumps(final, indent=2))
+            (self.ctx.run_dir / TEST_METRICS).write_text(json.dumps(final, indent=2))
         return final
 
     def final_metrics(self) -> dict:

@@ -20,15 +20,18 @@ import pyarrow.fs
 import ray
 import ray.train
 import ray.train.torch
-from ray.train import Checkpoint, CheckpointConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train import (Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
+                       ScalingConfig)
 from ray.train.torch import TorchTrainer
 
 from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
 from distst.engine.context import KEEP_CHECKPOINTS, Context, NullBar
 from distst.engine.bundle import ensure_dataset, ensure_plan
-from distst.engine.entry import read_test_metrics, preflight, resume_hint, run_dir_for, train_in_context
+from distst.engine.entry import (preflight, read_test_metrics, resume_hint, run_dir_for, shown,
+                                 train_in_context)
 from distst.errors import DiststError, Interrupted
+from distst.storage import Location, configure, location
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
 
@@ -39,11 +42,12 @@ class RayContext(Context):
         self.rank = tc.get_world_rank()
         self.world_size = tc.get_world_size()
         self.device = ray.train.torch.get_device()
+        self.node = ray.get_runtime_context().get_node_id()[:12]
         self._board = board
         # Ray's own checkpoint wins: it is set when Ray restarts workers after a failure
         # or restores a run of the same name; otherwise the one `--resume` named.
         self._resume = ray.train.get_checkpoint()
-        self._resume_path = Path(resume_from) if resume_from else None
+        self._resume_path = location(resume_from) if resume_from else None
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
         # report copies the folder into the run's storage before it returns (SYNC mode)
@@ -59,7 +63,7 @@ class RayContext(Context):
         if self.is_main and self._board is not None:
             self._board.log.remote(line)
 
-    def latest_checkpoint(self) -> Path | None:
+    def latest_checkpoint(self) -> Path | Location | None:
         if self._resume is None:
             return self._resume_path
         if isinstance(self._resume.filesystem, pyarrow.fs.LocalFileSystem):
@@ -85,6 +89,7 @@ def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker (must live in the installed package)."""
     _quiet_report_log()
     cfg = config_from_dict(config["config"])
+    configure(cfg.runtime.storage_options)
     ctx = RayContext(config["run_dir"], board=config.get("board"),
                      resume_from=config.get("resume_from"))
     train_in_context(cfg, config["dataset_dir"], ctx, scaler_state=config.get("scaler"),
@@ -175,6 +180,14 @@ def _loopback_node_ip():
         services.resolve_ip_for_localhost = resolve
 
 
+def max_failures(cfg: Config) -> int:
+    """``runtime.max_failures``, or its default: 3 attached to a cluster, 0 on a local Ray."""
+    rt = cfg.runtime
+    if rt.max_failures is not None:
+        return rt.max_failures
+    return 3 if (rt.address or os.environ.get("RAY_ADDRESS")) else 0
+
+
 def check_resources(cfg: Config) -> None:
     rt = cfg.runtime
     total = ray.cluster_resources()
@@ -194,13 +207,14 @@ def check_resources(cfg: Config) -> None:
 
 
 def train_ray(cfg: Config, resume_from: str | Path | None = None,
-            callbacks: list | None = None) -> tuple[Path, dict]:
+              callbacks: list | None = None) -> tuple[Path | Location, dict]:
     """Train ``cfg`` with Ray Train; returns (run directory, final test metrics).
 
     ``callbacks`` are Ray Train ``UserCallback`` objects added to the run (the sweep passes
     one that forwards every report to Ray Tune); the run's storage is always
     ``runtime.storage`` / ``runtime.name``, so a sweep places each trial's run itself.
     """
+    configure(cfg.runtime.storage_options)
     dataset_dir = ensure_dataset(cfg.data)
     plan_dir = None
     if cfg.runtime.mode == "shard":
@@ -212,14 +226,14 @@ def train_ray(cfg: Config, resume_from: str | Path | None = None,
             cfg = replace(cfg, runtime=replace(cfg.runtime, workers=cfg.partition.parts))
     checked = preflight(cfg, dataset_dir)
     # Train V2 deprecates resume_from_checkpoint: the path travels in the loop config
-    resume = str(resolve_checkpoint(resume_from).resolve()) if resume_from else None
+    resume = str(resolve_checkpoint(resume_from)) if resume_from else None
     with run_dir_for(cfg, dataset_dir, resume_from) as run_dir:
         final = _fit(cfg, run_dir, dataset_dir, plan_dir, checked, resume, callbacks)
-    return run_dir, final
+    return shown(run_dir), final
 
 
-def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resume: str | None,
-         callbacks: list | None) -> dict:
+def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
+         resume: str | None, callbacks: list | None) -> dict:
     connect(cfg.runtime.address)
     check_resources(cfg)
     print(f"run directory: {run_dir}", flush=True)
@@ -233,8 +247,11 @@ def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resum
                            "plan_dir": str(plan_dir) if plan_dir else None},
         scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
                                      resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
-        run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
+        # Ray writes the checkpoints straight into the run folder, on whatever storage
+        run_config=RunConfig(name=run_dir.name, storage_path=run_dir.parent.path,
+                             storage_filesystem=run_dir.fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+                             failure_config=FailureConfig(max_failures=max_failures(cfg)),
                              logging_config=LoggingConfig(log_level="WARNING"),
                              callbacks=list(callbacks or [])),
     )
@@ -253,7 +270,7 @@ def _fit(cfg: Config, run_dir: Path, dataset_dir, plan_dir, checked: dict, resum
     return read_test_metrics(run_dir)
 
 
-def _run_failed(err: BaseException, run_dir: Path) -> DiststError:
+def _run_failed(err: BaseException, run_dir: Location) -> DiststError:
     """A run that failed without a worker's DiststError (a lost worker or node, a crash):
     one line with the cause's first line and how to continue."""
     text = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)

@@ -71,6 +71,8 @@ class SweepReportCallback(TuneReportCallback):
 
     def after_report(self, run_context, metrics, checkpoint):
         m = dict(metrics[0])
+        if m.get("partial"):  # a mid-epoch checkpoint: no new result for the scheduler
+            return
         if m.get("final"):
             last = self._last or _last_epoch_record(self._run_dir)
             m = {**last, **m}

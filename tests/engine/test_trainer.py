@@ -218,3 +218,40 @@ def test_checkpoint_folder_is_removed_when_reporting_fails(tiny, tmp_path, monke
     with pytest.raises(OSError, match="No space left"):
         train_local(tiny("train.epochs=2", "runtime.mode=local"))
     assert list(scratch.glob("distst-*")) == []
+
+
+def test_a_run_stopped_mid_epoch_resumes_at_that_step_as_if_never_stopped(tiny, tmp_path,
+                                                                          monkeypatch):
+    from distst.engine import context
+    from distst.errors import Interrupted
+
+    args = ("train.epochs=2", "runtime.mode=local", "train.checkpoint_every_steps=5",
+            "train.cl_decay_steps=20")  # scheduled sampling draws random numbers: RNG matters
+    _, whole = train_local(tiny(*args, "runtime.name=whole"))
+    whole_hist = _history(tmp_path / "runs" / "whole")
+
+    real, partial = context.LocalContext.report, []
+
+    def stop_after_third_partial(self, metrics, checkpoint_dir):
+        real(self, metrics, checkpoint_dir)
+        partial.append(metrics.get("partial"))
+        if partial.count(True) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C, right after a mid-epoch checkpoint
+
+    monkeypatch.setattr(context.LocalContext, "report", stop_after_third_partial)
+    with pytest.raises(Interrupted):
+        train_local(tiny(*args, "runtime.name=cut"))
+    monkeypatch.undo()
+    run_dir = tmp_path / "runs" / "cut"
+    state = load_checkpoint(run_dir)[0]["trainer"]
+    assert state["step_in_epoch"] == 15 and state["epoch"] == 0
+    assert not (run_dir / "metrics.jsonl").exists()  # no epoch had finished
+
+    _, resumed = train_local(tiny(*args, "runtime.name=cut"), resume_from=run_dir)
+    hist = _history(run_dir)
+    assert [h["epoch"] for h in hist] == [1, 2]
+    for a, b in zip(hist, whole_hist):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=1e-6)
+    for h in ("15min", "avg"):
+        assert resumed["test"][h]["mae"] == pytest.approx(whole["test"][h]["mae"], rel=1e-6)

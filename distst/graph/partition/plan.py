@@ -7,7 +7,9 @@
                          quality figures, notes, and hashes of the input dataset
       assignment.npy     int64 [N]: the part that owns each global node
       part_{i}/
-        part.json        counts (inner, halo, local, edges) and the sha256 of nodes.npy
+        part.json        counts (inner, halo, local, edges), the sha256 of nodes.npy and of
+                         every file of the part ("files"; META.json holds the sha256 of each
+                         part.json, so a part fetched from remote storage is verified whole)
         nodes.npy        int64 [n_local]: global ids, inner first (ascending), then halo (asc.)
         edge_index.npy   int64 [2, E_local]: edges with BOTH ends local, in local positions
         edge_weight.npy  float32 [E_local]: their raw weights
@@ -70,14 +72,14 @@ from distst.data.network import (
     write_static_files,
 )
 from distst.errors import DiststError
-from distst.storage import atomic_dir
+from distst.storage import atomic_dir, fetch, location, write_atomic
 from distst.graph.adjacency import undirected_degree
 from distst.graph.partition.base import Partition
 from distst.graph.partition.halo import halo_adjacency, k_hop_halo
 from distst.graph.spatial import spatial_attributes
 
 PLAN_FORMAT = "distst-partition-plan"
-PLAN_VERSION = 4
+PLAN_VERSION = 5
 META_NAME = "META.json"
 PART_META = "part.json"
 # values.npy hashing: files up to _FULL_HASH_LIMIT are hashed whole, larger ones sampled.
@@ -133,6 +135,9 @@ class PartData:
     udeg_max: np.ndarray | None = None  # float64 [n_local]
     spatial_attrs: np.ndarray | None = None  # float32 [n_local, A], whole-graph standardised
     num_global: int = 0  # nodes of the whole graph
+    #: the whole dataset's file hashes as the plan recorded them (checkpoints name the
+    #: dataset by them; a shard worker on another node has no copy of the dataset to hash)
+    dataset_hashes: dict = field(default_factory=dict)
 
     @property
     def undirected_degree(self) -> dict:
@@ -281,8 +286,11 @@ def write_plan(
     out_dir: str | Path,
     *,
     quality: dict | None = None,
+    source: str | None = None,
 ) -> Path:
-    """Write the plan of ``partition`` of the dataset at ``dataset_dir`` to ``out_dir``.
+    """Write the plan of ``partition`` of the dataset at ``dataset_dir`` to ``out_dir``
+    (``source``: how META.json names the dataset when it is not ``dataset_dir``, e.g. the URI
+    of a fetched copy).
 
     Atomic: everything is written into a temp sibling that replaces ``out_dir`` by rename at
     the end, so readers see the old plan or the new one, never a half-written one. The series
@@ -348,7 +356,7 @@ def write_plan(
             if spatial is not None:
                 np.save(d / "spatial_attrs.npy", spatial.values[nodes])
         _write_part_values(net, dataset / "values.npy", [pt["nodes"] for pt in parts], tmp)
-        part_sizes = []
+        part_sizes, parts_sha256 = [], []
         for i, part in enumerate(parts):
             d = tmp / f"part_{i}"
             nodes, eids = part["nodes"], part["eids"]
@@ -380,9 +388,13 @@ def write_plan(
                 "num_local": int(nodes.size),
                 "num_local_edges": int(eids.size),
                 "nodes_sha256": sha256_file(d / "nodes.npy"),
+                "files": {str(f.relative_to(d)): sha256_file(f)
+                          for f in sorted(d.rglob("*")) if f.is_file()},
             }
             _dump_json(info, d / PART_META)
-            part_sizes.append({k: v for k, v in info.items() if k != "nodes_sha256"})
+            parts_sha256.append(sha256_file(d / PART_META))
+            part_sizes.append({k: v for k, v in info.items()
+                               if k not in ("nodes_sha256", "files")})
             del sub
         meta = {
             "format": PLAN_FORMAT,
@@ -397,11 +409,12 @@ def write_plan(
             "sizes": part_sizes,
             "quality": None if quality is None else _drop_timings(_jsonable(quality)),
             "assignment_sha256": sha256_file(tmp / "assignment.npy"),
+            "parts_sha256": parts_sha256,
             "spatial_attr_names": None if spatial is None else spatial.names,
             "normalization": "raw local edge weights; deg/in_deg/udeg_max = whole-graph "
                              "degrees of the local nodes (self loops removed), with which "
                              "distst.nn.layers.graph normalises the local edges",
-            "inputs": {"dataset": str(dataset.resolve()), "hashes": hashes},
+            "inputs": {"dataset": source or str(dataset.resolve()), "hashes": hashes},
         }
         _dump_json(meta, tmp / META_NAME)
     return out
@@ -528,7 +541,8 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
     return PartData(part=int(part), path=d, nodes=nodes.astype(np.int64),
                     num_inner=int(info["num_inner"]), network=network,
                     deg=deg, in_deg=in_deg, udeg_max=udeg_max, spatial_attrs=spatial,
-                    num_global=meta.num_nodes)
+                    num_global=meta.num_nodes,
+                    dataset_hashes=dict(meta.inputs.get("hashes", {})))
 
 
 def verify_plan(plan_dir: str | Path, dataset_dir: str | Path | None = None) -> PlanMeta:
@@ -554,6 +568,53 @@ def verify_plan(plan_dir: str | Path, dataset_dir: str | Path | None = None) -> 
     return meta
 
 
+# -- plans on remote storage ----------------------------------------------------------------
+def plan_mirror(plan_uri: str, scratch: str | Path) -> Path:
+    """A local folder holding the META.json of the plan at ``plan_uri`` (under ``scratch``,
+    keyed by META.json's sha256), into which :func:`fetch_part` fetches parts. META.json is
+    published last (:meth:`distst.storage.Location.put_dir`): a plan without it is refused."""
+    src = location(plan_uri)
+    try:
+        raw = (src / META_NAME).read_bytes()
+    except FileNotFoundError:
+        raise DiststError(f"{src} is not a partition plan (no {META_NAME}: missing, or still "
+                          f"being written); {_rerun_hint(None, src)}") from None
+    mirror = Path(scratch) / "plans" / f"{src.name}-{hashlib.sha256(raw).hexdigest()[:16]}"
+    if not (mirror / META_NAME).is_file():
+        mirror.mkdir(parents=True, exist_ok=True)
+        write_atomic(mirror / META_NAME, raw)
+    return mirror
+
+
+def fetch_part(plan_uri: str, part: int, scratch: str | Path) -> tuple[Path, int]:
+    """Fetch only part ``part`` of the remote plan into its local mirror (once per node),
+    verified against the hashes the plan records (META.json -> part.json -> every file).
+    Returns (mirror folder for :func:`open_part`, bytes fetched by this call)."""
+    mirror = plan_mirror(plan_uri, scratch)
+    meta = load_plan(mirror)
+    if isinstance(part, bool) or not 0 <= int(part) < meta.num_parts:
+        raise DiststError(f"part {part!r} is out of range: plan {plan_uri} has "
+                          f"{meta.num_parts} parts (valid 0..{meta.num_parts - 1})")
+    src = location(plan_uri) / f"part_{int(part)}"
+    fix = _rerun_hint(meta.raw, Path(str(plan_uri)))
+
+    def verify(tmp: Path) -> None:
+        if sha256_file(tmp / PART_META) != meta.raw["parts_sha256"][int(part)]:
+            raise DiststError(f"{src}/{PART_META} does not match the plan's {META_NAME}; the "
+                              f"plan in storage was changed or corrupted: {fix}")
+        for name, digest in json.loads((tmp / PART_META).read_text())["files"].items():
+            if not (tmp / name).is_file() or sha256_file(tmp / name) != digest:
+                raise DiststError(f"{src}/{name} does not match the plan's hash (fetched "
+                                  f"from {plan_uri}); the plan in storage was changed or "
+                                  f"corrupted: {fix}")
+
+    try:
+        copied = fetch(src, mirror / f"part_{int(part)}", verify=verify)
+    except FileNotFoundError as e:
+        raise DiststError(f"part {part} of plan {plan_uri} is missing ({e}); {fix}") from None
+    return mirror, copied
+
+
 # -- one call: partition + write ----------------------------------------------------------
 def make_plan(
     dataset_dir: str | Path,
@@ -563,6 +624,7 @@ def make_plan(
     parts: int = 2,
     halo_hops: int = 1,
     seed: int = 0,
+    source: str | None = None,
     **options,
 ) -> tuple[Path, Partition, dict]:
     """Partition the dataset's graph with ``method`` and write the plan; returns
@@ -574,5 +636,5 @@ def make_plan(
     partition = partition_graph(method, net.edge_index, net.edge_weight, net.num_nodes, parts,
                                 seed=seed, **options)
     quality = partition_quality(partition, net.edge_index, net.edge_weight, halo_hops)
-    path = write_plan(dataset_dir, partition, halo_hops, out_dir, quality=quality)
+    path = write_plan(dataset_dir, partition, halo_hops, out_dir, quality=quality, source=source)
     return path, partition, quality

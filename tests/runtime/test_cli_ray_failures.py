@@ -16,9 +16,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _distst(tmp_path, *sets, **popen):
+def _distst(tmp_path, *sets, resume=None, **popen):
     argv = [str(Path(sys.executable).parent / "distst"), "train", "configs/quickstart.yaml",
             "--workers", "2"]
+    if resume is not None:
+        argv += ["--resume", str(resume)]
     base = [f"data.cache_dir={tmp_path / 'cache'}", "data.synth.nodes=12", "data.synth.days=3",
             f"runtime.storage={tmp_path / 'runs'}", "train.progress=false",
             "model.params.hidden_size=8", "train.threads=1"]
@@ -88,3 +90,25 @@ def test_ctrl_c_in_ray_mode_says_interrupted_and_how_to_resume(tmp_path):
     assert proc.returncode == 130, err[-3000:]
     assert _last_line(err) == (f"interrupted; the run's checkpoints are in {run_dir}; continue "
                                f"it with: distst train CONFIG --resume {run_dir}"), err[-3000:]
+    # every process the driver started (Ray's GCS, raylet, workers) is gone with it
+    deadline = time.monotonic() + 60
+    while (left := _session_processes(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not left, [p.info for p in left]
+    # and the run it leaves is one that --resume finishes
+    again = _distst(tmp_path, "train.epochs=2", "train.batch_size=16", resume=run_dir)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert f"run directory: {run_dir}" in out
+    assert (run_dir / "test_metrics.json").is_file()
+
+
+def _session_processes(sid: int) -> list:
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return out

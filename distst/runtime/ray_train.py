@@ -237,7 +237,11 @@ def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
     connect(cfg.runtime.address)
     check_resources(cfg)
     print(f"run directory: {run_dir}", flush=True)
-    board = ProgressBoard.remote()
+    # on the driver's node: a lost worker node must not take the progress display with it
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    board = ProgressBoard.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=True)).remote()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),

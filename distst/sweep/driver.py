@@ -242,7 +242,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     """Run (or with ``resume``, continue) ``sweep``; returns the trials sorted by the metric."""
     from distst.engine.bundle import ensure_dataset
     from distst.engine.entry import preflight
-    from distst.runtime.ray_train import connect
+    from distst.runtime.ray_train import connect, max_failures
 
     sc = sweep.cfg
     sdir = Path(sweep_dir).resolve() if sweep_dir else _sweep_dir(sweep)
@@ -291,6 +291,12 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
                 trial_dirname_creator=trial_dirname),
             run_config=ray.tune.RunConfig(
                 name=sdir.name, storage_path=str(sdir.parent),
+                # a trial whose Train run failed past runtime.max_failures is started again
+                # from its checkpoints this many times, then reported as an error; the sweep
+                # goes on with the other trials either way
+                failure_config=ray.tune.FailureConfig(max_failures=max_failures(
+                    dataclasses.replace(sweep.base, runtime=dataclasses.replace(
+                        sweep.base.runtime, address=sc.address or sweep.base.runtime.address)))),
                 progress_reporter=_reporter(sweep) if progress else None,
                 verbose=1 if progress else 0,
                 callbacks=[ManifestCallback(sdir)]),

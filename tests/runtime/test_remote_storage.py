@@ -7,9 +7,8 @@ part and how many bytes); what the run writes lands under runtime.storage, not o
 
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
+from raw_files import write_los_loop
 
 from distst.cli import main
 from distst.config import load_config
@@ -17,22 +16,6 @@ from distst.engine.entry import evaluate_checkpoint, read_test_metrics
 from distst.errors import DiststError
 from distst.runtime.ray_train import train_ray
 from distst.storage import location
-
-
-def _write_los(raw, nodes=16, steps=2 * 288, seed=0):
-    """A small Los-loop-format dataset: daily speed profiles shared along a ring of sensors."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(steps)
-    base = 55 - 15 * np.exp(-((t % 288 - 100) / 20.0) ** 2)  # a morning dip
-    series = base[:, None] + rng.normal(0, 1.5, (steps, nodes))
-    adj = np.zeros((nodes, nodes))
-    for i in range(nodes):
-        adj[i, (i + 1) % nodes] = adj[(i + 1) % nodes, i] = 1.0
-    raw.mkdir(parents=True)
-    pd.DataFrame(series, columns=[f"s{i}" for i in range(nodes)]).to_csv(
-        raw / "los_speed.csv", index=False)
-    np.savetxt(raw / "los_adj.csv", adj, delimiter=",")
-    return raw
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -58,7 +41,7 @@ def _cfg(tmp_path, base, options, *extra):
 def test_prepare_partition_train_evaluate_resume_on_uris(ray_local, storage_root, tmp_path,
                                                          capsys):
     base, options = storage_root
-    raw = _write_los(tmp_path / "raw")
+    raw = write_los_loop(tmp_path / "raw")
     assert main(["data", "prepare", "--format", "los-loop", "--path", str(raw),
                  "--out", f"{base}/data"]) == 0
     # halo of 50 hops: each part reaches the whole ring, so the sharded run's metrics are the
@@ -106,7 +89,7 @@ def test_prepare_partition_train_evaluate_resume_on_uris(ray_local, storage_root
 
 def test_replicate_workers_fetch_the_dataset_once_per_node(ray_local, s3, tmp_path):
     base, options = s3
-    raw = _write_los(tmp_path / "raw")
+    raw = write_los_loop(tmp_path / "raw")
     assert main(["data", "prepare", "--format", "los-loop", "--path", str(raw),
                  "--out", f"{base}/data"]) == 0
     cfg = _cfg(tmp_path, base, options, "train.epochs=1", "runtime.mode=replicate",
@@ -123,7 +106,7 @@ def test_replicate_workers_fetch_the_dataset_once_per_node(ray_local, s3, tmp_pa
 
 def test_remote_plan_without_meta_or_with_a_changed_part_is_refused(ray_local, s3, tmp_path):
     base, options = s3
-    raw = _write_los(tmp_path / "raw")
+    raw = write_los_loop(tmp_path / "raw")
     main(["data", "prepare", "--format", "los-loop", "--path", str(raw), "--out", f"{base}/data"])
     main(["partition", f"{base}/data", "--parts", "2", "--halo-hops", "1",
           "--out", f"{base}/plan"])

@@ -204,3 +204,16 @@ def test_killed_shard_sweep_resumes_without_rerunning_finished_trials(ray_dash, 
     assert {k: (Path(v) / "META.json").stat().st_mtime_ns for k, v in plans.items()} == stamps
     best = yaml.safe_load(res.best_config.read_text())
     assert best["partition"]["plan"] == "" and best["runtime"]["mode"] == "shard"
+
+
+def test_a_failing_trial_is_reported_and_the_sweep_goes_on(ray_dash, tmp_path):
+    # a batch larger than the training split fails inside the trial's Train run (a worker's
+    # DiststError); Tune's FailureConfig retries nothing (runtime.max_failures=0), the trial is
+    # reported as an error, and the other trial finishes
+    p = _sweep_file(tmp_path, "fails", {"train.batch_size": {"grid": [32, 100000]}},
+                    overrides={"train.epochs": 1, "runtime.max_failures": 0},
+                    num_samples=1, workers_per_trial=2, max_concurrent_trials=1)
+    res = run_sweep(load_sweep(p), progress=False)
+    status = {r["train.batch_size"]: r["status"] for r in res.rows}
+    assert status == {32: "done", 100000: "error"}, res.rows
+    assert res.counts["errors"] == 1 and res.counts["trials"] == 2

@@ -146,7 +146,10 @@ class RuntimeConfig:
     #: loss and metrics on inner nodes only; "local": one plain process, no Ray
     mode: str = "replicate"
     workers: int = 2
+    #: one CUDA device per worker (NCCL between them)
     use_gpu: bool = False
+    #: GPUs per worker with use_gpu; a fraction lets several workers share a device
+    gpus_per_worker: float = 1.0
     #: Ray address; empty = RAY_ADDRESS if set, else a local Ray instance
     address: str = ""
     #: CPUs per worker reserved from Ray
@@ -291,6 +294,9 @@ def validate(cfg: Config) -> None:
             "AWS_SESSION_TOKEN, GOOGLE_APPLICATION_CREDENTIALS), or in the cluster's IAM role")
     if not cfg.train.adam_eps > 0:
         raise DiststError(f"config key 'train.adam_eps' must be > 0, got {cfg.train.adam_eps}")
+    if not (math.isfinite(cfg.runtime.gpus_per_worker) and cfg.runtime.gpus_per_worker > 0):
+        raise DiststError(f"config key 'runtime.gpus_per_worker' must be > 0 (a fraction "
+                          f"shares a GPU), got {cfg.runtime.gpus_per_worker}")
     if cfg.runtime.max_failures is not None and cfg.runtime.max_failures < 0:
         raise DiststError(f"config key 'runtime.max_failures' must be >= 0 (restarts after a "
                           f"lost worker), got {cfg.runtime.max_failures}; leave it empty for "

@@ -199,10 +199,13 @@ def check_resources(cfg: Config) -> None:
             f"{need_cpu:g} CPUs but the Ray cluster has {have_cpu:g}; lower --workers or "
             "runtime.cpus_per_worker"
         )
-    if rt.use_gpu and total.get("GPU", 0.0) < rt.workers:
+    need_gpu = rt.workers * rt.gpus_per_worker
+    if rt.use_gpu and total.get("GPU", 0.0) < need_gpu:
         raise DiststError(
-            f"runtime.use_gpu with {rt.workers} workers needs {rt.workers} GPUs but the "
-            f"cluster has {total.get('GPU', 0.0):g}; set runtime.use_gpu=false or fewer workers"
+            f"runtime.use_gpu with {rt.workers} workers x runtime.gpus_per_worker="
+            f"{rt.gpus_per_worker:g} needs {need_gpu:g} GPUs but the Ray cluster has "
+            f"{total.get('GPU', 0.0):g}; set runtime.use_gpu=false, fewer workers, or a "
+            "fraction (runtime.gpus_per_worker=0.5 puts two workers on one GPU)"
         )
 
 
@@ -249,8 +252,11 @@ def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
                            "resume_from": resume, "scaler": checked["scaler"],
                            "graph": checked["graph"],
                            "plan_dir": str(plan_dir) if plan_dir else None},
-        scaling_config=ScalingConfig(num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
-                                     resources_per_worker={"CPU": cfg.runtime.cpus_per_worker}),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
+            resources_per_worker={"CPU": cfg.runtime.cpus_per_worker,
+                                  **({"GPU": cfg.runtime.gpus_per_worker}
+                                     if cfg.runtime.use_gpu else {})}),
         # Ray writes the checkpoints straight into the run folder, on whatever storage
         run_config=RunConfig(name=run_dir.name, storage_path=run_dir.parent.path,
                              storage_filesystem=run_dir.fs,

@@ -69,6 +69,15 @@ def test_too_many_workers_is_refused_before_starting(ray_local, tiny):
         check_resources(cfg)
 
 
+def test_use_gpu_on_a_cluster_without_gpus_is_one_clear_error(ray_local, tiny):
+    cfg = tiny("runtime.use_gpu=true", "runtime.gpus_per_worker=0.5")
+    with pytest.raises(DiststError, match=r"runtime.use_gpu with 2 workers x "
+                       r"runtime.gpus_per_worker=0.5 needs 1 GPUs but the Ray cluster has 0"):
+        check_resources(cfg)
+    with pytest.raises(DiststError, match="gpus_per_worker' must be > 0"):
+        tiny("runtime.gpus_per_worker=0")
+
+
 def test_bad_settings_fail_before_any_worker_starts(ray_local, tiny):
     with pytest.raises(DiststError, match="input_len"):
         train_ray(tiny("data.input_len=2000"))

@@ -303,6 +303,26 @@ def address_nothing_listening(tmp_path):
     return argv + ["--address", "127.0.0.1:1"], None
 
 
+UNREACHABLE_S3 = ('runtime.storage_options={endpoint_override: "http://127.0.0.1:9", '
+                  'scheme: http, region: us-east-1, connect_timeout: 1, request_timeout: 1}')
+
+
+def storage_uri_unreachable(tmp_path):
+    return _train(tmp_path, "runtime.storage=s3://distst-runs/team", UNREACHABLE_S3), None
+
+
+def data_uri_unreachable(tmp_path):
+    return _train(tmp_path, UNREACHABLE_S3, data="s3://distst-data/pems04"), None
+
+
+def storage_secret_in_config(tmp_path):
+    return _train(tmp_path, "runtime.storage_options={secret_key: abc123}"), None
+
+
+def max_failures_negative(tmp_path):
+    return _train(tmp_path, "runtime.max_failures=-1"), None
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -355,6 +375,13 @@ CASES = {
                                    "tuner.pkl)", tune_resume_foreign_folder),
     "address_nothing_listening": ("`--address 127.0.0.1:1` (nothing listening), fails in "
                                   "seconds", address_nothing_listening),
+    "storage_uri_unreachable": ("`runtime.storage` an s3:// URI whose endpoint does not answer",
+                                storage_uri_unreachable),
+    "data_uri_unreachable": ("`data.path` an s3:// URI whose endpoint does not answer",
+                             data_uri_unreachable),
+    "storage_secret_in_config": ("a credential in `runtime.storage_options` (saved with every "
+                                 "run)", storage_secret_in_config),
+    "max_failures_negative": ("`runtime.max_failures=-1`", max_failures_negative),
 }
 
 

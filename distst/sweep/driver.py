@@ -34,7 +34,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from distst.config import config_from_dict, fill_dataclass, save_config
 from distst.errors import DiststError
-from distst.storage import write_atomic
+from distst.storage import is_uri, location, write_atomic
 from distst.sweep import manifest
 from distst.sweep.config import (
     PARTITION_KEYS,
@@ -218,7 +218,15 @@ def check_models(sweep: Sweep, dataset_dir) -> None:
 
 def _sweep_dir(sweep: Sweep) -> Path:
     sc = sweep.cfg
-    root = Path(os.path.expandvars(os.path.expanduser(sc.storage or sweep.base.runtime.storage)))
+    where = sc.storage or sweep.base.runtime.storage
+    if is_uri(where) and not location(where).is_local:
+        key = "storage" if sc.storage else "runtime.storage"
+        raise DiststError(
+            f"sweep key '{key}': {where} is remote storage, which sweeps do not use yet (Tune's "
+            "experiment state and the signed manifest live in a folder); give a path that "
+            "every node mounts (NFS, a shared volume: see cluster/kuberay/rayjob-sweep.yaml), "
+            "while data.path and partition.plan may stay URIs")
+    root = location(where).local
     name = sc.name or f"sweep-{sweep.base.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return root.resolve() / name
 

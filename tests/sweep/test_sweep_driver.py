@@ -217,3 +217,11 @@ def test_a_failing_trial_is_reported_and_the_sweep_goes_on(ray_dash, tmp_path):
     status = {r["train.batch_size"]: r["status"] for r in res.rows}
     assert status == {32: "done", 100000: "error"}, res.rows
     assert res.counts["errors"] == 1 and res.counts["trials"] == 2
+
+
+def test_a_sweep_on_remote_storage_is_refused_before_anything_runs(tmp_path):
+    p = _sweep_file(tmp_path, "remote", {"train.lr": {"grid": [0.01]}})
+    sweep = load_sweep(p, ["storage=s3://bucket/sweeps"])
+    with pytest.raises(DiststError, match="sweep key 'storage': s3://bucket/sweeps is remote"):
+        run_sweep(sweep, progress=False)
+    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()

@@ -126,6 +126,11 @@ def is_uri(target: str | Path) -> bool:
     return isinstance(target, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
 
 
+def is_remote(target: str | Path) -> bool:
+    """A URI of remote storage (anything but ``file://``), told from its scheme alone."""
+    return is_uri(target) and not str(target).lower().startswith("file://")
+
+
 def _fs_error(uri: str, e: Exception, doing: str) -> DiststError:
     text = " ".join(str(e).split())[:300]
     return DiststError(

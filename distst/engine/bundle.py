@@ -19,7 +19,7 @@ from distst.data.windows import (WindowDataset, make_splits, time_features, trai
                                   weekly_coverage_notice)
 from distst.errors import DiststError
 from distst.graph.partition.plan import PartData
-from distst.storage import fetch, file_lock, location
+from distst.storage import fetch, file_lock, is_remote, location
 
 
 def synth_cache_dir(data: DataConfig) -> Path:
@@ -69,7 +69,7 @@ def ensure_dataset(data: DataConfig, quiet: bool = False) -> Path:
     Called on the driver before any worker starts, and by a worker on a node that lacks the
     driver's copy (a generated network is the same on every node: the generator is seeded).
     """
-    if data.path and not location(data.path).is_local:
+    if is_remote(data.path):
         return fetch_dataset(data, quiet)[0]
     if data.path:
         p = location(data.path).local

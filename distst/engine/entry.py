@@ -22,7 +22,7 @@ from distst.engine.context import Context, LocalContext
 from distst.engine.bundle import build_bundle, ensure_dataset
 from distst.engine.trainer import TEST_METRICS, Trainer
 from distst.errors import DiststError, Interrupted
-from distst.storage import Location, configure, location
+from distst.storage import Location, configure, is_remote, location
 
 
 def run_name(cfg: Config, dataset_dir: str | Path) -> str:
@@ -148,7 +148,7 @@ def open_worker_data(cfg: Config, dataset_dir: str | Path, plan_dir: str | Path 
     copied, source = 0, None
     if plan_dir is not None:
         source = f"{plan_dir}/part_{ctx.rank}"
-        if location(str(plan_dir)).is_local:
+        if not is_remote(str(plan_dir)):
             local = Path(location(str(plan_dir)).path)
             if not (local / f"part_{ctx.rank}").is_dir():
                 raise DiststError(
@@ -162,7 +162,7 @@ def open_worker_data(cfg: Config, dataset_dir: str | Path, plan_dir: str | Path 
         part = open_part(local, ctx.rank)
     else:
         part = None
-        if cfg.data.path and not location(cfg.data.path).is_local:
+        if is_remote(cfg.data.path):
             source = cfg.data.path
             dataset_dir, copied = fetch_dataset(cfg.data, quiet=True)
         elif not Path(dataset_dir).is_dir():

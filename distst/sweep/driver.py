@@ -34,7 +34,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from distst.config import config_from_dict, fill_dataclass, save_config
 from distst.errors import DiststError
-from distst.storage import is_uri, location, write_atomic
+from distst.storage import is_remote, location, write_atomic
 from distst.sweep import manifest
 from distst.sweep.config import (
     PARTITION_KEYS,
@@ -219,7 +219,7 @@ def check_models(sweep: Sweep, dataset_dir) -> None:
 def _sweep_dir(sweep: Sweep) -> Path:
     sc = sweep.cfg
     where = sc.storage or sweep.base.runtime.storage
-    if is_uri(where) and not location(where).is_local:
+    if is_remote(where):
         key = "storage" if sc.storage else "runtime.storage"
         raise DiststError(
             f"sweep key '{key}': {where} is remote storage, which sweeps do not use yet (Tune's "

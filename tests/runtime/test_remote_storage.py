@@ -122,3 +122,20 @@ def test_remote_plan_without_meta_or_with_a_changed_part_is_refused(ray_local, s
     plan.fs.delete_file((plan / "META.json").path)
     with pytest.raises(DiststError, match="no META.json"):
         train_ray(cfg)
+
+
+def test_local_mode_run_on_s3_storage_checkpoints_and_resumes(s3, tiny):
+    from distst.engine.entry import train_local
+
+    base, options = s3
+    extra = (f"runtime.storage={base}/runs", "runtime.name=local1", "runtime.mode=local",
+             "runtime.storage_options=" + json.dumps(options))
+    run_dir, first = train_local(tiny("train.epochs=1", *extra))
+    assert str(run_dir) == f"{base}/runs/local1"
+    run = location(str(run_dir))
+    assert [c.name for c in run.glob("checkpoint_*")] == ["checkpoint_000000", "checkpoint_000001"]
+    assert (run / "checkpoint_000000" / "metrics.json").is_file()
+    _, again = train_local(tiny("train.epochs=2", *extra), resume_from=str(run_dir))
+    epochs = [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert read_test_metrics(run)["test"]["avg"]["mae"] == pytest.approx(again["test"]["avg"]["mae"])

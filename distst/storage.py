@@ -281,17 +281,9 @@ class Location:
         except FileNotFoundError:
             raise
         except OSError as e:
-            if self._info_type_missing():
+            if not self.exists():  # a missing object, told from an unreachable store
                 raise FileNotFoundError(self.uri) from None
             raise _fs_error(self.uri, e, "read it") from None
-
-    def _info_type_missing(self) -> bool:
-        import pyarrow.fs as pafs
-
-        try:
-            return self.fs.get_file_info(self.path).type == pafs.FileType.NotFound
-        except OSError:
-            return False
 
     def read_text(self) -> str:
         return self.read_bytes().decode()

@@ -56,9 +56,8 @@ def prepare_run_dir(cfg: Config, dataset_dir: str | Path) -> Location:
                 except FileExistsError:
                     continue
         else:  # object stores have no exclusive create: the first free name
-            run_dir = next(root / (base if i == 1 else f"{base}-{i}")
-                           for i in itertools.count(1)
-                           if not (root / (base if i == 1 else f"{base}-{i}")).exists())
+            names = (root / (base if i == 1 else f"{base}-{i}") for i in itertools.count(1))
+            run_dir = next(d for d in names if not d.exists())
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
     except OSError as e:  # no permission, read-only, a file in the way
         raise DiststError(f"runtime.storage {root}: cannot write there ({e.strerror}); set "

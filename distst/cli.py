@@ -177,8 +177,18 @@ def _synth(args: argparse.Namespace, out) -> str:
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     from distst.data.network import load_network
+    from distst.storage import is_remote, location
 
-    info = load_network(args.dir).summary()
+    where = args.dir
+    if is_remote(where):  # read through the node cache, as a run would
+        from distst.config import DataConfig
+        from distst.engine.bundle import fetch_dataset
+
+        data = DataConfig(path=where)
+        if args.cache_dir:
+            data.cache_dir = args.cache_dir
+        where = fetch_dataset(data, quiet=True)[0]
+    info = load_network(location(where).local).summary()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -294,8 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True)
     ds.set_defaults(func=cmd_data_synth)
     di = dsub.add_parser("info", help="summarise a prepared dataset")
-    di.add_argument("dir")
+    di.add_argument("dir", help="a dataset folder or URI (s3://, gs://, file://)")
     di.add_argument("--json", action="store_true")
+    di.add_argument("--cache-dir", default=None,
+                    help="where a URI's dataset is fetched to (default: data.cache_dir's "
+                         "default, ~/.cache/distst)")
     di.set_defaults(func=cmd_data_info)
     return p
 

@@ -159,6 +159,10 @@ class RuntimeConfig:
     #: or RAY_ADDRESS: nodes get preempted and lost there) and 0 on a local Ray (where a
     #: crash is a bug or lack of memory that a restart would only repeat)
     max_failures: int | None = None
+    #: seconds a run waits for the cluster to have room for its workers (at the start, and
+    #: after a lost node while an autoscaler brings another) before it stops with an error
+    #: naming the lost node; 0 = one attempt of Ray Train's worker-group start timeout
+    node_wait_s: float = 600.0
     #: root of the run directories: a path (local disk, or NFS mounted on every node) or a
     #: URI (s3://bucket/runs, gs://..., file:///...) that every node can reach
     storage: str = "runs"
@@ -301,6 +305,9 @@ def validate(cfg: Config) -> None:
         raise DiststError(f"config key 'runtime.max_failures' must be >= 0 (restarts after a "
                           f"lost worker), got {cfg.runtime.max_failures}; leave it empty for "
                           "the default (3 on a cluster, 0 locally)")
+    if not (math.isfinite(cfg.runtime.node_wait_s) and cfg.runtime.node_wait_s >= 0):
+        raise DiststError(f"config key 'runtime.node_wait_s' must be >= 0 seconds (how long a "
+                          f"run waits for room for its workers), got {cfg.runtime.node_wait_s}")
     if cfg.train.checkpoint_every_steps < 0:
         raise DiststError(f"config key 'train.checkpoint_every_steps' must be >= 0 (0 = once "
                           f"per epoch), got {cfg.train.checkpoint_every_steps}")

@@ -323,6 +323,10 @@ def max_failures_negative(tmp_path):
     return _train(tmp_path, "runtime.max_failures=-1"), None
 
 
+def node_wait_negative(tmp_path):
+    return _train(tmp_path, "runtime.node_wait_s=-5"), None
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -382,6 +386,7 @@ CASES = {
     "storage_secret_in_config": ("a credential in `runtime.storage_options` (saved with every "
                                  "run)", storage_secret_in_config),
     "max_failures_negative": ("`runtime.max_failures=-1`", max_failures_negative),
+    "node_wait_negative": ("`runtime.node_wait_s=-5`", node_wait_negative),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 from dataclasses import replace
@@ -188,6 +189,47 @@ def max_failures(cfg: Config) -> int:
     return 3 if (rt.address or os.environ.get("RAY_ADDRESS")) else 0
 
 
+#: Ray Train's own knob: how long one attempt to start the worker group waits for resources
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+
+
+def node_wait(cfg: Config) -> tuple[float, int]:
+    """(seconds per worker-group start attempt, Ray Train's ``controller_failure_limit``) so
+    that a run waits about ``runtime.node_wait_s`` for room for its workers. Ray's default
+    limit waits for ever, which on a fixed cluster that lost a node is a hang; on an
+    autoscaling one, a new node arrives within the wait."""
+    env = os.environ.get(START_TIMEOUT_ENV)
+    per_try = float(env) if env else max(5.0, min(60.0, cfg.runtime.node_wait_s))
+    return per_try, max(1, math.ceil(cfg.runtime.node_wait_s / per_try)) - 1
+
+
+@contextlib.contextmanager
+def _start_timeout(seconds: float):
+    """Ray Train reads the start timeout from the driver's environment and passes it on to
+    its controller; a user's own setting wins."""
+    if os.environ.get(START_TIMEOUT_ENV):
+        yield
+        return
+    os.environ[START_TIMEOUT_ENV] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(START_TIMEOUT_ENV, None)
+
+
+def _alive_nodes() -> dict[str, str]:
+    return {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes() if n.get("Alive")}
+
+
+def _lost_nodes(before: dict[str, str]) -> str:
+    """The nodes alive when the run started that are gone now, as 'id (address)'."""
+    try:
+        now = _alive_nodes()
+    except Exception:  # the cluster itself is unreachable: nothing more to name
+        return ""
+    return ", ".join(f"{nid[:12]} ({addr})" for nid, addr in before.items() if nid not in now)
+
+
 def check_resources(cfg: Config) -> None:
     rt = cfg.runtime
     total = ray.cluster_resources()
@@ -245,6 +287,8 @@ def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
 
     board = ProgressBoard.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         ray.get_runtime_context().get_node_id(), soft=True)).remote()
+    per_try, limit = node_wait(cfg)
+    nodes = _alive_nodes()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
@@ -261,28 +305,41 @@ def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
         run_config=RunConfig(name=run_dir.name, storage_path=run_dir.parent.path,
                              storage_filesystem=run_dir.fs,
                              checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-                             failure_config=FailureConfig(max_failures=max_failures(cfg)),
+                             failure_config=FailureConfig(
+                                 max_failures=max_failures(cfg),
+                                 controller_failure_limit=limit),
                              logging_config=LoggingConfig(log_level="WARNING"),
                              callbacks=list(callbacks or [])),
     )
     try:
-        with DriverDisplay(board, enabled=cfg.train.progress):
+        with DriverDisplay(board, enabled=cfg.train.progress), _start_timeout(per_try):
             result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run gracefully, then sys.exit()s
         raise Interrupted(resume_hint(run_dir)) from None
     except Exception as e:  # a worker's DiststError arrives wrapped in Ray's errors
-        raise _user_error(e) or _run_failed(e, run_dir) from None
+        raise _user_error(e) or _run_failed(e, run_dir, cfg, nodes) from None
     finally:
-        ray.kill(board)
+        with contextlib.suppress(Exception):  # its node may be the one that was lost
+            ray.kill(board)
     if result.error:
-        raise _user_error(result.error) or _run_failed(result.error, run_dir)
+        raise _user_error(result.error) or _run_failed(result.error, run_dir, cfg, nodes)
     return read_test_metrics(run_dir)
 
 
-def _run_failed(err: BaseException, run_dir: Location) -> DiststError:
+def _run_failed(err: BaseException, run_dir: Location, cfg: Config,
+                nodes: dict[str, str]) -> DiststError:
     """A run that failed without a worker's DiststError (a lost worker or node, a crash):
-    one line with the cause's first line and how to continue."""
+    one line naming the lost nodes, or else the cause's first line, and how to continue."""
+    lost = _lost_nodes(nodes)
+    if lost:
+        rt = cfg.runtime
+        return DiststError(
+            f"training stopped: lost node {lost}, and within runtime.node_wait_s="
+            f"{rt.node_wait_s:g} s the cluster had no room for {rt.workers} workers x "
+            f"{rt.cpus_per_worker:g} CPU{f' + {rt.gpus_per_worker:g} GPU' if rt.use_gpu else ''}"
+            f" (or runtime.max_failures={max_failures(cfg)} restarts were used up); add nodes "
+            f"or raise runtime.node_wait_s; {resume_hint(run_dir)}")
     text = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
     return DiststError(f"training stopped: {type(err).__name__}: {text[:300]}; "
                        f"{resume_hint(run_dir)}")

@@ -61,3 +61,20 @@ def test_killed_worker_restarts_from_checkpoint_and_ends_as_if_never_killed(
     for h in ("15min", "60min", "avg"):
         assert final["test"][h]["mae"] == pytest.approx(whole["test"][h]["mae"], rel=1e-4), h
         assert final["test"][h]["rmse"] == pytest.approx(whole["test"][h]["rmse"], rel=1e-4)
+
+
+@pytest.mark.parametrize("wait,env,expected", [
+    (600.0, None, (60.0, 9)),   # ten 60 s attempts: an autoscaler's new node has time
+    (10.0, None, (10.0, 0)),    # one attempt
+    (0.0, None, (5.0, 0)),      # never below Ray's floor of a few seconds per attempt
+    (100.0, "30", (30.0, 3)),   # the user's own RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S wins
+])
+def test_node_wait_bounds_how_long_a_run_waits_for_room(wait, env, expected, monkeypatch):
+    from distst.config import load_config
+    from distst.runtime.ray_train import START_TIMEOUT_ENV, node_wait
+
+    if env is None:
+        monkeypatch.delenv(START_TIMEOUT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(START_TIMEOUT_ENV, env)
+    assert node_wait(load_config(None, [f"runtime.node_wait_s={wait}"])) == expected

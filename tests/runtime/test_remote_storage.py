@@ -44,6 +44,10 @@ def test_prepare_partition_train_evaluate_resume_on_uris(ray_local, storage_root
     raw = write_los_loop(tmp_path / "raw")
     assert main(["data", "prepare", "--format", "los-loop", "--path", str(raw),
                  "--out", f"{base}/data"]) == 0
+    capsys.readouterr()
+    assert main(["data", "info", f"{base}/data", "--json",
+                 "--cache-dir", str(tmp_path / "info-cache")]) == 0
+    assert json.loads(capsys.readouterr().out)["nodes"] == 16
     # halo of 50 hops: each part reaches the whole ring, so the sharded run's metrics are the
     # whole graph's and evaluating its checkpoint in one process must give them back
     assert main(["partition", f"{base}/data", "--method", "metis", "--parts", "2",

@@ -322,6 +322,18 @@ class Location:
         old = self.read_bytes() if self.is_file() else b""
         self.write_bytes(old + text.encode())
 
+    def rename(self, new_name: str) -> "Location":
+        """Rename this file within its folder (an object store copies, then deletes)."""
+        target = self.parent / new_name
+        if self.fs is None:
+            os.replace(self.path, target.path)
+            return target
+        try:
+            self.fs.move(self.path, target.path)
+        except OSError as e:
+            raise _fs_error(self.uri, e, f"rename it to {new_name}") from None
+        return target
+
     def rmtree(self) -> None:
         if self.fs is None:
             shutil.rmtree(self.path, ignore_errors=True)

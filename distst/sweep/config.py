@@ -165,7 +165,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         sc = fill_dataclass(SweepConfig, raw)
     except DiststError as e:
         raise DiststError(f"sweep file {p}: {str(e).replace('config key', 'key')}") from None
-    sc.overrides = _override_list(sc.overrides, p) + base_over
+    sc.overrides = override_list(sc.overrides, f"sweep file {p}") + base_over
     if not sc.base:
         raise DiststError(f"sweep file {p}: key 'base' is empty; name the training config "
                           "every trial starts from, e.g. base: ../quickstart.yaml")
@@ -176,7 +176,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     return build_sweep(sc, read_yaml(base_path), source=str(p))
 
 
-def _override_list(over: Any, where: Any) -> list:
+def override_list(over: Any, where: Any) -> list:
     """``overrides`` as a list: ``key=value`` strings stay, mapping items become (key, value)."""
     if over is None:
         return []
@@ -184,7 +184,7 @@ def _override_list(over: Any, where: Any) -> list:
         return [(str(k), v) for k, v in over.items()]
     if isinstance(over, list) and all(isinstance(t, (str, tuple)) for t in over):
         return list(over)
-    raise DiststError(f"sweep file {where}: key 'overrides' must be a mapping of config keys "
+    raise DiststError(f"{where}: key 'overrides' must be a mapping of config keys "
                       f"to values (e.g. {{train.epochs: 4}}) or a list of key=value strings, "
                       f"got {over!r}")
 
@@ -193,7 +193,7 @@ def build_sweep(sc: SweepConfig, base_raw: dict, source: str = "") -> Sweep:
     """Check ``sc`` against the base config mapping ``base_raw`` (before its overrides)."""
     where = f"sweep file {source}" if source else "sweep"
     raw = base_raw
-    for item in _override_list(sc.overrides, source):
+    for item in override_list(sc.overrides, f"sweep file {source}"):
         if isinstance(item, tuple):
             raw = set_key(raw, *item)
         else:

@@ -32,9 +32,10 @@ import ray
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from distst.config import config_from_dict, fill_dataclass, save_config
+from distst.config import config_from_dict, fill_dataclass
 from distst.errors import DiststError
-from distst.storage import is_remote, location, write_atomic
+from distst.storage import Location, configure, location
+from distst.engine.entry import shown
 from distst.sweep import manifest
 from distst.sweep.config import (
     PARTITION_KEYS,
@@ -63,10 +64,10 @@ class SweepReportCallback(TuneReportCallback):
     The trainer's last report carries test metrics but no validation metrics; Tune requires
     the sweep metric in every result, so that report is merged with the last epoch's."""
 
-    def __init__(self, metric: str, run_dir: str | Path):
+    def __init__(self, metric: str, run_dir: str | Path | Location):
         super().__init__()
         self._metric = metric
-        self._run_dir = Path(run_dir)
+        self._run_dir = location(run_dir)
         self._last: dict = {}
 
     def after_report(self, run_context, metrics, checkpoint):
@@ -86,29 +87,22 @@ class ManifestCallback(ray.tune.Callback):
     """Re-signs the sweep folder (:mod:`distst.sweep.manifest`) after every Tune step that
     changed one of its files, so that ``--resume`` can tell distst's files from others."""
 
-    def __init__(self, sweep_dir: str | Path):
-        self._dir = Path(sweep_dir)
+    def __init__(self, sweep_dir: str | Path | Location):
+        self._dir = location(sweep_dir)
         self._seen = None
         self._checked = 0.0
-
-    def _stamp(self):
-        out = []
-        for name, p in manifest.guarded_files(self._dir).items():
-            try:
-                st = p.stat()
-            except FileNotFoundError:
-                continue
-            out.append((name, st.st_mtime_ns, st.st_size))
-        return out
+        # Tune steps many times a second; walking a large sweep folder that often would cost
+        # the driver more than a second's lag costs a resume (it rolls back one step). On an
+        # object store each walk is a listing request, and Tune uploads its state there only
+        # every few seconds anyway
+        self._every = 1.0 if self._dir.is_local else 10.0
 
     def on_step_end(self, iteration, trials, **info):
-        # Tune steps many times a second; walking a large sweep folder that often would cost
-        # the driver more than a second's lag costs a resume (it rolls back one step)
         now = time.monotonic()
-        if now - self._checked < 1.0:
+        if now - self._checked < self._every:
             return
         self._checked = now
-        stamp = self._stamp()
+        stamp = manifest.stamp(self._dir)
         if stamp != self._seen:
             manifest.sign(self._dir)
             self._seen = stamp
@@ -117,9 +111,9 @@ class ManifestCallback(ray.tune.Callback):
         manifest.sign(self._dir)
 
 
-def _last_epoch_record(run_dir: Path) -> dict:
+def _last_epoch_record(run_dir: Location) -> dict:
     """The last epoch's record of a run resumed after its last epoch (nothing in memory)."""
-    path = run_dir / "metrics.jsonl"
+    path = location(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return {}
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
@@ -134,7 +128,8 @@ def trial_main(config: dict, static: dict) -> None:
     cfg = trial_config(static["base_raw"], {key: config[key] for key in static["keys"]})
     trial_id = ray.tune.get_context().get_trial_id()
     rt = cfg.runtime
-    rt.storage = str(Path(static["sweep_dir"]) / "trials")
+    configure(rt.storage_options)
+    rt.storage = str(location(static["sweep_dir"]) / "trials")
     rt.name = trial_id
     rt.address = ""
     rt.cpus_per_worker = static["cpus_per_worker"]
@@ -147,12 +142,12 @@ def trial_main(config: dict, static: dict) -> None:
         rt.workers = static["workers_per_trial"]
     cfg.train.progress = False
     cfg = config_from_dict(cfg.to_dict())  # re-check cross-field rules (batch vs workers)
-    run_dir = Path(rt.storage) / trial_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = location(rt.storage) / trial_id
+    run_dir.mkdir()
     # a trial restarted by `--resume` continues its own run from its last checkpoint
-    resume = run_dir if any(run_dir.glob("checkpoint_*/checkpoint.pt")) else None
-    with open(run_dir / "starts.log", "a") as f:
-        f.write(f"{time.time():.3f} {'resume' if resume else 'start'}\n")
+    resume = str(run_dir) if any((d / "checkpoint.pt").is_file()
+                                 for d in run_dir.glob("checkpoint_*")) else None
+    (run_dir / "starts.log").append_text(f"{time.time():.3f} {'resume' if resume else 'start'}\n")
     train_ray(cfg, resume_from=resume,
             callbacks=[SweepReportCallback(static["metric"], run_dir)])
 
@@ -165,10 +160,11 @@ def trial_dirname(trial) -> str:
 # -- the driver ----------------------------------------------------------------------------------
 @dataclass
 class SweepResult:
-    sweep_dir: Path
+    #: a Path for a local sweep, a Location for one on an object store
+    sweep_dir: Path | Location
     rows: list[dict]
     best: dict | None
-    best_config: Path | None
+    best_config: Path | Location | None
     #: evaluate_checkpoint's answer for the best trial's best model (split "test")
     test: dict | None
     table: str
@@ -216,19 +212,13 @@ def check_models(sweep: Sweep, dataset_dir) -> None:
                 raise DiststError(f"search_space key '{d.key}': value {value!r}: {e}") from None
 
 
-def _sweep_dir(sweep: Sweep) -> Path:
+def _sweep_dir(sweep: Sweep) -> Location:
+    """``storage/name``: a local folder (shared by every node on a cluster: NFS) or a URI
+    (Tune's experiment state, the trials' runs and the signed manifest all live there)."""
     sc = sweep.cfg
     where = sc.storage or sweep.base.runtime.storage
-    if is_remote(where):
-        key = "storage" if sc.storage else "runtime.storage"
-        raise DiststError(
-            f"sweep key '{key}': {where} is remote storage, which sweeps do not use yet (Tune's "
-            "experiment state and the signed manifest live in a folder); give a path that "
-            "every node mounts (NFS, a shared volume: see cluster/kuberay/rayjob-sweep.yaml), "
-            "while data.path and partition.plan may stay URIs")
-    root = location(where).local
     name = sc.name or f"sweep-{sweep.base.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return root.resolve() / name
+    return location(where) / name
 
 
 def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
@@ -253,7 +243,8 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     from distst.runtime.ray_train import connect, max_failures
 
     sc = sweep.cfg
-    sdir = Path(sweep_dir).resolve() if sweep_dir else _sweep_dir(sweep)
+    configure(sweep.base.runtime.storage_options)
+    sdir = location(sweep_dir) if sweep_dir else _sweep_dir(sweep)
     if resume:
         manifest.verify(sdir)  # before any work, and before Tune unpickles anything in it
     elif (sdir / SWEEP_FILE).exists():
@@ -265,11 +256,11 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     connect(sc.address or sweep.base.runtime.address)
     res = plan_resources(sweep, ray.cluster_resources().get("CPU", 0.0))
     plans = make_plans(sweep, dataset_dir)
-    sdir.mkdir(parents=True, exist_ok=True)
+    sdir.mkdir()
     if not resume:
         saved = {"sweep": {**dataclasses.asdict(sc), "overrides": []}, "base": sweep.base_raw}
-        write_atomic(sdir / SWEEP_FILE, yaml.safe_dump(saved, sort_keys=False))
-    write_atomic(sdir / PLANS_FILE, json.dumps(plans, indent=2))
+        (sdir / SWEEP_FILE).write_text(yaml.safe_dump(saved, sort_keys=False))
+    (sdir / PLANS_FILE).write_text(json.dumps(plans, indent=2))
     print(f"sweep directory: {sdir}", flush=True)
     print(f"trials: {res.workers} workers x {res.cpus_per_worker:g} CPU + driver "
           f"{res.driver_cpus:g} CPU, {res.max_concurrent_trials} at a time", flush=True)
@@ -283,8 +274,8 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     # to the searched keys and the metric
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if resume:
-        tuner = ray.tune.Tuner.restore(str(sdir), trainable, resume_unfinished=True,
-                                       resume_errored=True)
+        tuner = ray.tune.Tuner.restore(sdir.path, trainable, resume_unfinished=True,
+                                       resume_errored=True, storage_filesystem=sdir.fs)
     else:
         tuner = ray.tune.Tuner(
             trainable,
@@ -298,7 +289,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
                                        else None),
                 trial_dirname_creator=trial_dirname),
             run_config=ray.tune.RunConfig(
-                name=sdir.name, storage_path=str(sdir.parent),
+                name=sdir.name, storage_path=sdir.parent.path, storage_filesystem=sdir.fs,
                 # a trial whose Train run failed past runtime.max_failures is started again
                 # from its checkpoints this many times, then reported as an error; the sweep
                 # goes on with the other trials either way
@@ -314,6 +305,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     finally:  # also on Ctrl-C: what Tune wrote last is what --resume will find
         manifest.sign(sdir)
     out = summarise(sweep, sdir, grid)
+    manifest.sign(sdir)  # the tables and the best config are part of the signed folder
     out.resources = res
     return out
 
@@ -356,7 +348,7 @@ def _reporter(sweep: Sweep):
 
 
 # -- results -------------------------------------------------------------------------------------
-def summarise(sweep: Sweep, sdir: Path, grid) -> SweepResult:
+def summarise(sweep: Sweep, sdir: Location, grid) -> SweepResult:
     """Trials sorted by the metric -> trials.csv / trials.md; the best trial's config and
     test metrics -> best_config.yaml / best_test_metrics.json."""
     sc = sweep.cfg
@@ -379,43 +371,44 @@ def summarise(sweep: Sweep, sdir: Path, grid) -> SweepResult:
     rows.sort(key=lambda r: (math.isnan(r[sc.metric]), sign * r[sc.metric]
                              if not math.isnan(r[sc.metric]) else 0.0))
     table = format_trials(rows, sweep.searched_keys, sc.metric)
-    write_atomic(sdir / "trials.md", table + "\n")
+    (sdir / "trials.md").write_text(table + "\n")
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    write_atomic(sdir / "trials.csv", buf.getvalue())
+    (sdir / "trials.csv").write_text(buf.getvalue())
     best = next((r for r in rows if r["status"] != "error" and not math.isnan(r[sc.metric])),
                 None)
     best_config, test = None, None
     if best is not None:
-        best_config = export_best_config(sweep, Path(best["run_dir"]), sdir / "best_config.yaml")
+        best_config = export_best_config(sweep, best["run_dir"], sdir / "best_config.yaml")
         from distst.engine.entry import evaluate_checkpoint
 
         test = evaluate_checkpoint(best["run_dir"], split="test")
         test["trial"] = best["trial"]
-        write_atomic(sdir / "best_test_metrics.json", json.dumps(test, indent=2))
+        (sdir / "best_test_metrics.json").write_text(json.dumps(test, indent=2))
     counts = {"trials": len(rows),
               "errors": sum(r["status"] == "error" for r in rows),
               "stopped_early": sum(r["status"] == "stopped early" for r in rows)}
-    return SweepResult(sdir, rows, best, best_config, test, table, counts=counts)
+    return SweepResult(shown(sdir), rows, best, best_config and shown(best_config), test, table,
+                       counts=counts)
 
 
-def export_best_config(sweep: Sweep, run_dir: Path, out: Path) -> Path:
+def export_best_config(sweep: Sweep, run_dir: str | Path | Location,
+                       out: str | Path | Location) -> Location:
     """The trial's own config, with the sweep's bookkeeping (run folder, fractional CPUs,
     the cached plan path) put back to the base config's values: ``distst train`` runs it as
     is and trains the same model on the same windows with the same seed and workers."""
-    from distst.config import load_config
-
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = config_from_dict(yaml.safe_load((location(run_dir) / "config.yaml").read_text()))
     base = sweep.base
     cfg.runtime = dataclasses.replace(cfg.runtime, storage=base.runtime.storage, name="",
                                       address=base.runtime.address,
                                       cpus_per_worker=base.runtime.cpus_per_worker)
     cfg.partition.plan = base.partition.plan
     cfg.train.progress = base.train.progress
-    save_config(cfg, out)
+    out = location(out)
+    out.write_text(cfg.to_yaml())
     return out
 
 
@@ -434,7 +427,7 @@ def format_trials(rows: list[dict], keys: list[str], metric: str) -> str:
 def resume_sweep(sweep_dir: str | Path, address: str = "", progress: bool = True) -> SweepResult:
     """Continue an interrupted sweep: finished trials are kept, unfinished ones restart
     (from their last Ray Train checkpoint), trials never started start."""
-    sdir = Path(sweep_dir).resolve()
+    sdir = location(sweep_dir)
     f = sdir / SWEEP_FILE
     if not f.is_file():
         raise DiststError(f"{sdir} is not a sweep directory (no {SWEEP_FILE}); pass the folder "

@@ -22,11 +22,11 @@ import hmac
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 from distst.errors import DiststError
-from distst.storage import write_atomic
-from distst.graph.partition.plan import sha256_file
+from distst.storage import Location, location, write_atomic
 
 MANIFEST = "distst-manifest.json"
 _FORMAT = "distst-sweep-manifest-v1"
@@ -51,17 +51,27 @@ def _key(create: bool) -> bytes | None:
     return p.read_bytes()
 
 
-def guarded_files(sdir: Path) -> dict[str, Path]:
-    """What Tune may read back: every top-level file and every pickle below, by relative
-    path (the manifest itself and temp files excluded)."""
-    out = {}
-    for p in sorted(sdir.iterdir()):
-        if p.is_file() and p.name != MANIFEST and not p.name.endswith((".tmp", _SET_ASIDE)):
-            out[p.name] = p
-    for p in sorted(sdir.rglob("*.pkl")):
-        if p.is_file() and p.parent != sdir and SIGNED not in p.parts:
-            out[str(p.relative_to(sdir))] = p
-    return out
+def _guarded(name: str) -> bool:
+    """What Tune may read back: every top-level file and every pickle below (the manifest,
+    the signed copies and temp files excluded)."""
+    if "/" not in name:
+        return name != MANIFEST and not name.endswith((".tmp", _SET_ASIDE))
+    return name.endswith(".pkl") and not name.startswith(SIGNED + "/")
+
+
+def stamp(sdir: str | Path | Location) -> list[tuple[str, int, int]]:
+    """(name, size, mtime) of the guarded files, from one listing of the folder."""
+    return [f for f in location(sdir).files() if _guarded(f[0])]
+
+
+def guarded_files(sdir: str | Path | Location) -> dict[str, Location]:
+    """The guarded files by relative path."""
+    sdir = location(sdir)
+    return {name: sdir / name for name, _, _ in stamp(sdir)}
+
+
+def _sha(loc: Location) -> str:
+    return hashlib.sha256(loc.read_bytes()).hexdigest()
 
 
 def _mac(key: bytes, files: dict[str, str]) -> str:
@@ -69,41 +79,54 @@ def _mac(key: bytes, files: dict[str, str]) -> str:
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
-def sign(sdir: str | Path) -> None:
+#: (folder, name, size, mtime) -> sha256 of files this process signed: the driver re-signs
+#: often, and reading every unchanged file back from an object store each time is slow
+_SEEN: dict[tuple, str] = {}
+
+
+def sign(sdir: str | Path | Location) -> None:
     """(Re)write the manifest of ``sdir`` (atomically) and keep a copy of each signed file."""
-    sdir = Path(sdir)
+    sdir = location(sdir)
     store = sdir / SIGNED
-    store.mkdir(exist_ok=True)
+    store.mkdir()
+    have = {loc.name for loc in store.iterdir()}
     files = {}
-    for name, p in guarded_files(sdir).items():
-        data = p.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
+    for name, size, mtime in stamp(sdir):
+        key = (str(sdir), name, size, mtime)
+        # a time of the last two seconds may not tell two writes apart (object stores keep
+        # whole seconds)
+        settled = mtime and time.time_ns() - mtime > 2_000_000_000
+        digest = _SEEN.get(key) if settled else None
+        if digest is None or digest not in have:  # new or changed: read it (once)
+            data = (sdir / name).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest not in have:
+                (store / digest).write_bytes(data)
+                have.add(digest)
+            _SEEN[key] = digest
         files[name] = digest
-        if not (store / digest).is_file():
-            write_atomic(store / digest, data)
     doc = {"format": _FORMAT, "files": files, "hmac": _mac(_key(create=True), files)}
-    write_atomic(sdir / MANIFEST, json.dumps(doc, indent=1, sort_keys=True))
+    (sdir / MANIFEST).write_text(json.dumps(doc, indent=1, sort_keys=True))
     keep = set(files.values())
     for old in store.iterdir():
         if old.name not in keep and not old.name.startswith("."):
-            old.unlink(missing_ok=True)
+            old.rmtree()
 
 
-def is_current(sdir: str | Path) -> bool:
+def is_current(sdir: str | Path | Location) -> bool:
     """Whether the manifest covers the files exactly as they are now (no rollback needed)."""
-    sdir = Path(sdir)
+    sdir = location(sdir)
     try:
         files = json.loads((sdir / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError):
         return False
     current = guarded_files(sdir)
-    return set(current) <= set(files) and all(files[n] == sha256_file(p)
-                                              for n, p in current.items())
+    return set(current) <= set(files) and all(files[n] == _sha(p) for n, p in current.items())
 
 
-def verify(sdir: str | Path) -> None:
+def verify(sdir: str | Path | Location) -> None:
     """Raise DiststError unless every file Tune would read is the one distst signed."""
-    sdir = Path(sdir)
+    sdir = location(sdir)
     mp = sdir / MANIFEST
     fix = ("start the sweep again under a new name (distst tune SWEEP.yaml --set name=...); "
            "distst resumes only sweep folders it wrote itself, because resuming unpickles them")
@@ -123,19 +146,19 @@ def verify(sdir: str | Path) -> None:
         raise DiststError(f"{mp} was not signed with this user's key ({key_file()}): the "
                           f"sweep was written elsewhere or the manifest was edited; {fix}")
     current = guarded_files(sdir)
-    changed = [name for name, p in current.items() if files.get(name) != sha256_file(p)]
+    changed = [name for name, p in current.items() if files.get(name) != _sha(p)]
     if not changed:
         return
     store = sdir / SIGNED
     copies = {name: store / files[name] for name in files}
-    if all(c.is_file() and sha256_file(c) == files[name] for name, c in copies.items()):
+    if all(c.is_file() and _sha(c) == files[name] for name, c in copies.items()):
         # roll back to the last signed state: signed files from their copies, files
         # that appeared since then set aside (renamed, never deleted)
         for name in changed:
             if name in files:
-                write_atomic(sdir / name, copies[name].read_bytes())
+                (sdir / name).write_bytes(copies[name].read_bytes())
             else:
-                current[name].rename(current[name].with_name(current[name].name + _SET_ASIDE))
+                current[name].rename(current[name].name + _SET_ASIDE)
         shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
         print(f"sweep {sdir}: {shown} changed after distst last signed the sweep (driver "
               "stopped mid-write?); resuming from the last signed state", flush=True)

@@ -219,9 +219,38 @@ def test_a_failing_trial_is_reported_and_the_sweep_goes_on(ray_dash, tmp_path):
     assert res.counts["errors"] == 1 and res.counts["trials"] == 2
 
 
-def test_a_sweep_on_remote_storage_is_refused_before_anything_runs(tmp_path):
-    p = _sweep_file(tmp_path, "remote", {"train.lr": {"grid": [0.01]}})
-    sweep = load_sweep(p, ["storage=s3://bucket/sweeps"])
-    with pytest.raises(DiststError, match="sweep key 'storage': s3://bucket/sweeps is remote"):
-        run_sweep(sweep, progress=False)
-    assert not (tmp_path / "s3:").exists() and not Path("s3:").exists()
+def test_a_sweep_on_an_object_store_runs_signs_and_resumes_there(ray_dash, s3, tmp_path):
+    """Tune's state, every trial's run, the tables and the signed manifest on s3://; nothing
+    of the sweep on local disk; `--resume` of the URI verifies the manifest and continues."""
+    from distst.storage import location
+
+    base, options = s3
+    p = _sweep_file(tmp_path, "remote", {"train.lr": {"grid": [0.02, 0.01]}},
+                    overrides={"train.epochs": 1, "runtime.storage_options": options},
+                    num_samples=1, workers_per_trial=2, max_concurrent_trials=1,
+                    scheduler="fifo", storage=f"{base}/sweeps")
+    res = run_sweep(load_sweep(p), progress=False)
+    sdir = location(f"{base}/sweeps/remote")
+    assert str(res.sweep_dir) == str(sdir)
+    assert [r["status"] for r in res.rows] == ["done", "done"]
+    for r in res.rows:  # each trial's Train run wrote its files to the bucket
+        run = location(r["run_dir"])
+        assert r["run_dir"].startswith(f"{base}/sweeps/remote/trials/")
+        assert (run / "config.yaml").is_file() and (run / "test_metrics.json").is_file()
+        assert [d for d in run.glob("checkpoint_*") if (d / "checkpoint.pt").is_file()]
+    for name in ("sweep.yaml", "plans.json", "trials.csv", "trials.md", "best_config.yaml",
+                 "best_test_metrics.json", manifest.MANIFEST):
+        assert (sdir / name).is_file(), name
+    assert any(n.endswith(".pkl") for n in manifest.guarded_files(sdir))
+    assert manifest.is_current(sdir)
+    best = yaml.safe_load((sdir / "best_config.yaml").read_text())
+    assert best["train"]["lr"] == res.rows[0]["train.lr"]
+    assert not (tmp_path / "sweeps").exists()
+    again = resume_sweep(f"{base}/sweeps/remote", progress=False)
+    assert [r["trial"] for r in again.rows] == [r["trial"] for r in res.rows]
+    # a pickle changed behind distst's back, with the signed copies gone: refused
+    victim = next(loc for n, loc in manifest.guarded_files(sdir).items() if n.endswith(".pkl"))
+    victim.write_bytes(b"not what distst signed")
+    (sdir / manifest.SIGNED).rmtree()
+    with pytest.raises(DiststError, match="changed or appeared since distst last signed"):
+        resume_sweep(f"{base}/sweeps/remote", progress=False)

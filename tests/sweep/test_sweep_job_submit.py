@@ -32,8 +32,12 @@ def _stop_own_head(temp_dir: str) -> None:
         try:
             if any(temp_dir in part for part in (p.info["cmdline"] or [])):
                 own.append(p)
+                # the raylet's agents rename themselves (ray::DashboardAgent): no temp dir
+                # in their command line, so they are found as its children
+                own += p.children(recursive=True)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+    own = list({p.pid: p for p in own}.values())
     for p in own:
         try:
             p.send_signal(signal.SIGTERM)

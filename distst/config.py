@@ -115,8 +115,14 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     #: cap on training batches per epoch (0 = all); keeps quick runs inside a time budget
     max_batches_per_epoch: int = 0
+    #: time every training step's phases (data, forward, backward, idle, all-reduce,
+    #: optimizer) into RUN/steps/rank_R.json (distst.engine.timing; distst scale sets it)
+    step_timing: bool = False
     #: cap on validation batches per epoch (0 = all)
     max_val_batches: int = 0
+    #: cap on test batches of the final evaluation (0 = the whole test split); a capped
+    #: run's test metrics describe only those windows (scaling studies time steps, not tests)
+    max_test_batches: int = 0
     seed: int = 0
     #: torch intra-op threads per worker (0 = leave torch's default)
     threads: int = 0

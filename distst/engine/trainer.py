@@ -29,6 +29,7 @@ from distst.engine.checkpoint import load_checkpoint, save_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.bundle import DataBundle, history_for_ha
 from distst.engine.shard import NodeShard
+from distst.engine.timing import StepClock, ring_bytes_sent
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_error_sum
 from distst.nn.common import inverse_sigmoid_decay
@@ -95,6 +96,7 @@ class Trainer:
         # summed loss, so that a run restored mid-epoch ends the epoch as if never stopped
         self.step_in_epoch = 0
         self.epoch_loss = [0.0, 0]
+        self.clock = StepClock(self.device, cfg.train.step_timing and self.trainable)
 
     # -- helpers -------------------------------------------------------------------------
     def _per_worker_batch(self, batch_size: int) -> int:
@@ -220,22 +222,39 @@ class Trainer:
         bar = (self.ctx.progress(n_batches, f"epoch {self.epoch + 1}/{tc.epochs}")
                if tc.progress else NullBar())
         bar.update(start)
+        clock, timed = self.clock, self.clock.enabled
+        clock.start()
         for i, (x, y) in enumerate(batches, start=start):
             if i >= n_batches:
                 break
             x, y = x.to(self.device), y.to(self.device)
+            clock.lap("data")
             tf = teacher_forcing_ratio(self.global_step, tc.cl_decay_steps)
             pred = self._predict(x, y, tf)
             loss = self._loss(pred, y)
+            clock.lap("forward")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.shard.reduce_grads()
+            if timed:  # DDP's overlapped reduce taken apart, to time it (engine.timing)
+                with self.shard.backward_without_reduce(self.wrapped):
+                    loss.backward()
+                clock.lap("backward")
+                self.shard.wait_for_all()
+                clock.lap("idle")
+                payload = self.shard.reduce_shared(self.wrapped)
+            else:
+                loss.backward()
+                payload = 0
+            payload += self.shard.reduce_grads()
+            clock.lap("allreduce")
             # the norm of the reduced gradients is the same on every worker, so all of them
             # stop together at a non-finite loss (one worker's NaN reaches all through DDP)
             norm = self.shard.clip(tc.grad_clip if tc.grad_clip > 0 else math.inf)
             if not math.isfinite(norm):
                 self._non_finite(loss, i, n_batches)
             self.optimizer.step()
+            clock.lap("optimizer")
+            clock.end_step(self.global_step, payload,
+                           ring_bytes_sent(payload, self.ctx.world_size))
             self.global_step += 1
             total += float(loss.detach())
             count += 1
@@ -250,6 +269,7 @@ class Trainer:
                 self.step_in_epoch, self.epoch_loss = i + 1, [float(red[0]), int(red[1])]
                 self._checkpoint({"epoch": self.epoch, "step": self.global_step,
                                   "partial": True})
+            clock.start()  # bookkeeping above is no phase of the next step
         self.step_in_epoch, self.epoch_loss = 0, [0.0, 0]
         bar.close()
         elapsed = time.perf_counter() - t0
@@ -311,6 +331,19 @@ class Trainer:
             self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
             (self.ctx.run_dir / "metrics.jsonl").append_text(json.dumps(record) + "\n")
 
+    def _save_step_times(self) -> None:
+        """This worker's timed steps and what they processed (train.step_timing)."""
+        bs = self._per_worker_batch(self.cfg.train.batch_size)
+        shard = self.shard
+        self.clock.save(self.ctx.run_dir, self.ctx.rank, self.ctx.world_size, {
+            "node": self.ctx.node, "mode": self.cfg.runtime.mode,
+            # the global batch: windows one optimiser step consumes over all workers
+            "windows_per_step": bs if self.sharded else bs * self.ctx.world_size,
+            "worker_windows_per_step": bs, "inner_nodes": shard.num_inner,
+            "local_nodes": int(shard.global_ids.numel()), "global_nodes": shard.num_global,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "threads": torch.get_num_threads(), "device": str(self.device)})
+
     def fit(self) -> dict:
         tc = self.cfg.train
         if any(self.bundle.excluded_windows.values()):
@@ -342,6 +375,7 @@ class Trainer:
                 record["epoch_time_s"] = time.perf_counter() - t0
                 record["best_val_mae"] = self.best_val
                 self._log(record)
+                self._save_step_times()
                 self.ctx.log(f"epoch {record['epoch']}/{tc.epochs}: train_loss {record['train_loss']:.4f} "
                              f"val_mae {record['val_mae']:.4f} ({record['windows_per_s']:.0f} windows/s, "
                              f"{record['epoch_time_s']:.1f}s)")
@@ -363,13 +397,15 @@ class Trainer:
             "model": self.cfg.model.name,
             "best_epoch": self.best_epoch,
             "epochs_run": self.epoch,
-            "test": self.evaluate("test").report(steps=steps, step_minutes=minutes),
+            "test": self.evaluate("test", tc.max_test_batches).report(
+                steps=steps, step_minutes=minutes),
         }
         if tc.baseline_ha and self.cfg.model.name != "ha":
             ha = build_model("ha", self.bundle.kwargs_for_model("ha"))
             ha.to(self.device)
             ha.fit_history(*[t.to(self.device) for t in history_for_ha(self.bundle)])
-            out["ha"] = self.evaluate("test", model=ha).report(steps=steps, step_minutes=minutes)
+            out["ha"] = self.evaluate("test", tc.max_test_batches, model=ha).report(
+                steps=steps, step_minutes=minutes)
         return out
 
 

@@ -235,6 +235,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0 if res.best is not None else 1
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.study or args.set or args.dry_run:
+            raise DiststError("--resume STUDY_DIR continues a study as it was started; drop the "
+                              "study file, --set and --dry-run (a new study needs a new name)")
+        from distst.scale.driver import resume_study
+
+        res = resume_study(args.resume, address=args.address or "")
+    else:
+        if not args.study:
+            raise DiststError("distst scale needs a study file (e.g. "
+                              "configs/studies/strong-1026.yaml) or --resume STUDY_DIR")
+        from distst.scale.config import load_study
+        from distst.scale.driver import run_study
+
+        res = run_study(load_study(args.study, list(args.set or [])), dry_run=args.dry_run,
+                        address=args.address or "")
+    if not args.dry_run:
+        print(f"{len(res.ran)} runs ran, {len(res.skipped)} were already done; "
+              f"tables in {res.study_dir}/summary.md, one row per run x worker in "
+              f"{res.study_dir}/runs.csv")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distst", description=__doc__.splitlines()[0])
@@ -260,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue an interrupted sweep; finished trials are not re-run")
     tu.add_argument("--no-progress", action="store_true", help="no trial table while it runs")
     tu.set_defaults(func=cmd_tune)
+
+    sc = sub.add_parser("scale", help="scaling study: timed training runs over a grid of "
+                                      "graphs, modes and workers, with tables and a model")
+    sc.add_argument("study", nargs="?", help="study YAML, e.g. configs/studies/strong-1026.yaml")
+    sc.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a study key (timed_steps=5, grid.runtime.workers=[1,2]) or a "
+                         "base-config key (train.batch_size=32) (repeatable)")
+    sc.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    sc.add_argument("--resume", metavar="STUDY_DIR",
+                    help="continue an interrupted study; finished runs are not run again")
+    sc.add_argument("--dry-run", action="store_true",
+                    help="print the runs and what each needs; run nothing")
+    sc.set_defaults(func=cmd_scale)
 
     pa = sub.add_parser("partition", help="cut a prepared dataset into halo shards on disk")
     pa.add_argument("data_dir", help="prepared dataset directory")

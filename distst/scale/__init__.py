@@ -1,0 +1,1 @@
+"""Scaling studies: `distst scale STUDY.yaml` (distst.scale.driver)."""

@@ -1,0 +1,232 @@
+"""Study files: a base training config and a grid of runs whose training steps are timed.
+
+A study file is YAML::
+
+    base: ../quickstart.yaml        # a `distst train` config (relative to this file)
+    overrides: {model.params.hidden_size: 32}
+    grid:                           # every combination is one run, in this order
+      graph: [1026, 4104]           # synthetic networks of N sensors, or dataset paths/URIs
+      runtime.mode: [replicate, shard]
+      runtime.workers: [1, 2, 4]
+    warmup_steps: 3                 # untimed steps first (allocator, caches, DDP buckets)
+    timed_steps: 10
+    epochs: 0                       # > 0: full epochs with validation and test MAE
+    threads: 2                      # total torch threads of a run, split over its workers
+
+Grid keys are keys of the training config (``runtime.workers``, ``partition.halo_hops``,
+``train.batch_size``, ``model.name``...) and two of the study's own: ``graph`` (an int is a
+synthetic network of that many sensors, a string a prepared dataset) and
+``nodes_per_worker`` (weak scaling: a synthetic network of that many sensors per worker).
+In shard mode a run has one worker per part: a grid over ``runtime.workers`` alone sets
+``partition.parts`` to match, and a grid that gives both must give equal numbers.
+
+Nothing here imports Ray or the engine: the file and every run's config are checked before
+anything runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distst.config import Config, apply_overrides, config_from_dict, fill_dataclass, read_yaml
+from distst.errors import DiststError
+from distst.config import parse_override
+from distst.sweep.config import BASE_SECTIONS, override_list, set_key
+
+#: grid keys that are not training-config keys
+STUDY_KEYS = ("graph", "nodes_per_worker")
+
+
+@dataclass
+class StudyConfig:
+    #: the training config every run starts from (relative paths: to the study file)
+    base: str = ""
+    #: overrides of the base config before the grid's values (a mapping or key=value list)
+    overrides: Any = field(default_factory=list)
+    #: key -> list of values; runs are the product, in the order the keys are written
+    grid: dict = field(default_factory=dict)
+    warmup_steps: int = 3
+    timed_steps: int = 10
+    #: 0: each run trains warmup_steps + timed_steps steps and skips accuracy; N > 0: N full
+    #: epochs per run (every step timed after the warm-up) with validation and test metrics
+    epochs: int = 0
+    #: total torch threads of a run, split evenly over its workers (strong scaling at fixed
+    #: compute); 0 = the base config's train.threads for every worker
+    threads: int = 0
+    #: root of study directories; empty = "studies"
+    storage: str = ""
+    #: study directory name; empty = "study-<model>-<timestamp>"
+    name: str = ""
+    #: Ray address; empty = RAY_ADDRESS if set, else a local Ray instance
+    address: str = ""
+
+
+@dataclass
+class StudyRun:
+    """One run of a study: its name, the grid values it took and its training config."""
+
+    name: str
+    values: dict
+    cfg: Config
+
+    @property
+    def workers(self) -> int:
+        return self.cfg.runtime.workers
+
+    @property
+    def nodes(self) -> int | None:
+        """Sensors of a synthetic graph (None for a dataset: known once it is read)."""
+        return None if self.cfg.data.path else self.cfg.data.synth.nodes
+
+
+@dataclass
+class Study:
+    cfg: StudyConfig
+    base_raw: dict
+    runs: list[StudyRun]
+    source: str = ""
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and check a study file; ``overrides`` are ``--set`` values (base-config keys such
+    as ``train.batch_size=32`` go to the base config, others such as ``timed_steps=5`` to the
+    study)."""
+    p = Path(path)
+    raw = read_yaml(p)
+    grid = dict(raw.pop("grid", None) or {})
+    study_over, base_over = [], []
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key[0] == "grid" and len(key) > 1:  # --set grid.runtime.workers=[1,2]
+            grid[".".join(key[1:])] = value
+        elif key[0] in BASE_SECTIONS:
+            base_over.append(text)
+        else:
+            study_over.append(text)
+    raw = apply_overrides(raw, study_over)
+    raw["grid"] = grid
+    try:
+        sc = fill_dataclass(StudyConfig, raw)
+    except DiststError as e:
+        raise DiststError(f"study file {p}: {str(e).replace('config key', 'key')}") from None
+    sc.overrides = override_list(sc.overrides, f"study file {p}") + base_over
+    if not sc.base:
+        raise DiststError(f"study file {p}: key 'base' is empty; name the training config "
+                          "every run starts from, e.g. base: ../quickstart.yaml")
+    base_path = Path(sc.base)
+    if not base_path.is_absolute():
+        base_path = p.parent / base_path
+    sc.base = str(base_path.resolve())
+    return build_study(sc, read_yaml(base_path), source=str(p))
+
+
+def build_study(sc: StudyConfig, base_raw: dict, source: str = "") -> Study:
+    where = f"study file {source}" if source else "study"
+    raw = base_raw
+    for item in override_list(sc.overrides, where):
+        raw = set_key(raw, *item) if isinstance(item, tuple) else apply_overrides(raw, [item])
+    try:
+        config_from_dict(raw)
+    except DiststError as e:
+        raise DiststError(f"{where}: base config {sc.base}: {e}") from None
+    for name in ("warmup_steps", "epochs", "threads"):
+        if getattr(sc, name) < 0:
+            raise DiststError(f"{where}: key '{name}' must be >= 0, got {getattr(sc, name)}")
+    if sc.timed_steps < 1:
+        raise DiststError(f"{where}: key 'timed_steps' must be >= 1, got {sc.timed_steps}")
+    if not sc.grid:
+        raise DiststError(f"{where}: grid is empty; add at least one key, e.g. "
+                          "runtime.workers: [1, 2, 4]")
+    if "graph" in sc.grid and "nodes_per_worker" in sc.grid:
+        raise DiststError(f"{where}: grid keys 'graph' and 'nodes_per_worker' both size the "
+                          "graph; keep one (graph for strong scaling, nodes_per_worker for weak)")
+    for key, values in sc.grid.items():
+        if not isinstance(values, list) or not values:
+            raise DiststError(f"{where}: grid key '{key}' must be a non-empty list of values, "
+                              f"got {values!r}")
+    keys = list(sc.grid)
+    runs = []
+    for i, combo in enumerate(itertools.product(*(sc.grid[k] for k in keys))):
+        values = dict(zip(keys, combo))
+        name = run_name(i, values)
+        try:
+            cfg = run_config(sc, raw, values)
+        except DiststError as e:
+            raise DiststError(f"{where}: run {name}: {e}") from None
+        runs.append(StudyRun(name, values, cfg))
+    return Study(sc, raw, runs, source)
+
+
+def run_name(index: int, values: dict) -> str:
+    """``r03-n1026-shard-w2``: the run's number and its grid values, short and path-safe."""
+    parts = [f"r{index:02d}"]
+    for key, v in values.items():
+        short = {"graph": "n" if isinstance(v, int) else "", "nodes_per_worker": "npw",
+                 "runtime.workers": "w", "partition.parts": "p", "partition.halo_hops": "h",
+                 "train.batch_size": "b"}.get(key, "")
+        text = Path(str(v)).name if key == "graph" and isinstance(v, str) else str(v)
+        parts.append(short + re.sub(r"[^A-Za-z0-9.]+", "_", text))
+    return "-".join(parts)[:120]
+
+
+def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
+    """The training config of one run: base, the grid's values, shard workers = parts, the
+    thread split, and the step budget with timing on."""
+    raw = base_raw
+    for key, v in values.items():
+        if key == "graph":
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise DiststError(f"grid key 'graph': {v!r} is neither a number of sensors "
+                                  "(a synthetic network) nor a dataset path or URI")
+            if isinstance(v, int):
+                raw = set_key(set_key(raw, "data.path", ""), "data.synth.nodes", v)
+            else:
+                raw = set_key(raw, "data.path", v)
+        elif key == "nodes_per_worker":
+            continue  # needs the run's workers: below
+        else:
+            raw = set_key(raw, key, v)
+    cfg = config_from_dict(raw)
+    rt, pc, tc = cfg.runtime, cfg.partition, cfg.train
+    if rt.mode == "local":
+        raise DiststError("runtime.mode=local runs no workers to scale; use replicate or shard")
+    if rt.mode == "shard":
+        if "runtime.workers" in values and "partition.parts" in values \
+                and values["runtime.workers"] != values["partition.parts"]:
+            raise DiststError(
+                f"shard mode runs one worker per part, but runtime.workers="
+                f"{values['runtime.workers']} and partition.parts={values['partition.parts']}; "
+                "give one of the two in the grid")
+        if "runtime.workers" in values:
+            pc.parts = rt.workers
+        rt.workers = pc.parts
+    if "nodes_per_worker" in values:
+        npw = values["nodes_per_worker"]
+        if isinstance(npw, bool) or not isinstance(npw, int) or npw < 2:
+            raise DiststError(f"grid key 'nodes_per_worker' must be an int >= 2, got {npw!r}")
+        cfg.data.path = ""
+        cfg.data.synth.nodes = npw * rt.workers
+    if sc.threads:
+        tc.threads = max(1, sc.threads // rt.workers)
+    tc.step_timing = True
+    tc.progress = False
+    if sc.epochs:
+        tc.epochs = sc.epochs
+    else:
+        # a timing run: one epoch of warm-up + timed steps, one validation batch (the loop
+        # needs one) and one test batch; its metrics say nothing about accuracy
+        tc.epochs = 1
+        tc.max_batches_per_epoch = sc.warmup_steps + sc.timed_steps
+        tc.max_val_batches = 1
+        tc.max_test_batches = 1
+        tc.baseline_ha = False
+        tc.checkpoint_every_steps = 0
+    return config_from_dict(cfg.to_dict())  # cross-field rules once more
+
+
+__all__ = ["StudyConfig", "StudyRun", "Study", "STUDY_KEYS", "load_study", "build_study",
+           "run_config", "run_name"]

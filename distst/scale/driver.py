@@ -1,0 +1,363 @@
+"""Run a study: each run of the grid is an ordinary training run (Ray Train, or the same
+code a user trains with) with ``train.step_timing`` on, in order, skipping finished runs.
+
+Layout of a study directory (``storage/name``, a folder or a URI)::
+
+    study.yaml           the study and its base config (what --resume needs)
+    runs/<run>/          each run's training folder (config, metrics, steps/rank_R.json)
+    results/<run>.json   the run's per-worker figures; its presence marks the run finished
+    runs.csv             one row per run x worker
+    summary.md           scaling tables, time breakdown, memory, partition figures, the fitted
+                         performance model and its predictions
+
+Figures per worker are medians over the timed steps (the warm-up steps dropped); a run's
+step time is the median over steps of the slowest worker's step (a step ends for everyone
+when the last worker's gradients are in).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from distst.config import fill_dataclass
+from distst.engine.timing import PHASES
+from distst.errors import DiststError
+from distst.scale.config import Study, StudyConfig, StudyRun, build_study
+from distst.scale.model import PerfModel, fit_model, model_table
+from distst.storage import Location, configure, location
+
+STUDY_FILE = "study.yaml"
+
+
+@dataclass
+class StudyResult:
+    study_dir: Path | Location
+    rows: list[dict]
+    summary: str
+    ran: list[str]
+    skipped: list[str]
+    model: PerfModel | None = None
+
+
+def study_dir_of(study: Study) -> Location:
+    sc = study.cfg
+    name = sc.name or f"study-{study.runs[0].cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return location(sc.storage or "studies") / name
+
+
+# -- what each run needs -------------------------------------------------------------------
+def series_bytes_per_worker(run: StudyRun, halo_share: float = 0.0) -> int | None:
+    """Bytes of the series one worker holds (float32 values, the data alone; activations
+    come on top): the whole graph in replicate mode, a part and its halo in shard mode."""
+    cfg = run.cfg
+    if cfg.data.path:
+        return None
+    nodes = cfg.data.synth.nodes
+    steps = cfg.data.synth.days * 288
+    local = nodes if cfg.runtime.mode != "shard" else nodes / cfg.partition.parts
+    return int(local * (1 + halo_share) * steps * 4)
+
+
+def dry_run_table(study: Study) -> str:
+    lines = ["| run | " + " | ".join(study.cfg.grid) + " | workers | CPUs | GPUs | threads/worker "
+             "| series MB/worker |", "|---" * (len(study.cfg.grid) + 6) + "|"]
+    for r in study.runs:
+        rt = r.cfg.runtime
+        mb = series_bytes_per_worker(r)
+        lines.append(
+            f"| {r.name} | " + " | ".join(str(r.values[k]) for k in study.cfg.grid)
+            + f" | {rt.workers} | {rt.workers * rt.cpus_per_worker:g} | "
+            f"{rt.workers * rt.gpus_per_worker if rt.use_gpu else 0:g} | "
+            f"{r.cfg.train.threads or 'default'} | "
+            + (f"{mb / 2**20:.1f}" + (" + halo" if rt.mode == "shard" else "")
+               if mb is not None else "dataset") + " |")
+    return "\n".join(lines)
+
+
+def check_cluster(study: Study, cpus: float, gpus: float) -> None:
+    """Refuse, before anything runs, a run the cluster cannot hold."""
+    for r in study.runs:
+        rt = r.cfg.runtime
+        need = rt.workers * rt.cpus_per_worker
+        if need > cpus + 1e-9:
+            raise DiststError(
+                f"study run {r.name} needs {rt.workers} workers x runtime.cpus_per_worker="
+                f"{rt.cpus_per_worker:g} = {need:g} CPUs but the Ray cluster has {cpus:g}; drop "
+                "it from the grid, add nodes, or lower runtime.cpus_per_worker (several "
+                "workers then share a core: say so when you report the numbers)")
+        if rt.use_gpu and rt.workers * rt.gpus_per_worker > gpus + 1e-9:
+            raise DiststError(
+                f"study run {r.name} needs {rt.workers * rt.gpus_per_worker:g} GPUs but the Ray "
+                f"cluster has {gpus:g}; drop it from the grid or share GPUs "
+                "(runtime.gpus_per_worker=0.5)")
+
+
+# -- one run's figures ---------------------------------------------------------------------
+def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None) -> list[dict]:
+    """Per-worker figures of a finished run (medians over its timed steps)."""
+    world = run.cfg.runtime.workers
+    docs = []
+    for rank in range(world):
+        f = run_dir / "steps" / f"rank_{rank}.json"
+        if not f.is_file():
+            raise DiststError(f"study run {run.name}: {f} is missing; the run did not time "
+                              "its steps (was train.step_timing turned off by an override?)")
+        docs.append(json.loads(f.read_text()))
+    timed = [[s for s in d["steps"] if s["step"] >= warmup] for d in docs]
+    n = min(len(t) for t in timed)
+    if n == 0:
+        got = len(docs[0]["steps"])
+        raise DiststError(
+            f"study run {run.name}: it trained {got} steps, all of them warm-up "
+            f"(warmup_steps={warmup}); the training split is too short for the step budget: "
+            "use more days of data (data.synth.days) or a smaller train.batch_size")
+    totals = [[sum(s[p] for p in PHASES) for s in t[:n]] for t in timed]
+    run_step = statistics.median(max(col) for col in zip(*totals))
+    metrics = {}
+    test_file = run_dir / "test_metrics.json"
+    if run.cfg.train.max_test_batches == 0 and test_file.is_file():
+        final = json.loads(test_file.read_text())
+        metrics["test_mae"] = final["test"]["avg"]["mae"]
+    log = run_dir / "metrics.jsonl"
+    if run.cfg.train.max_val_batches == 0 and log.is_file():
+        recs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+        if recs:
+            metrics["best_val_mae"] = min(r["val_mae"] for r in recs)
+    rows = []
+    for d, t, tot in zip(docs, timed, totals):
+        local, inner = d["local_nodes"], d["inner_nodes"]
+        row = {"run": run.name, **{k: v for k, v in run.values.items()},
+               "mode": d["mode"], "workers": world, "graph_nodes": d["global_nodes"],
+               "rank": d["rank"], "node": d.get("node", ""), "device": d["device"],
+               "threads": d["threads"], "timed_steps": n,
+               "step_s": statistics.median(tot), "run_step_s": run_step}
+        for p in PHASES:
+            row[f"{p}_s"] = statistics.median(s[p] for s in t[:n])
+        wps = d["windows_per_step"] / run_step
+        row.update({
+            "windows_per_s": wps, "node_windows_per_s": wps * d["global_nodes"],
+            "windows_per_step": d["windows_per_step"],
+            "worker_node_windows_per_step": d["worker_windows_per_step"] * local,
+            "payload_bytes_per_step": statistics.median(s["payload_bytes"] for s in t[:n]),
+            "sent_bytes_per_step": statistics.median(s["sent_bytes"] for s in t[:n]),
+            "peak_rss_mb": d["peak_rss_bytes"] / 2**20,
+            "cuda_max_allocated_mb": (d["cuda_max_allocated_bytes"] / 2**20
+                                      if d["cuda_max_allocated_bytes"] is not None else ""),
+            "inner_nodes": inner, "local_nodes": local,
+            "halo_share": (local - inner) / local if local else 0.0,
+            "parameters": d["parameters"],
+            "cut_fraction": quality["cut_fraction"] if quality else "",
+            "replication": quality["replication"] if quality else "",
+            "best_val_mae": metrics.get("best_val_mae", ""),
+            "test_mae": metrics.get("test_mae", ""),
+        })
+        rows.append(row)
+    return rows
+
+
+def plan_quality(cfg, plan: str) -> dict | None:
+    """The cut figures a plan's META.json records (a remote plan: its mirrored META)."""
+    from distst.engine.bundle import cache_root
+    from distst.graph.partition.plan import load_plan, plan_mirror
+
+    src = location(plan)
+    local = src.local if src.is_local else plan_mirror(plan, cache_root(cfg.data) / "fetched")
+    return load_plan(local).quality
+
+
+# -- the study -----------------------------------------------------------------------------
+def run_study(study: Study, resume: bool = False, study_dir: str | Path | Location | None = None,
+              dry_run: bool = False, address: str = "") -> StudyResult:
+    """Run (or with ``resume``, continue) ``study``; with ``dry_run`` only print the runs."""
+    from distst.engine.bundle import ensure_dataset, ensure_plan
+    from distst.engine.entry import shown
+    from distst.runtime.ray_train import connect, train_ray
+
+    sc = study.cfg
+    configure(study.runs[0].cfg.runtime.storage_options)
+    sdir = location(study_dir) if study_dir else study_dir_of(study)
+    table = dry_run_table(study)
+    if dry_run:
+        print(f"study {sdir}: {len(study.runs)} runs\n\n{table}", flush=True)
+        return StudyResult(shown(sdir), [], table, [], [])
+    if not resume and (sdir / STUDY_FILE).exists():
+        raise DiststError(f"study directory {sdir} already holds a study; continue it with "
+                          f"'distst scale --resume {sdir}' or set another name (--set name=...)")
+    import ray
+
+    connect(address or sc.address or study.runs[0].cfg.runtime.address)
+    total = ray.cluster_resources()
+    check_cluster(study, total.get("CPU", 0.0), total.get("GPU", 0.0))
+    sdir.mkdir()
+    if not resume:
+        saved = {"study": {**dataclasses.asdict(sc), "overrides": []}, "base": study.base_raw}
+        (sdir / STUDY_FILE).write_text(yaml.safe_dump(saved, sort_keys=False))
+    print(f"study directory: {sdir}\n{len(study.runs)} runs:\n{table}", flush=True)
+    ran, skipped, rows = [], [], []
+    for run in study.runs:
+        done = sdir / "results" / f"{run.name}.json"
+        if done.is_file():
+            skipped.append(run.name)
+            rows += json.loads(done.read_text())["rows"]
+            continue
+        cfg = run.cfg
+        cfg.runtime.storage, cfg.runtime.name = str(sdir / "runs"), run.name
+        quality = None
+        if cfg.runtime.mode == "shard":
+            # the plan is made (or found in the cache) here, so its cut figures are known
+            cfg.partition.plan = str(ensure_plan(cfg, ensure_dataset(cfg.data)))
+            quality = plan_quality(cfg, cfg.partition.plan)
+        run_dir = sdir / "runs" / run.name
+        if run_dir.exists():  # an earlier attempt stopped mid-run: its steps are not kept
+            run_dir.rmtree()
+        print(f"\n== study run {run.name} ({cfg.runtime.mode}, {cfg.runtime.workers} workers)",
+              flush=True)
+        train_ray(cfg)
+        got = run_rows(run, run_dir, 0 if sc.epochs else sc.warmup_steps, quality)
+        done.write_text(json.dumps({"run": run.name, "rows": got}, indent=1))
+        rows += got
+        ran.append(run.name)
+    model = fit_model(per_run(rows))
+    summary = write_outputs(sdir, study, rows, model)
+    print(f"\n{summary}\nstudy directory: {sdir}", flush=True)
+    return StudyResult(shown(sdir), rows, summary, ran, skipped, model)
+
+
+def resume_study(study_dir: str | Path, address: str = "") -> StudyResult:
+    sdir = location(study_dir)
+    f = sdir / STUDY_FILE
+    if not f.is_file():
+        raise DiststError(f"{sdir} is not a study directory (no {STUDY_FILE}); pass the folder "
+                          "'distst scale' printed as 'study directory: ...'")
+    saved = yaml.safe_load(f.read_text())
+    sc = fill_dataclass(StudyConfig, saved["study"])
+    study = build_study(sc, saved["base"], source=str(f))
+    return run_study(study, resume=True, study_dir=sdir, address=address)
+
+
+# -- outputs -------------------------------------------------------------------------------
+def write_outputs(sdir: Location, study: Study, rows: list[dict], model: PerfModel | None) -> str:
+    buf = io.StringIO()
+    if rows:
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        w = csv.DictWriter(buf, fieldnames=names, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    (sdir / "runs.csv").write_text(buf.getvalue())
+    summary = format_summary(study, rows, model)
+    (sdir / "summary.md").write_text(summary + "\n")
+    return summary
+
+
+def per_run(rows: list[dict]) -> list[dict]:
+    """One record per run: the slowest worker's step, medians of the phases over workers,
+    the largest memory of any worker."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["run"], []).append(r)
+    runs = []
+    for ws in out.values():
+        first = ws[0]
+        rec = {k: first[k] for k in first if k not in ("rank", "node")}
+        for p in PHASES:
+            rec[f"{p}_s"] = statistics.median(w[f"{p}_s"] for w in ws)
+        rec["peak_rss_mb"] = max(w["peak_rss_mb"] for w in ws)
+        cuda = [w["cuda_max_allocated_mb"] for w in ws if w["cuda_max_allocated_mb"] != ""]
+        rec["cuda_max_allocated_mb"] = max(cuda) if cuda else ""
+        rec["halo_share"] = statistics.mean(w["halo_share"] for w in ws)
+        rec["worker_node_windows_per_step"] = max(w["worker_node_windows_per_step"] for w in ws)
+        rec["sent_bytes_per_step"] = max(w["sent_bytes_per_step"] for w in ws)
+        runs.append(rec)
+    return runs
+
+
+def scaling_key(rec: dict, grid: list[str]) -> tuple:
+    """What a run is compared within: every grid value but the number of workers."""
+    skip = {"runtime.workers", "partition.parts", "nodes_per_worker"}
+    return tuple((k, str(rec.get(k))) for k in grid if k not in skip) + (("mode", rec["mode"]),)
+
+
+def format_summary(study: Study, rows: list[dict], model: PerfModel | None) -> str:
+    grid = list(study.cfg.grid)
+    runs = per_run(rows)
+    weak = "nodes_per_worker" in grid
+    sc = study.cfg
+    steps = (f"{sc.timed_steps} timed steps after {sc.warmup_steps} warm-up steps"
+             if not sc.epochs else f"{sc.epochs} epochs, every step after the first "
+             f"{sc.warmup_steps} timed")
+    out = [f"# Scaling study {sc.name or ''}".rstrip(), "",
+           f"{len(runs)} runs of {steps}; the driver's machine has {os.cpu_count()} CPU cores. "
+           "Figures are medians over the timed steps; a run's step is its slowest worker's.",
+           ""]
+    # columns the tables show anyway (mode, workers) are not repeated from the grid
+    grid = [k for k in grid if k not in ("runtime.workers", "partition.parts", "runtime.mode",
+                                         "nodes_per_worker")]
+    # -- scaling
+    out += [f"## {'Weak' if weak else 'Strong'} scaling", "",
+            ("Same sensors per worker (graph grows with the workers): efficiency = T(base) / T."
+             if weak else "Same graph and global batch: speedup = T(base) / T, efficiency = "
+             "speedup x base workers / workers."), "",
+            "| run | " + " | ".join(k for k in grid) + " | mode | workers | sensors | step ms "
+            "| windows/s | node-windows/s | speedup | efficiency |",
+            "|---" * (len(grid) + 9) + "|"]
+    groups = {}
+    for rec in runs:
+        groups.setdefault(scaling_key(rec, grid), []).append(rec)
+    for recs in groups.values():
+        recs.sort(key=lambda r: r["workers"])
+        base = recs[0]
+        for r in recs:
+            speed = base["run_step_s"] / r["run_step_s"]
+            eff = speed if weak else speed * base["workers"] / r["workers"]
+            r["speedup"], r["efficiency"] = (None if weak else speed), eff
+            out.append(
+                f"| {r['run']} | " + " | ".join(str(r.get(k)) for k in grid)
+                + f" | {r['mode']} | {r['workers']} | {r['graph_nodes']} | "
+                f"{1000 * r['run_step_s']:.1f} | {r['windows_per_s']:.1f} | "
+                f"{r['node_windows_per_s']:.3g} | "
+                + (f"{speed:.2f}" if not weak else "-") + f" | {eff:.2f} |")
+    # -- breakdown
+    out += ["", "## Where a step's time goes", "",
+            "Median per worker, in ms and as a share of the run's step; `idle` is the wait for "
+            "the slowest worker, `allreduce` the gradient all-reduce after it (not overlapped "
+            "with the backward pass in timed steps: see distst.engine.timing).", "",
+            "| run | workers | " + " | ".join(PHASES) + " | KB sent / step / worker |",
+            "|---" * (len(PHASES) + 3) + "|"]
+    for r in runs:
+        cells = [f"{1000 * r[f'{p}_s']:.1f} ({100 * r[f'{p}_s'] / r['run_step_s']:.0f}%)"
+                 for p in PHASES]
+        out.append(f"| {r['run']} | {r['workers']} | " + " | ".join(cells)
+                   + f" | {r['sent_bytes_per_step'] / 1024:.1f} |")
+    # -- memory and partition
+    out += ["", "## Memory and partition per worker", "",
+            "| run | mode | workers | peak RSS MB (largest worker) | CUDA max allocated MB "
+            "| inner + halo sensors (worker 0) | halo share | edge cut | replication |",
+            "|---" * 9 + "|"]
+    for r in runs:
+        cut = f"{100 * r['cut_fraction']:.2f}%" if r["cut_fraction"] != "" else "-"
+        rep = f"{r['replication']:.3f}" if r["replication"] != "" else "-"
+        cuda = f"{r['cuda_max_allocated_mb']:.0f}" if r["cuda_max_allocated_mb"] != "" else "-"
+        out.append(f"| {r['run']} | {r['mode']} | {r['workers']} | {r['peak_rss_mb']:.0f} | "
+                   f"{cuda} | {r['local_nodes']} | {100 * r['halo_share']:.1f}% | {cut} | {rep} |")
+    if any(r["test_mae"] != "" for r in runs):
+        out += ["", "## Accuracy", "", "| run | mode | workers | halo share | best val MAE "
+                "| test MAE |", "|---" * 6 + "|"]
+        for r in runs:
+            out.append(f"| {r['run']} | {r['mode']} | {r['workers']} | "
+                       f"{100 * r['halo_share']:.1f}% | {r['best_val_mae']} | {r['test_mae']} |")
+    out += ["", "## Performance model", ""] + model_table(model, runs)
+    return "\n".join(out)
+
+
+__all__ = ["StudyResult", "run_study", "resume_study", "run_rows", "dry_run_table",
+           "check_cluster", "format_summary", "per_run"]

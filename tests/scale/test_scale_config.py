@@ -1,0 +1,93 @@
+"""Study files: strict keys, the grid's runs in order, shard workers = parts, the step budget
+and thread split of each run, and one-line errors for what cannot run."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distst.errors import DiststError
+from distst.scale.config import load_study
+from distst.scale.driver import dry_run_table
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _study(tmp_path, grid, **extra):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "data": {"synth": {"nodes": 20, "days": 4}, "cache_dir": str(tmp_path / "cache")},
+        "model": {"name": "gcgru", "params": {"K": 2, "hidden_size": 8, "num_layers": 1}},
+        "train": {"batch_size": 16, "threads": 1},
+        "runtime": {"mode": "replicate", "workers": 2}}))
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump({"base": "base.yaml", "grid": grid, **extra}, sort_keys=False))
+    return p
+
+
+def test_grid_is_the_product_in_order_with_step_budget_and_threads(tmp_path):
+    p = _study(tmp_path, {"graph": [24, 48], "runtime.mode": ["replicate", "shard"],
+                          "runtime.workers": [1, 2]},
+               warmup_steps=2, timed_steps=5, threads=4)
+    study = load_study(p)
+    names = [r.name for r in study.runs]
+    assert names[:3] == ["r00-n24-replicate-w1", "r01-n24-replicate-w2", "r02-n24-shard-w1"]
+    assert len(names) == 8 and len(set(names)) == 8
+    for r in study.runs:
+        tc = r.cfg.train
+        assert tc.step_timing and not tc.progress
+        assert tc.epochs == 1 and tc.max_batches_per_epoch == 7
+        assert tc.max_test_batches == 1 and tc.max_val_batches == 1
+        assert tc.threads == 4 // r.workers
+        assert r.cfg.data.synth.nodes == r.values["graph"]
+        if r.cfg.runtime.mode == "shard":  # one worker per part
+            assert r.cfg.partition.parts == r.workers == r.values["runtime.workers"]
+
+
+def test_epochs_keep_accuracy_and_nodes_per_worker_grows_the_graph(tmp_path):
+    p = _study(tmp_path, {"nodes_per_worker": [16], "runtime.mode": ["shard"],
+                          "runtime.workers": [1, 2, 3]}, epochs=2)
+    study = load_study(p, ["train.batch_size=8"])
+    assert [r.cfg.data.synth.nodes for r in study.runs] == [16, 32, 48]
+    for r in study.runs:
+        tc = r.cfg.train
+        assert tc.epochs == 2 and tc.max_test_batches == 0 and tc.batch_size == 8
+
+
+def test_set_reaches_the_grid_and_the_study(tmp_path):
+    p = _study(tmp_path, {"runtime.workers": [1, 2]})
+    study = load_study(p, ["grid.runtime.workers=[1,2,3]", "timed_steps=4"])
+    assert [r.workers for r in study.runs] == [1, 2, 3]
+    assert study.runs[0].cfg.train.max_batches_per_epoch == 3 + 4
+
+
+def test_a_dataset_graph_and_the_dry_run_table(tmp_path):
+    p = _study(tmp_path, {"graph": [20, str(tmp_path / "data" / "metr")],
+                          "runtime.workers": [2]})
+    study = load_study(p)
+    assert study.runs[1].cfg.data.path.endswith("metr") and study.runs[1].name.endswith("metr-w2")
+    table = dry_run_table(study)
+    assert "| r00-n20-w2 | 20 | 2 | 2 | 2 | 0 | 1 |" in table
+    assert "dataset" in table.splitlines()[-1]
+
+
+@pytest.mark.parametrize("grid,extra,match", [
+    ({"runtime.mode": ["shard"], "runtime.workers": [2], "partition.parts": [3]}, {},
+     r"run r00-shard-w2-p3: shard mode runs one worker per part, but runtime.workers=2 and "
+     r"partition.parts=3"),
+    ({"runtime.workers": [1]}, {"timed_step": 3}, r"timed_step"),
+    ({}, {}, r"grid is empty"),
+    ({"runtime.workers": 2}, {}, r"grid key 'runtime.workers' must be a non-empty list"),
+    ({"train.batch_sise": [8]}, {}, r"run r00-8: .*batch_sise"),
+    ({"graph": [20], "nodes_per_worker": [10]}, {}, r"both size the graph"),
+    ({"runtime.mode": ["local"]}, {}, r"runtime.mode=local runs no workers"),
+    ({"runtime.workers": [1]}, {"timed_steps": 0}, r"'timed_steps' must be >= 1"),
+])
+def test_bad_study_files_get_one_line(tmp_path, grid, extra, match):
+    with pytest.raises(DiststError, match=match):
+        load_study(_study(tmp_path, grid, **extra))
+
+
+def test_example_studies_load(tmp_path):
+    for f in sorted((REPO / "configs" / "studies").glob("*.yaml")):
+        study = load_study(f)
+        assert study.runs and all(r.cfg.train.step_timing for r in study.runs), f

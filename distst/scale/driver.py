@@ -9,6 +9,8 @@ Layout of a study directory (``storage/name``, a folder or a URI)::
     runs.csv             one row per run x worker
     summary.md           scaling tables, time breakdown, memory, partition figures, the fitted
                          performance model and its predictions
+    *.png                scaling.png (or weak_scaling.png), memory.png, breakdown.png and,
+                         with accuracy over halo depths, accuracy.png (distst.scale.plots)
 
 Figures per worker are medians over the timed steps (the warm-up steps dropped); a run's
 step time is the median over steps of the slowest worker's step (a step ends for everyone
@@ -34,6 +36,7 @@ from distst.engine.timing import PHASES
 from distst.errors import DiststError
 from distst.scale.config import Study, StudyConfig, StudyRun, build_study
 from distst.scale.model import PerfModel, fit_model, model_table
+from distst.scale.plots import plot_study
 from distst.storage import Location, configure, location
 
 STUDY_FILE = "study.yaml"
@@ -47,6 +50,8 @@ class StudyResult:
     ran: list[str]
     skipped: list[str]
     model: PerfModel | None = None
+    #: PNG file -> what it drew ({panel: {label: (x, y)}})
+    plots: dict = dataclasses.field(default_factory=dict)
 
 
 def study_dir_of(study: Study) -> Location:
@@ -229,8 +234,9 @@ def run_study(study: Study, resume: bool = False, study_dir: str | Path | Locati
         ran.append(run.name)
     model = fit_model(per_run(rows))
     summary = write_outputs(sdir, study, rows, model)
-    print(f"\n{summary}\nstudy directory: {sdir}", flush=True)
-    return StudyResult(shown(sdir), rows, summary, ran, skipped, model)
+    plots = plot_study(sdir, per_run(rows), list(sc.grid), "nodes_per_worker" in sc.grid)
+    print(f"\n{summary}\n\nplots: {', '.join(plots)}\nstudy directory: {sdir}", flush=True)
+    return StudyResult(shown(sdir), rows, summary, ran, skipped, model, plots)
 
 
 def resume_study(study_dir: str | Path, address: str = "") -> StudyResult:

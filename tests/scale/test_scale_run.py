@@ -64,6 +64,27 @@ def test_strong_scaling_study_writes_tables_and_resumes(ray_local, tmp_path, cap
     assert "ns x node-windows per worker" in summary and "128 workers" in summary
     assert res.model is not None and set(res.model.fit) == set(res.ran)
 
+    # the plots exist and show runs.csv's numbers
+    assert set(res.plots) == {"scaling.png", "memory.png", "breakdown.png"}
+    for name in res.plots:
+        assert (sdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    step = {r["run"]: float(r["run_step_s"]) for r in rows}
+    speed = res.plots["scaling.png"]["speedup"]
+    assert speed["replicate, 20 sensors"] == ([1.0, 2.0], pytest.approx(
+        [1.0, step["r00-n20-w1"] / step["r01-n20-w2"]]))
+    assert speed["replicate, 40 sensors"][1] == pytest.approx(
+        [1.0, step["r02-n40-w1"] / step["r03-n40-w2"]])
+    eff = res.plots["scaling.png"]["efficiency"]["replicate, 40 sensors"][1]
+    assert eff == pytest.approx([1.0, step["r02-n40-w1"] / step["r03-n40-w2"] / 2])
+    mem = res.plots["memory.png"]["memory_mb"]["replicate, 20 sensors: host RSS"]
+    assert mem[1] == pytest.approx([max(float(r["peak_rss_mb"]) for r in rows
+                                        if r["run"] == run) for run in ("r00-n20-w1",
+                                                                         "r01-n20-w2")])
+    fwd = res.plots["breakdown.png"]["phases_ms"]["forward"][1]
+    assert fwd[0] == pytest.approx(1000 * float(rows[0]["forward_s"]))  # r00: one worker
+    assert fwd[1] == pytest.approx(1000 * statistics.median(
+        [float(rows[1]["forward_s"]), float(rows[2]["forward_s"])]))
+
     # resume: a finished study runs nothing; a lost result runs that run alone
     (sdir / "results" / "r02-n40-w1.json").unlink()
     capsys.readouterr()

@@ -24,6 +24,7 @@ from distst.cli import main
 
 sys.path.insert(0, str(Path(__file__).with_name("data")))
 from test_formats import write_dcrnn, write_pems  # noqa: E402  (the formats' tiny writers)
+from test_largest import write_largest  # noqa: E402
 
 TABLE = Path(__file__).with_name("BAD_INPUTS.md")
 MESSAGES: dict[str, str] = {}
@@ -323,6 +324,12 @@ def max_failures_negative(tmp_path):
     return _train(tmp_path, "runtime.max_failures=-1"), None
 
 
+def largest_meta_missing_column(tmp_path):
+    src, *_ = write_largest(tmp_path / "sd", drop_column="Lanes")
+    out = tmp_path / "out"
+    return _prepare(src, out, fmt="largest"), lambda: not out.exists()
+
+
 def node_wait_negative(tmp_path):
     return _train(tmp_path, "runtime.node_wait_s=-5"), None
 
@@ -387,6 +394,8 @@ CASES = {
                                  "run)", storage_secret_in_config),
     "max_failures_negative": ("`runtime.max_failures=-1`", max_failures_negative),
     "node_wait_negative": ("`runtime.node_wait_s=-5`", node_wait_negative),
+    "largest_meta_missing_column": ("a LargeST `*_meta.csv` without its `Lanes` column",
+                                    largest_meta_missing_column),
 }
 
 

@@ -39,7 +39,8 @@ PeMSD7(M): the weekdays of May and June 2012 from 2012-05-01 (a Tuesday). Los-lo
 Formats (each module's docstring holds the dataset information)
 ---------------------------------------------------------------
 :mod:`.dcrnn` ``metr-la``, ``pems-bay``; :mod:`.pems` ``pems03`` .. ``pems08``; :mod:`.pemsd7`
-``pemsd7``; :mod:`.losloop` ``los-loop``; :mod:`.generic` ``generic``. Shared helpers and the
+``pemsd7``; :mod:`.losloop` ``los-loop``; :mod:`.largest` ``largest`` (CA, GLA, GBA, SD);
+:mod:`.generic` ``generic``. Shared helpers and the
 start dates live in :mod:`._common`.
 """
 
@@ -57,6 +58,7 @@ from distst.data.formats._common import (
 )
 from distst.data.formats.dcrnn import _graph_dcrnn, _read_dcrnn
 from distst.data.formats.generic import _graph_generic, _read_generic
+from distst.data.formats.largest import _graph_largest, _read_largest
 from distst.data.formats.losloop import _graph_los, _read_los
 from distst.data.formats.pems import _graph_pems, _read_pems
 from distst.data.formats.pemsd7 import _graph_pemsd7, _read_pemsd7
@@ -86,6 +88,9 @@ FORMATS["pemsd7"] = FormatSpec("pemsd7", _bind(_read_pemsd7, "pemsd7"),
                                _bind(_graph_pemsd7, "pemsd7"), "STGCN V_N.csv + W_N.csv")
 FORMATS["los-loop"] = FormatSpec("los-loop", _bind(_read_los, "los-loop"),
                                  _bind(_graph_los, "los-loop"), "T-GCN los_speed.csv + los_adj.csv")
+FORMATS["largest"] = FormatSpec("largest", _bind(_read_largest, "largest"),
+                                _bind(_graph_largest, "largest"),
+                                "LargeST *_his*.h5 + *_meta.csv + *_rn_adj.npy (CA, GLA, GBA, SD)")
 FORMATS["generic"] = FormatSpec("generic", _bind(_read_generic, "generic"),
                                 _bind(_graph_generic, "generic"),
                                 "series/edges/nodes tables (Parquet or CSV)")

@@ -118,6 +118,8 @@ class TrainConfig:
     #: time every training step's phases (data, forward, backward, idle, all-reduce,
     #: optimizer) into RUN/steps/rank_R.json (distst.engine.timing; distst scale sets it)
     step_timing: bool = False
+    #: TensorBoard event files of the per-epoch metrics in RUN/tensorboard (distst.engine.logs)
+    tensorboard: bool = True
     #: cap on validation batches per epoch (0 = all)
     max_val_batches: int = 0
     #: cap on test batches of the final evaluation (0 = the whole test split); a capped

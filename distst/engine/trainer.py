@@ -29,6 +29,7 @@ from distst.engine.checkpoint import load_checkpoint, save_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.bundle import DataBundle, history_for_ha
 from distst.engine.shard import NodeShard
+from distst.engine.logs import RunLog
 from distst.engine.timing import StepClock, ring_bytes_sent
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_error_sum
@@ -97,6 +98,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.epoch_loss = [0.0, 0]
         self.clock = StepClock(self.device, cfg.train.step_timing and self.trainable)
+        self.run_log = RunLog(ctx.run_dir, tensorboard=cfg.train.tensorboard)
 
     # -- helpers -------------------------------------------------------------------------
     def _per_worker_batch(self, batch_size: int) -> int:
@@ -328,8 +330,7 @@ class Trainer:
     def _log(self, record: dict) -> None:
         self.history.append(record)
         if self.ctx.is_main:
-            self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.ctx.run_dir / "metrics.jsonl").append_text(json.dumps(record) + "\n")
+            self.run_log.write(record)
 
     def _save_step_times(self) -> None:
         """This worker's timed steps and what they processed (train.step_timing)."""
@@ -361,7 +362,7 @@ class Trainer:
                 record = {"epoch": self.epoch + 1, **self.train_epoch()}
                 val = self.evaluate("val", tc.max_val_batches).compute()
                 record.update({"val_mae": val["avg"]["mae"], "val_rmse": val["avg"]["rmse"],
-                               "val_mape": val["avg"]["mape"],
+                               "val_mape": val["avg"]["mape"], "val_mae_by_step": val["mae"],
                                "lr": self.optimizer.param_groups[0]["lr"],
                                "teacher_forcing": teacher_forcing_ratio(self.global_step,
                                                                         tc.cl_decay_steps)})
@@ -382,6 +383,7 @@ class Trainer:
                 self._checkpoint(record)
             if self.best_state is not None:
                 self.model.load_state_dict(self.best_state)
+        self.run_log.close()
         final = self.final_metrics()
         self._checkpoint({"epoch": self.epoch, "final": True, **_flat(final)},
                          extra={"test": final})

@@ -63,7 +63,8 @@ def test_prepare_partition_train_evaluate_resume_on_uris(ray_local, storage_root
     run = location(f"{base}/runs/r1")
     # everything the run writes is under runtime.storage
     names = {f[0].split("/")[0] for f in run.files()}
-    assert {"config.yaml", "metrics.jsonl", "test_metrics.json", "fetch"} <= names
+    assert {"config.yaml", "metrics.jsonl", "test_metrics.json", "fetch", "tensorboard"} <= names
+    assert [f for f in run.files() if f[0].startswith("tensorboard/events.out.tfevents")]
     assert any(n.startswith("checkpoint_") for n in names)
     assert read_test_metrics(run)["test"]["avg"]["mae"] == pytest.approx(
         final["test"]["avg"]["mae"])

@@ -37,7 +37,8 @@ def _bad(sub: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
     return found
 
 
-MODEL_SIDE = ("distst.nn", "distst.engine", "distst.runtime", "distst.sweep", "distst.cli",
+MODEL_SIDE = ("distst.nn", "distst.engine", "distst.runtime", "distst.sweep", "distst.scale",
+              "distst.cli",
               "ray", "torch_geometric")
 
 
@@ -70,17 +71,18 @@ def test_models_import_layers_not_other_models_private_names():
 
 
 def test_engine_runs_without_ray():
-    assert _bad("engine", ("ray", "distst.runtime", "distst.sweep", "distst.cli")) == {}
+    assert _bad("engine", ("ray", "distst.runtime", "distst.sweep", "distst.scale",
+                           "distst.cli")) == {}
 
 
 def test_only_runtime_imports_ray_train_and_only_sweep_imports_ray_tune():
-    train = {p: m for sub in ("config", "data", "graph", "nn", "engine", "sweep", "metrics",
-                              "storage", "cli")
+    train = {p: m for sub in ("config", "data", "graph", "nn", "engine", "sweep", "scale",
+                              "metrics", "storage", "cli")
              for p, m in _bad(sub, ("ray.train",)).items()}
     # the sweep hands Train's reports to Tune through Tune's own integration module
     train = {p: [m for m in ms if not m.startswith("ray.tune")] for p, ms in train.items()}
     assert {p: m for p, m in train.items() if m} == {}
-    tune = {p: m for sub in ("config", "data", "graph", "nn", "engine", "runtime", "metrics",
-                             "storage", "cli")
+    tune = {p: m for sub in ("config", "data", "graph", "nn", "engine", "runtime", "scale",
+                             "metrics", "storage", "cli")
             for p, m in _bad(sub, ("ray.tune",)).items()}
     assert tune == {}

@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import statistics
 import time
@@ -160,6 +161,7 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
                                       if d["cuda_max_allocated_bytes"] is not None else ""),
             "inner_nodes": inner, "local_nodes": local,
             "halo_share": (local - inner) / local if local else 0.0,
+            "halo_hops": run.cfg.partition.halo_hops if d["mode"] == "shard" else "",
             "parameters": d["parameters"],
             "cut_fraction": quality["cut_fraction"] if quality else "",
             "replication": quality["replication"] if quality else "",
@@ -293,6 +295,57 @@ def scaling_key(rec: dict, grid: list[str]) -> tuple:
     return tuple((k, str(rec.get(k))) for k in grid if k not in skip) + (("mode", rec["mode"]),)
 
 
+def cut_reference() -> dict:
+    """How METIS cuts the real graphs (``cut_reference.json``, written by
+    scripts/make_cut_reference.py from the graphs in ../shared/data)."""
+    return json.loads((Path(__file__).with_name("cut_reference.json")).read_text())
+
+
+def real_cuts_at(nodes_per_part: float, halo_hops: int) -> list[dict]:
+    """For each real graph, its METIS partition whose mean part size is nearest
+    ``nodes_per_part`` (within a factor of 1.5), with the same halo depth."""
+    out = []
+    for name, g in cut_reference()["graphs"].items():
+        rows = [r for r in g["rows"] if r["halo_hops"] == halo_hops]
+        if not rows:
+            continue
+        best = min(rows, key=lambda r: abs(math.log(r["nodes_per_part"] / nodes_per_part)))
+        if abs(math.log(best["nodes_per_part"] / nodes_per_part)) <= math.log(1.5):
+            out.append({"graph": name, "nodes": g["nodes"], **best})
+    return out
+
+
+def cut_comparison(runs: list[dict]) -> list[str]:
+    """The study's partitions beside the real graphs' at the same sensors per part."""
+    shard = [r for r in runs if r["mode"] == "shard" and r["cut_fraction"] != ""
+             and r["workers"] > 1]
+    if not shard:
+        return []
+    out = ["", "## Cut against the real graphs at the same sensors per part", "",
+           "METIS on the study's graph and on the real sensor graphs (METR-LA, PEMS-BAY, "
+           "PeMSD7(M), PEMS07, PEMS08) cut into parts of about the same size, same halo depth: "
+           "a study says something about real deployments when its cut and halo share are "
+           "like theirs.", "",
+           "| run | sensors per part | halo hops | edge cut | halo share | replication | real "
+           "graphs at that part size: edge cut / halo share / replication |",
+           "|---|---|---|---|---|---|---|"]
+    seen = set()
+    for r in shard:
+        hops = int(r["halo_hops"])
+        key = (r["graph_nodes"], r["workers"], hops)
+        if key in seen:
+            continue
+        seen.add(key)
+        per_part = r["graph_nodes"] / r["workers"]
+        real = real_cuts_at(per_part, hops)
+        cells = "; ".join(f"{x['graph']} P={x['parts']}: {100 * x['cut_fraction']:.1f}% / "
+                          f"{100 * x['halo_share']:.1f}% / {x['replication']:.2f}"
+                          for x in real) or "no real graph has parts that size"
+        out.append(f"| {r['run']} | {per_part:.0f} | {hops} | {100 * r['cut_fraction']:.2f}% | "
+                   f"{100 * r['halo_share']:.1f}% | {r['replication']:.3f} | {cells} |")
+    return out
+
+
 def format_summary(study: Study, rows: list[dict], model: PerfModel | None) -> str:
     grid = list(study.cfg.grid)
     runs = per_run(rows)
@@ -355,6 +408,7 @@ def format_summary(study: Study, rows: list[dict], model: PerfModel | None) -> s
         cuda = f"{r['cuda_max_allocated_mb']:.0f}" if r["cuda_max_allocated_mb"] != "" else "-"
         out.append(f"| {r['run']} | {r['mode']} | {r['workers']} | {r['peak_rss_mb']:.0f} | "
                    f"{cuda} | {r['local_nodes']} | {100 * r['halo_share']:.1f}% | {cut} | {rep} |")
+    out += cut_comparison(runs)
     if any(r["test_mae"] != "" for r in runs):
         out += ["", "## Accuracy", "", "| run | mode | workers | halo share | best val MAE "
                 "| test MAE |", "|---" * 6 + "|"]

@@ -104,6 +104,7 @@ def test_shard_study_reports_partition_figures(ray_local, tmp_path):
     assert 0 < w0["halo_share"] < 1 and 0 < w0["cut_fraction"] < 1 and w0["replication"] > 1
     assert w0["windows_per_step"] == 16  # every shard sees the whole global batch
     assert "halo share" in res.summary
+    assert "## Cut against the real graphs at the same sensors per part" in res.summary
 
 
 def test_a_run_the_cluster_cannot_hold_is_refused_before_anything_runs(ray_local, tmp_path):

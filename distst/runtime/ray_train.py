@@ -340,7 +340,20 @@ def _run_failed(err: BaseException, run_dir: Location, cfg: Config,
             f"{rt.cpus_per_worker:g} CPU{f' + {rt.gpus_per_worker:g} GPU' if rt.use_gpu else ''}"
             f" (or runtime.max_failures={max_failures(cfg)} restarts were used up); add nodes "
             f"or raise runtime.node_wait_s; {resume_hint(run_dir)}")
-    text = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+    full = str(err)
+    if "OutOfMemoryError" in full or "out of memory" in full.lower():
+        import re
+
+        used = re.search(r"was ([0-9.]+)GB used / ([0-9.]+)GB", full)
+        seen = f" ({used.group(1)} of {used.group(2)} GB in use)" if used else ""
+        return DiststError(
+            f"training stopped: a worker ran out of memory{seen}; lower train.batch_size or the "
+            "model's size, use more workers (shard mode splits the sensors), or give workers "
+            f"more memory; {resume_hint(run_dir)}")
+    # the first line that says something (Ray's wrappers start with a bare heading)
+    lines = [ln.strip() for ln in full.splitlines() if ln.strip()]
+    text = next((ln for ln in lines if not ln.rstrip(":;").endswith("errors")),
+                lines[0] if lines else type(err).__name__)
     return DiststError(f"training stopped: {type(err).__name__}: {text[:300]}; "
                        f"{resume_hint(run_dir)}")
 

@@ -223,6 +223,8 @@ def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
         tc.max_batches_per_epoch = sc.warmup_steps + sc.timed_steps
         tc.max_val_batches = 1
         tc.max_test_batches = 1
+        # those two batches are untimed: at training size they cost no more than a step
+        tc.eval_batch_size = min(tc.eval_batch_size, tc.batch_size)
         tc.baseline_ha = False
         tc.checkpoint_every_steps = 0
     return config_from_dict(cfg.to_dict())  # cross-field rules once more

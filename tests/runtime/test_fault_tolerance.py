@@ -78,3 +78,21 @@ def test_node_wait_bounds_how_long_a_run_waits_for_room(wait, env, expected, mon
     else:
         monkeypatch.setenv(START_TIMEOUT_ENV, env)
     assert node_wait(load_config(None, [f"runtime.node_wait_s={wait}"])) == expected
+
+
+def test_a_worker_killed_for_memory_is_said_so_in_one_line(tmp_path):
+    from distst.config import load_config
+    from distst.runtime.ray_train import _run_failed
+    from distst.storage import location
+
+    err = RuntimeError(
+        "Training failed due to worker errors:\n\nray.exceptions.OutOfMemoryError: 1 worker(s) "
+        "were killed due to the node running low on memory. Memory on the node (IP: 127.0.0.1, "
+        "ID: df94) was 22.55GB used / 23.54GB limit (0.958085)")
+    msg = str(_run_failed(err, location(tmp_path), load_config(None, []), {}))
+    assert msg.startswith("training stopped: a worker ran out of memory (22.55 of 23.54 GB "
+                          "in use); lower train.batch_size")
+    assert "\n" not in msg and "nothing to resume" in msg
+    other = str(_run_failed(RuntimeError("Training failed due to worker errors:\n\nboom: x"),
+                            location(tmp_path), load_config(None, []), {}))
+    assert "RuntimeError: boom: x" in other

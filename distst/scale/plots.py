@@ -40,6 +40,21 @@ def _drawn(ax) -> dict:
             for ln in ax.get_lines() if not ln.get_label().startswith("_")}
 
 
+def _finish(fig, ax, where: Location, xlabel: str, ylabel: str, title: str, panel: str,
+            zero: bool = True) -> dict:
+    """Label, save and close a one-panel figure; returns what it drew."""
+    if zero:
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    drawn = {panel: _drawn(ax)}
+    _save(fig, where)
+    return drawn
+
+
 def group_label(rec: dict, keys: list[str]) -> str:
     extra = ", ".join(f"{k.split('.')[-1]}={rec.get(k)}" for k in keys)
     return f"{rec['mode']}, {rec['graph_nodes']} sensors" + (f", {extra}" if extra else "")
@@ -109,15 +124,8 @@ def plot_weak(runs: list[dict], keys: list[str], where: Location) -> dict:
         ax.plot([r["workers"] for r in recs], [1000 * r["run_step_s"] for r in recs], "o-",
                 label=label)
     _plain_log2(ax, [r["workers"] for r in runs])
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("workers (sensors per worker fixed)")
-    ax.set_ylabel("step time (ms)")
-    ax.set_title("Weak scaling (flat is ideal)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    drawn = {"step_ms": _drawn(ax)}
-    _save(fig, where)
-    return drawn
+    return _finish(fig, ax, where, "workers (sensors per worker fixed)", "step time (ms)",
+                   "Weak scaling (flat is ideal)", "step_ms")
 
 
 def plot_memory(runs: list[dict], keys: list[str], where: Location) -> dict:
@@ -131,15 +139,8 @@ def plot_memory(runs: list[dict], keys: list[str], where: Location) -> dict:
         if all(c != "" for c in cuda):
             ax.plot(ws, cuda, "s--", label=f"{label}: CUDA allocated")
     _plain_log2(ax, [r["workers"] for r in runs])
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("workers (= parts in shard mode)")
-    ax.set_ylabel("peak memory per worker (MiB)")
-    ax.set_title("Memory per worker")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    drawn = {"memory_mb": _drawn(ax)}
-    _save(fig, where)
-    return drawn
+    return _finish(fig, ax, where, "workers (= parts in shard mode)",
+                   "peak memory per worker (MiB)", "Memory per worker", "memory_mb")
 
 
 def plot_breakdown(runs: list[dict], where: Location) -> dict:
@@ -178,14 +179,9 @@ def plot_accuracy(runs: list[dict], keys: list[str], where: Location) -> dict:
         hops = [r["partition.halo_hops"] for r in recs]
         ax.plot(hops, [r["test_mae"] for r in recs], "o-", label=f"{label}: test")
         ax.plot(hops, [r["best_val_mae"] for r in recs], "s--", label=f"{label}: best val")
-    ax.set_xlabel("halo depth (hops)")
-    ax.set_ylabel("MAE (data units)")
-    ax.set_title("Accuracy against halo depth")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    drawn = {"mae": _drawn(ax)}
-    _save(fig, where)
-    return drawn
+    ax.set_xticks(sorted({r["partition.halo_hops"] for recs in groups.values() for r in recs}))
+    return _finish(fig, ax, where, "halo depth (hops)", "MAE (data units)",
+                   "Accuracy against halo depth", "mae", zero=False)
 
 
 def plot_study(sdir: Location, runs: list[dict], grid: list[str], weak: bool) -> dict:

@@ -259,6 +259,37 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    import yaml
+
+    from distst.storage import location
+
+    d = location(args.dir)
+    out = location(args.out) if args.out else d
+    if (d / "study.yaml").is_file():
+        from distst.scale.driver import redraw
+
+        drawn = redraw(d)
+        out = d
+    elif (d / "sweep.yaml").is_file():
+        from distst.plots.sweep import plot_sweep
+
+        saved = yaml.safe_load((d / "sweep.yaml").read_text())["sweep"]
+        drawn = plot_sweep(d, out, saved.get("metric", "val_mae"),
+                           list(saved.get("search_space") or {}))
+    elif (d / "metrics.jsonl").is_file() or (d / "config.yaml").is_file():
+        from distst.plots.run import plot_run
+
+        drawn = plot_run(d, out)
+    else:
+        raise DiststError(f"{args.dir} is not a run, sweep or study directory (no metrics.jsonl, "
+                          "sweep.yaml or study.yaml); pass the folder distst printed as 'run "
+                          "directory', 'sweep directory' or 'study directory'")
+    for name in drawn:
+        print(f"wrote {out / name}")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distst", description=__doc__.splitlines()[0])
@@ -297,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--dry-run", action="store_true",
                     help="print the runs and what each needs; run nothing")
     sc.set_defaults(func=cmd_scale)
+
+    pl = sub.add_parser("plot", help="draw the PNGs of a run, a sweep or a study directory")
+    pl.add_argument("dir", help="a run, sweep or study directory (a path or a URI)")
+    pl.add_argument("--out", help="where the PNGs go (default: the directory itself; a study "
+                                  "always redraws in place)")
+    pl.set_defaults(func=cmd_plot)
 
     pa = sub.add_parser("partition", help="cut a prepared dataset into halo shards on disk")
     pa.add_argument("data_dir", help="prepared dataset directory")

@@ -395,19 +395,22 @@ class Trainer:
         tc = self.cfg.train
         steps = tuple(tc.report_steps)
         minutes = self.bundle.network.step_minutes
+        test = self.evaluate("test", tc.max_test_batches)
         out = {
             "model": self.cfg.model.name,
             "best_epoch": self.best_epoch,
             "epochs_run": self.epoch,
-            "test": self.evaluate("test", tc.max_test_batches).report(
-                steps=steps, step_minutes=minutes),
+            "test": test.report(steps=steps, step_minutes=minutes),
+            # every horizon step (index h-1 = step h, step_minutes apart), for plots
+            "mae_by_step": {"step_minutes": minutes, "test": test.compute()["mae"]},
         }
         if tc.baseline_ha and self.cfg.model.name != "ha":
             ha = build_model("ha", self.bundle.kwargs_for_model("ha"))
             ha.to(self.device)
             ha.fit_history(*[t.to(self.device) for t in history_for_ha(self.bundle)])
-            out["ha"] = self.evaluate("test", tc.max_test_batches, model=ha).report(
-                steps=steps, step_minutes=minutes)
+            ha_metrics = self.evaluate("test", tc.max_test_batches, model=ha)
+            out["ha"] = ha_metrics.report(steps=steps, step_minutes=minutes)
+            out["mae_by_step"]["ha"] = ha_metrics.compute()["mae"]
         return out
 
 

@@ -37,7 +37,7 @@ from distst.engine.timing import PHASES
 from distst.errors import DiststError
 from distst.scale.config import Study, StudyConfig, StudyRun, build_study
 from distst.scale.model import PerfModel, fit_model, model_table
-from distst.scale.plots import plot_study
+from distst.plots.study import plot_study
 from distst.storage import Location, configure, location
 
 STUDY_FILE = "study.yaml"
@@ -251,6 +251,20 @@ def resume_study(study_dir: str | Path, address: str = "") -> StudyResult:
     sc = fill_dataclass(StudyConfig, saved["study"])
     study = build_study(sc, saved["base"], source=str(f))
     return run_study(study, resume=True, study_dir=sdir, address=address)
+
+
+def redraw(study_dir: str | Path | Location) -> dict:
+    """Draw a study's plots again from its finished runs (``distst plot STUDY_DIR``)."""
+    sdir = location(study_dir)
+    saved = yaml.safe_load((sdir / STUDY_FILE).read_text())
+    grid = list((saved["study"].get("grid") or {}))
+    rows = []
+    for f in (sdir / "results").glob("*.json"):
+        rows += json.loads(f.read_text())["rows"]
+    if not rows:
+        raise DiststError(f"study {sdir} has no finished run yet; continue it with "
+                          f"distst scale --resume {sdir}")
+    return plot_study(sdir, per_run(rows), grid, "nodes_per_worker" in grid)
 
 
 # -- outputs -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ runs.csv in test_scale_run.py)."""
 import pytest
 
 from distst.engine.timing import PHASES
-from distst.scale.plots import plot_study
+from distst.plots.study import plot_study
 from distst.storage import location
 
 

@@ -1,4 +1,4 @@
-"""The study's pictures (PNG, matplotlib): speedup and efficiency against workers with the
+"""A scaling study's pictures (PNG, matplotlib): speedup and efficiency against workers with the
 ideal line, weak-scaling step time, memory per worker, the time breakdown of each run, and
 accuracy against halo depth.
 
@@ -9,69 +9,17 @@ test can hold the picture to runs.csv.
 
 from __future__ import annotations
 
-import io
-
 from distst.engine.timing import PHASES
+from distst.plots.common import drawn_lines, finish_axes, plain_log2_axes, pyplot, save_png
 from distst.storage import Location
 
 _COLORS = {"data": "#8c8c8c", "forward": "#1f77b4", "backward": "#ff7f0e", "idle": "#d62728",
            "allreduce": "#9467bd", "optimizer": "#2ca02c"}
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, where: Location) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    where.write_bytes(buf.getvalue())
-
-
-def _drawn(ax) -> dict:
-    return {ln.get_label(): ([float(v) for v in ln.get_xdata()],
-                             [float(v) for v in ln.get_ydata()])
-            for ln in ax.get_lines() if not ln.get_label().startswith("_")}
-
-
-def _finish(fig, ax, where: Location, xlabel: str, ylabel: str, title: str, panel: str,
-            zero: bool = True) -> dict:
-    """Label, save and close a one-panel figure; returns what it drew."""
-    if zero:
-        ax.set_ylim(bottom=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    drawn = {panel: _drawn(ax)}
-    _save(fig, where)
-    return drawn
-
-
 def group_label(rec: dict, keys: list[str]) -> str:
     extra = ", ".join(f"{k.split('.')[-1]}={rec.get(k)}" for k in keys)
     return f"{rec['mode']}, {rec['graph_nodes']} sensors" + (f", {extra}" if extra else "")
-
-
-def _plain_log2(ax, xs, ys=None) -> None:
-    """Log2 axes whose ticks read 1, 2, 4 ... rather than 2^0, 2^1, 2^2."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(set(xs)))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    if ys is not None:
-        ax.set_yscale("log", base=2)
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _groups(runs: list[dict], keys: list[str]) -> dict[str, list[dict]]:
@@ -83,7 +31,7 @@ def _groups(runs: list[dict], keys: list[str]) -> dict[str, list[dict]]:
 
 def plot_scaling(runs: list[dict], keys: list[str], where: Location) -> dict:
     """Strong scaling: speedup (log-log, ideal = workers / base workers) and efficiency."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(11, 4.2))
     lo, hi = None, 1
     for label, recs in _groups(runs, keys).items():
@@ -98,12 +46,12 @@ def plot_scaling(runs: list[dict], keys: list[str], where: Location) -> dict:
     hi = max(hi, 2 * lo)
     ax_s.plot([lo, hi], [1, hi / lo], "k--", lw=1, label="_ideal")  # speedup = workers / base
     workers = [r["workers"] for r in runs]
-    _plain_log2(ax_s, workers, ys=True)
+    plain_log2_axes(ax_s, workers, ys=True)
     ax_s.set_xlabel("workers")
     ax_s.set_ylabel("speedup over the fewest workers (x)")
     ax_s.set_title("Strong scaling (dashed: ideal)")
     ax_e.axhline(1.0, color="k", ls="--", lw=1)
-    _plain_log2(ax_e, workers)
+    plain_log2_axes(ax_e, workers)
     ax_e.set_ylim(0, 1.15)
     ax_e.set_xlabel("workers")
     ax_e.set_ylabel("parallel efficiency (speedup x base workers / workers)")
@@ -111,26 +59,26 @@ def plot_scaling(runs: list[dict], keys: list[str], where: Location) -> dict:
     for ax in (ax_s, ax_e):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    drawn = {"speedup": _drawn(ax_s), "efficiency": _drawn(ax_e)}
-    _save(fig, where)
+    drawn = {"speedup": drawn_lines(ax_s), "efficiency": drawn_lines(ax_e)}
+    save_png(fig, where)
     return drawn
 
 
 def plot_weak(runs: list[dict], keys: list[str], where: Location) -> dict:
     """Weak scaling: step time against workers (flat is ideal)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for label, recs in _groups([{**r, "graph_nodes": "growing"} for r in runs], keys).items():
         ax.plot([r["workers"] for r in recs], [1000 * r["run_step_s"] for r in recs], "o-",
                 label=label)
-    _plain_log2(ax, [r["workers"] for r in runs])
-    return _finish(fig, ax, where, "workers (sensors per worker fixed)", "step time (ms)",
+    plain_log2_axes(ax, [r["workers"] for r in runs])
+    return finish_axes(fig, ax, where, "workers (sensors per worker fixed)", "step time (ms)",
                    "Weak scaling (flat is ideal)", "step_ms")
 
 
 def plot_memory(runs: list[dict], keys: list[str], where: Location) -> dict:
     """Peak host RSS of the largest worker (and CUDA max allocated where measured)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for label, recs in _groups(runs, keys).items():
         ws = [r["workers"] for r in recs]
@@ -138,14 +86,14 @@ def plot_memory(runs: list[dict], keys: list[str], where: Location) -> dict:
         cuda = [r["cuda_max_allocated_mb"] for r in recs]
         if all(c != "" for c in cuda):
             ax.plot(ws, cuda, "s--", label=f"{label}: CUDA allocated")
-    _plain_log2(ax, [r["workers"] for r in runs])
-    return _finish(fig, ax, where, "workers (= parts in shard mode)",
+    plain_log2_axes(ax, [r["workers"] for r in runs])
+    return finish_axes(fig, ax, where, "workers (= parts in shard mode)",
                    "peak memory per worker (MiB)", "Memory per worker", "memory_mb")
 
 
 def plot_breakdown(runs: list[dict], where: Location) -> dict:
     """Stacked bars: each run's median step split into its phases (ms)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(runs) + 2), 4.6))
     names = [r["run"] for r in runs]
     bottom = [0.0] * len(runs)
@@ -161,13 +109,13 @@ def plot_breakdown(runs: list[dict], where: Location) -> dict:
     ax.set_ylim(0, 1.3 * max(bottom))  # room for the legend above the tallest bar
     ax.legend(fontsize=8, ncol=3, loc="upper right")
     ax.grid(True, axis="y", alpha=0.3)
-    _save(fig, where)
+    save_png(fig, where)
     return {"phases_ms": drawn}
 
 
 def plot_accuracy(runs: list[dict], keys: list[str], where: Location) -> dict:
     """Validation and test MAE against halo hops (shard runs with accuracy)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     rest = [k for k in keys if k != "partition.halo_hops"]
     groups = {}
@@ -180,7 +128,7 @@ def plot_accuracy(runs: list[dict], keys: list[str], where: Location) -> dict:
         ax.plot(hops, [r["test_mae"] for r in recs], "o-", label=f"{label}: test")
         ax.plot(hops, [r["best_val_mae"] for r in recs], "s--", label=f"{label}: best val")
     ax.set_xticks(sorted({r["partition.halo_hops"] for recs in groups.values() for r in recs}))
-    return _finish(fig, ax, where, "halo depth (hops)", "MAE (data units)",
+    return finish_axes(fig, ax, where, "halo depth (hops)", "MAE (data units)",
                    "Accuracy against halo depth", "mae", zero=False)
 
 

@@ -1,0 +1,1 @@
+"""Pictures of runs, sweeps and scaling studies (PNG, matplotlib): `distst plot DIR`."""

@@ -85,6 +85,11 @@ def test_strong_scaling_study_writes_tables_and_resumes(ray_local, tmp_path, cap
     assert fwd[1] == pytest.approx(1000 * statistics.median(
         [float(rows[1]["forward_s"]), float(rows[2]["forward_s"])]))
 
+    # `distst plot STUDY_DIR` draws the same pictures again
+    (sdir / "scaling.png").unlink()
+    assert main(["plot", str(sdir)]) == 0
+    assert (sdir / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+
     # resume: a finished study runs nothing; a lost result runs that run alone
     (sdir / "results" / "r02-n40-w1.json").unlink()
     capsys.readouterr()

@@ -336,7 +336,7 @@ def test_unknown_format_and_option(tmp_path):
     with pytest.raises(DiststError, match="unknown dataset format 'metrla'; choose one of metr-la"):
         read_dataset("metrla", tmp_path)
     assert set(FORMATS) == {"metr-la", "pems-bay", "pems03", "pems04", "pems07", "pems08",
-                            "pemsd7", "los-loop", "generic"}
+                            "pemsd7", "los-loop", "largest", "generic"}
     write_los(tmp_path)
     with pytest.raises(DiststError, match=r"unknown option\(s\) \['sigmaa'\]; accepted:.*sigma"):
         read_dataset("los-loop", tmp_path, sigmaa=3)

@@ -334,6 +334,8 @@ class Trainer:
 
     def _save_step_times(self) -> None:
         """This worker's timed steps and what they processed (train.step_timing)."""
+        if not self.clock.enabled:
+            return
         bs = self._per_worker_batch(self.cfg.train.batch_size)
         shard = self.shard
         self.clock.save(self.ctx.run_dir, self.ctx.rank, self.ctx.world_size, {

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distst.config import Config, apply_overrides, config_from_dict, fill_dataclass, read_yaml
+from distst.config import Config, apply_overrides, config_from_dict
 from distst.errors import DiststError
-from distst.config import parse_override
-from distst.sweep.config import BASE_SECTIONS, override_list, set_key
+from distst.sweep.config import override_list, read_with_base, set_key
 
 #: grid keys that are not training-config keys
 STUDY_KEYS = ("graph", "nodes_per_worker")
@@ -95,33 +94,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     """Read and check a study file; ``overrides`` are ``--set`` values (base-config keys such
     as ``train.batch_size=32`` go to the base config, others such as ``timed_steps=5`` to the
     study)."""
-    p = Path(path)
-    raw = read_yaml(p)
-    grid = dict(raw.pop("grid", None) or {})
-    study_over, base_over = [], []
-    for text in overrides or []:
-        key, value = parse_override(text)
-        if key[0] == "grid" and len(key) > 1:  # --set grid.runtime.workers=[1,2]
-            grid[".".join(key[1:])] = value
-        elif key[0] in BASE_SECTIONS:
-            base_over.append(text)
-        else:
-            study_over.append(text)
-    raw = apply_overrides(raw, study_over)
-    raw["grid"] = grid
-    try:
-        sc = fill_dataclass(StudyConfig, raw)
-    except DiststError as e:
-        raise DiststError(f"study file {p}: {str(e).replace('config key', 'key')}") from None
-    sc.overrides = override_list(sc.overrides, f"study file {p}") + base_over
-    if not sc.base:
-        raise DiststError(f"study file {p}: key 'base' is empty; name the training config "
-                          "every run starts from, e.g. base: ../quickstart.yaml")
-    base_path = Path(sc.base)
-    if not base_path.is_absolute():
-        base_path = p.parent / base_path
-    sc.base = str(base_path.resolve())
-    return build_study(sc, read_yaml(base_path), source=str(p))
+    sc, base_raw = read_with_base(path, StudyConfig, overrides, "grid", "study file",
+                                  "every run")
+    return build_study(sc, base_raw, source=str(path))
 
 
 def build_study(sc: StudyConfig, base_raw: dict, source: str = "") -> Study:

@@ -234,9 +234,10 @@ def run_study(study: Study, resume: bool = False, study_dir: str | Path | Locati
         done.write_text(json.dumps({"run": run.name, "rows": got}, indent=1))
         rows += got
         ran.append(run.name)
-    model = fit_model(per_run(rows))
-    summary = write_outputs(sdir, study, rows, model)
-    plots = plot_study(sdir, per_run(rows), list(sc.grid), "nodes_per_worker" in sc.grid)
+    runs = per_run(rows)
+    model = fit_model(runs)
+    summary = write_outputs(sdir, study, rows, runs, model)
+    plots = plot_study(sdir, runs, list(sc.grid), "nodes_per_worker" in sc.grid)
     print(f"\n{summary}\n\nplots: {', '.join(plots)}\nstudy directory: {sdir}", flush=True)
     return StudyResult(shown(sdir), rows, summary, ran, skipped, model, plots)
 
@@ -268,7 +269,9 @@ def redraw(study_dir: str | Path | Location) -> dict:
 
 
 # -- outputs -------------------------------------------------------------------------------
-def write_outputs(sdir: Location, study: Study, rows: list[dict], model: PerfModel | None) -> str:
+def write_outputs(sdir: Location, study: Study, rows: list[dict], runs: list[dict],
+                  model: PerfModel | None) -> str:
+    """runs.csv from the per-worker ``rows``, summary.md from the per-run ``runs``."""
     buf = io.StringIO()
     if rows:
         names = list(dict.fromkeys(k for r in rows for k in r))
@@ -276,7 +279,7 @@ def write_outputs(sdir: Location, study: Study, rows: list[dict], model: PerfMod
         w.writeheader()
         w.writerows(rows)
     (sdir / "runs.csv").write_text(buf.getvalue())
-    summary = format_summary(study, rows, model)
+    summary = format_summary(study, runs, model)
     (sdir / "summary.md").write_text(summary + "\n")
     return summary
 
@@ -360,9 +363,9 @@ def cut_comparison(runs: list[dict]) -> list[str]:
     return out
 
 
-def format_summary(study: Study, rows: list[dict], model: PerfModel | None) -> str:
+def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> str:
+    """summary.md from the per-run records (:func:`per_run`)."""
     grid = list(study.cfg.grid)
-    runs = per_run(rows)
     weak = "nodes_per_worker" in grid
     sc = study.cfg
     steps = (f"{sc.timed_steps} timed steps after {sc.warmup_steps} warm-up steps"

@@ -146,34 +146,44 @@ def split_overrides(overrides: list[str] | None) -> tuple[list[str], list[str]]:
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     """Read and check a sweep file; ``overrides`` are ``--set`` values (base-config keys such
     as ``train.epochs=2`` go to the base config, others such as ``num_samples=2`` to the sweep)."""
+    sc, base_raw = read_with_base(path, SweepConfig, overrides, "search_space", "sweep file",
+                                  "every trial")
+    return build_sweep(sc, base_raw, source=str(path))
+
+
+def read_with_base(path: str | Path, cls, overrides: list[str] | None, keyed: str, what: str,
+                   who: str):
+    """A file that names a base training config (a sweep or a study file) -> (its ``cls``
+    dataclass, the base config mapping). ``--set`` values of base-config sections go to the
+    base config's overrides, ``keyed.a.b=v`` sets dotted key ``a.b`` of the file's ``keyed``
+    mapping (whose keys contain dots, which apply_overrides would split into sections), and
+    the rest to the file; ``base`` is resolved relative to the file."""
     p = Path(path)
     raw = read_yaml(p)
-    sweep_over, base_over = split_overrides(overrides)
-    # search_space keys contain dots: `--set search_space.train.lr={choice: [0.01]}` names
-    # the whole dotted key, which apply_overrides would split into sections
-    space = dict(raw.pop("search_space", None) or {})
+    own_over, base_over = split_overrides(overrides)
+    mapping = dict(raw.pop(keyed, None) or {})
     plain = []
-    for text in sweep_over:
-        path, value = parse_override(text)
-        if path[0] == "search_space" and len(path) > 1:
-            space[".".join(path[1:])] = value
+    for text in own_over:
+        key, value = parse_override(text)
+        if key[0] == keyed and len(key) > 1:
+            mapping[".".join(key[1:])] = value
         else:
             plain.append(text)
     raw = apply_overrides(raw, plain)
-    raw["search_space"] = space
+    raw[keyed] = mapping
     try:
-        sc = fill_dataclass(SweepConfig, raw)
+        sc = fill_dataclass(cls, raw)
     except DiststError as e:
-        raise DiststError(f"sweep file {p}: {str(e).replace('config key', 'key')}") from None
-    sc.overrides = override_list(sc.overrides, f"sweep file {p}") + base_over
+        raise DiststError(f"{what} {p}: {str(e).replace('config key', 'key')}") from None
+    sc.overrides = override_list(sc.overrides, f"{what} {p}") + base_over
     if not sc.base:
-        raise DiststError(f"sweep file {p}: key 'base' is empty; name the training config "
-                          "every trial starts from, e.g. base: ../quickstart.yaml")
+        raise DiststError(f"{what} {p}: key 'base' is empty; name the training config "
+                          f"{who} starts from, e.g. base: ../quickstart.yaml")
     base_path = Path(sc.base)
     if not base_path.is_absolute():
-        base_path = (p.parent / base_path)
+        base_path = p.parent / base_path
     sc.base = str(base_path.resolve())
-    return build_sweep(sc, read_yaml(base_path), source=str(p))
+    return sc, read_yaml(base_path)
 
 
 def override_list(over: Any, where: Any) -> list:

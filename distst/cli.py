@@ -278,9 +278,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
         drawn = plot_sweep(d, out, saved.get("metric", "val_mae"),
                            list(saved.get("search_space") or {}))
     elif (d / "metrics.jsonl").is_file() or (d / "config.yaml").is_file():
-        from distst.plots.run import plot_run
+        from distst.engine.checkpoint import checkpoint_dirs
+        from distst.plots.run import plot_forecasts, plot_run
 
         drawn = plot_run(d, out)
+        if checkpoint_dirs(d):
+            from distst.engine.forecast import run_forecasts
+
+            sensors = [s.strip() for s in args.sensors.split(",") if s.strip()] \
+                if args.sensors else None
+            drawn.update(plot_forecasts(run_forecasts(d, sensors), out))
+        else:
+            print(f"{d}: no checkpoint yet, so no forecasts to draw")
     else:
         raise DiststError(f"{args.dir} is not a run, sweep or study directory (no metrics.jsonl, "
                           "sweep.yaml or study.yaml); pass the folder distst printed as 'run "
@@ -333,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("dir", help="a run, sweep or study directory (a path or a URI)")
     pl.add_argument("--out", help="where the PNGs go (default: the directory itself; a study "
                                   "always redraws in place)")
+    pl.add_argument("--sensors", metavar="ID,ID,...",
+                    help="a run: the sensor ids whose test-day forecasts forecast.png shows "
+                         "(default: the sensors at the 10th, 50th and 90th percentile of test "
+                         "MAE)")
     pl.set_defaults(func=cmd_plot)
 
     pa = sub.add_parser("partition", help="cut a prepared dataset into halo shards on disk")

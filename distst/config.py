@@ -148,6 +148,18 @@ class PartitionConfig:
 
 
 @dataclass
+class MlflowConfig:
+    """Where ``runtime.loggers: [mlflow]`` logs (distst.engine.logs.MlflowLog)."""
+
+    #: MLflow tracking URI: http(s)://server:5000, sqlite:///mlflow.db (needs the full
+    #: ``mlflow`` package), file:///abs/mlruns (MLflow 3 refuses a file store unless
+    #: MLFLOW_ALLOW_FILE_STORE=true); empty = MLFLOW_TRACKING_URI, else MLflow's default
+    tracking_uri: str = ""
+    #: experiment the runs go to (created if missing)
+    experiment: str = "distst"
+
+
+@dataclass
 class RuntimeConfig:
     #: "replicate": whole graph per worker, windows split across workers (Ray Train DDP);
     #: "shard": worker i holds part i plus its halo, every worker sees the same windows,
@@ -180,6 +192,11 @@ class RuntimeConfig:
     storage_options: dict = field(default_factory=dict)
     #: run name; empty = "<model>-<dataset>-<timestamp>"
     name: str = ""
+    #: trackers that get every epoch's metrics, the config and the test results besides
+    #: metrics.jsonl and TensorBoard: "mlflow" (pip install 'distst[mlflow]'); they are fed
+    #: from the driver side (a Ray Train callback), never from inside the training loop
+    loggers: list[str] = field(default_factory=list)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass
@@ -198,6 +215,7 @@ class Config:
 
 
 RUNTIME_MODES = ("replicate", "shard", "local")
+LOGGERS = ("mlflow",)
 #: pyarrow filesystem options that carry credentials (refused in configs: they are saved)
 SECRET_STORAGE_OPTIONS = ("access_key", "secret_key", "session_token", "access_token",
                           "credentials", "external_id")
@@ -316,6 +334,11 @@ def validate(cfg: Config) -> None:
     if not (math.isfinite(cfg.runtime.node_wait_s) and cfg.runtime.node_wait_s >= 0):
         raise DiststError(f"config key 'runtime.node_wait_s' must be >= 0 seconds (how long a "
                           f"run waits for room for its workers), got {cfg.runtime.node_wait_s}")
+    unknown = [x for x in cfg.runtime.loggers if x not in LOGGERS]
+    if unknown:
+        raise DiststError(f"config key 'runtime.loggers': unknown logger {unknown[0]!r}; choices: "
+                          f"{', '.join(LOGGERS)} (metrics.jsonl and TensorBoard are always "
+                          "written)")
     if cfg.train.checkpoint_every_steps < 0:
         raise DiststError(f"config key 'train.checkpoint_every_steps' must be >= 0 (0 = once "
                           f"per epoch), got {cfg.train.checkpoint_every_steps}")

@@ -334,6 +334,24 @@ def node_wait_negative(tmp_path):
     return _train(tmp_path, "runtime.node_wait_s=-5"), None
 
 
+def unknown_logger(tmp_path):
+    return _train(tmp_path, "runtime.loggers=[wandb]"), None
+
+
+def mlflow_file_store_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    runs = tmp_path / "runs"
+    return (_train(tmp_path, "runtime.loggers=[mlflow]",
+                   f"runtime.mlflow.tracking_uri={(tmp_path / 'mlruns').as_uri()}"),
+            lambda: not runs.exists() or not any(runs.iterdir()))
+
+
+def plot_unknown_sensor(tmp_path):
+    run_dir = _trained_run(tmp_path, "train.max_batches_per_epoch=1", "data.synth.days=6")
+    return ["plot", str(run_dir), "--sensors", "S01,S999"], \
+        lambda: not (run_dir / "forecast.png").exists()
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -396,6 +414,11 @@ CASES = {
     "node_wait_negative": ("`runtime.node_wait_s=-5`", node_wait_negative),
     "largest_meta_missing_column": ("a LargeST `*_meta.csv` without its `Lanes` column",
                                     largest_meta_missing_column),
+    "unknown_logger": ("`runtime.loggers=[wandb]`", unknown_logger),
+    "mlflow_file_store_refused": ("`runtime.loggers=[mlflow]` at a `file://` tracking URI that "
+                                  "MLflow 3 refuses", mlflow_file_store_refused),
+    "plot_unknown_sensor": ("`distst plot RUN --sensors S01,S999` (no such sensor)",
+                            plot_unknown_sensor),
 }
 
 

@@ -101,18 +101,23 @@ KEEP_CHECKPOINTS = 3
 class LocalContext(Context):
     """One plain process: checkpoints are copied to ``run_dir/checkpoint_XXXXXX`` (published
     whole, :meth:`distst.storage.Location.put_dir`); the newest :data:`KEEP_CHECKPOINTS` are
-    kept."""
+    kept. ``listeners`` get every report's metrics, as a Ray Train callback gets them on the
+    driver side (the run's trackers, distst.engine.logs)."""
 
     def __init__(self, run_dir: str | Path | Location,
-                 resume_from: str | Path | Location | None = None):
+                 resume_from: str | Path | Location | None = None,
+                 listeners: list | None = None):
         super().__init__(run_dir)
         self._resume = location(resume_from) if resume_from else None
+        self._listeners = list(listeners or [])
         numbers = [int(p.name[len("checkpoint_"):]) for p in checkpoint_dirs(self.run_dir)
                    if p.name[len("checkpoint_"):].isdigit()]
         # numbering continues after the newest, also when older ones were pruned
         self._count = max(numbers) + 1 if numbers else 0
 
     def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+        for listen in self._listeners:
+            listen(metrics)
         if checkpoint_dir is None:
             return
         (Path(checkpoint_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -19,6 +19,7 @@ from distst.engine.checkpoint import (
     resolve_checkpoint,
 )
 from distst.engine.context import Context, LocalContext
+from distst.engine.logs import trackers
 from distst.engine.bundle import build_bundle, ensure_dataset
 from distst.engine.trainer import TEST_METRICS, Trainer
 from distst.errors import DiststError, Interrupted
@@ -209,7 +210,9 @@ def train_local(cfg: Config, resume_from: str | Path | None = None
     ckpt = resolve_checkpoint(resume_from) if resume_from else None
     with run_dir_for(cfg, dataset_dir, resume_from) as run_dir:
         try:
-            final = train_in_context(cfg, dataset_dir, LocalContext(run_dir, resume_from=ckpt))
+            with trackers(cfg, run_dir) as logs:
+                final = train_in_context(cfg, dataset_dir, LocalContext(
+                    run_dir, resume_from=ckpt, listeners=[lg.report for lg in logs]))
         except KeyboardInterrupt:
             raise Interrupted(resume_hint(run_dir)) from None
     return shown(run_dir), final
@@ -252,8 +255,9 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
                               step_minutes=bundle.network.step_minutes)}
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "test") -> dict:
-    """Re-evaluate a checkpoint's best model on ``split`` in this process."""
+def restore_best(path: str | Path | Location, split: str = "test") -> Trainer:
+    """A trainer in this process holding a checkpoint's best model over the whole graph
+    (``trainer.bundle`` has the data, ``trainer.cfg`` the run's config); ``split`` must exist."""
     payload, cfg = load_checkpoint(path)
     dataset_dir = payload["dataset_dir"]
     if not Path(dataset_dir).exists():
@@ -268,6 +272,13 @@ def evaluate_checkpoint(path: str | Path, split: str = "test") -> dict:
         trainer.model.load_state_dict(state["best_model"])
     if split not in bundle.datasets:
         raise DiststError(f"split {split!r} does not exist; choices: {', '.join(bundle.datasets)}")
+    return trainer
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test") -> dict:
+    """Re-evaluate a checkpoint's best model on ``split`` in this process."""
+    trainer = restore_best(path, split)
+    cfg, bundle = trainer.cfg, trainer.bundle
     res = trainer.evaluate(split).report(steps=tuple(cfg.train.report_steps),
                                           step_minutes=bundle.network.step_minutes)
     return {"model": cfg.model.name, "split": split, "epoch": trainer.epoch,

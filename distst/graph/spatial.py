@@ -53,7 +53,7 @@ def _find(d, key):
     return None
 
 
-def _is_latlon(net: SensorNetwork, coords: np.ndarray) -> bool:
+def is_latlon(net: SensorNetwork, coords: np.ndarray) -> bool:
     """Readers record ``coords_kind`` ("latlon" or "xy"); the generator's coords are planar
     km. Only datasets that say neither fall back to a range check."""
     kind = _find(net.source, "coords_kind")
@@ -72,7 +72,7 @@ def edge_lengths(net: SensorNetwork) -> np.ndarray:
     w = np.asarray(net.edge_weight, dtype=np.float64)
     if net.coords is not None:
         c = np.asarray(net.coords, dtype=np.float64)
-        if _is_latlon(net, c):
+        if is_latlon(net, c):
             lat1, lon1 = np.radians(c[src, 0]), np.radians(c[src, 1])
             lat2, lon2 = np.radians(c[dst, 0]), np.radians(c[dst, 1])
             a = (np.sin((lat2 - lat1) / 2) ** 2

@@ -22,13 +22,14 @@ import ray
 import ray.train
 import ray.train.torch
 from ray.train import (Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
-                       ScalingConfig)
+                       ScalingConfig, UserCallback)
 from ray.train.torch import TorchTrainer
 
 from distst.config import Config, config_from_dict
 from distst.engine.checkpoint import resolve_checkpoint
 from distst.engine.context import KEEP_CHECKPOINTS, Context, NullBar
 from distst.engine.bundle import ensure_dataset, ensure_plan
+from distst.engine.logs import trackers
 from distst.engine.entry import (preflight, read_test_metrics, resume_hint, run_dir_for, shown,
                                  train_in_context)
 from distst.errors import DiststError, Interrupted
@@ -251,6 +252,18 @@ def check_resources(cfg: Config) -> None:
         )
 
 
+class TrackerCallback(UserCallback):
+    """Hands rank 0's reports to the run's trackers (runtime.loggers) from Ray Train's
+    controller, so the training loop knows nothing of them."""
+
+    def __init__(self, logs: list):
+        self.logs = list(logs)
+
+    def after_report(self, run_context, metrics, checkpoint):
+        for lg in self.logs:
+            lg.report(dict(metrics[0]))
+
+
 def train_ray(cfg: Config, resume_from: str | Path | None = None,
               callbacks: list | None = None) -> tuple[Path | Location, dict]:
     """Train ``cfg`` with Ray Train; returns (run directory, final test metrics).
@@ -272,7 +285,9 @@ def train_ray(cfg: Config, resume_from: str | Path | None = None,
     checked = preflight(cfg, dataset_dir)
     # Train V2 deprecates resume_from_checkpoint: the path travels in the loop config
     resume = str(resolve_checkpoint(resume_from)) if resume_from else None
-    with run_dir_for(cfg, dataset_dir, resume_from) as run_dir:
+    with run_dir_for(cfg, dataset_dir, resume_from) as run_dir, trackers(cfg, run_dir) as logs:
+        if logs:
+            callbacks = [*(callbacks or []), TrackerCallback(logs)]
         final = _fit(cfg, run_dir, dataset_dir, plan_dir, checked, resume, callbacks)
     return shown(run_dir), final
 

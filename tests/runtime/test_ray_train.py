@@ -7,6 +7,7 @@ import pytest
 from distst.engine.checkpoint import load_checkpoint
 from distst.errors import DiststError
 from distst.runtime.ray_train import check_resources, train_ray
+from tests.engine.test_logs import check_mlflow_matches_run
 
 
 def _history(run_dir):
@@ -19,9 +20,15 @@ def two_worker_run(ray_local, tmp_path_factory, overrides_for):
 
     tiny_overrides = overrides_for
     tmp = tmp_path_factory.mktemp("ray2")
+    # MLflow is fed by a callback in Ray Train's controller; MLFLOW_ALLOW_FILE_STORE is set
+    # after Ray started, so the controller has it only because the driver passes it on
     cfg = load_config(None, tiny_overrides(tmp, "train.epochs=3", "runtime.workers=2",
-                                           "runtime.cpus_per_worker=0.9"))
-    run_dir, final = train_ray(cfg)
+                                           "runtime.cpus_per_worker=0.9",
+                                           "runtime.loggers=[mlflow]",
+                                           f"runtime.mlflow.tracking_uri={tmp / 'mlruns'}"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        run_dir, final = train_ray(cfg)
     return cfg, run_dir, final
 
 
@@ -37,6 +44,13 @@ def test_two_workers_train_and_report(two_worker_run):
     payload, back = load_checkpoint(run_dir)
     assert back == cfg
     assert payload["trainer"]["epoch"] == 3
+    check_mlflow_matches_run(_mlflow_uri(cfg), run_dir, [1, 2, 3])
+
+
+def _mlflow_uri(cfg) -> str:
+    from pathlib import Path
+
+    return Path(cfg.runtime.mlflow.tracking_uri).as_uri()
 
 
 def test_one_and_two_workers_reach_comparable_val_mae(two_worker_run, tiny):
@@ -50,8 +64,9 @@ def test_one_and_two_workers_reach_comparable_val_mae(two_worker_run, tiny):
     assert abs(v1 - v2) / v1 < 0.1, (v1, v2)
 
 
-def test_resume_from_ray_checkpoint(two_worker_run):
+def test_resume_from_ray_checkpoint(two_worker_run, monkeypatch):
     cfg, run_dir, _ = two_worker_run
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     from dataclasses import replace
 
     more = replace(cfg, train=replace(cfg.train, epochs=4))
@@ -61,6 +76,7 @@ def test_resume_from_ray_checkpoint(two_worker_run):
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     payload, _ = load_checkpoint(run_dir)
     assert payload["trainer"]["epoch"] == 4
+    check_mlflow_matches_run(_mlflow_uri(cfg), run_dir, [1, 2, 3, 4])
 
 
 def test_too_many_workers_is_refused_before_starting(ray_local, tiny):

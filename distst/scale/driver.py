@@ -62,31 +62,37 @@ def study_dir_of(study: Study) -> Location:
 
 
 # -- what each run needs -------------------------------------------------------------------
-def series_bytes_per_worker(run: StudyRun, halo_share: float = 0.0) -> int | None:
-    """Bytes of the series one worker holds (float32 values, the data alone; activations
-    come on top): the whole graph in replicate mode, a part and its halo in shard mode."""
-    cfg = run.cfg
-    if cfg.data.path:
-        return None
-    nodes = cfg.data.synth.nodes
-    steps = cfg.data.synth.days * 288
-    local = nodes if cfg.runtime.mode != "shard" else nodes / cfg.partition.parts
-    return int(local * (1 + halo_share) * steps * 4)
-
-
 def dry_run_table(study: Study) -> str:
+    """The runs and what each needs per worker; the memory estimate is
+    :func:`distst.scale.memory.worker_memory` (sensors per worker from the cached plan, else
+    from the halo share of the real graphs at that part size)."""
+    from distst.scale.memory import local_nodes, worker_memory
+
     lines = ["| run | " + " | ".join(study.cfg.grid) + " | workers | CPUs | GPUs | threads/worker "
-             "| series MB/worker |", "|---" * (len(study.cfg.grid) + 6) + "|"]
+             "| sensors/worker | series MB/worker | est. peak MB/worker |",
+             "|---" * (len(study.cfg.grid) + 8) + "|"]
     for r in study.runs:
         rt = r.cfg.runtime
-        mb = series_bytes_per_worker(r)
+        sizes = local_nodes(r.cfg)
+        if sizes is None:
+            nodes = series = est = "dataset"
+        else:
+            total, local, steps, how = sizes
+            mem = worker_memory(r.cfg, total, local, steps)
+            approx = "~" if how == "real graphs' halo" else ""
+            nodes = f"{approx}{local:.0f}"
+            series = f"{mem['series'] / 2**20:.1f}"
+            est = f"{approx}{mem['total'] / 2**20:.0f}"
         lines.append(
             f"| {r.name} | " + " | ".join(str(r.values[k]) for k in study.cfg.grid)
             + f" | {rt.workers} | {rt.workers * rt.cpus_per_worker:g} | "
             f"{rt.workers * rt.gpus_per_worker if rt.use_gpu else 0:g} | "
-            f"{r.cfg.train.threads or 'default'} | "
-            + (f"{mb / 2**20:.1f}" + (" + halo" if rt.mode == "shard" else "")
-               if mb is not None else "dataset") + " |")
+            f"{r.cfg.train.threads or 'default'} | {nodes} | {series} | {est} |")
+    lines += ["", "sensors/worker: the largest part with its halo (~: no plan cached yet, so the "
+              "halo share is the real graphs' at that part size); est. peak: a worker with "
+              "torch loaded + series + 16 B per parameter + 2.5 x the activations a probe "
+              "forward keeps for backward (distst/scale/memory.py; within 10% of the measured "
+              "GCGRU studies in benchmarks/RESULTS.md)"]
     return "\n".join(lines)
 
 
@@ -139,9 +145,14 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
         recs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
         if recs:
             metrics["best_val_mae"] = min(r["val_mae"] for r in recs)
+    from distst.scale.memory import local_nodes, worker_memory
+
+    sizes = local_nodes(run.cfg)
     rows = []
     for d, t, tot in zip(docs, timed, totals):
         local, inner = d["local_nodes"], d["inner_nodes"]
+        est = (worker_memory(run.cfg, sizes[0], local, sizes[2])["total"] / 2**20
+               if sizes else "")
         row = {"run": run.name, **{k: v for k, v in run.values.items()},
                "mode": d["mode"], "workers": world, "graph_nodes": d["global_nodes"],
                "rank": d["rank"], "node": d.get("node", ""), "device": d["device"],
@@ -156,7 +167,7 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
             "worker_node_windows_per_step": d["worker_windows_per_step"] * local,
             "payload_bytes_per_step": statistics.median(s["payload_bytes"] for s in t[:n]),
             "sent_bytes_per_step": statistics.median(s["sent_bytes"] for s in t[:n]),
-            "peak_rss_mb": d["peak_rss_bytes"] / 2**20,
+            "peak_rss_mb": d["peak_rss_bytes"] / 2**20, "est_peak_mb": est,
             "cuda_max_allocated_mb": (d["cuda_max_allocated_bytes"] / 2**20
                                       if d["cuda_max_allocated_bytes"] is not None else ""),
             "inner_nodes": inner, "local_nodes": local,
@@ -297,6 +308,8 @@ def per_run(rows: list[dict]) -> list[dict]:
         for p in PHASES:
             rec[f"{p}_s"] = statistics.median(w[f"{p}_s"] for w in ws)
         rec["peak_rss_mb"] = max(w["peak_rss_mb"] for w in ws)
+        est = [w.get("est_peak_mb", "") for w in ws]
+        rec["est_peak_mb"] = max(est) if "" not in est else ""
         cuda = [w["cuda_max_allocated_mb"] for w in ws if w["cuda_max_allocated_mb"] != ""]
         rec["cuda_max_allocated_mb"] = max(cuda) if cuda else ""
         rec["halo_share"] = statistics.mean(w["halo_share"] for w in ws)
@@ -416,15 +429,17 @@ def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> s
                    + f" | {r['sent_bytes_per_step'] / 1024:.1f} |")
     # -- memory and partition
     out += ["", "## Memory and partition per worker", "",
-            "| run | mode | workers | peak RSS MB (largest worker) | CUDA max allocated MB "
-            "| inner + halo sensors (worker 0) | halo share | edge cut | replication |",
-            "|---" * 9 + "|"]
+            "| run | mode | workers | peak RSS MB (largest worker) | estimated MB (--dry-run's "
+            "model) | CUDA max allocated MB | inner + halo sensors (worker 0) | halo share | "
+            "edge cut | replication |",
+            "|---" * 10 + "|"]
     for r in runs:
         cut = f"{100 * r['cut_fraction']:.2f}%" if r["cut_fraction"] != "" else "-"
         rep = f"{r['replication']:.3f}" if r["replication"] != "" else "-"
         cuda = f"{r['cuda_max_allocated_mb']:.0f}" if r["cuda_max_allocated_mb"] != "" else "-"
+        est = f"{r['est_peak_mb']:.0f}" if r.get("est_peak_mb", "") != "" else "-"
         out.append(f"| {r['run']} | {r['mode']} | {r['workers']} | {r['peak_rss_mb']:.0f} | "
-                   f"{cuda} | {r['local_nodes']} | {100 * r['halo_share']:.1f}% | {cut} | {rep} |")
+                   f"{est} | {cuda} | {r['local_nodes']} | {100 * r['halo_share']:.1f}% | {cut} | {rep} |")
     out += cut_comparison(runs)
     if any(r["test_mae"] != "" for r in runs):
         out += ["", "## Accuracy", "", "| run | mode | workers | halo share | best val MAE "

@@ -66,8 +66,10 @@ def test_a_dataset_graph_and_the_dry_run_table(tmp_path):
     study = load_study(p)
     assert study.runs[1].cfg.data.path.endswith("metr") and study.runs[1].name.endswith("metr-w2")
     table = dry_run_table(study)
-    assert "| r00-n20-w2 | 20 | 2 | 2 | 2 | 0 | 1 |" in table
-    assert "dataset" in table.splitlines()[-1]
+    assert "| r00-n20-w2 | 20 | 2 | 2 | 2 | 0 | 1 | 20 |" in table
+    rows = [ln for ln in table.splitlines() if ln.startswith("| r0")]
+    assert rows[1].endswith("| dataset | dataset | dataset |")
+    assert "est. peak" in table.splitlines()[-1]
 
 
 @pytest.mark.parametrize("grid,extra,match", [

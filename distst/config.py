@@ -163,7 +163,11 @@ class MlflowConfig:
 class RuntimeConfig:
     #: "replicate": whole graph per worker, windows split across workers (Ray Train DDP);
     #: "shard": worker i holds part i plus its halo, every worker sees the same windows,
-    #: loss and metrics on inner nodes only; "local": one plain process, no Ray
+    #: loss and metrics on inner nodes only; "exchange": worker i holds part i and its 1-hop
+    #: boundary, and every graph product first fetches the boundary nodes' current values
+    #: from their owners (backward: returns their gradients), so training equals one process
+    #: on the whole graph (distst.nn.layers.exchange; partition.halo_hops is not used);
+    #: "local": one plain process, no Ray
     mode: str = "replicate"
     workers: int = 2
     #: one CUDA device per worker (NCCL between them)
@@ -198,6 +202,16 @@ class RuntimeConfig:
     loggers: list[str] = field(default_factory=list)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
+    @property
+    def partitioned(self) -> bool:
+        """One worker per part of a partition plan (shard, exchange)."""
+        return self.mode in PARTITIONED_MODES
+
+    def plan_halo_hops(self, configured: int) -> int:
+        """The halo depth of the plan a run opens: ``partition.halo_hops`` in shard mode; the
+        1-hop boundary in exchange mode, whose exchanges replace a deeper halo."""
+        return 1 if self.mode == "exchange" else configured
+
 
 @dataclass
 class Config:
@@ -214,7 +228,9 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-RUNTIME_MODES = ("replicate", "shard", "local")
+RUNTIME_MODES = ("replicate", "shard", "exchange", "local")
+#: modes that cut the graph into parts, one worker per part
+PARTITIONED_MODES = ("shard", "exchange")
 LOGGERS = ("mlflow",)
 #: pyarrow filesystem options that carry credentials (refused in configs: they are saved)
 SECRET_STORAGE_OPTIONS = ("access_key", "secret_key", "session_token", "access_token",

@@ -128,10 +128,16 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path) -> str:
                 f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
                 f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
             )
+        if cfg.runtime.mode == "exchange" and meta.halo_hops < 1:
+            raise DiststError(
+                f"partition.plan {pc.plan} has no boundary (halo_hops={meta.halo_hops}); "
+                "exchange mode needs each part's 1-hop boundary: make the plan again with "
+                "distst partition ... --halo-hops 1, or leave partition.plan empty")
         # workers do not share the driver's working directory
         return str(src)
     root = cache_root(cfg.data) / "plans"
-    out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{pc.halo_hops}-s{pc.seed}"
+    hops = cfg.runtime.plan_halo_hops(pc.halo_hops)
+    out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{hops}-s{pc.seed}"
     if out.exists():
         try:
             verify_plan(out, dataset_dir)
@@ -139,8 +145,8 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path) -> str:
         except DiststError:
             pass  # the dataset changed since: plan again below
     print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
-          f"(halo {pc.halo_hops} hops) -> {out}", flush=True)
-    make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=pc.halo_hops,
+          f"(halo {hops} hops) -> {out}", flush=True)
+    make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=hops,
               seed=pc.seed)
     return str(out)
 

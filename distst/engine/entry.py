@@ -194,8 +194,10 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     this process before any worker starts; returns the fitted scaler state for the workers,
     so that W workers do not scan the training series W times, and the whole-graph constants
     (:func:`graph_constants`) shard workers cannot compute: ``{"scaler": ..., "graph": ...}``."""
-    from distst.nn.registry import build_model
+    from distst.nn.registry import build_model, require_exchange
 
+    if cfg.runtime.mode == "exchange":
+        require_exchange(cfg.model.name)
     bundle = build_bundle(cfg.data, dataset_dir)
     build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name),
                 dict(cfg.model.params))

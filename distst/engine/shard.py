@@ -25,6 +25,7 @@ import zlib
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from distst.engine.context import Context
@@ -46,6 +47,24 @@ class NodeShard:
             global_ids if global_ids is not None else np.arange(num_local),
             dtype=torch.long, device=ctx.device)
         self.param_names = tuple(getattr(model, "node_parameters", ()))
+
+    def connect_exchange(self, model_name: str) -> None:
+        """runtime.mode=exchange: every graph product of the model fetches its boundary rows
+        from their owners (distst.nn.layers.exchange), on a process group of its own."""
+        from distst.nn.layers.exchange import HaloExchange, attach
+        from distst.nn.registry import require_exchange
+
+        require_exchange(model_name)
+        self.exchange = None
+        if self.ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
+            self.exchange = HaloExchange(self.global_ids.cpu().numpy(), self.num_inner,
+                                         group=dist.new_group()).to(self.ctx.device)
+            attach(self.model, self.exchange)
+
+    def exchange_bytes(self) -> int:
+        """Bytes this worker's boundary exchanges have sent so far (0 without exchange)."""
+        ex = getattr(self, "exchange", None)
+        return ex.bytes_sent if ex is not None else 0
 
     # -- the training step -----------------------------------------------------------------
     def wrap(self, trainable: bool) -> torch.nn.Module:

@@ -66,10 +66,13 @@ class StepClock:
             self._cur[phase] += t - self._t
             self._t = t
 
-    def end_step(self, step: int, payload_bytes: int, sent_bytes: int) -> None:
+    def end_step(self, step: int, payload_bytes: int, sent_bytes: int,
+                 exchange_bytes: int = 0) -> None:
+        """``exchange_bytes``: what the boundary exchanges of runtime.mode=exchange sent
+        during the step (forward and backward; their time is inside those phases)."""
         if self.enabled:
             self.steps.append({"step": step, **self._cur, "payload_bytes": payload_bytes,
-                               "sent_bytes": sent_bytes})
+                               "sent_bytes": sent_bytes, "exchange_bytes": exchange_bytes})
 
     def save(self, run_dir, rank: int, world: int, extra: dict) -> None:
         """Write this worker's records (replacing earlier ones: they accumulate)."""

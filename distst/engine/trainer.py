@@ -59,7 +59,7 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         self.null = null_value(cfg.data)
-        self.sharded = cfg.runtime.mode == "shard"
+        self.sharded = cfg.runtime.partitioned
         seed_everything(cfg.train.seed)
         params = dict(cfg.model.params)
         self.model = build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name), params)
@@ -70,6 +70,8 @@ class Trainer:
             num_inner=bundle.num_inner, global_ids=bundle.global_ids,
             num_global=bundle.num_global_nodes)
         self.shard.init_params(cfg.train.seed)
+        if cfg.runtime.mode == "exchange":
+            self.shard.connect_exchange(cfg.model.name)
         if hasattr(self.model, "fit_history"):
             self.model.fit_history(*[t.to(self.device) for t in history_for_ha(bundle)])
         # the module the loop calls: DDP around self.model with several workers
@@ -226,6 +228,7 @@ class Trainer:
         bar.update(start)
         clock, timed = self.clock, self.clock.enabled
         clock.start()
+        exchanged = self.shard.exchange_bytes()
         for i, (x, y) in enumerate(batches, start=start):
             if i >= n_batches:
                 break
@@ -255,8 +258,10 @@ class Trainer:
                 self._non_finite(loss, i, n_batches)
             self.optimizer.step()
             clock.lap("optimizer")
+            now = self.shard.exchange_bytes()
             clock.end_step(self.global_step, payload,
-                           ring_bytes_sent(payload, self.ctx.world_size))
+                           ring_bytes_sent(payload, self.ctx.world_size), now - exchanged)
+            exchanged = now
             self.global_step += 1
             total += float(loss.detach())
             count += 1

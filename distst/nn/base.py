@@ -30,6 +30,10 @@ class ForecastModel(nn.Module):
 
     model_name = "model"
     targets_in_input = True
+    #: runtime.mode=exchange is exact for this model: every read of a neighbour goes through
+    #: a graph operator's sparse product (distst.nn.layers.exchange); set by the models that
+    #: were checked to equal one process on the whole graph (tests/nn/test_exchange.py)
+    EXCHANGE = False
 
     def __init__(self, *, num_nodes: int, input_dim: int, output_dim: int, input_len: int = 12,
                  horizon: int = 12):

@@ -68,3 +68,13 @@ def coin(p: float) -> bool:
     if p >= 1.0:
         return True
     return bool(torch.rand(()) < p)
+
+
+def node_parameter(num_nodes: int, dim: int, std: float = 0.1) -> torch.nn.Parameter:
+    """A per-node parameter ``[num_nodes, dim]`` ~ N(0, std^2), drawn from a generator of its
+    own (seeded from torch's initial seed) so that it consumes none of the global random
+    stream: the shared parameters created after it are then the same whatever the number of
+    local nodes, i.e. the same in every part of a partitioned run as in one process. The engine
+    overwrites it from the nodes' global ids anyway (distst.engine.shard.NodeShard)."""
+    g = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
+    return torch.nn.Parameter(torch.randn(num_nodes, dim, generator=g) * std)

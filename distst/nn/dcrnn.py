@@ -68,6 +68,8 @@ class DCRNN(GraphSeq2Seq):
     mode), used to normalise ``P_f`` / ``P_b``; None = summed from the given edges.
     """
 
+    EXCHANGE = True
+
     model_name = "dcrnn"
 
     #: diffusion keeps the edge direction: forward and backward random walks (Eq. 2)

@@ -32,6 +32,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.base import GraphSeq2Seq
+from distst.nn.common import node_parameter
 from distst.nn.layers.cells import GCGRUCell
 from distst.nn.layers.graph import DEFAULT_LAMBDA_MAX, GraphOperator
 
@@ -53,6 +54,8 @@ class GCGRU(GraphSeq2Seq):
     Eq. 2's largest eigenvalue). The graph must be undirected (:class:`GraphOperator`).
     """
 
+    EXCHANGE = True
+
     model_name = "gcgru"
     GRAPH = GraphOperator.GRAPH
 
@@ -72,7 +75,7 @@ class GCGRU(GraphSeq2Seq):
         if node_embedding_dim:
             # Not in the paper (default 0): a learnable per-node vector appended to every
             # encoder input, the usual way to let a shared cell tell sensors apart.
-            self.node_emb = nn.Parameter(torch.randn(self.num_nodes, node_embedding_dim) * 0.1)
+            self.node_emb = node_parameter(self.num_nodes, node_embedding_dim)
             self.node_parameters = ("node_emb",)
         self.encoder = nn.ModuleList(
             GCGRUCell(self.input_dim + node_embedding_dim if i == 0 else hidden_size,

@@ -19,6 +19,8 @@ class GRUSeq2Seq(ForecastModel):
     Subclasses swap the recurrent layer (``rnn``): :class:`distst.nn.lstm.LSTMSeq2Seq`.
     """
 
+    EXCHANGE = True
+
     rnn: type[nn.Module] = nn.GRU
     model_name = "gru"
 

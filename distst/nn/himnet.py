@@ -66,6 +66,7 @@ from torch import nn
 
 from distst.errors import DiststError
 from distst.nn.base import GraphModel, decode, node_major_truth, to_batch_major
+from distst.nn.common import node_parameter
 from distst.nn.layers.sparse import (EdgeSpMM, KronLinear, block_diagonal, csr_structure,
                                      khop_neighbourhood, segment_softmax)
 
@@ -273,7 +274,8 @@ class HimNet(GraphModel):
         if use_e_s:
             # per-node rows: the engine initialises them from the global node id and, in shard
             # mode, keeps them out of DDP and reduces their gradients exactly
-            self.node_embedding = nn.Parameter(torch.randn(num_nodes, node_embedding_dim) * 0.1)
+            self.node_embedding = node_parameter(num_nodes, node_embedding_dim,
+                                                 self.node_parameter_std)
             self.node_parameters = ("node_embedding",)
         if use_e_st:
             self.st_proj = nn.Linear(hidden_size, st_embedding_dim)

@@ -78,6 +78,20 @@ def model_graph(name: str) -> str | None:
     return kind
 
 
+def exchange_models() -> list[str]:
+    """The models ``runtime.mode=exchange`` trains exactly (``EXCHANGE`` on the class)."""
+    return sorted(n for n in MODELS if getattr(model_class(n), "EXCHANGE", False))
+
+
+def require_exchange(name: str) -> None:
+    """Refuse ``runtime.mode=exchange`` for a model without an exchange path."""
+    if not getattr(model_class(name), "EXCHANGE", False):
+        raise DiststError(
+            f"runtime.mode=exchange: model {name} has no exchange path (it reads neighbours "
+            f"outside the graph operators' sparse products); models with one: "
+            f"{', '.join(exchange_models())}; train {name} with runtime.mode=shard or replicate")
+
+
 def _own_inits(cls: type) -> list:
     """The ``__init__`` of ``cls`` and, while one passes ``**kwargs`` on, its bases'."""
     inits = []

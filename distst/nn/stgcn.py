@@ -222,6 +222,8 @@ class STGCN(GraphModel):
     lambda_max = 2. ``input_len`` must exceed ``2 * num_blocks * (Kt - 1)`` (8 by default).
     """
 
+    EXCHANGE = True
+
     model_name = "stgcn"
     GRAPH = GraphOperator.GRAPH
 

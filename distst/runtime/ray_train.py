@@ -275,11 +275,11 @@ def train_ray(cfg: Config, resume_from: str | Path | None = None,
     configure(cfg.runtime.storage_options)
     dataset_dir = ensure_dataset(cfg.data)
     plan_dir = None
-    if cfg.runtime.mode == "shard":
+    if cfg.runtime.partitioned:
         plan_dir = ensure_plan(cfg, dataset_dir)
         if cfg.runtime.workers != cfg.partition.parts:
             # one worker per part is what shard mode means; say so rather than fail
-            print(f"shard mode: {cfg.partition.parts} parts -> {cfg.partition.parts} workers "
+            print(f"{cfg.runtime.mode} mode: {cfg.partition.parts} parts -> {cfg.partition.parts} workers "
                   f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
             cfg = replace(cfg, runtime=replace(cfg.runtime, workers=cfg.partition.parts))
     checked = preflight(cfg, dataset_dir)

@@ -169,11 +169,11 @@ def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
     rt, pc, tc = cfg.runtime, cfg.partition, cfg.train
     if rt.mode == "local":
         raise DiststError("runtime.mode=local runs no workers to scale; use replicate or shard")
-    if rt.mode == "shard":
+    if rt.partitioned:
         if "runtime.workers" in values and "partition.parts" in values \
                 and values["runtime.workers"] != values["partition.parts"]:
             raise DiststError(
-                f"shard mode runs one worker per part, but runtime.workers="
+                f"{rt.mode} mode runs one worker per part, but runtime.workers="
                 f"{values['runtime.workers']} and partition.parts={values['partition.parts']}; "
                 "give one of the two in the grid")
         if "runtime.workers" in values:

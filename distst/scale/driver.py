@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from distst.config import fill_dataclass
+from distst.config import PARTITIONED_MODES, fill_dataclass
 from distst.engine.timing import PHASES
 from distst.errors import DiststError
 from distst.scale.config import Study, StudyConfig, StudyRun, build_study
@@ -172,7 +172,8 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
                                       if d["cuda_max_allocated_bytes"] is not None else ""),
             "inner_nodes": inner, "local_nodes": local,
             "halo_share": (local - inner) / local if local else 0.0,
-            "halo_hops": run.cfg.partition.halo_hops if d["mode"] == "shard" else "",
+            "halo_hops": (run.cfg.runtime.plan_halo_hops(run.cfg.partition.halo_hops)
+                          if d["mode"] in PARTITIONED_MODES else ""),
             "parameters": d["parameters"],
             "cut_fraction": quality["cut_fraction"] if quality else "",
             "replication": quality["replication"] if quality else "",
@@ -231,7 +232,7 @@ def run_study(study: Study, resume: bool = False, study_dir: str | Path | Locati
         cfg = run.cfg
         cfg.runtime.storage, cfg.runtime.name = str(sdir / "runs"), run.name
         quality = None
-        if cfg.runtime.mode == "shard":
+        if cfg.runtime.partitioned:
             # the plan is made (or found in the cache) here, so its cut figures are known
             cfg.partition.plan = str(ensure_plan(cfg, ensure_dataset(cfg.data)))
             quality = plan_quality(cfg, cfg.partition.plan)
@@ -347,7 +348,7 @@ def real_cuts_at(nodes_per_part: float, halo_hops: int) -> list[dict]:
 
 def cut_comparison(runs: list[dict]) -> list[str]:
     """The study's partitions beside the real graphs' at the same sensors per part."""
-    shard = [r for r in runs if r["mode"] == "shard" and r["cut_fraction"] != ""
+    shard = [r for r in runs if r["mode"] in PARTITIONED_MODES and r["cut_fraction"] != ""
              and r["workers"] > 1]
     if not shard:
         return []
@@ -392,16 +393,19 @@ def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> s
     grid = [k for k in grid if k not in ("runtime.workers", "partition.parts", "runtime.mode",
                                          "nodes_per_worker")]
     # -- scaling
-    out += [f"## {'Weak' if weak else 'Strong'} scaling", "",
-            ("Same sensors per worker (graph grows with the workers): efficiency = T(base) / T."
-             if weak else "Same graph and global batch: speedup = T(base) / T, efficiency = "
-             "speedup x base workers / workers."), "",
-            "| run | " + " | ".join(k for k in grid) + " | mode | workers | sensors | step ms "
-            "| windows/s | node-windows/s | speedup | efficiency |",
-            "|---" * (len(grid) + 9) + "|"]
     groups = {}
     for rec in runs:
         groups.setdefault(scaling_key(rec, grid), []).append(rec)
+    scaled = any(len({r["workers"] for r in recs}) > 1 for recs in groups.values())
+    out += [f"## {'Weak' if weak else 'Strong'} scaling" if scaled else "## Runs", "",
+            ("Same sensors per worker (graph grows with the workers): efficiency = T(base) / T."
+             if weak else "Same graph and global batch: speedup = T(base) / T, efficiency = "
+             "speedup x base workers / workers.") if scaled else
+            "No run differs from another in workers alone, so speedup and efficiency are 1 "
+            "by definition; the step times compare the grid's settings.", "",
+            "| run | " + " | ".join(k for k in grid) + " | mode | workers | sensors | step ms "
+            "| windows/s | node-windows/s | speedup | efficiency |",
+            "|---" * (len(grid) + 9) + "|"]
     for recs in groups.values():
         recs.sort(key=lambda r: r["workers"])
         base = recs[0]
@@ -445,8 +449,10 @@ def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> s
         out += ["", "## Accuracy", "", "| run | mode | workers | halo share | best val MAE "
                 "| test MAE |", "|---" * 6 + "|"]
         for r in runs:
+            cells = [f"{v:.3f}" if isinstance(v, float) else "-"
+                     for v in (r["best_val_mae"], r["test_mae"])]
             out.append(f"| {r['run']} | {r['mode']} | {r['workers']} | "
-                       f"{100 * r['halo_share']:.1f}% | {r['best_val_mae']} | {r['test_mae']} |")
+                       f"{100 * r['halo_share']:.1f}% | {cells[0]} | {cells[1]} |")
     out += ["", "## Performance model", ""] + model_table(model, runs)
     return "\n".join(out)
 

@@ -101,7 +101,7 @@ def worker_memory(cfg: Config, total_nodes: int, local_nodes: float, steps: int,
     params = _linear(probe, "params", total_nodes)
     per_window = _linear(probe, "act_per_window", local_nodes)
     world = cfg.runtime.workers
-    batch = cfg.train.batch_size if cfg.runtime.mode == "shard" else math.ceil(
+    batch = cfg.train.batch_size if cfg.runtime.partitioned else math.ceil(
         cfg.train.batch_size / world)
     parts = {"base": BASE_BYTES, "series": local_nodes * steps * channels * 4,
              "model_state": 16 * params, "activations": ALLOCATOR_FACTOR * per_window * batch}
@@ -119,16 +119,16 @@ def local_nodes(run_cfg: Config) -> tuple[int, float, int, str] | None:
         return None
     n, steps = cfg.data.synth.nodes, cfg.data.synth.days * 288
     pc = cfg.partition
-    if cfg.runtime.mode != "shard" or pc.parts == 1:
+    if not cfg.runtime.partitioned or pc.parts == 1:
         return n, float(n), steps, "whole graph"
     plan = (cache_root(cfg.data) / "plans" / f"{synth_cache_dir(cfg.data).name}-{pc.method}"
-            f"-p{pc.parts}-h{pc.halo_hops}-s{pc.seed}" / "META.json")
+            f"-p{pc.parts}-h{cfg.runtime.plan_halo_hops(pc.halo_hops)}-s{pc.seed}" / "META.json")
     if plan.is_file():
         import json
 
         sizes = json.loads(plan.read_text())["sizes"]
         return n, float(max(s["num_local"] for s in sizes)), steps, "plan"
-    real = real_cuts_at(n / pc.parts, pc.halo_hops)
+    real = real_cuts_at(n / pc.parts, cfg.runtime.plan_halo_hops(pc.halo_hops))
     share = sorted(r["halo_share"] for r in real)[len(real) // 2] if real else 0.0
     # halo share = halo / (inner + halo): inner / (1 - share) sensors in all
     return n, min(float(n), n / pc.parts * 1.03 / (1 - share)), steps, "real graphs' halo"

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distst.config import PARTITIONED_MODES
+
 #: worker counts the summary predicts
 PREDICT_AT = (8, 16, 64, 128)
 #: interconnects the summary prices (Gbit/s)
@@ -73,7 +75,7 @@ def predict(model: PerfModel, rec: dict, workers: int, b: float | None = None) -
     n, windows = float(rec["graph_nodes"]), float(rec["windows_per_step"])
     payload = float(rec["payload_bytes_per_step"]) if rec.get("payload_bytes_per_step") \
         else float(rec["parameters"]) * 4
-    if rec["mode"] == "shard":
+    if rec["mode"] in PARTITIONED_MODES:
         local = n / workers / max(1.0 - float(rec["halo_share"]), 1e-6)
         c = windows * local
     else:

@@ -334,7 +334,7 @@ def _check_domain_against(d: Domain, raw: dict, base: Config, where: str) -> Non
             raise DiststError(f"{prefix}: the config key is an integer but {d.kind} samples "
                               "floats; use {randint: [lo, hi]} or {choice: [...]}")
     if parts[0] == "partition":
-        if base.runtime.mode != "shard":
+        if not base.runtime.partitioned:
             raise DiststError(f"{prefix}: partition settings only matter in runtime.mode=shard "
                               f"but the base config runs {base.runtime.mode!r}; add "
                               "runtime.mode=shard to 'overrides' or drop the key")
@@ -388,20 +388,23 @@ def trial_config(base_raw: dict, values: dict) -> Config:
 
 def workers_of(cfg: Config, sc: SweepConfig) -> int:
     """Ray Train workers of one trial: one per part in shard mode."""
-    if cfg.runtime.mode == "shard":
+    if cfg.runtime.partitioned:
         return cfg.partition.parts
     return sc.workers_per_trial or cfg.runtime.workers
 
 
 def partition_combos(sweep: Sweep) -> list[dict]:
     """Every distinct (method, parts, halo_hops, seed) the trials can draw (shard mode)."""
-    if sweep.base.runtime.mode != "shard":
+    if not sweep.base.runtime.partitioned:
         return []
     axes = []
     for name in PARTITION_KEYS:
         d = next((d for d in sweep.domains if d.key == f"partition.{name}"), None)
         axes.append(d.candidates() if d else [getattr(sweep.base.partition, name)])
-    return [dict(zip(PARTITION_KEYS, combo)) for combo in itertools.product(*axes)]
+    combos = [dict(zip(PARTITION_KEYS, combo)) for combo in itertools.product(*axes)]
+    for c in combos:
+        c["halo_hops"] = sweep.base.runtime.plan_halo_hops(c["halo_hops"])
+    return list({tuple(c.values()): c for c in combos}.values())
 
 
 def max_workers(sweep: Sweep) -> int:

@@ -133,10 +133,11 @@ def trial_main(config: dict, static: dict) -> None:
     rt.name = trial_id
     rt.address = ""
     rt.cpus_per_worker = static["cpus_per_worker"]
-    if rt.mode == "shard":
+    if rt.partitioned:
         pc = cfg.partition
         # the driver made every plan before the trials started: never partition in a trial
-        pc.plan = static["plans"][plan_key(pc.method, pc.parts, pc.halo_hops, pc.seed)]
+        pc.plan = static["plans"][plan_key(pc.method, pc.parts,
+                                           rt.plan_halo_hops(pc.halo_hops), pc.seed)]
         rt.workers = pc.parts
     elif static["workers_per_trial"]:
         rt.workers = static["workers_per_trial"]

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from distst.nn.layers import graph as graphops
+from distst.nn.layers.exchange import exchanged
 
 
 #: filter_type -> the random-walk directions it diffuses along (DCRNN's names; "laplacian"
@@ -44,6 +45,9 @@ class DiffusionOperators(nn.Module):
     optional) are the whole-graph degrees of the local nodes in shard mode.
     """
 
+    #: the boundary exchange of runtime.mode=exchange (set by the engine; None otherwise)
+    exchange = None
+
     def __init__(self, edge_index, edge_weight, num_nodes: int,
                  directions: tuple[str, ...] = ("forward", "backward"),
                  out_degree=None, in_degree=None):
@@ -67,4 +71,5 @@ class DiffusionOperators(nn.Module):
 
     def forward(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``[(P_f, P_f^T), (P_b, P_b^T)]`` (one pair per direction) as CSR tensors."""
-        return [(self._csr(f"p{i}"), self._csr(f"p{i}_t")) for i in range(len(self.directions))]
+        return [(exchanged(self._csr(f"p{i}"), self.exchange), self._csr(f"p{i}_t"))
+                for i in range(len(self.directions))]

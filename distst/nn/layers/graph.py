@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
+from distst.nn.layers.exchange import exchange_of, exchanged
 
 NORMALIZATIONS = ("sym", "rw", "none")
 
@@ -227,7 +228,13 @@ class _SpMM(torch.autograd.Function):
 
 
 def spmm(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """Sparse [N, N] times dense [N, M]; ``a_t`` (the transpose) speeds up the backward pass."""
+    """Sparse [N, N] times dense [N, M]; ``a_t`` (the transpose) speeds up the backward pass.
+    In exchange mode the operator carries a :class:`~distst.nn.layers.exchange.HaloExchange`
+    and the halo rows of ``x`` are refreshed from their owners first (the one place where
+    partition-parallel training talks to other workers)."""
+    ex = exchange_of(a)
+    if ex is not None:
+        x = ex(x)
     if x.dtype != a.dtype:  # e.g. bf16 activations under autocast: sparse kernels need one dtype
         x = x.to(a.dtype)
     if a_t is None or not x.requires_grad:
@@ -389,6 +396,8 @@ class GraphOperator(nn.Module):
 
     #: what the models built on this operator need from the engine (see registry.model_graph)
     GRAPH = "undirected"
+    #: the boundary exchange of runtime.mode=exchange (set by the engine; None otherwise)
+    exchange = None
 
     def __init__(self, edge_index, edge_weight, num_nodes: int, normalization: str,
                  lambda_max: float = 2.0, degree=None, model: str = "graph convolution"):
@@ -411,4 +420,4 @@ class GraphOperator(nn.Module):
         op = assemble_csr(CSRParts(self.op_crow, self.op_col, self.op_val), n)
         op_t = assemble_csr(
             CSRParts(self.op_t_crow, self.op_t_col, self.op_t_val), n)
-        return op, op_t
+        return exchanged(op, self.exchange), op_t

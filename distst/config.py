@@ -170,6 +170,10 @@ class RuntimeConfig:
     #: "local": one plain process, no Ray
     mode: str = "replicate"
     workers: int = 2
+    #: shard / exchange: copies of the P-part worker group (P x R workers); the replicas
+    #: split each global batch of train.batch_size windows, shared parameters' gradients are
+    #: averaged over all P x R workers. The way to use 16 GPUs on a graph that needs 4
+    replicas: int = 1
     #: one CUDA device per worker (NCCL between them)
     use_gpu: bool = False
     #: GPUs per worker with use_gpu; a fraction lets several workers share a device
@@ -350,6 +354,18 @@ def validate(cfg: Config) -> None:
     if not (math.isfinite(cfg.runtime.node_wait_s) and cfg.runtime.node_wait_s >= 0):
         raise DiststError(f"config key 'runtime.node_wait_s' must be >= 0 seconds (how long a "
                           f"run waits for room for its workers), got {cfg.runtime.node_wait_s}")
+    if cfg.runtime.replicas < 1:
+        raise DiststError(f"config key 'runtime.replicas' must be >= 1 (copies of the "
+                          f"partitioned worker group), got {cfg.runtime.replicas}")
+    if cfg.runtime.replicas > 1 and not cfg.runtime.partitioned:
+        raise DiststError(f"config key 'runtime.replicas'={cfg.runtime.replicas} needs "
+                          f"runtime.mode=shard or exchange (replicas of a partitioned worker "
+                          f"group), but runtime.mode={cfg.runtime.mode!r}; in replicate mode "
+                          "raise runtime.workers instead")
+    if cfg.runtime.partitioned and cfg.train.batch_size < cfg.runtime.replicas:
+        raise DiststError(
+            f"config key 'train.batch_size' ({cfg.train.batch_size}) is smaller than "
+            f"runtime.replicas ({cfg.runtime.replicas}): every replica needs at least one window")
     unknown = [x for x in cfg.runtime.loggers if x not in LOGGERS]
     if unknown:
         raise DiststError(f"config key 'runtime.loggers': unknown logger {unknown[0]!r}; choices: "

@@ -346,6 +346,38 @@ def mlflow_file_store_refused(tmp_path, monkeypatch):
             lambda: not runs.exists() or not any(runs.iterdir()))
 
 
+def _ray_train(tmp_path, *sets):
+    """A Ray run's argv: these inputs are refused before Ray starts."""
+    argv = _train(tmp_path, *sets)
+    argv.remove("--local")
+    return argv
+
+
+def exchange_model_without_path(tmp_path):
+    return _ray_train(tmp_path, "runtime.mode=exchange", "model.name=himnet",
+                      "model.params={}"), None
+
+
+def replicas_zero(tmp_path):
+    return _ray_train(tmp_path, "runtime.mode=exchange", "runtime.replicas=0"), None
+
+
+def replicas_in_replicate_mode(tmp_path):
+    return _ray_train(tmp_path, "runtime.mode=replicate", "runtime.replicas=2"), None
+
+
+def exchange_plan_without_boundary(tmp_path):
+    from distst.config import load_config
+    from distst.engine.bundle import ensure_dataset
+    from distst.graph.partition.plan import make_plan
+
+    argv = _ray_train(tmp_path, "runtime.mode=exchange")
+    sets = [a for a in argv if "=" in a and not a.startswith("-")]
+    data = ensure_dataset(load_config("configs/quickstart.yaml", sets).data, quiet=True)
+    make_plan(data, tmp_path / "plan0", method="metis", parts=2, halo_hops=0)
+    return argv + ["--set", f"partition.plan={tmp_path / 'plan0'}"], None
+
+
 def plot_unknown_sensor(tmp_path):
     run_dir = _trained_run(tmp_path, "train.max_batches_per_epoch=1", "data.synth.days=6")
     return ["plot", str(run_dir), "--sensors", "S01,S999"], \
@@ -419,6 +451,13 @@ CASES = {
                                   "MLflow 3 refuses", mlflow_file_store_refused),
     "plot_unknown_sensor": ("`distst plot RUN --sensors S01,S999` (no such sensor)",
                             plot_unknown_sensor),
+    "exchange_model_without_path": ("`runtime.mode=exchange` with HimNet (no exchange path "
+                                    "yet)", exchange_model_without_path),
+    "replicas_zero": ("`runtime.replicas=0`", replicas_zero),
+    "replicas_in_replicate_mode": ("`runtime.replicas=2` in replicate mode",
+                                   replicas_in_replicate_mode),
+    "exchange_plan_without_boundary": ("`runtime.mode=exchange` with a plan made with "
+                                       "`--halo-hops 0`", exchange_plan_without_boundary),
 }
 
 

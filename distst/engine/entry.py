@@ -146,20 +146,21 @@ def open_worker_data(cfg: Config, dataset_dir: str | Path, plan_dir: str | Path 
     from distst.graph.partition.plan import fetch_part, open_part
 
     copied, source = 0, None
+    index = ctx.rank % cfg.partition.parts  # replicas of a part share its files
     if plan_dir is not None:
-        source = f"{plan_dir}/part_{ctx.rank}"
+        source = f"{plan_dir}/part_{index}"
         if not is_remote(str(plan_dir)):
             local = Path(location(str(plan_dir)).path)
-            if not (local / f"part_{ctx.rank}").is_dir():
+            if not (local / f"part_{index}").is_dir():
                 raise DiststError(
-                    f"part_{ctx.rank} of plan {local} is not on node {ctx.node}; on a "
+                    f"part_{index} of plan {local} is not on node {ctx.node}; on a "
                     "cluster, put the plan where every node reads it: a URI (distst "
                     "partition DATA --out s3://BUCKET/plan, then partition.plan=s3://...) "
                     "or a folder mounted on every node")
         else:
-            local, copied = fetch_part(str(plan_dir), ctx.rank,
+            local, copied = fetch_part(str(plan_dir), index,
                                        cache_root(cfg.data) / "fetched")
-        part = open_part(local, ctx.rank)
+        part = open_part(local, index)
     else:
         part = None
         if is_remote(cfg.data.path):

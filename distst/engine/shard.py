@@ -37,9 +37,12 @@ class NodeShard:
 
     def __init__(self, model: torch.nn.Module, ctx: Context, *, sharded: bool,
                  num_local: int, num_inner: int | None = None, global_ids=None,
-                 num_global: int | None = None):
+                 num_global: int | None = None, parts: int = 1, replicas: int = 1):
         self.ctx = ctx
         self.sharded = sharded
+        #: P parts x R replicas (runtime.replicas): rank = replica * P + part
+        self.parts, self.replicas = (parts, replicas) if sharded else (1, 1)
+        self.replica = ctx.rank // self.parts if sharded else 0
         self.model = model
         self.num_inner = num_inner if num_inner is not None else num_local
         self.num_global = num_global or num_local
@@ -57,8 +60,11 @@ class NodeShard:
         require_exchange(model_name)
         self.exchange = None
         if self.ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
+            # one group per replica (its P parts); every rank creates every group, in order
+            groups = [dist.new_group(ranks=list(range(r * self.parts, (r + 1) * self.parts)))
+                      for r in range(self.replicas)]
             self.exchange = HaloExchange(self.global_ids.cpu().numpy(), self.num_inner,
-                                         group=dist.new_group()).to(self.ctx.device)
+                                         group=groups[self.replica]).to(self.ctx.device)
             attach(self.model, self.exchange)
 
     def exchange_bytes(self) -> int:
@@ -182,8 +188,10 @@ class NodeShard:
         zero = torch.zeros((), dtype=torch.float64)
         shared = sum((p.grad.double().pow(2).sum() for n, p in named
                       if n not in node and p.grad is not None), zero)
+        # replicas hold equal per-node gradients after reduce_grads: count the first's
         own = sum((self.inner_rows(p.grad).double().pow(2).sum()
-                   for _, p in self._params() if p.grad is not None), zero)
+                   for _, p in self._params() if p.grad is not None and self.replica == 0),
+                  zero)
         if self.sharded:
             own = self.ctx.all_reduce_sum(own.reshape(1).cpu())[0]
         norm = float((shared.cpu() + own).sqrt())
@@ -200,7 +208,8 @@ class NodeShard:
         (collective in shard mode: every rank calls)."""
         full = local.new_zeros((self.num_global, *local.shape[1:]))
         own = slice(0, self.num_inner)
-        full.index_add_(0, self.global_ids[own], local[own])
+        if self.replica == 0:  # the replicas' copies are equal: count each node once
+            full.index_add_(0, self.global_ids[own], local[own])
         if self.sharded:
             self.ctx.all_reduce_sum(full)
         return full

@@ -60,6 +60,9 @@ class Trainer:
         self.device = ctx.device
         self.null = null_value(cfg.data)
         self.sharded = cfg.runtime.partitioned
+        # P parts x R replicas: worker rank = replica * P + part
+        self.replicas = cfg.runtime.replicas if self.sharded else 1
+        self.replica = ctx.rank // cfg.partition.parts if self.sharded else 0
         seed_everything(cfg.train.seed)
         params = dict(cfg.model.params)
         self.model = build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name), params)
@@ -68,7 +71,8 @@ class Trainer:
         self.shard = NodeShard(
             self.model, ctx, sharded=self.sharded, num_local=bundle.network.num_nodes,
             num_inner=bundle.num_inner, global_ids=bundle.global_ids,
-            num_global=bundle.num_global_nodes)
+            num_global=bundle.num_global_nodes, parts=cfg.partition.parts,
+            replicas=self.replicas)
         self.shard.init_params(cfg.train.seed)
         if cfg.runtime.mode == "exchange":
             self.shard.connect_exchange(cfg.model.name)
@@ -104,13 +108,16 @@ class Trainer:
 
     # -- helpers -------------------------------------------------------------------------
     def _per_worker_batch(self, batch_size: int) -> int:
-        if self.sharded:  # every shard sees the whole global batch (for its own nodes)
-            return batch_size
+        if self.sharded:  # every part of a replica sees its replica's windows (own nodes)
+            return max(1, batch_size // self.replicas)
         return max(1, batch_size // self.ctx.world_size)
 
     def _window_split(self) -> tuple[int, int]:
-        """(rank, world) for splitting windows: shards all take the same windows."""
-        return (0, 1) if self.sharded else (self.ctx.rank, self.ctx.world_size)
+        """(rank, world) for splitting windows: the parts of one replica take the same
+        windows, the replicas split them."""
+        if self.sharded:
+            return self.replica, self.replicas
+        return self.ctx.rank, self.ctx.world_size
 
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean training loss over observed targets (``pred``, ``y`` in original units).
@@ -346,7 +353,7 @@ class Trainer:
         self.clock.save(self.ctx.run_dir, self.ctx.rank, self.ctx.world_size, {
             "node": self.ctx.node, "mode": self.cfg.runtime.mode,
             # the global batch: windows one optimiser step consumes over all workers
-            "windows_per_step": bs if self.sharded else bs * self.ctx.world_size,
+            "windows_per_step": bs * (self.replicas if self.sharded else self.ctx.world_size),
             "worker_windows_per_step": bs, "inner_nodes": shard.num_inner,
             "local_nodes": int(shard.global_ids.numel()), "global_nodes": shard.num_global,
             "parameters": sum(p.numel() for p in self.model.parameters()),

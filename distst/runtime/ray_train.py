@@ -277,11 +277,13 @@ def train_ray(cfg: Config, resume_from: str | Path | None = None,
     plan_dir = None
     if cfg.runtime.partitioned:
         plan_dir = ensure_plan(cfg, dataset_dir)
-        if cfg.runtime.workers != cfg.partition.parts:
-            # one worker per part is what shard mode means; say so rather than fail
-            print(f"{cfg.runtime.mode} mode: {cfg.partition.parts} parts -> {cfg.partition.parts} workers "
+        want = cfg.partition.parts * cfg.runtime.replicas
+        if cfg.runtime.workers != want:
+            # one worker per part (per replica) is what these modes mean; say so, not fail
+            print(f"{cfg.runtime.mode} mode: {cfg.partition.parts} parts x "
+                  f"{cfg.runtime.replicas} replicas -> {want} workers "
                   f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
-            cfg = replace(cfg, runtime=replace(cfg.runtime, workers=cfg.partition.parts))
+            cfg = replace(cfg, runtime=replace(cfg.runtime, workers=want))
     checked = preflight(cfg, dataset_dir)
     # Train V2 deprecates resume_from_checkpoint: the path travels in the loop config
     resume = str(resolve_checkpoint(resume_from)) if resume_from else None

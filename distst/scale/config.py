@@ -168,7 +168,7 @@ def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
     cfg = config_from_dict(raw)
     rt, pc, tc = cfg.runtime, cfg.partition, cfg.train
     if rt.mode == "local":
-        raise DiststError("runtime.mode=local runs no workers to scale; use replicate or shard")
+        raise DiststError("runtime.mode=local runs no workers to scale; use replicate, shard or exchange")
     if rt.partitioned:
         if "runtime.workers" in values and "partition.parts" in values \
                 and values["runtime.workers"] != values["partition.parts"]:

@@ -91,7 +91,7 @@ def dry_run_table(study: Study) -> str:
     lines += ["", "sensors/worker: the largest part with its halo (~: no plan cached yet, so the "
               "halo share is the real graphs' at that part size); est. peak: a worker with "
               "torch loaded + series + 16 B per parameter + 2.5 x the activations a probe "
-              "forward keeps for backward (distst/scale/memory.py; within 5% of the measured "
+              "forward keeps for backward (distst/scale/memory.py; within 6% of the measured "
               "GCGRU studies in benchmarks/RESULTS.md)"]
     return "\n".join(lines)
 

@@ -101,8 +101,8 @@ def worker_memory(cfg: Config, total_nodes: int, local_nodes: float, steps: int,
     params = _linear(probe, "params", total_nodes)
     per_window = _linear(probe, "act_per_window", local_nodes)
     world = cfg.runtime.workers
-    batch = cfg.train.batch_size if cfg.runtime.partitioned else math.ceil(
-        cfg.train.batch_size / world)
+    batch = math.ceil(cfg.train.batch_size / (cfg.runtime.replicas if cfg.runtime.partitioned
+                                              else world))
     parts = {"base": BASE_BYTES, "series": local_nodes * steps * channels * 4,
              "model_state": 16 * params, "activations": ALLOCATOR_FACTOR * per_window * batch}
     return {**parts, "total": sum(parts.values()), "params": params, "batch": batch}

@@ -166,7 +166,11 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
             "windows_per_step": d["windows_per_step"],
             "worker_node_windows_per_step": d["worker_windows_per_step"] * local,
             "payload_bytes_per_step": statistics.median(s["payload_bytes"] for s in t[:n]),
-            "sent_bytes_per_step": statistics.median(s["sent_bytes"] for s in t[:n]),
+            # gradient all-reduce plus, in exchange mode, the boundary exchanges
+            "sent_bytes_per_step": statistics.median(s["sent_bytes"] + s.get("exchange_bytes", 0)
+                                                     for s in t[:n]),
+            "exchange_bytes_per_step": statistics.median(s.get("exchange_bytes", 0)
+                                                         for s in t[:n]),
             "peak_rss_mb": d["peak_rss_bytes"] / 2**20, "est_peak_mb": est,
             "cuda_max_allocated_mb": (d["cuda_max_allocated_bytes"] / 2**20
                                       if d["cuda_max_allocated_bytes"] is not None else ""),
@@ -316,6 +320,7 @@ def per_run(rows: list[dict]) -> list[dict]:
         rec["halo_share"] = statistics.mean(w["halo_share"] for w in ws)
         rec["worker_node_windows_per_step"] = max(w["worker_node_windows_per_step"] for w in ws)
         rec["sent_bytes_per_step"] = max(w["sent_bytes_per_step"] for w in ws)
+        rec["exchange_bytes_per_step"] = max(w.get("exchange_bytes_per_step", 0) for w in ws)
         runs.append(rec)
     return runs
 
@@ -423,14 +428,19 @@ def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> s
     out += ["", "## Where a step's time goes", "",
             "Median per worker, in ms and as a share of the run's step; `idle` is the wait for "
             "the slowest worker, `allreduce` the gradient all-reduce after it (not overlapped "
-            "with the backward pass in timed steps: see distst.engine.timing).", "",
-            "| run | workers | " + " | ".join(PHASES) + " | KB sent / step / worker |",
+            "with the backward pass in timed steps: see distst.engine.timing); exchange mode's "
+            "boundary exchanges run inside forward and backward, and their bytes are in the "
+            "last column.", "",
+            "| run | workers | " + " | ".join(PHASES) + " | KB sent / step / worker (of it "
+            "boundary exchange) |",
             "|---" * (len(PHASES) + 3) + "|"]
     for r in runs:
         cells = [f"{1000 * r[f'{p}_s']:.1f} ({100 * r[f'{p}_s'] / r['run_step_s']:.0f}%)"
                  for p in PHASES]
+        ex = r.get("exchange_bytes_per_step", 0)
         out.append(f"| {r['run']} | {r['workers']} | " + " | ".join(cells)
-                   + f" | {r['sent_bytes_per_step'] / 1024:.1f} |")
+                   + f" | {r['sent_bytes_per_step'] / 1024:.1f}"
+                   + (f" ({ex / 1024:.1f})" if ex else "") + " |")
     # -- memory and partition
     out += ["", "## Memory and partition per worker", "",
             "| run | mode | workers | peak RSS MB (largest worker) | estimated MB (--dry-run's "

@@ -408,7 +408,7 @@ def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> s
              "speedup x base workers / workers.") if scaled else
             "No run differs from another in workers alone, so speedup and efficiency are 1 "
             "by definition; the step times compare the grid's settings.", "",
-            "| run | " + " | ".join(k for k in grid) + " | mode | workers | sensors | step ms "
+            "| run | " + "".join(f"{k} | " for k in grid) + "mode | workers | sensors | step ms "
             "| windows/s | node-windows/s | speedup | efficiency |",
             "|---" * (len(grid) + 9) + "|"]
     for recs in groups.values():
@@ -419,8 +419,8 @@ def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> s
             eff = speed if weak else speed * base["workers"] / r["workers"]
             r["speedup"], r["efficiency"] = (None if weak else speed), eff
             out.append(
-                f"| {r['run']} | " + " | ".join(str(r.get(k)) for k in grid)
-                + f" | {r['mode']} | {r['workers']} | {r['graph_nodes']} | "
+                f"| {r['run']} | " + "".join(f"{r.get(k)} | " for k in grid)
+                + f"{r['mode']} | {r['workers']} | {r['graph_nodes']} | "
                 f"{1000 * r['run_step_s']:.1f} | {r['windows_per_s']:.1f} | "
                 f"{r['node_windows_per_s']:.3g} | "
                 + (f"{speed:.2f}" if not weak else "-") + f" | {eff:.2f} |")

@@ -170,15 +170,20 @@ def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
     if rt.mode == "local":
         raise DiststError("runtime.mode=local runs no workers to scale; use replicate, shard or exchange")
     if rt.partitioned:
+        reps = rt.replicas
         if "runtime.workers" in values and "partition.parts" in values \
-                and values["runtime.workers"] != values["partition.parts"]:
+                and values["runtime.workers"] != values["partition.parts"] * reps:
             raise DiststError(
-                f"{rt.mode} mode runs one worker per part, but runtime.workers="
-                f"{values['runtime.workers']} and partition.parts={values['partition.parts']}; "
-                "give one of the two in the grid")
+                f"{rt.mode} mode runs one worker per part and replica, but runtime.workers="
+                f"{values['runtime.workers']}, partition.parts={values['partition.parts']} and "
+                f"runtime.replicas={reps}; give workers or parts in the grid, not both")
         if "runtime.workers" in values:
-            pc.parts = rt.workers
-        rt.workers = pc.parts
+            if rt.workers % reps:
+                raise DiststError(
+                    f"runtime.workers={rt.workers} is not a multiple of "
+                    f"runtime.replicas={reps} ({rt.mode} mode runs parts x replicas workers)")
+            pc.parts = rt.workers // reps
+        rt.workers = pc.parts * reps
     if "nodes_per_worker" in values:
         npw = values["nodes_per_worker"]
         if isinstance(npw, bool) or not isinstance(npw, int) or npw < 2:

@@ -74,19 +74,19 @@ def test_a_dataset_graph_and_the_dry_run_table(tmp_path):
 
 def test_partitioned_runs_are_parts_times_replicas(tmp_path):
     p = _study(tmp_path, {"runtime.mode": ["exchange"], "runtime.workers": [2, 4]})
-    study = load_study(p, ["runtime.replicas=2"])
+    study = load_study(p, ["runtime.replicas=2", "runtime.mode=exchange"])
     assert [(r.cfg.partition.parts, r.cfg.runtime.workers) for r in study.runs] == [(1, 2),
                                                                                  (2, 4)]
     bad = _study(tmp_path, {"runtime.mode": ["exchange"], "runtime.workers": [3]})
     with pytest.raises(DiststError, match=r"runtime.workers=3 is not a multiple of "
                                           r"runtime.replicas=2"):
-        load_study(bad, ["runtime.replicas=2"])
+        load_study(bad, ["runtime.replicas=2", "runtime.mode=exchange"])
 
 
 @pytest.mark.parametrize("grid,extra,match", [
     ({"runtime.mode": ["shard"], "runtime.workers": [2], "partition.parts": [3]}, {},
-     r"run r00-shard-w2-p3: shard mode runs one worker per part, but runtime.workers=2 and "
-     r"partition.parts=3"),
+     r"run r00-shard-w2-p3: shard mode runs one worker per part and replica, but "
+     r"runtime.workers=2, partition.parts=3 and runtime.replicas=1; give workers or parts"),
     ({"runtime.workers": [1]}, {"timed_step": 3}, r"timed_step"),
     ({}, {}, r"grid is empty"),
     ({"runtime.workers": 2}, {}, r"grid key 'runtime.workers' must be a non-empty list"),

@@ -2,22 +2,26 @@
 
 Worker i holds part i (its inner nodes first) and the 1-hop boundary around it (its halo). A
 graph operator whose rows are the local nodes, normalised with the whole graph's degrees,
-gives exactly the whole-graph product on the inner rows *if* the halo rows of its input hold
-the owners' current values. :class:`HaloExchange` makes that so before every sparse product
-(:func:`distst.nn.layers.graph.spmm` applies it): the owners send the rows their neighbours
-need, and the backward pass returns the gradient of every halo row to its owner, which adds
-it to its own row's gradient. What the halo rows of any intermediate result hold is never
-read: every read of a neighbour goes through the next exchange, and the loss counts the
-inner nodes only. The design follows the boundary exchange of partition-parallel GNN
-training (CAGNET; PipeGCN, without its staleness), applied inside recurrent cells at every
-Chebyshev or diffusion step, batched over the batch and time columns: one exchange per sparse
-product, so an order-K Chebyshev filter sends K-1 rounds.
+gives exactly the whole-graph product on the inner rows when the halo columns are multiplied
+with the owners' current values. :func:`exchange_product` (which
+:func:`distst.nn.layers.graph.spmm` calls for an operator that carries a
+:class:`HaloExchange`) computes ``A[:, inner] @ x_inner + A[:, halo] @ x_halo`` where the
+owners send ``x_halo``: the inner part is multiplied while the boundary rows are in flight
+(the overlap of PipeGCN, without its staleness: the result is exact), and no copy of ``x`` is
+made. The backward pass sends ``A[:, halo]^T @ grad`` back to the owners, who add it to their
+rows' gradients, while the inner part's transpose product runs. The halo rows of a product
+are zero and never read: every read of a neighbour goes through the next exchange, and the
+loss counts the inner nodes only. One exchange per sparse product, batched over the batch
+and time columns, so an order-K Chebyshev filter sends K-1 rounds.
 
-Transport: ``torch.distributed.all_to_all_single`` on a process group of its own (gloo on
-CPU, NCCL on GPU), so that it never interleaves with DDP's gradient all-reduce.
+Transport: ``torch.distributed.all_to_all_single`` (asynchronous) on a process group of its
+own (gloo on CPU, NCCL on GPU), so that it never interleaves with DDP's gradient all-reduce.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -65,50 +69,111 @@ class HaloExchange:
         self.send_rows = torch.as_tensor(send_rows, dtype=torch.long)
         #: bytes this worker sent (forward and backward), for step timing and its test
         self.bytes_sent = 0
+        self._splits: dict = {}
 
     def to(self, device) -> "HaloExchange":
         self.recv_rows = self.recv_rows.to(device)
         self.send_rows = self.send_rows.to(device)
+        self._splits = {}
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` [N_local, D] with its halo rows replaced by their owners' rows."""
+    def split(self, a: torch.Tensor) -> "SplitOperator":
+        """The local operator ``a`` (CSR [N_local, N_local]) cut into its inner columns and
+        its halo columns (in the order the halo rows arrive), halo rows dropped; computed
+        once per operator (keyed by its value buffer, which the module keeps)."""
+        key = (a.values().data_ptr(), a.values().device)
+        got = self._splits.get(key)
+        if got is None:
+            got = self._splits[key] = _split(a, self.num_inner, self.recv_rows)
+        return got
+
+    def product(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``a @ x`` with the halo rows of ``x`` taken from their owners (exact on the inner
+        rows; zero on the halo rows)."""
         if x.shape[0] != self.num_local:
             raise DiststError(f"exchange: a graph product on {x.shape[0]} rows, but this "
                               f"worker holds {self.num_local} nodes")
-        return _Exchange.apply(x, self)
+        return _ExchangeProduct.apply(x, self, self.split(a))
 
-    def _swap(self, out_rows: int, data: torch.Tensor, out_counts, in_counts) -> torch.Tensor:
+    def _start(self, out_rows: int, data: torch.Tensor, out_counts, in_counts):
         out = data.new_empty((out_rows, *data.shape[1:]))
-        dist.all_to_all_single(out, data.contiguous(), out_counts, in_counts, group=self.group)
+        work = dist.all_to_all_single(out, data.contiguous(), out_counts, in_counts,
+                                      group=self.group, async_op=True)
         # no part is in its own halo: every row of ``data`` leaves this worker
         self.bytes_sent += data.numel() * data.element_size()
-        return out
+        return out, work
 
 
-class _Exchange(torch.autograd.Function):
+class SplitOperator(NamedTuple):
+    inner: torch.Tensor  # CSR [N_local, N_local]: inner rows x inner columns
+    inner_t: torch.Tensor
+    boundary: torch.Tensor | None  # CSR [N_local, H]: inner rows x halo columns (arrival order)
+    boundary_t: torch.Tensor | None
+
+
+def _csr(rows, cols, vals, shape) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse support is in beta" chatter
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce() \
+            .to_sparse_csr()
+
+
+def _split(a: torch.Tensor, num_inner: int, recv_rows: torch.Tensor) -> SplitOperator:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        coo = a.to_sparse_coo().coalesce()
+    rows, cols = coo.indices()
+    vals = coo.values()
+    n = a.shape[0]
+    keep = rows < num_inner  # a halo row's product is never read
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    inner = cols < num_inner
+    ri, ci, vi = rows[inner], cols[inner], vals[inner]
+    split = [_csr(ri, ci, vi, (n, n)), _csr(ci, ri, vi, (n, n))]
+    h = len(recv_rows)
+    if h and (~inner).any():
+        # local halo row -> its position in the arrival order
+        where = torch.full((n,), -1, dtype=torch.long, device=cols.device)
+        where[recv_rows] = torch.arange(h, device=cols.device)
+        rb, cb, vb = rows[~inner], where[cols[~inner]], vals[~inner]
+        if bool((cb < 0).any()):
+            raise DiststError("exchange: the operator reads a halo node no owner sends; the "
+                              "plan's boundary is incomplete, make the plan again")
+        split += [_csr(rb, cb, vb, (n, h)), _csr(cb, rb, vb, (h, n))]
+    else:
+        split += [None, None]
+    return SplitOperator(*split)
+
+
+class _ExchangeProduct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, ex: HaloExchange) -> torch.Tensor:
-        ctx.ex = ex
-        got = ex._swap(len(ex.recv_rows), x[ex.send_rows], ex.recv_counts, ex.send_counts)
-        out = x.clone()
-        out[ex.recv_rows] = got
-        return out
+    def forward(ctx, x: torch.Tensor, ex: HaloExchange, op: SplitOperator) -> torch.Tensor:
+        ctx.ex, ctx.op = ex, op
+        halo, work = ex._start(len(ex.recv_rows), x[ex.send_rows], ex.recv_counts,
+                               ex.send_counts)
+        y = torch.sparse.mm(op.inner, x)  # while the boundary rows travel
+        work.wait()
+        if op.boundary is not None:
+            y = y + torch.sparse.mm(op.boundary, halo)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        ex = ctx.ex
-        # the halo rows' gradients go home and add to their owners' rows
-        back = ex._swap(len(ex.send_rows), grad[ex.recv_rows], ex.send_counts, ex.recv_counts)
-        g = grad.clone()
-        g[ex.recv_rows] = 0
+        ex, op = ctx.ex, ctx.op
+        grad = grad.contiguous()
+        g_halo = (torch.sparse.mm(op.boundary_t, grad) if op.boundary is not None
+                  else grad.new_zeros((len(ex.recv_rows), *grad.shape[1:])))
+        # the halo rows' gradients go home, while the inner transpose product runs
+        back, work = ex._start(len(ex.send_rows), g_halo, ex.send_counts, ex.recv_counts)
+        g = torch.sparse.mm(op.inner_t, grad)
+        work.wait()
         g.index_add_(0, ex.send_rows, back)
-        return g, None
+        return g, None, None
 
 
 def exchanged(op: torch.Tensor, exchange: HaloExchange | None) -> torch.Tensor:
-    """Mark the sparse operator ``op`` so that :func:`distst.nn.layers.graph.spmm` exchanges
-    its input's halo rows first (an attribute on the per-forward CSR view: the operator
+    """Mark the sparse operator ``op`` so that :func:`distst.nn.layers.graph.spmm` multiplies
+    it through :meth:`HaloExchange.product` (an attribute on the per-forward CSR view: the operator
     modules stay picklable and the ~40 call sites keep their ``(op, op_t)`` pairs)."""
     if exchange is not None:
         op._distst_exchange = exchange

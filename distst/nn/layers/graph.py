@@ -230,13 +230,13 @@ class _SpMM(torch.autograd.Function):
 def spmm(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """Sparse [N, N] times dense [N, M]; ``a_t`` (the transpose) speeds up the backward pass.
     In exchange mode the operator carries a :class:`~distst.nn.layers.exchange.HaloExchange`
-    and the halo rows of ``x`` are refreshed from their owners first (the one place where
+    and the product takes the halo rows of ``x`` from their owners (the one place where
     partition-parallel training talks to other workers)."""
-    ex = exchange_of(a)
-    if ex is not None:
-        x = ex(x)
     if x.dtype != a.dtype:  # e.g. bf16 activations under autocast: sparse kernels need one dtype
         x = x.to(a.dtype)
+    ex = exchange_of(a)
+    if ex is not None:
+        return ex.product(a, x)
     if a_t is None or not x.requires_grad:
         return torch.sparse.mm(a, x)
     return _SpMM.apply(a, a_t, x)

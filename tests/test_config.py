@@ -23,7 +23,7 @@ def test_defaults_and_overrides_are_typed():
     ("train.epochs=1.5", "expected int"),
     ("data.split=0.5", "expected a list"),
     ("data.split=[0.5,0.5,0.5]", "sum"),
-    ("runtime.mode=shards", "choices: replicate, shard, local"),
+    ("runtime.mode=shards", "choices: replicate, shard, exchange, local"),
     ("partition.halo_hops=-1", ">= 0"),
     ("partition.parts=0", ">= 1"),
     ("runtime.workers=0", ">= 1"),

@@ -16,6 +16,13 @@ from distst.engine.entry import evaluate_checkpoint, train_local
 from distst.runtime.ray_train import train_ray
 
 
+#: A shard run with a full halo computes what one process computes, in another float32
+#: order (inner nodes first, sums over two workers); Adam carries that difference to 1-2e-4
+#: of the validation MAE after 1-3 epochs (measured at two initialisations), far below any
+#: effect of the halo (shard mode with a short halo differs by percents)
+FLOAT_ORDER = 5e-4
+
+
 def _history(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -45,10 +52,11 @@ def test_shard_training_equals_single_process_with_full_halo(full_halo_runs):
     hs, hl = _history(shard_dir), _history(local_dir)
     assert [h["epoch"] for h in hs] == [1, 2]
     for a, b in zip(hs, hl):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=FLOAT_ORDER)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=FLOAT_ORDER)
     for h in ("15min", "60min", "avg"):
-        assert shard_final["test"][h]["mae"] == pytest.approx(local_final["test"][h]["mae"], rel=1e-4)
+        assert shard_final["test"][h]["mae"] == pytest.approx(local_final["test"][h]["mae"],
+                                                              rel=FLOAT_ORDER)
         assert shard_final["ha"][h]["mae"] == pytest.approx(local_final["ha"][h]["mae"], rel=1e-6)
 
 
@@ -86,8 +94,8 @@ def test_resumed_shard_run_continues_like_an_uninterrupted_one(full_halo_runs, o
     local_dir, _ = train_local(local3)
     resumed, straight = _history(resumed_dir), _history(local_dir)
     assert resumed[-1]["epoch"] == straight[-1]["epoch"] == 3
-    assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=1e-4)
-    assert resumed[-1]["val_mae"] == pytest.approx(straight[-1]["val_mae"], rel=1e-4)
+    assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=FLOAT_ORDER)
+    assert resumed[-1]["val_mae"] == pytest.approx(straight[-1]["val_mae"], rel=FLOAT_ORDER)
 
 
 def test_sharded_evaluation_of_a_checkpoint(full_halo_runs, tmp_path):
@@ -127,7 +135,7 @@ def test_himnet_node_embedding_trains_in_shard_mode_as_in_one_process(ray_local,
     local_dir, local_final = train_local(load_config(None, overrides_for(
         tmp_path, *him, "runtime.mode=local", model="himnet")))
     (hs,), (hl,) = _history(shard_dir), _history(local_dir)
-    assert hs["train_loss"] == pytest.approx(hl["train_loss"], rel=1e-4)
-    assert hs["val_mae"] == pytest.approx(hl["val_mae"], rel=1e-4)
+    assert hs["train_loss"] == pytest.approx(hl["train_loss"], rel=FLOAT_ORDER)
+    assert hs["val_mae"] == pytest.approx(hl["val_mae"], rel=FLOAT_ORDER)
     assert shard_final["test"]["avg"]["mae"] == pytest.approx(local_final["test"]["avg"]["mae"],
-                                                              rel=1e-4)
+                                                              rel=FLOAT_ORDER)

@@ -9,7 +9,10 @@ from distst.engine.entry import train_local
 from distst.runtime.ray_train import train_ray
 
 # a per-node embedding (gathered like a feature, its gradient summed to the owner) and a
-# global clip norm; no teacher forcing, so both runs draw the same random numbers
+# global clip norm; no teacher forcing, so both runs draw the same random numbers. The runs
+# sum in different float32 orders, which Adam carries to ~1e-4 over epochs (see
+# tests/runtime/test_shard.py FLOAT_ORDER); the layer-level test holds exchange to 1e-5
+# per step (tests/nn/test_exchange.py)
 COMMON = ["train.cl_decay_steps=0", "partition.parts=2", "model.params.node_embedding_dim=3",
           "train.grad_clip=0.5", "train.epochs=2"]
 
@@ -25,11 +28,11 @@ def test_exchange_training_equals_one_process_on_the_whole_graph(ray_local, tiny
     he, hl = _history(ex_dir), _history(local_dir)
     assert [h["epoch"] for h in he] == [1, 2]
     for a, b in zip(he, hl):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=5e-4)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=5e-4)
     for h in ("15min", "60min", "avg"):
         assert ex_final["test"][h]["mae"] == pytest.approx(local_final["test"][h]["mae"],
-                                                           rel=1e-4)
+                                                           rel=5e-4)
     # each worker held its part and the 1-hop boundary, and sent boundary rows every step
     for rank in (0, 1):
         doc = json.loads((ex_dir / "steps" / f"rank_{rank}.json").read_text())
@@ -49,10 +52,10 @@ def test_two_parts_times_two_replicas_equal_the_whole_graph_on_each_replica(ray_
                                             "partition.halo_hops=50",
                                             "runtime.cpus_per_worker=0.5"))
     for a, b in zip(_history(ex_dir), _history(local_dir)):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=1e-4)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=5e-4)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=5e-4)
     assert ex_final["test"]["avg"]["mae"] == pytest.approx(local_final["test"]["avg"]["mae"],
-                                                          rel=1e-4)
+                                                          rel=5e-4)
     fetched = [json.loads((ex_dir / "fetch" / f"rank_{r}.json").read_text())["source"]
                for r in range(4)]
     assert [f.rsplit("/", 1)[1] for f in fetched] == ["part_0", "part_1", "part_0", "part_1"]

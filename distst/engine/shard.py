@@ -43,6 +43,8 @@ class NodeShard:
         #: P parts x R replicas (runtime.replicas): rank = replica * P + part
         self.parts, self.replicas = (parts, replicas) if sharded else (1, 1)
         self.replica = ctx.rank // self.parts if sharded else 0
+        #: the boundary exchange of runtime.mode=exchange (connect_exchange), else None
+        self.exchange = None
         self.model = model
         self.num_inner = num_inner if num_inner is not None else num_local
         self.num_global = num_global or num_local
@@ -58,7 +60,6 @@ class NodeShard:
         from distst.nn.registry import require_exchange
 
         require_exchange(model_name)
-        self.exchange = None
         if self.ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
             # one group per replica (its P parts); every rank creates every group, in order
             groups = [dist.new_group(ranks=list(range(r * self.parts, (r + 1) * self.parts)))
@@ -69,8 +70,7 @@ class NodeShard:
 
     def exchange_bytes(self) -> int:
         """Bytes this worker's boundary exchanges have sent so far (0 without exchange)."""
-        ex = getattr(self, "exchange", None)
-        return ex.bytes_sent if ex is not None else 0
+        return self.exchange.bytes_sent if self.exchange is not None else 0
 
     # -- the training step -----------------------------------------------------------------
     def wrap(self, trainable: bool) -> torch.nn.Module:

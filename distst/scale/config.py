@@ -124,16 +124,34 @@ def build_study(sc: StudyConfig, base_raw: dict, source: str = "") -> Study:
             raise DiststError(f"{where}: grid key '{key}' must be a non-empty list of values, "
                               f"got {values!r}")
     keys = list(sc.grid)
-    runs = []
-    for i, combo in enumerate(itertools.product(*(sc.grid[k] for k in keys))):
+    runs, seen = [], set()
+    for combo in itertools.product(*(sc.grid[k] for k in keys)):
         values = dict(zip(keys, combo))
-        name = run_name(i, values)
+        name = run_name(len(runs), values)
         try:
             cfg = run_config(sc, raw, values)
         except DiststError as e:
             raise DiststError(f"{where}: run {name}: {e}") from None
-        runs.append(StudyRun(name, values, cfg))
+        # a grid over mode x halo depth means the depth for shard runs only: the others run
+        # once, named without the keys they ignore
+        values = {k: v for k, v in values.items() if k not in ignored_keys(cfg)}
+        key = tuple((k, repr(v)) for k, v in values.items())
+        if key in seen:
+            continue
+        seen.add(key)
+        runs.append(StudyRun(run_name(len(runs), values), values, cfg))
     return Study(sc, raw, runs, source)
+
+
+def ignored_keys(cfg: Config) -> set[str]:
+    """Grid keys a run's mode does not read: the halo depth outside shard mode (exchange
+    plans a 1-hop boundary whatever it says), and the partition outside the partitioned
+    modes."""
+    rt = cfg.runtime
+    if not rt.partitioned:
+        return {"partition.parts", "partition.halo_hops", "partition.method", "partition.seed",
+                "runtime.replicas"}
+    return {"partition.halo_hops"} if rt.mode != "shard" else set()
 
 
 def run_name(index: int, values: dict) -> str:
@@ -142,7 +160,7 @@ def run_name(index: int, values: dict) -> str:
     for key, v in values.items():
         short = {"graph": "n" if isinstance(v, int) else "", "nodes_per_worker": "npw",
                  "runtime.workers": "w", "partition.parts": "p", "partition.halo_hops": "h",
-                 "train.batch_size": "b"}.get(key, "")
+                 "train.batch_size": "b", "train.seed": "s"}.get(key, "")
         text = Path(str(v)).name if key == "graph" and isinstance(v, str) else str(v)
         parts.append(short + re.sub(r"[^A-Za-z0-9.]+", "_", text))
     return "-".join(parts)[:120]
@@ -211,4 +229,4 @@ def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
 
 
 __all__ = ["StudyConfig", "StudyRun", "Study", "STUDY_KEYS", "load_study", "build_study",
-           "run_config", "run_name"]
+           "run_config", "run_name", "ignored_keys"]

@@ -84,7 +84,7 @@ def dry_run_table(study: Study) -> str:
             series = f"{mem['series'] / 2**20:.1f}"
             est = f"{approx}{mem['total'] / 2**20:.0f}"
         lines.append(
-            f"| {r.name} | " + " | ".join(str(r.values[k]) for k in study.cfg.grid)
+            f"| {r.name} | " + " | ".join(str(r.values.get(k, "-")) for k in study.cfg.grid)
             + f" | {rt.workers} | {rt.workers * rt.cpus_per_worker:g} | "
             f"{rt.workers * rt.gpus_per_worker if rt.use_gpu else 0:g} | "
             f"{r.cfg.train.threads or 'default'} | {nodes} | {series} | {est} |")
@@ -382,6 +382,40 @@ def cut_comparison(runs: list[dict]) -> list[str]:
     return out
 
 
+def seed_table(runs: list[dict], grid: list[str]) -> list[str]:
+    """Test MAE over the seeds of a grid over ``train.seed``: mean and sample standard
+    deviation per setting (every grid value but the seed), ordered as the grid ran them."""
+    if "train.seed" not in grid:
+        return []
+    rest = [k for k in grid if k != "train.seed"]
+    groups: dict = {}
+    for r in runs:
+        if isinstance(r["test_mae"], float):
+            key = (r["mode"], r["workers"],
+                   *("-" if r.get(k) in (None, "") else str(r[k]) for k in rest))
+            groups.setdefault(key, []).append(r)
+    if not any(len(g) > 1 for g in groups.values()):
+        return []
+    out = ["", "### Over seeds", "",
+           "Mean and sample standard deviation over the seeds that finished; halo share as "
+           "above (worker mean).", "",
+           "| mode | workers | " + "".join(f"{k} | " for k in rest) + "halo share | seeds "
+           "| best val MAE | test MAE |", "|---" * (len(rest) + 6) + "|"]
+
+    def spread(vals):
+        if len(vals) < 2:
+            return f"{vals[0]:.3f}"
+        return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+    for (mode, workers, *vals), recs in groups.items():
+        share = statistics.mean(r["halo_share"] for r in recs)
+        val = [r["best_val_mae"] for r in recs if isinstance(r["best_val_mae"], float)]
+        out.append(f"| {mode} | {workers} | " + "".join(f"{v} | " for v in vals)
+                   + f"{100 * share:.1f}% | {len(recs)} | {spread(val) if val else '-'} | "
+                   f"{spread([r['test_mae'] for r in recs])} |")
+    return out
+
+
 def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> str:
     """summary.md from the per-run records (:func:`per_run`)."""
     grid = list(study.cfg.grid)
@@ -463,6 +497,7 @@ def format_summary(study: Study, runs: list[dict], model: PerfModel | None) -> s
                      for v in (r["best_val_mae"], r["test_mae"])]
             out.append(f"| {r['run']} | {r['mode']} | {r['workers']} | "
                        f"{100 * r['halo_share']:.1f}% | {cells[0]} | {cells[1]} |")
+        out += seed_table(runs, grid)
     out += ["", "## Performance model", ""] + model_table(model, runs)
     return "\n".join(out)
 

@@ -104,3 +104,34 @@ def test_example_studies_load(tmp_path):
     for f in sorted((REPO / "configs" / "studies").glob("*.yaml")):
         study = load_study(f)
         assert study.runs and all(r.cfg.train.step_timing for r in study.runs), f
+
+
+def test_keys_a_mode_ignores_do_not_multiply_its_runs(tmp_path):
+    # the accuracy study's grid: halo depth matters to shard runs only
+    p = _study(tmp_path, {"runtime.mode": ["replicate", "exchange", "shard"],
+                          "partition.halo_hops": [0, 2], "train.seed": [0, 1],
+                          "runtime.workers": [2]})
+    study = load_study(p)
+    names = [r.name for r in study.runs]
+    assert names == ["r00-replicate-s0-w2", "r01-replicate-s1-w2", "r02-exchange-s0-w2",
+                     "r03-exchange-s1-w2", "r04-shard-h0-s0-w2", "r05-shard-h0-s1-w2",
+                     "r06-shard-h2-s0-w2", "r07-shard-h2-s1-w2"]
+    assert [r.cfg.train.seed for r in study.runs] == [0, 1] * 4
+    assert [r.cfg.partition.halo_hops for r in study.runs[4:]] == [0, 0, 2, 2]
+    assert "partition.halo_hops" not in study.runs[2].values
+    table = dry_run_table(study)
+    assert "| r02-exchange-s0-w2 | exchange | - | 0 | 2 |" in table
+
+
+def test_accuracy_over_seeds_is_mean_and_spread_per_setting():
+    from distst.scale.driver import seed_table
+    recs = [{"mode": m, "workers": 2, "partition.halo_hops": h, "train.seed": s,
+             "halo_share": share, "best_val_mae": v, "test_mae": t}
+            for m, h, share, s, v, t in [
+                ("exchange", None, 0.1, 0, 3.0, 4.0), ("exchange", None, 0.1, 1, 3.2, 4.2),
+                ("shard", 1, 0.3, 0, 3.5, 5.0), ("shard", 1, 0.3, 1, 3.5, "")]]
+    table = "\n".join(seed_table(recs, ["partition.halo_hops", "train.seed"]))
+    assert "| exchange | 2 | - | 10.0% | 2 | 3.100 ± 0.141 | 4.100 ± 0.141 |" in table
+    # a seed that did not finish is not averaged in
+    assert "| shard | 2 | 1 | 30.0% | 1 | 3.500 | 5.000 |" in table
+    assert seed_table(recs, ["partition.halo_hops"]) == []

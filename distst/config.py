@@ -166,7 +166,8 @@ class RuntimeConfig:
     #: loss and metrics on inner nodes only; "exchange": worker i holds part i and its 1-hop
     #: boundary, and every graph product first fetches the boundary nodes' current values
     #: from their owners (backward: returns their gradients), so training equals one process
-    #: on the whole graph (distst.nn.layers.exchange; partition.halo_hops is not used);
+    #: on the whole graph (distst.nn.layers.exchange; partition.halo_hops is not used: the
+    #: plan's boundary is what the model reads, distst.nn.registry.plan_halo_hops);
     #: "local": one plain process, no Ray
     mode: str = "replicate"
     workers: int = 2
@@ -210,11 +211,6 @@ class RuntimeConfig:
     def partitioned(self) -> bool:
         """One worker per part of a partition plan (shard, exchange)."""
         return self.mode in PARTITIONED_MODES
-
-    def plan_halo_hops(self, configured: int) -> int:
-        """The halo depth of the plan a run opens: ``partition.halo_hops`` in shard mode; the
-        1-hop boundary in exchange mode, whose exchanges replace a deeper halo."""
-        return 1 if self.mode == "exchange" else configured
 
 
 @dataclass

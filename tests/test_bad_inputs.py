@@ -354,6 +354,11 @@ def _ray_train(tmp_path, *sets):
 
 
 def exchange_model_without_path(tmp_path):
+    return _ray_train(tmp_path, "runtime.mode=exchange", "model.name=stunet",
+                      "model.params={}"), None
+
+
+def exchange_himnet_dense_graph(tmp_path):
     return _ray_train(tmp_path, "runtime.mode=exchange", "model.name=himnet",
                       "model.params={}"), None
 
@@ -451,8 +456,10 @@ CASES = {
                                   "MLflow 3 refuses", mlflow_file_store_refused),
     "plot_unknown_sensor": ("`distst plot RUN --sensors S01,S999` (no such sensor)",
                             plot_unknown_sensor),
-    "exchange_model_without_path": ("`runtime.mode=exchange` with HimNet (no exchange path "
+    "exchange_model_without_path": ("`runtime.mode=exchange` with ST-UNet (no exchange path "
                                     "yet)", exchange_model_without_path),
+    "exchange_himnet_dense_graph": ("`runtime.mode=exchange` with HimNet's dense N x N "
+                                    "adaptive graph", exchange_himnet_dense_graph),
     "replicas_zero": ("`runtime.replicas=0`", replicas_zero),
     "replicas_in_replicate_mode": ("`runtime.replicas=2` in replicate mode",
                                    replicas_in_replicate_mode),

@@ -19,6 +19,7 @@ from distst.data.windows import (WindowDataset, make_splits, time_features, trai
                                   weekly_coverage_notice)
 from distst.errors import DiststError
 from distst.graph.partition.plan import PartData
+from distst.nn.registry import plan_halo_hops
 from distst.storage import fetch, file_lock, is_remote, location
 
 
@@ -128,15 +129,18 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path) -> str:
                 f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
                 f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
             )
-        if cfg.runtime.mode == "exchange" and meta.halo_hops < 1:
+        need = plan_halo_hops(cfg)
+        if cfg.runtime.mode == "exchange" and meta.halo_hops < need:
+            what = ("has no boundary" if meta.halo_hops < 1 else
+                    f"has a {meta.halo_hops}-hop boundary, and {cfg.model.name} reads {need} hops")
             raise DiststError(
-                f"partition.plan {pc.plan} has no boundary (halo_hops={meta.halo_hops}); "
-                "exchange mode needs each part's 1-hop boundary: make the plan again with "
-                "distst partition ... --halo-hops 1, or leave partition.plan empty")
+                f"partition.plan {pc.plan} {what} (halo_hops={meta.halo_hops}); exchange mode "
+                f"needs each part's {need}-hop boundary: make the plan again with distst "
+                f"partition ... --halo-hops {need}, or leave partition.plan empty")
         # workers do not share the driver's working directory
         return str(src)
     root = cache_root(cfg.data) / "plans"
-    hops = cfg.runtime.plan_halo_hops(pc.halo_hops)
+    hops = plan_halo_hops(cfg)
     out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{hops}-s{pc.seed}"
     if out.exists():
         try:

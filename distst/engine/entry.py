@@ -198,7 +198,7 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     from distst.nn.registry import build_model, require_exchange
 
     if cfg.runtime.mode == "exchange":
-        require_exchange(cfg.model.name)
+        require_exchange(cfg.model.name, cfg.model.params)
     bundle = build_bundle(cfg.data, dataset_dir)
     build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name),
                 dict(cfg.model.params))

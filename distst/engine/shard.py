@@ -53,13 +53,13 @@ class NodeShard:
             dtype=torch.long, device=ctx.device)
         self.param_names = tuple(getattr(model, "node_parameters", ()))
 
-    def connect_exchange(self, model_name: str) -> None:
+    def connect_exchange(self, model_name: str, params: dict | None = None) -> None:
         """runtime.mode=exchange: every graph product of the model fetches its boundary rows
         from their owners (distst.nn.layers.exchange), on a process group of its own."""
         from distst.nn.layers.exchange import HaloExchange, attach
         from distst.nn.registry import require_exchange
 
-        require_exchange(model_name)
+        require_exchange(model_name, params)
         if self.ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
             # one group per replica (its P parts); every rank creates every group, in order
             groups = [dist.new_group(ranks=list(range(r * self.parts, (r + 1) * self.parts)))

@@ -75,7 +75,7 @@ class Trainer:
             replicas=self.replicas)
         self.shard.init_params(cfg.train.seed)
         if cfg.runtime.mode == "exchange":
-            self.shard.connect_exchange(cfg.model.name)
+            self.shard.connect_exchange(cfg.model.name, cfg.model.params)
         if hasattr(self.model, "fit_history"):
             self.model.fit_history(*[t.to(self.device) for t in history_for_ha(bundle)])
         # the module the loop calls: DDP around self.model with several workers

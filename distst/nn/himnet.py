@@ -61,6 +61,8 @@ forward instead of once per step (same values, less work).
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -83,13 +85,16 @@ class AdaptiveGraph:
     the propagation ``x -> A x`` on node-major features ``[N, B, C]``.
 
     ``emb`` [N, d] (one graph for the batch) or [B, N, d] (one per sample, the decoder's);
-    ``sparse``: the neighbourhood pattern (:func:`csr_structure`) or None for dense.
+    ``sparse``: the neighbourhood pattern (:func:`csr_structure`) or None for dense;
+    ``exchange`` (exchange mode; the pattern then has the inner rows only): every propagation
+    first takes the halo rows of ``x`` from their owners.
     """
 
-    def __init__(self, emb: torch.Tensor, sparse: dict | None):
+    def __init__(self, emb: torch.Tensor, sparse: dict | None, exchange=None):
         self.per_sample = emb.dim() == 3
         self.n = emb.shape[-2]
         self.sparse = sparse
+        self.exchange = exchange
         if sparse is None:
             # [N, N] or [B, N, N]; row n is the distribution over the nodes n reads from
             self.a = torch.softmax(torch.relu(emb @ emb.transpose(-1, -2)), dim=-1)
@@ -104,6 +109,8 @@ class AdaptiveGraph:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, b, c = x.shape
+        if self.exchange is not None:
+            x = self.exchange.gather(x)  # the halo rows' current values, from their owners
         if not self.per_sample:
             # [N, B, C] -> [N, B*C]: one product for the whole batch
             flat = x.reshape(n, b * c)
@@ -219,6 +226,30 @@ class HimNet(GraphModel):
     #: the inputs end with time channels; the check below counts the value channels
     targets_in_input = False
     node_parameter_std = 0.1
+    #: exchange mode with graph="sparse": the learned edge values are computed on the inner
+    #: rows from the halo's embeddings (E_s: a per-node parameter, whose halo copies the
+    #: engine keeps equal to their owner's; E_st: fetched from the owners), and every
+    #: propagation fetches the halo rows of its input (:meth:`HaloExchange.gather`), so the
+    #: plan's boundary must be ``graph_hops`` deep (:meth:`exchange_reach`)
+    EXCHANGE = True
+
+    @classmethod
+    def _default(cls, key: str):
+        return inspect.signature(cls.__init__).parameters[key].default
+
+    @classmethod
+    def check_exchange(cls, params: dict) -> None:
+        graph = params.get("graph", cls._default("graph"))
+        if graph != "sparse":
+            raise DiststError(
+                f"runtime.mode=exchange: himnet with graph={graph!r} reads every node of the "
+                "graph in each row of its N x N adaptive graph, which no boundary covers; set "
+                "model.params.graph=sparse (each row restricted to the graph_hops-hop "
+                "neighbourhood), or train the dense graph with runtime.mode=shard or replicate")
+
+    @classmethod
+    def exchange_reach(cls, params: dict) -> int:
+        return int(params.get("graph_hops", cls._default("graph_hops")))
 
     def __init__(self, *, steps_per_day: int = 288, time_of_day: bool = True,
                  day_of_week: bool = True, dow_origin: int = 0, hidden_size: int = 64,
@@ -280,6 +311,9 @@ class HimNet(GraphModel):
         if use_e_st:
             self.st_proj = nn.Linear(hidden_size, st_embedding_dim)
         self.graph_kind = graph
+        #: set by distst.nn.layers.exchange.attach in exchange mode
+        self.exchange = None
+        self._inner_pattern = None
         if graph == "sparse":
             edge_index = self.graph_input.edge_index
             if edge_index is None:
@@ -342,7 +376,17 @@ class HimNet(GraphModel):
         if self.graph_kind == "sparse":
             sparse = {k: getattr(self, f"nb_{k}")
                       for k in ("row", "col", "crow", "t_perm", "t_crow", "t_col")}
-        return AdaptiveGraph(emb, sparse)
+            ex = self.exchange
+            if ex is not None:
+                # the inner rows only: a halo row's neighbourhood is not all here, and its
+                # output is never read (the next propagation fetches it from its owner)
+                key = (ex.num_inner, sparse["row"].device)
+                if self._inner_pattern is None or self._inner_pattern[0] != key:
+                    keep = sparse["row"] < ex.num_inner
+                    self._inner_pattern = (key, csr_structure(
+                        sparse["row"][keep], sparse["col"][keep], self.num_nodes))
+                sparse = self._inner_pattern[1]
+        return AdaptiveGraph(emb, sparse, self.exchange)
 
     @staticmethod
     def _encode(cells, seq: torch.Tensor, graph, emb) -> torch.Tensor:
@@ -374,7 +418,11 @@ class HimNet(GraphModel):
         h_t = self._encode(self.encoder_t, seq, g_s, e_t)
         h_last = (h_s + h_t)[:, -1]  # [N, B, H]
         if self.use_e_st:
-            e_st = self.st_proj(h_last).transpose(0, 1)  # [N, B, H] -> [B, N, d_st]
+            e_st = self.st_proj(h_last)  # [N, B, d_st]
+            if self.exchange is not None:
+                # the halo rows of h_last are not computed here: the scores read the owners'
+                e_st = self.exchange.gather(e_st)
+            e_st = e_st.transpose(0, 1)  # [N, B, d_st] -> [B, N, d_st]
         else:
             e_st = x.new_ones(b, n, self.d_st)
         g_st = self._graph(e_st)

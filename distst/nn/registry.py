@@ -83,13 +83,36 @@ def exchange_models() -> list[str]:
     return sorted(n for n in MODELS if getattr(model_class(n), "EXCHANGE", False))
 
 
-def require_exchange(name: str) -> None:
-    """Refuse ``runtime.mode=exchange`` for a model without an exchange path."""
-    if not getattr(model_class(name), "EXCHANGE", False):
+def require_exchange(name: str, params: dict | None = None) -> None:
+    """Refuse ``runtime.mode=exchange`` for a model without an exchange path, or with
+    settings (``params``: ``model.params``) its exchange path does not cover."""
+    cls = model_class(name)
+    if not getattr(cls, "EXCHANGE", False):
         raise DiststError(
             f"runtime.mode=exchange: model {name} has no exchange path (it reads neighbours "
             f"outside the graph operators' sparse products); models with one: "
             f"{', '.join(exchange_models())}; train {name} with runtime.mode=shard or replicate")
+    check = getattr(cls, "check_exchange", None)
+    if check is not None:
+        check(dict(params or {}))
+
+
+def exchange_reach(name: str, params: dict | None = None) -> int:
+    """How many hops of boundary a worker of ``runtime.mode=exchange`` needs: 1 for models
+    whose every neighbour read is one graph product (the exchange fetches the 1-hop boundary
+    at each), more for a model that reads a wider neighbourhood at once (HimNet's sparse
+    adaptive graph: its ``graph_hops``)."""
+    reach = getattr(model_class(name), "exchange_reach", None)
+    return int(reach(dict(params or {}))) if reach is not None else 1
+
+
+def plan_halo_hops(cfg) -> int:
+    """The halo depth of the plan a run opens (``cfg``: a :class:`distst.config.Config`):
+    ``partition.halo_hops`` in shard mode; in exchange mode the boundary the model reads
+    (:func:`exchange_reach`), whose exchanges replace a deeper halo."""
+    if cfg.runtime.mode == "exchange":
+        return exchange_reach(cfg.model.name, cfg.model.params)
+    return cfg.partition.halo_hops
 
 
 def _own_inits(cls: type) -> list:

@@ -34,6 +34,7 @@ import yaml
 
 from distst.config import PARTITIONED_MODES, fill_dataclass
 from distst.engine.timing import PHASES
+from distst.nn.registry import plan_halo_hops
 from distst.errors import DiststError
 from distst.scale.config import Study, StudyConfig, StudyRun, build_study
 from distst.scale.model import PerfModel, fit_model, model_table
@@ -176,7 +177,7 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
                                       if d["cuda_max_allocated_bytes"] is not None else ""),
             "inner_nodes": inner, "local_nodes": local,
             "halo_share": (local - inner) / local if local else 0.0,
-            "halo_hops": (run.cfg.runtime.plan_halo_hops(run.cfg.partition.halo_hops)
+            "halo_hops": (plan_halo_hops(run.cfg)
                           if d["mode"] in PARTITIONED_MODES else ""),
             "parameters": d["parameters"],
             "cut_fraction": quality["cut_fraction"] if quality else "",

@@ -112,6 +112,7 @@ def local_nodes(run_cfg: Config) -> tuple[int, float, int, str] | None:
     """(sensors of the graph, the most sensors one worker holds, time steps, how the halo
     was found) for a generated graph; None for a dataset (sizes known once it is read)."""
     from distst.engine.bundle import cache_root, synth_cache_dir
+    from distst.nn.registry import plan_halo_hops
     from distst.scale.driver import real_cuts_at
 
     cfg = run_cfg
@@ -122,13 +123,13 @@ def local_nodes(run_cfg: Config) -> tuple[int, float, int, str] | None:
     if not cfg.runtime.partitioned or pc.parts == 1:
         return n, float(n), steps, "whole graph"
     plan = (cache_root(cfg.data) / "plans" / f"{synth_cache_dir(cfg.data).name}-{pc.method}"
-            f"-p{pc.parts}-h{cfg.runtime.plan_halo_hops(pc.halo_hops)}-s{pc.seed}" / "META.json")
+            f"-p{pc.parts}-h{plan_halo_hops(cfg)}-s{pc.seed}" / "META.json")
     if plan.is_file():
         import json
 
         sizes = json.loads(plan.read_text())["sizes"]
         return n, float(max(s["num_local"] for s in sizes)), steps, "plan"
-    real = real_cuts_at(n / pc.parts, cfg.runtime.plan_halo_hops(pc.halo_hops))
+    real = real_cuts_at(n / pc.parts, plan_halo_hops(cfg))
     share = sorted(r["halo_share"] for r in real)[len(real) // 2] if real else 0.0
     # halo share = halo / (inner + halo): inner / (1 - share) sensors in all
     return n, min(float(n), n / pc.parts * 1.03 / (1 - share)), steps, "real graphs' halo"

@@ -401,9 +401,14 @@ def partition_combos(sweep: Sweep) -> list[dict]:
     for name in PARTITION_KEYS:
         d = next((d for d in sweep.domains if d.key == f"partition.{name}"), None)
         axes.append(d.candidates() if d else [getattr(sweep.base.partition, name)])
+    from distst.nn.registry import plan_halo_hops
+
     combos = [dict(zip(PARTITION_KEYS, combo)) for combo in itertools.product(*axes)]
-    for c in combos:
-        c["halo_hops"] = sweep.base.runtime.plan_halo_hops(c["halo_hops"])
+    if sweep.base.runtime.mode == "exchange":
+        # the boundary the model reads (its base params: a sweep over the model's reach in
+        # exchange mode would need a plan per value)
+        for c in combos:
+            c["halo_hops"] = plan_halo_hops(sweep.base)
     return list({tuple(c.values()): c for c in combos}.values())
 
 

@@ -36,6 +36,7 @@ from distst.config import config_from_dict, fill_dataclass
 from distst.errors import DiststError
 from distst.storage import Location, configure, location
 from distst.engine.entry import shown
+from distst.nn.registry import plan_halo_hops
 from distst.sweep import manifest
 from distst.sweep.config import (
     PARTITION_KEYS,
@@ -137,7 +138,7 @@ def trial_main(config: dict, static: dict) -> None:
         pc = cfg.partition
         # the driver made every plan before the trials started: never partition in a trial
         pc.plan = static["plans"][plan_key(pc.method, pc.parts,
-                                           rt.plan_halo_hops(pc.halo_hops), pc.seed)]
+                                           plan_halo_hops(cfg), pc.seed)]
         rt.workers = pc.parts
     elif static["workers_per_trial"]:
         rt.workers = static["workers_per_trial"]

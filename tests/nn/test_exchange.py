@@ -1,6 +1,7 @@
-"""Exchange mode is exact: P gloo processes, each holding one part and its 1-hop boundary,
-give the whole graph's loss, gradients and outputs of one process (issue 15), on a directed
-random geometric graph whose METIS cut is large."""
+"""Exchange mode is exact: P gloo processes, each holding one part and its boundary (1 hop;
+HimNet's sparse adaptive graph: its graph_hops), give the whole graph's loss, gradients and
+outputs of one process (issue 15), on a directed random geometric graph whose METIS cut is
+large."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ MODELS = {
     "hyperst_dcgru": {"K": 2, "hidden_size": 8, "num_layers": 1},
     "gru": {"hidden_size": 8, "num_layers": 1},
 }
+_HIM = {"graph": "sparse", "hidden_size": 8, "cheb_k": 3, "tod_embedding_dim": 4,
+        "dow_embedding_dim": 4, "node_embedding_dim": 4, "st_embedding_dim": 4}
+#: case -> (model, params, plan's boundary hops)
+CASES = {name: (name, params, 1) for name, params in MODELS.items()}
+CASES["himnet"] = ("himnet", {**_HIM, "graph_hops": 1}, 1)
+# the default reach: a 2-hop neighbourhood per row, on a 2-hop boundary; and the per-node
+# weights of the spatial encoder generated on the fly (KronLinear) instead of materialised
+CASES["himnet_2hop"] = ("himnet", {**_HIM, "graph_hops": 2, "num_layers": 2,
+                                   "meta_weight_budget_mb": 0.0}, 2)
 
 
 def directed_geometric_network(seed: int = 0) -> SensorNetwork:
@@ -67,15 +77,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _loss_and_grads(model_name: str, dataset, part, scaler, init: dict, exchange=None):
+def _loss_and_grads(case: str, dataset, part, scaler, init: dict, exchange=None):
+    """The summed inner-node loss of one part (or the whole graph: ``part`` None), its
+    gradients, forecasts, the global ids of the inner rows and of all local rows, and the
+    names of the per-node parameters."""
     from distst.engine.bundle import build_bundle
     from distst.nn.layers.exchange import attach
     from distst.nn.registry import build_model
 
+    model_name, params, _ = CASES[case]
     bundle = build_bundle(DataConfig(path=str(dataset)), dataset, scaler_state=scaler,
                           part=part, notices=False)
-    model = build_model(model_name, bundle.kwargs_for_model(model_name), dict(MODELS[model_name]))
-    model.load_state_dict(init)
+    model = build_model(model_name, bundle.kwargs_for_model(model_name), dict(params))
+    local = (np.asarray(bundle.global_ids) if bundle.global_ids is not None
+             else np.arange(bundle.network.num_nodes))
+    state = dict(init)
+    for name in getattr(model, "node_parameters", ()):  # a part holds its nodes' rows
+        state[name] = init[name][torch.as_tensor(local)]
+    model.load_state_dict(state)
     if exchange is not None:
         assert attach(model, exchange(bundle)) >= (1 if model.EXCHANGE and model_name != "gru"
                                                    else 0)
@@ -87,13 +106,13 @@ def _loss_and_grads(model_name: str, dataset, part, scaler, init: dict, exchange
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()
              if p.grad is not None}
-    ids = (bundle.global_ids[:inner] if bundle.global_ids is not None
-           else np.arange(inner))
-    return loss.detach(), grads, out.detach()[:, :, :inner], np.asarray(ids)
+    return (loss.detach(), grads, out.detach()[:, :, :inner], local[:inner], local,
+            tuple(getattr(model, "node_parameters", ())))
 
 
-def _worker(rank, world, port, dataset, plan, jobs, out_dir):
-    """One part: every model of ``jobs`` ({name: (scaler, init)}) on this part, in exchange."""
+def _worker(rank, world, port, dataset, jobs, out_dir):
+    """One part: every case of ``jobs`` ({case: (scaler, init, plan)}) on this part, in
+    exchange mode."""
     import torch.distributed as dist
 
     from distst.nn.layers.exchange import HaloExchange
@@ -103,19 +122,20 @@ def _worker(rank, world, port, dataset, plan, jobs, out_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         group = dist.new_group(backend="gloo")
-        for model_name, (scaler, init) in jobs.items():
+        for case, (scaler, init, plan) in jobs.items():
             holder = {}
 
             def make(bundle, holder=holder):
                 holder["ex"] = HaloExchange(bundle.global_ids, bundle.num_inner, group=group)
                 return holder["ex"]
 
-            loss, grads, out, ids = _loss_and_grads(model_name, dataset, open_part(plan, rank),
-                                                    scaler, init, exchange=make)
-            torch.save({"loss": loss, "grads": grads, "out": out, "ids": ids,
+            loss, grads, out, ids, local, node_params = _loss_and_grads(
+                case, dataset, open_part(plan, rank), scaler, init, exchange=make)
+            torch.save({"loss": loss, "grads": grads, "out": out, "ids": ids, "local": local,
+                        "node_params": node_params,
                         "bytes": holder["ex"].bytes_sent, "send": holder["ex"].send_counts,
                         "recv": holder["ex"].recv_counts},
-                       os.path.join(out_dir, f"{model_name}-rank{rank}.pt"))
+                       os.path.join(out_dir, f"{case}-rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -131,35 +151,45 @@ def exchanged_runs(request, dataset, tmp_path_factory):
 
     world = request.param
     tmp = tmp_path_factory.mktemp(f"exchange{world}")
-    plan, _, quality = make_plan(dataset, tmp / "plan", method="metis", parts=world,
-                                 halo_hops=1)
+    plans = {}
+    for hops in sorted({h for _, _, h in CASES.values()}):
+        plans[hops], _, q = make_plan(dataset, tmp / f"plan{hops}", method="metis",
+                                      parts=world, halo_hops=hops)
+        if hops == 1:
+            quality = q
     whole = build_bundle(DataConfig(path=str(dataset)), dataset, notices=False)
     scaler = whole.scaler.state_dict()
     jobs = {}
-    for name, params in MODELS.items():
+    for case, (name, params, hops) in CASES.items():
         torch.manual_seed(0)
-        jobs[name] = (scaler, build_model(name, whole.kwargs_for_model(name),
-                                          dict(params)).state_dict())
-    mp.spawn(_worker, args=(world, _free_port(), str(dataset), str(plan), jobs, str(tmp)),
-             nprocs=world)
+        jobs[case] = (scaler, build_model(name, whole.kwargs_for_model(name),
+                                          dict(params)).state_dict(), str(plans[hops]))
+    mp.spawn(_worker, args=(world, _free_port(), str(dataset), jobs, str(tmp)), nprocs=world)
     out = {}
-    for name, (_, init) in jobs.items():
-        full = _loss_and_grads(name, dataset, None, scaler, init)
-        parts = [torch.load(tmp / f"{name}-rank{r}.pt", weights_only=False)
+    for case, (_, init, _) in jobs.items():
+        full = _loss_and_grads(case, dataset, None, scaler, init)
+        parts = [torch.load(tmp / f"{case}-rank{r}.pt", weights_only=False)
                  for r in range(world)]
-        out[name] = (full, parts)
-    return world, quality, plan, out
+        out[case] = (full, parts)
+    return world, quality, plans[1], out
 
 
-@pytest.mark.parametrize("model_name", list(MODELS))
-def test_exchange_equals_one_process_on_the_whole_graph(model_name, exchanged_runs):
+@pytest.mark.parametrize("case", list(CASES))
+def test_exchange_equals_one_process_on_the_whole_graph(case, exchanged_runs):
     world, quality, _, runs = exchanged_runs
     assert quality["cut_fraction"] >= 0.2, quality  # the boundary is large, not incidental
-    (loss, grads, out, _), parts = runs[model_name]
+    (loss, grads, out, _, _, _), parts = runs[case]
     total = sum(float(p["loss"]) for p in parts)
     assert total == pytest.approx(float(loss), rel=1e-5)
     for name, g in grads.items():
-        summed = sum(p["grads"][name] for p in parts)
+        if name in parts[0]["node_params"]:
+            # a per-node parameter: every copy's rows add into their global rows (what
+            # distst.engine.shard.NodeShard.reduce_grads does)
+            summed = torch.zeros_like(g)
+            for p in parts:
+                summed.index_add_(0, torch.as_tensor(p["local"]), p["grads"][name])
+        else:
+            summed = sum(p["grads"][name] for p in parts)
         scale = float(g.abs().max()) or 1.0
         assert float((summed - g).abs().max()) / scale < 1e-5, name
     for p in parts:  # every owned node's forecast is the whole graph's
@@ -170,7 +200,7 @@ def test_without_the_exchange_the_parts_would_differ(exchanged_runs, dataset):
     """The test above is not blind: the same parts without the exchange (shard mode with a
     1-hop halo) miss the whole graph's loss."""
     world, _, plan, runs = exchanged_runs
-    (_, _, out, _), _ = runs["gcgru"]
+    (_, _, out, _, _, _), _ = runs["gcgru"]
     from distst.engine.bundle import build_bundle
     from distst.nn.registry import build_model
 
@@ -180,8 +210,8 @@ def test_without_the_exchange_the_parts_would_differ(exchanged_runs, dataset):
                        dict(MODELS["gcgru"])).state_dict()
     worst = 0.0
     for r in range(world):
-        _, _, alone, ids = _loss_and_grads("gcgru", dataset, open_part(plan, r),
-                                           whole.scaler.state_dict(), init)
+        _, _, alone, ids, _, _ = _loss_and_grads("gcgru", dataset, open_part(plan, r),
+                                              whole.scaler.state_dict(), init)
         worst = max(worst, float((alone - out[:, :, ids]).abs().max()))
     assert worst > 100 * 1e-5  # the exchange test's tolerance, by a wide margin
 
@@ -218,3 +248,36 @@ def test_bytes_sent_are_the_boundary_volume(model_name, exchanged_runs, dataset,
         assert rows_out > 0 and rows_in > 0
         expect = 4 * (columns * rows_out + columns_back * rows_in)
         assert p["bytes"] == pytest.approx(expect, rel=1e-9)
+
+
+@pytest.mark.parametrize("case", ["himnet", "himnet_2hop"])
+def test_himnet_bytes_sent_are_the_boundary_volume(case, exchanged_runs, dataset, monkeypatch):
+    """HimNet fetches the halo rows of every propagation's input and of the decoder's
+    embedding E_st [N, B, d_st] (its per-sample graph's scores read the halo's): bytes = sum
+    of (rows out) x width x 4 forward, (rows in) x width x 4 backward where a gradient flows,
+    the widths counted from the whole-graph model's own propagations."""
+    from distst.engine.bundle import build_bundle
+    from distst.nn import himnet
+    from distst.nn.registry import build_model
+
+    world, _, _, runs = exchanged_runs
+    widths = []
+    real = himnet.AdaptiveGraph.__call__
+
+    def counting(self, x):
+        widths.append((x.shape[1] * x.shape[2], x.requires_grad))
+        return real(self, x)
+
+    monkeypatch.setattr(himnet.AdaptiveGraph, "__call__", counting)
+    name, params, _ = CASES[case]
+    whole = build_bundle(DataConfig(path=str(dataset)), dataset, notices=False)
+    torch.manual_seed(0)
+    init = build_model(name, whole.kwargs_for_model(name), dict(params)).state_dict()
+    _loss_and_grads(case, dataset, None, whole.scaler.state_dict(), init)
+    widths.append((BATCH * params["st_embedding_dim"], True))  # E_st
+    columns = sum(w for w, _ in widths)
+    columns_back = sum(w for w, g in widths if g)
+    for p in runs[case][1]:
+        rows_out, rows_in = sum(p["send"]), sum(p["recv"])
+        assert rows_out > 0 and rows_in > 0
+        assert p["bytes"] == 4 * (columns * rows_out + columns_back * rows_in)

@@ -61,8 +61,30 @@ def test_two_parts_times_two_replicas_equal_the_whole_graph_on_each_replica(ray_
     assert [f.rsplit("/", 1)[1] for f in fetched] == ["part_0", "part_1", "part_0", "part_1"]
 
 
+def test_himnet_sparse_graph_trains_exactly_on_its_two_hop_boundary(ray_local, tiny):
+    """HimNet's adaptive graph restricted to 2-hop neighbourhoods: the plan made for the run
+    holds each part's 2-hop boundary, the learned edge values and E_st read the halo's
+    current values, and two workers train what one process trains."""
+    him = ["model.params.graph=sparse", "model.params.graph_hops=2",
+           "model.params.hidden_size=8", "model.params.node_embedding_dim=4",
+           "model.params.st_embedding_dim=4", "train.cl_decay_steps=0", "partition.parts=2",
+           "train.grad_clip=0.5", "train.epochs=2"]
+    ex_dir, ex_final = train_ray(tiny(*him, "runtime.mode=exchange", model="himnet"))
+    local_dir, local_final = train_local(tiny(*him, "runtime.mode=local", model="himnet"))
+    for a, b in zip(_history(ex_dir), _history(local_dir)):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=5e-4)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=5e-4)
+    assert ex_final["test"]["avg"]["mae"] == pytest.approx(local_final["test"]["avg"]["mae"],
+                                                          rel=5e-4)
+    for r in (0, 1):  # the plan the workers read: 2 parts, 2-hop boundary
+        source = json.loads((ex_dir / "fetch" / f"rank_{r}.json").read_text())["source"]
+        assert "-p2-h2-" in source and source.endswith(f"part_{r}"), source
+
+
 def test_exchange_with_a_model_that_has_no_exchange_path_is_refused_before_start(tiny):
     from distst.errors import DiststError
 
-    with pytest.raises(DiststError, match=r"model himnet has no exchange path.*gcgru"):
+    with pytest.raises(DiststError, match=r"model stunet has no exchange path.*gcgru"):
+        train_ray(tiny("runtime.mode=exchange", "partition.parts=2", model="stunet"))
+    with pytest.raises(DiststError, match=r"himnet with graph='dense'.*graph=sparse"):
         train_ray(tiny("runtime.mode=exchange", "partition.parts=2", model="himnet"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from distst.nn.registry import plan_halo_hops
 from distst.scale.config import load_study
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "configs" / "studies").glob("*.yaml"))
@@ -34,7 +35,7 @@ def test_example_study_parts_have_a_real_boundary(path):
         shares = []
         for p in range(pc.parts):
             inner = np.flatnonzero(part.assignment == p)
-            hops = cfg.runtime.plan_halo_hops(pc.halo_hops)
+            hops = plan_halo_hops(cfg)
             halo = k_hop_halo(None, s.nodes, inner, hops, in_adj=adj)
             shares.append(len(halo) / (len(inner) + len(halo)))
         # accuracy against halo depth starts at no halo at all, on purpose

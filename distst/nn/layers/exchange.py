@@ -95,6 +95,16 @@ class HaloExchange:
                               f"worker holds {self.num_local} nodes")
         return _ExchangeProduct.apply(x, self, self.split(a))
 
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (local rows first: [N_local, ...]) with its halo rows replaced by their
+        owners' current rows; the backward returns the halo rows' gradients to the owners.
+        For what reads neighbours outside a fixed sparse product (HimNet's learned edge values
+        and its per-sample node embeddings)."""
+        if x.shape[0] != self.num_local:
+            raise DiststError(f"exchange: a gather of {x.shape[0]} rows, but this worker holds "
+                              f"{self.num_local} nodes")
+        return _Gather.apply(x, self)
+
     def _start(self, out_rows: int, data: torch.Tensor, out_counts, in_counts):
         out = data.new_empty((out_rows, *data.shape[1:]))
         work = dist.all_to_all_single(out, data.contiguous(), out_counts, in_counts,
@@ -169,6 +179,29 @@ class _ExchangeProduct(torch.autograd.Function):
         work.wait()
         g.index_add_(0, ex.send_rows, back)
         return g, None, None
+
+
+class _Gather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, ex: HaloExchange) -> torch.Tensor:
+        ctx.ex = ex
+        halo, work = ex._start(len(ex.recv_rows), x[ex.send_rows], ex.recv_counts,
+                               ex.send_counts)
+        out = x.clone()
+        work.wait()
+        out[ex.recv_rows] = halo
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        ex = ctx.ex
+        back, work = ex._start(len(ex.send_rows), grad[ex.recv_rows], ex.send_counts,
+                               ex.recv_counts)
+        g = grad.clone()
+        g[ex.recv_rows] = 0  # the halo copies' gradients belong to their owners
+        work.wait()
+        g.index_add_(0, ex.send_rows, back)
+        return g, None
 
 
 def exchanged(op: torch.Tensor, exchange: HaloExchange | None) -> torch.Tensor:

@@ -131,6 +131,11 @@ def test_shard_sweep_plans_every_partition_once(tmp_path):
     assert len(combos) == 4 and {(c["parts"], c["halo_hops"]) for c in combos} == {
         (1, 1), (1, 2), (2, 1), (2, 2)}
     assert plan_resources(sw, 2).workers == 2  # the largest partition decides
+    # exchange mode plans the boundary the model reads, whatever halo_hops says
+    sw = load_sweep(_write(tmp_path, {"partition.halo_hops": {"grid": [1, 2]},
+                                      "partition.parts": {"choice": [1, 2]}},
+                           overrides={"runtime.mode": "exchange"}))
+    assert sorted((c["parts"], c["halo_hops"]) for c in partition_combos(sw)) == [(1, 1), (2, 1)]
     with pytest.raises(DiststError, match="partition.seed.*uniform samples floats"):
         load_sweep(_write(tmp_path, {"partition.seed": {"uniform": [0, 3]}},
                           overrides={"runtime.mode": "shard"}))

@@ -218,20 +218,32 @@ def test_without_the_exchange_the_parts_would_differ(exchanged_runs, dataset):
 
 @pytest.mark.parametrize("model_name", ["gcgru", "dcrnn", "stgcn"])
 def test_bytes_sent_are_the_boundary_volume(model_name, exchanged_runs, dataset, monkeypatch):
-    """Bytes a worker sent = sum over the model's sparse products of (rows its neighbours
-    need + rows it needs) x columns x 4 bytes, forward, and again backward where the product's
-    input carries a gradient: counted here from the whole-graph model's own products."""
+    """Bytes a worker sent = sum over the model's exchanges of (rows its neighbours need +
+    rows it needs) x columns x 4 bytes, forward, and again backward where the input carries a
+    gradient: counted here from the whole-graph model's own products, where the products of
+    one input by several operators (a diffusion convolution's first hop in each direction)
+    are one exchange."""
     from distst.nn.layers import graph as graphops
 
     world, _, _, runs = exchanged_runs
-    widths = []
-    real = graphops.spmm
+    widths, shared = [], []
+    real, real_shared = graphops.spmm, graphops.spmm_shared
 
     def counting(a, a_t, x):
-        widths.append((x.shape[1], x.requires_grad))
+        if not shared:
+            widths.append((x.shape[1], x.requires_grad))
         return real(a, a_t, x)
 
+    def counting_shared(pairs, x):
+        widths.append((x.shape[1], x.requires_grad))
+        shared.append(len(pairs))
+        try:
+            return real_shared(pairs, x)
+        finally:
+            shared.pop()
+
     monkeypatch.setattr(graphops, "spmm", counting)
+    monkeypatch.setattr(graphops, "spmm_shared", counting_shared)
     from distst.engine.bundle import build_bundle
     from distst.nn.registry import build_model
 

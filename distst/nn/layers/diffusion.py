@@ -28,9 +28,11 @@ def diffusion_features(supports, x: torch.Tensor, K: int) -> torch.Tensor:
     n, m, f = x.shape
     x0 = x.reshape(n, m * f)  # [N, M*F]: batch and features become columns of one spmm
     basis = [x0]
-    for op, op_t in supports:
-        xk = x0
-        for _ in range(K):
+    # the first hop of every direction reads x0: one boundary exchange for all of them
+    first = graphops.spmm_shared(list(supports), x0) if K > 0 else []
+    for (op, op_t), xk in zip(supports, first):
+        basis.append(xk)
+        for _ in range(K - 1):
             xk = graphops.spmm(op, op_t, xk)  # P^k X = P (P^{k-1} X), [N, M*F]
             basis.append(xk)
     # J x [N, M*F] -> [N, M, J, F] -> [N*M, J*F]

@@ -95,6 +95,14 @@ class HaloExchange:
                               f"worker holds {self.num_local} nodes")
         return _ExchangeProduct.apply(x, self, self.split(a))
 
+    def products(self, ops: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+        """``[a @ x for a in ops]`` with one exchange of ``x``'s halo rows for all of them (the
+        first hop of every direction of a diffusion convolution reads the same input)."""
+        if x.shape[0] != self.num_local:
+            raise DiststError(f"exchange: a graph product on {x.shape[0]} rows, but this "
+                              f"worker holds {self.num_local} nodes")
+        return list(_SharedExchangeProduct.apply(x, self, *[self.split(a) for a in ops]))
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (local rows first: [N_local, ...]) with its halo rows replaced by their
         owners' current rows; the backward returns the halo rows' gradients to the owners.
@@ -179,6 +187,37 @@ class _ExchangeProduct(torch.autograd.Function):
         work.wait()
         g.index_add_(0, ex.send_rows, back)
         return g, None, None
+
+
+class _SharedExchangeProduct(torch.autograd.Function):
+    """:class:`_ExchangeProduct` for several operators on one input: its boundary rows travel
+    once, and the backward sends the sum of the operators' halo gradients home once."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, ex: HaloExchange, *ops: SplitOperator):
+        ctx.ex, ctx.ops = ex, ops
+        halo, work = ex._start(len(ex.recv_rows), x[ex.send_rows], ex.recv_counts,
+                               ex.send_counts)
+        ys = [torch.sparse.mm(op.inner, x) for op in ops]  # while the boundary rows travel
+        work.wait()
+        return tuple(y if op.boundary is None else y + torch.sparse.mm(op.boundary, halo)
+                     for y, op in zip(ys, ops))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        ex, ops = ctx.ex, ctx.ops
+        grads = [g.contiguous() for g in grads]
+        g_halo = grads[0].new_zeros((len(ex.recv_rows), *grads[0].shape[1:]))
+        for op, g in zip(ops, grads):
+            if op.boundary is not None:
+                g_halo += torch.sparse.mm(op.boundary_t, g)
+        back, work = ex._start(len(ex.send_rows), g_halo, ex.send_counts, ex.recv_counts)
+        g_x = torch.sparse.mm(ops[0].inner_t, grads[0])
+        for op, g in zip(ops[1:], grads[1:]):
+            g_x += torch.sparse.mm(op.inner_t, g)
+        work.wait()
+        g_x.index_add_(0, ex.send_rows, back)
+        return (g_x, None, *[None] * len(ops))
 
 
 class _Gather(torch.autograd.Function):

@@ -237,6 +237,21 @@ def spmm(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Te
     ex = exchange_of(a)
     if ex is not None:
         return ex.product(a, x)
+    return _local_product(a, a_t, x)
+
+
+def spmm_shared(pairs, x: torch.Tensor) -> list[torch.Tensor]:
+    """``[spmm(a, a_t, x) for a, a_t in pairs]``: in exchange mode the boundary rows of the
+    shared input ``x`` are fetched once for all the operators, not once per operator."""
+    if pairs and x.dtype != pairs[0][0].dtype:
+        x = x.to(pairs[0][0].dtype)
+    ex = exchange_of(pairs[0][0]) if pairs else None
+    if ex is not None and all(exchange_of(a) is ex for a, _ in pairs):
+        return ex.products([a for a, _ in pairs], x)
+    return [spmm(a, a_t, x) for a, a_t in pairs]
+
+
+def _local_product(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     if a_t is None or not x.requires_grad:
         return torch.sparse.mm(a, x)
     return _SpMM.apply(a, a_t, x)

@@ -370,6 +370,27 @@ def rank_indices(
     return perm[lo:hi]
 
 
+def batch_split_indices(num_windows: int, batch_size: int, *, shuffle: bool, seed: int = 0,
+                        epoch: int = 0, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """This rank's training windows for one epoch, global batch by global batch.
+
+    The epoch's permutation (as :func:`rank_indices` draws it) is cut into global batches of
+    ``world_size x batch_size`` windows and rank r takes the r-th ``batch_size`` of each, so
+    the ranks' k-th batches together are the k-th batch of one process with the global batch
+    size: data-parallel steps are the single-process steps, not just the same epoch. The
+    windows after the last full global batch are split evenly in contiguous slices, and every
+    rank gets ``num_windows // world_size`` windows in all, like :func:`rank_indices`.
+    """
+    perm = rank_indices(num_windows, shuffle=shuffle, seed=seed, epoch=epoch)
+    rank_indices(num_windows, shuffle=False, rank=rank, world_size=world_size)  # checks rank
+    per = num_windows // world_size
+    full = (per // batch_size) * batch_size  # this rank's windows in full global batches
+    head = perm[: full * world_size].reshape(-1, world_size, batch_size)[:, rank].reshape(-1)
+    rest = per - full
+    tail = perm[full * world_size + rank * rest: full * world_size + (rank + 1) * rest]
+    return np.concatenate([head, tail])
+
+
 def num_batches(
     num_windows: int, batch_size: int, world_size: int = 1, drop_last: bool = False,
     even: bool = True, rank: int = 0,
@@ -395,17 +416,26 @@ def iterate_batches(
     even: bool = True,
     start_batch: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``dataset.batch(...)`` over this rank's slice (see :func:`rank_indices`).
+    """Yield ``dataset.batch(...)`` over this rank's windows.
 
-    ``drop_last`` drops this rank's last partial batch. Deterministic per ``(seed, epoch)``;
-    ``start_batch`` skips (without loading) the batches a restored run already trained on.
+    Evaluation (``even=False``): this rank's slice of :func:`rank_indices`. Training
+    (``even=True``): the same number of windows per rank as :func:`rank_indices`, but laid out
+    by global batch (:func:`batch_split_indices`), so that step k of ``world_size`` ranks
+    trains on exactly the windows of step k of one process whose batch is ``world_size x
+    batch_size``. ``drop_last`` drops this rank's last partial batch. Deterministic per
+    ``(seed, epoch)``; ``start_batch`` skips (without loading) the batches a restored run
+    already trained on.
     """
     if batch_size < 1:
         raise DiststError(f"train.batch_size={batch_size} must be >= 1")
-    idx = rank_indices(
-        len(dataset), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
-        world_size=world_size, even=even,
-    )
+    if even and world_size > 1:
+        idx = batch_split_indices(len(dataset), batch_size, shuffle=shuffle, seed=seed,
+                                  epoch=epoch, rank=rank, world_size=world_size)
+    else:
+        idx = rank_indices(
+            len(dataset), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
+            world_size=world_size, even=even,
+        )
     stop = (idx.size // batch_size) * batch_size if drop_last else idx.size
     for lo in range(start_batch * batch_size, stop, batch_size):
         yield dataset.batch(idx[lo : lo + batch_size])

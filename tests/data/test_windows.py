@@ -7,6 +7,7 @@ import torch
 from distst.data.scaler import StandardScaler
 from distst.data.windows import (
     WindowDataset,
+    batch_split_indices,
     iterate_batches,
     make_splits,
     num_batches,
@@ -216,12 +217,15 @@ def test_iterate_batches_cover_epoch(drop_last):
             assert all(x.shape[0] == bs for x, _ in batches)
         for x, _ in batches:
             seen.extend(x[:, 0, 0, 1].tolist())
-    idx = np.concatenate([rank_indices(len(ds), shuffle=True, seed=1, rank=r, world_size=w)
-                          for r in range(w)])
     tod, _ = time_features(ts)
     per = len(ds) // w
-    keep = np.concatenate([idx[r * per : r * per + (per // bs) * bs if drop_last else (r + 1) * per]
-                           for r in range(w)])
+    keep = []
+    for r in range(w):
+        idx = batch_split_indices(len(ds), bs, shuffle=True, seed=1, rank=r, world_size=w)
+        assert len(idx) == per
+        keep.append(idx[: (per // bs) * bs] if drop_last else idx)
+    keep = np.concatenate(keep)
+    assert len(np.unique(keep)) == len(keep)  # disjoint
     np.testing.assert_allclose(seen, tod[sp["train"][keep]])
     # a run restored mid-epoch skips the batches it trained on and sees the same rest
     full = list(iterate_batches(ds, bs, True, seed=1, epoch=0, drop_last=drop_last))
@@ -230,6 +234,22 @@ def test_iterate_batches_cover_epoch(drop_last):
     assert len(rest) == len(full) - 3
     for (a, _), (b, _) in zip(full[3:], rest):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_data_parallel_steps_are_the_single_process_steps():
+    """W ranks' k-th training batches together are the k-th batch of one process whose batch
+    is W x the per-rank batch (the same windows, in the same step, not just the same epoch)."""
+    s, w, bs = 103, 3, 4
+    one = batch_split_indices(s, w * bs, shuffle=True, seed=5, epoch=1, rank=0, world_size=1)
+    ranks = [batch_split_indices(s, bs, shuffle=True, seed=5, epoch=1, rank=r, world_size=w)
+             for r in range(w)]
+    assert {len(r) for r in ranks} == {s // w}
+    for k in range((s // w) // bs):
+        step = np.concatenate([r[k * bs:(k + 1) * bs] for r in ranks])
+        np.testing.assert_array_equal(step, one[k * w * bs:(k + 1) * w * bs])
+    assert len(np.unique(np.concatenate(ranks))) == w * (s // w)
+    with pytest.raises(DiststError, match="rank"):
+        batch_split_indices(s, bs, shuffle=False, rank=3, world_size=3)
 
 
 def test_los_loop_real_series():

@@ -106,9 +106,11 @@ class NodeShard:
 
     def mean_loss(self, total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         """The loss to back-propagate from a sum of errors over ``count`` observed targets:
-        the mean here; in shard mode W times this worker's share of the full-graph mean, so
-        that DDP's average is the full-graph gradient."""
-        if not self.sharded:
+        the mean in one process; with W workers W times this worker's share of the global
+        batch's mean (the counts summed over workers), so that DDP's average is the gradient
+        of the batch's masked mean. In replicate mode too: the average of each worker's own
+        mean would weigh an observed target by how many of its worker's targets are missing."""
+        if self.ctx.world_size == 1:
             return total / count.clamp(min=1)
         count = self.ctx.all_reduce_sum(count.to(torch.float64).reshape(1))
         return total * self.ctx.world_size / count.clamp(min=1.0).to(total.dtype)

@@ -44,8 +44,7 @@ def test_two_parts_times_two_replicas_equal_the_whole_graph_on_each_replica(ray_
     """4 workers: 2 replicas split each global batch, 2 parts split the graph; the per-node
     embedding's gradient comes from both replicas, and its clip norm counts each node once.
     The reference takes the same windows per replica with the whole graph in every part (a
-    halo deeper than the graph): shard mode is exact then. (Replicate mode is not a reference:
-    DDP averages each worker's own masked mean, not the batch's.)"""
+    halo deeper than the graph): shard mode is exact then."""
     ex_dir, ex_final = train_ray(tiny(*COMMON, "runtime.mode=exchange", "runtime.replicas=2",
                                       "runtime.cpus_per_worker=0.5"))
     local_dir, local_final = train_ray(tiny(*COMMON, "runtime.mode=shard", "runtime.replicas=2",

@@ -53,15 +53,19 @@ def _mlflow_uri(cfg) -> str:
     return Path(cfg.runtime.mlflow.tracking_uri).as_uri()
 
 
-def test_one_and_two_workers_reach_comparable_val_mae(two_worker_run, tiny):
-    cfg2, run_dir2, _ = two_worker_run
-    cfg1 = tiny("train.epochs=3", "runtime.workers=1")
-    run_dir1, _ = train_ray(cfg1)
-    v1 = _history(run_dir1)[-1]["val_mae"]
-    v2 = _history(run_dir2)[-1]["val_mae"]
-    # same global batch and optimiser steps: the two runs differ only in float summation order
-    # and in which windows each step draws, so their validation MAE must be close
-    assert abs(v1 - v2) / v1 < 0.1, (v1, v2)
+def test_two_replicate_workers_train_what_one_process_trains(two_worker_run, tiny):
+    """Step k of two workers is step k of one process: the same windows (each worker takes
+    half of the global batch), the batch's masked mean as the loss (the tiny network has 5%
+    missing targets), the same teacher-forcing draws. Only float summation order differs
+    (see tests/runtime/test_shard.py FLOAT_ORDER)."""
+    from distst.engine.entry import train_local
+
+    _, run_dir2, final2 = two_worker_run
+    run_dir1, final1 = train_local(tiny("train.epochs=3", "runtime.mode=local"))
+    for a, b in zip(_history(run_dir2), _history(run_dir1), strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=5e-4)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=5e-4)
+    assert final2["test"]["avg"]["mae"] == pytest.approx(final1["test"]["avg"]["mae"], rel=5e-4)
 
 
 def test_resume_from_ray_checkpoint(two_worker_run, monkeypatch):

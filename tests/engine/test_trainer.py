@@ -112,7 +112,11 @@ def test_run_folders_are_unique_and_a_failed_run_leaves_none(tiny, monkeypatch):
     from distst.engine.trainer import Trainer
 
     cfg = tiny("runtime.mode=local")
-    a, b = prepare_run_dir(cfg, "ds"), prepare_run_dir(cfg, "ds")  # same second, same name
+    # the same second, hence the same name (pinned: two calls can straddle a second boundary)
+    monkeypatch.setattr("distst.engine.entry.time.strftime",
+                        lambda fmt, *a: "20260101-000000")
+    a, b = prepare_run_dir(cfg, "ds"), prepare_run_dir(cfg, "ds")
+    monkeypatch.undo()
     assert a != b and a.parent == b.parent and b.name.startswith(a.name)
 
     def boom(self):

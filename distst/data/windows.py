@@ -381,8 +381,9 @@ def batch_split_indices(num_windows: int, batch_size: int, *, shuffle: bool, see
     windows after the last full global batch are split evenly in contiguous slices, and every
     rank gets ``num_windows // world_size`` windows in all, like :func:`rank_indices`.
     """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise DiststError(f"rank={rank} / world_size={world_size}: need 0 <= rank < world_size")
     perm = rank_indices(num_windows, shuffle=shuffle, seed=seed, epoch=epoch)
-    rank_indices(num_windows, shuffle=False, rank=rank, world_size=world_size)  # checks rank
     per = num_windows // world_size
     full = (per // batch_size) * batch_size  # this rank's windows in full global batches
     head = perm[: full * world_size].reshape(-1, world_size, batch_size)[:, rank].reshape(-1)

@@ -145,8 +145,8 @@ def build_study(sc: StudyConfig, base_raw: dict, source: str = "") -> Study:
 
 def ignored_keys(cfg: Config) -> set[str]:
     """Grid keys a run's mode does not read: the halo depth outside shard mode (exchange
-    plans a 1-hop boundary whatever it says), and the partition outside the partitioned
-    modes."""
+    plans the boundary its model reads, distst.nn.registry.plan_halo_hops), and the
+    partition outside the partitioned modes."""
     rt = cfg.runtime
     if not rt.partitioned:
         return {"partition.parts", "partition.halo_hops", "partition.method", "partition.seed",

@@ -90,10 +90,7 @@ class HaloExchange:
     def product(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``a @ x`` with the halo rows of ``x`` taken from their owners (exact on the inner
         rows; zero on the halo rows)."""
-        if x.shape[0] != self.num_local:
-            raise DiststError(f"exchange: a graph product on {x.shape[0]} rows, but this "
-                              f"worker holds {self.num_local} nodes")
-        return _ExchangeProduct.apply(x, self, self.split(a))
+        return self.products([a], x)[0]
 
     def products(self, ops: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
         """``[a @ x for a in ops]`` with one exchange of ``x``'s halo rows for all of them (the
@@ -101,7 +98,7 @@ class HaloExchange:
         if x.shape[0] != self.num_local:
             raise DiststError(f"exchange: a graph product on {x.shape[0]} rows, but this "
                               f"worker holds {self.num_local} nodes")
-        return list(_SharedExchangeProduct.apply(x, self, *[self.split(a) for a in ops]))
+        return list(_ExchangeProducts.apply(x, self, *[self.split(a) for a in ops]))
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (local rows first: [N_local, ...]) with its halo rows replaced by their
@@ -163,35 +160,10 @@ def _split(a: torch.Tensor, num_inner: int, recv_rows: torch.Tensor) -> SplitOpe
     return SplitOperator(*split)
 
 
-class _ExchangeProduct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, ex: HaloExchange, op: SplitOperator) -> torch.Tensor:
-        ctx.ex, ctx.op = ex, op
-        halo, work = ex._start(len(ex.recv_rows), x[ex.send_rows], ex.recv_counts,
-                               ex.send_counts)
-        y = torch.sparse.mm(op.inner, x)  # while the boundary rows travel
-        work.wait()
-        if op.boundary is not None:
-            y = y + torch.sparse.mm(op.boundary, halo)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        ex, op = ctx.ex, ctx.op
-        grad = grad.contiguous()
-        g_halo = (torch.sparse.mm(op.boundary_t, grad) if op.boundary is not None
-                  else grad.new_zeros((len(ex.recv_rows), *grad.shape[1:])))
-        # the halo rows' gradients go home, while the inner transpose product runs
-        back, work = ex._start(len(ex.send_rows), g_halo, ex.send_counts, ex.recv_counts)
-        g = torch.sparse.mm(op.inner_t, grad)
-        work.wait()
-        g.index_add_(0, ex.send_rows, back)
-        return g, None, None
-
-
-class _SharedExchangeProduct(torch.autograd.Function):
-    """:class:`_ExchangeProduct` for several operators on one input: its boundary rows travel
-    once, and the backward sends the sum of the operators' halo gradients home once."""
+class _ExchangeProducts(torch.autograd.Function):
+    """``a @ x`` for one or several split operators ``a`` on one input ``x``: its boundary
+    rows travel once (while the inner products run), and the backward sends the sum of the
+    operators' halo gradients home once (while the inner transpose products run)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, ex: HaloExchange, *ops: SplitOperator):

@@ -318,10 +318,17 @@ def _scheduler(sweep: Sweep):
         return ray.tune.schedulers.FIFOScheduler()
     from ray.tune.schedulers import ASHAScheduler
 
-    # +1: a trial's last epoch must not hit max_t, or ASHA stops every trial just before its
-    # final report (test metrics and last checkpoint); rungs below it are unchanged
-    return ASHAScheduler(time_attr="epoch", max_t=(sc.max_t or sweep.base.train.epochs) + 1,
-                         grace_period=sc.grace_period, reduction_factor=sc.reduction_factor)
+    return ASHAScheduler(time_attr="epoch", **asha_rungs(sc, sweep.base.train.epochs))
+
+
+def asha_rungs(sc, epochs: int) -> dict:
+    """ASHA's bounds, such that its last rung lies below the last epoch: a trial that has
+    trained every epoch is never stopped, because stopping it then saves nothing and loses
+    its final report (test metrics and checkpoint). Ray puts rungs at grace * rf**k up to and
+    including ``max_t`` and, with ``stop_last_trials``, stops every trial that reaches it."""
+    top = min(sc.max_t or epochs, epochs - 1)
+    return {"max_t": top, "grace_period": sc.grace_period,
+            "reduction_factor": sc.reduction_factor, "stop_last_trials": False}
 
 
 def _searcher(sweep: Sweep, max_concurrent: int):

@@ -97,6 +97,44 @@ def test_asha_stops_a_trial_early(asha):
     assert res.best["status"] == "done" and res.best["train.lr"] == 0.02
 
 
+@pytest.mark.parametrize("epochs, max_t, rungs", [(4, 0, [2, 1]), (8, 0, [4, 2, 1]),
+                                                   (8, 2, [2, 1]), (3, 9, [2, 1])])
+def test_asha_never_stops_a_trial_that_trained_every_epoch(epochs, max_t, rungs):
+    """A trial worse than every other at every rung is stopped at a rung below the last
+    epoch, never at the last one: there, stopping saves nothing and loses the final report
+    (the CI failure this replaces: a trial stopped at a rung at epoch 4 of 4)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from distst.sweep.driver import asha_rungs
+
+    sc = SimpleNamespace(max_t=max_t, grace_period=1, reduction_factor=2)
+    sched = ASHAScheduler(time_attr="epoch", metric="val_mae", mode="min",
+                          **asha_rungs(sc, epochs))
+    assert [m for m, _ in sched._brackets[0]._rungs] == rungs
+    good, bad = SimpleNamespace(trial_id="good"), SimpleNamespace(trial_id="bad")
+    for t in (good, bad):
+        sched.on_trial_add(None, t)
+    # "good" runs first through every epoch and its final report (same epoch again)
+    for e in [*range(1, epochs + 1), epochs]:
+        assert sched.on_trial_result(None, good, {"epoch": e, "val_mae": 1.0}) == "CONTINUE"
+    # "bad" is worse everywhere: stopped at the first rung, as ASHA should
+    assert sched.on_trial_result(None, bad, {"epoch": 1, "val_mae": 9.0}) == TrialScheduler.STOP
+    # a late, bad trial at the last epoch (its rungs passed while alone) is not stopped there
+    late = SimpleNamespace(trial_id="late")
+    sched2 = ASHAScheduler(time_attr="epoch", metric="val_mae", mode="min",
+                           **asha_rungs(sc, epochs))
+    for t in (good, late):
+        sched2.on_trial_add(None, t)
+    for e in range(1, epochs):
+        assert sched2.on_trial_result(None, late, {"epoch": e, "val_mae": 1.0}) == "CONTINUE"
+    for e in range(1, epochs + 1):
+        sched2.on_trial_result(None, good, {"epoch": e, "val_mae": 0.5})
+    for _ in range(2):  # last epoch, then the final report at the same epoch
+        assert sched2.on_trial_result(None, late, {"epoch": epochs, "val_mae": 1.0}) == "CONTINUE"
+
+
 def test_best_config_trains_again_to_the_same_val_mae(asha, tmp_path):
     from distst.config import load_config
     from distst.runtime.ray_train import train_ray

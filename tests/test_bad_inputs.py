@@ -354,7 +354,7 @@ def _ray_train(tmp_path, *sets):
 
 
 def exchange_model_without_path(tmp_path):
-    return _ray_train(tmp_path, "runtime.mode=exchange", "model.name=stunet",
+    return _ray_train(tmp_path, "runtime.mode=exchange", "model.name=hyperst_cnn",
                       "model.params={}"), None
 
 
@@ -456,8 +456,8 @@ CASES = {
                                   "MLflow 3 refuses", mlflow_file_store_refused),
     "plot_unknown_sensor": ("`distst plot RUN --sensors S01,S999` (no such sensor)",
                             plot_unknown_sensor),
-    "exchange_model_without_path": ("`runtime.mode=exchange` with ST-UNet (no exchange path "
-                                    "yet)", exchange_model_without_path),
+    "exchange_model_without_path": ("`runtime.mode=exchange` with HyperST-CNN (no exchange "
+                                    "path)", exchange_model_without_path),
     "exchange_himnet_dense_graph": ("`runtime.mode=exchange` with HimNet's dense N x N "
                                     "adaptive graph", exchange_himnet_dense_graph),
     "replicas_zero": ("`runtime.replicas=0`", replicas_zero),

@@ -56,7 +56,7 @@ class NodeShard:
     def connect_exchange(self, model_name: str, params: dict | None = None) -> None:
         """runtime.mode=exchange: every graph product of the model fetches its boundary rows
         from their owners (distst.nn.layers.exchange), on a process group of its own."""
-        from distst.nn.layers.exchange import HaloExchange, attach
+        from distst.nn.layers.exchange import HaloExchange, connect
         from distst.nn.registry import require_exchange
 
         require_exchange(model_name, params)
@@ -66,7 +66,7 @@ class NodeShard:
                       for r in range(self.replicas)]
             self.exchange = HaloExchange(self.global_ids.cpu().numpy(), self.num_inner,
                                          group=groups[self.replica]).to(self.ctx.device)
-            attach(self.model, self.exchange)
+            connect(self.model, self.exchange)
 
     def exchange_bytes(self) -> int:
         """Bytes this worker's boundary exchanges have sent so far (0 without exchange)."""

@@ -88,6 +88,12 @@ Shard mode: ``coarsening`` is GPA run on the model's LOCAL graph (part + halo), 
 never span two parts; ``out_degree`` (whole-graph degrees) normalises the level-0 operator as
 GCGRU does, coarse operators are normalised from their own (local) edges. ``in_degree`` is
 accepted for the engine's data contract and unused (the Chebyshev operator needs out-degrees).
+Exchange mode (:meth:`STUNet.connect_exchange`): every stage's graph convolution fetches its
+boundary rows from their owners. Super-nodes stay inside parts: each worker runs GPA on its own
+nodes' subgraph and contracts every edge at them, cut edges included. So the model equals one
+process on the whole graph whose coarsening is GPA per part
+(``GraphCoarsening.within(parts)``); a whole-graph GPA, as ``--local`` uses, may merge nodes
+of two parts and is a different (equally valid) pooling.
 Graph operators and pooling maps are non-persistent buffers: checkpoints hold weights only,
 and every parameter shape is independent of the graph.
 """
@@ -175,6 +181,29 @@ class Unpool(nn.Module):
         return y
 
 
+def _contract(ei: torch.Tensor, ew: torch.Tensor, parent: torch.Tensor, num_owned: int,
+              coarse) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exchange mode: the coarser graph's edges at own super-nodes and its out-degrees.
+
+    ``ei [2, E], ew [E]``: the finer local graph, whose edges at the ``num_owned`` own nodes
+    (the first rows) are complete; ``parent [N_fine_local]``: the coarse local row of each
+    fine row (``coarse``: the coarse :class:`HaloExchange`). Edges inside a super-node vanish,
+    parallel ones add up (GPA's contraction). An own super-node's degree is summed from its
+    edges; the other rows' degrees come from their owners."""
+    own = (ei[0] < num_owned) | (ei[1] < num_owned)
+    r, c, w = parent[ei[0][own]], parent[ei[1][own]], ew[own].double()
+    keep = r != c
+    n = coarse.num_local
+    key, inverse = torch.unique(r[keep] * n + c[keep], return_inverse=True)
+    weight = torch.zeros(len(key), dtype=torch.float64).index_add_(0, inverse, w[keep])
+    cei = torch.stack([key // n, key % n])
+    # summed from the float32 weights the operator will hold, as a one-process run does
+    degree = torch.zeros(n, dtype=torch.float64).index_add_(0, cei[0], weight.float().double())
+    degree[coarse.num_inner:] = 0.0
+    degree = coarse.fetch(degree.to(coarse.recv_rows.device)).cpu()
+    return cei, weight, degree
+
+
 class STUNet(GraphModel):
     """ST-UNet seq2seq forecaster (see the module docstring for the architecture and choices).
 
@@ -196,6 +225,8 @@ class STUNet(GraphModel):
 
     model_name = "stunet"
     GRAPH = GraphOperator.GRAPH
+    #: exact in exchange mode with partition-local coarsening (:meth:`connect_exchange`)
+    EXCHANGE = True
 
     def __init__(self, *, coarsening=None, K: int = 3, hidden_size: int = 64, levels: int = 2,
                  dilation: int = 2, depth: int = 1, pool: str = "max", unpool: str = "copy",
@@ -239,10 +270,14 @@ class STUNet(GraphModel):
         self.stage_nodes = [num_nodes]
         self._rank_counts: list[list[int]] = []
         self.ranks = 2 ** levels
+        self.normalization = normalization
+        #: kept for exchange mode, which coarsens again once the workers are connected
+        self._coarsening = coarsening if self.spatial else None
+        self._unpool_degree = self.graph_input.out_degree if self.spatial else None
         if self.spatial:
             g = self.graph_input
-            self._build_stages(coarsening, g.edge_index, g.edge_weight, g.out_degree,
-                               normalization)
+            self._build_stages(self._hierarchy(coarsening), g.edge_index, g.edge_weight,
+                               g.out_degree)
 
         # -- cells ------------------------------------------------------------------------
         unpool_dim = hidden_size + (self.ranks if unpool == "weighted" and self.spatial else 0)
@@ -285,8 +320,7 @@ class STUNet(GraphModel):
             glorot_blocks(self.out_weight, hidden_size, output_dim)
 
     # -- construction helpers ------------------------------------------------------------
-    def _build_stages(self, coarsening, edge_index, edge_weight, out_degree,
-                      normalization) -> None:
+    def _hierarchy(self, coarsening, **kwargs) -> list:
         p, d = self.levels, self.depth
         if coarsening is None or not callable(coarsening):
             raise DiststError(
@@ -295,10 +329,17 @@ class STUNet(GraphModel):
                 f"got {type(coarsening).__name__}; let the engine pass it, or set "
                 "model.params.levels=0 (no spatial pooling)")
         want = d * p
-        hier = list(coarsening(want))
+        hier = list(coarsening(want, **kwargs))
         if len(hier) != want:
             raise DiststError(f"stunet: coarsening({want}) returned {len(hier)} levels, "
                               f"expected {want} (depth={d} x levels={p}); fix the coarsening")
+        return hier
+
+    def _build_stages(self, hier: list, edge_index, edge_weight, out_degree) -> None:
+        """Pooling maps and coarse operators of every stage from the per-level ``hier``
+        (``(parent, edge_index, edge_weight, num_nodes[, degree])``; ``degree``, the coarse
+        nodes' out-degrees, when the local edges do not give them: exchange mode)."""
+        p, d = self.levels, self.depth
         fine_ei, fine_ew, fine_n = edge_index, edge_weight, self.num_nodes
         fine_deg = out_degree
         level_n = self.num_nodes
@@ -306,11 +347,11 @@ class STUNet(GraphModel):
             index = torch.arange(fine_n)
             for lvl in range(k * p, (k + 1) * p):
                 item = hier[lvl]
-                if len(item) != 4:
+                if len(item) not in (4, 5):
                     raise DiststError(f"stunet: coarsening level {lvl + 1} is a "
                                       f"{len(item)}-tuple, expected (parent, edge_index, "
                                       "edge_weight, num_nodes)")
-                parent, ei, ew, n = item
+                parent, ei, ew, n, *degree = item
                 parent = torch.as_tensor(parent).long()
                 n = int(n)
                 if parent.shape != (level_n,) or (level_n and (
@@ -341,9 +382,45 @@ class STUNet(GraphModel):
             # a plain list (not a buffer): split sizes must be Python ints
             self._rank_counts.append(torch.bincount(rank, minlength=self.ranks).tolist())
             self.register_buffer(f"unpool_struct_{k}", struct, persistent=False)
-            fine_ei, fine_ew, fine_n, fine_deg = ei, ew, level_n, None
-            self.graphs.append(GraphOperator(ei, ew, level_n, normalization))
+            fine_ei, fine_ew, fine_n = ei, ew, level_n
+            fine_deg = degree[0] if degree else None
+            self.graphs.append(GraphOperator(ei, ew, level_n, self.normalization,
+                                             degree=fine_deg))
             self.stage_nodes.append(level_n)
+
+    def connect_exchange(self, exchange) -> int:
+        """runtime.mode=exchange (:func:`distst.nn.layers.exchange.connect`): the input graph's
+        operator gets the boundary exchange, and the coarse stages are built again so that
+        every stage is exact too. Each worker coarsens its own nodes alone (GPA on its
+        part's subgraph: super-nodes never span parts). A stage's local graph is its own
+        super-nodes plus the super-nodes next to them. Its edges are contracted from the
+        finer level's edges at own nodes, so an own row is complete. The neighbours'
+        degrees come from their owners, and the stage's operator gets an exchange of its
+        own. The one-process equivalent is this model with ``coarsening.within(parts)``
+        (:class:`distst.engine.bundle.GraphCoarsening`). Returns how many operators got an
+        exchange."""
+        self.graphs[0].exchange = exchange
+        if not self.spatial:
+            return 1
+        device, dtype = self.graphs[0].op_val.device, self.graphs[0].op_val.dtype
+        ei, ew = self._coarsening.undirected()  # the local graph as GPA reads it
+        owned = self._hierarchy(self._coarsening, owned=exchange.num_inner)
+        hier, exchanges, ex = [], [], exchange
+        for parent, _, _, n_owned in owned:
+            coarse, parent_local = ex.coarsen(parent, n_owned)
+            ei, ew, degree = _contract(ei, ew, parent_local, ex.num_inner, coarse)
+            hier.append((parent_local, ei, ew.float(), coarse.num_local, degree))
+            exchanges.append(coarse)
+            ex = coarse
+        self.graphs = nn.ModuleList([self.graphs[0]])
+        self.stage_nodes, self._rank_counts = [self.num_nodes], []
+        g0 = self._coarsening.undirected()
+        # level-0 degrees for the unpool ranks: the whole graph's, kept in the first operator
+        self._build_stages(hier, g0[0], g0[1], self._unpool_degree)
+        for k in range(1, self.depth + 1):
+            self.graphs[k].exchange = exchanges[k * self.levels - 1]
+        self.to(device=device, dtype=dtype)
+        return self.depth + 1
 
     def _ranks(self, index, num_coarse, ei, ew, n, degree):
         """Degree rank of each node inside its super-node, and the structural vectors of

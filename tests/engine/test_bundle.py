@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 
@@ -35,6 +36,53 @@ def test_local_coarsening_levels_chain_to_the_local_nodes():
         assert edge_index.shape[1] == edge_weight.shape[0] and int(edge_index.max()) < n
         n_prev = n
     assert local_coarsening(ei, np.ones(10), 6, 0) == []
+
+
+def test_coarsening_within_parts_never_merges_two_parts_and_contracts_every_edge():
+    """Exchange mode's coarsening, in one process: GPA per part, numbered part by part; the
+    coarse graph holds every edge of the graph between different super-nodes, cut ones too.
+    With one part it is the plain coarsening; ``owned=k`` is the first k nodes' own GPA."""
+    from distst.engine.bundle import GraphCoarsening
+
+    rng = np.random.default_rng(0)
+    n = 24
+    src, dst = rng.integers(0, n, 80), rng.integers(0, n, 80)
+    ei = np.stack([np.r_[src, dst], np.r_[dst, src]])
+    w = rng.uniform(0.1, 1.0, 80)
+    ew = np.r_[w, w]
+    plain = GraphCoarsening(ei, ew, n)
+    for a, b in zip(plain(2), plain.within(np.zeros(n, dtype=np.int64))(2)):
+        assert torch.equal(a[0], b[0]) and a[3] == b[3]
+        assert torch.equal(a[1], b[1]) and torch.allclose(a[2], b[2])
+    parts = (np.arange(n) >= 10).astype(np.int64)
+    levels = plain.within(parts)(2)
+    assign = np.arange(n)
+    for lvl, (parent, cei, cew, m) in enumerate(levels):
+        assign = parent.numpy()[assign]
+        # a super-node's members share a part; part 0's super-nodes come first
+        for c in range(m):
+            assert len(set(parts[assign == c])) == 1
+        first = assign[parts == 1].min()
+        assert assign[parts == 0].max() < first
+        # the coarse weights are the fine ones between different super-nodes, summed
+        keep = (ei[0] != ei[1]) & (assign[ei[0]] != assign[ei[1]])
+        sym = {}
+        for s_, t_, ww in zip(ei[0][keep], ei[1][keep], ew[keep]):
+            sym[(s_, t_)] = sym.get((s_, t_), 0.0) + ww  # duplicates add up
+        und = {}
+        for (s_, t_), ww in sym.items():
+            und[(s_, t_)] = max(ww, sym.get((t_, s_), 0.0))
+        assert float(cew.sum()) == pytest.approx(sum(und.values()), rel=1e-6)
+    local = plain.within(np.where(np.arange(n) < 10, 0, 1))(2)
+    mine = GraphCoarsening(ei, ew, n)(2, owned=10)
+    sub0 = np.arange(n) < 10
+    assign0 = np.arange(10)
+    assign_all = np.arange(n)
+    for (p_own, _, _, m_own), (p_all, _, _, _) in zip(mine, local):
+        assign0 = p_own.numpy()[assign0]
+        assign_all = p_all.numpy()[assign_all]
+        assert np.array_equal(assign0, assign_all[sub0])  # part 0 is numbered first
+        assert m_own == len(set(assign_all[sub0]))
 
 
 def _directed_dataset(tmp_path):

@@ -67,9 +67,17 @@ class HaloExchange:
         self.num_inner = num_inner
         self.recv_rows = torch.as_tensor(recv_rows, dtype=torch.long)
         self.send_rows = torch.as_tensor(send_rows, dtype=torch.long)
-        #: bytes this worker sent (forward and backward), for step timing and its test
-        self.bytes_sent = 0
+        # bytes sent (forward and backward), shared with the coarser graphs' exchanges
+        self._sent = [0]
+        #: the exchange of the next coarser graph (:meth:`coarsen`), if any
+        self.coarser: HaloExchange | None = None
         self._splits: dict = {}
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this worker sent, forward and backward, on this graph and every coarser one
+        made from it: for step timing and its test."""
+        return self._sent[0]
 
     def to(self, device) -> "HaloExchange":
         self.recv_rows = self.recv_rows.to(device)
@@ -110,12 +118,52 @@ class HaloExchange:
                               f"{self.num_local} nodes")
         return _Gather.apply(x, self)
 
-    def _start(self, out_rows: int, data: torch.Tensor, out_counts, in_counts):
+    def fetch(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with its halo rows replaced by the owners' rows, once, without autograd and
+        without counting the bytes: for setting up (ids, degrees), not for training."""
+        halo, work = self._start(len(self.recv_rows), x[self.send_rows], self.recv_counts,
+                                 self.send_counts, count=False)
+        out = x.clone()
+        work.wait()
+        out[self.recv_rows] = halo
+        return out
+
+    def coarsen(self, parent: torch.Tensor, num_coarse: int) -> tuple["HaloExchange",
+                                                                      torch.Tensor]:
+        """The exchange of the next coarser graph, whose super-nodes group owned nodes only.
+
+        ``parent [num_inner]``: this worker's super-node (0..``num_coarse``-1) of each owned
+        node. Returns the coarse exchange and ``parent_local [num_local]``, the coarse local
+        row of every local row. A super-node's global id is its owner's offset (the owners
+        before it in rank order) plus its own number. A halo node's super-node comes from
+        its owner, and it is a halo row of the coarse graph. Every coarse neighbour of an
+        owned super-node is such a row, because a coarse edge comes from a fine one. Every
+        rank of the group calls this."""
+        parent = torch.as_tensor(parent, dtype=torch.long).cpu()
+        if parent.shape != (self.num_inner,):
+            raise DiststError(f"exchange: coarsening gives {list(parent.shape)} parents for "
+                              f"{self.num_inner} owned nodes")
+        counts: list = [None] * dist.get_world_size(self.group)
+        dist.all_gather_object(counts, int(num_coarse), group=self.group)
+        offset = sum(counts[:self.rank])
+        gid = torch.full((self.num_local,), -1, dtype=torch.long, device=self.recv_rows.device)
+        gid[:self.num_inner] = (parent + offset).to(gid.device)
+        gid = self.fetch(gid).cpu()  # the halo rows' super-nodes, from their owners
+        halo = torch.unique(gid[self.num_inner:])  # sorted
+        nodes = torch.cat([torch.arange(num_coarse) + offset, halo])
+        parent_local = torch.cat([parent, num_coarse + torch.searchsorted(
+            halo, gid[self.num_inner:])])
+        self.coarser = HaloExchange(nodes.numpy(), int(num_coarse), group=self.group)
+        self.coarser._sent = self._sent
+        return self.coarser.to(self.recv_rows.device), parent_local
+
+    def _start(self, out_rows: int, data: torch.Tensor, out_counts, in_counts,
+               count: bool = True):
         out = data.new_empty((out_rows, *data.shape[1:]))
         work = dist.all_to_all_single(out, data.contiguous(), out_counts, in_counts,
                                       group=self.group, async_op=True)
-        # no part is in its own halo: every row of ``data`` leaves this worker
-        self.bytes_sent += data.numel() * data.element_size()
+        if count:  # no part is in its own halo: every row of ``data`` leaves this worker
+            self._sent[0] += data.numel() * data.element_size()
         return out, work
 
 
@@ -226,6 +274,14 @@ def exchanged(op: torch.Tensor, exchange: HaloExchange | None) -> torch.Tensor:
 
 def exchange_of(op: torch.Tensor) -> HaloExchange | None:
     return getattr(op, "_distst_exchange", None)
+
+
+def connect(model: torch.nn.Module, exchange: HaloExchange) -> int:
+    """Connect ``model`` to the boundary exchange: its own ``connect_exchange`` when it has
+    one (a model with coarse graphs builds an exchange per graph), else :func:`attach`.
+    Returns how many graph operators got one."""
+    hook = getattr(model, "connect_exchange", None)
+    return hook(exchange) if hook is not None else attach(model, exchange)
 
 
 def attach(model: torch.nn.Module, exchange: HaloExchange) -> int:

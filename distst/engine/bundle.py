@@ -109,11 +109,12 @@ def _generate(data: DataConfig, out: Path, quiet: bool) -> None:
                          seed=data.synth.seed, graph=data.synth.graph)
 
 
-def ensure_plan(cfg: Config, dataset_dir: str | Path) -> str:
+def ensure_plan(cfg: Config, dataset_dir: str | Path, hops: int | None = None) -> str:
     """The partition plan for shard mode: the configured one (verified against the dataset;
     of a remote plan only META.json is read here, the workers fetch their parts) or one made
     on the fly and cached beside the synthetic datasets. Returns what the workers open: an
-    absolute path or a URI."""
+    absolute path or a URI. ``hops``: the boundary depth (default: what ``cfg``'s run reads,
+    :func:`distst.nn.registry.plan_halo_hops`; a sweep plans each depth its trials read)."""
     from distst.graph.partition.plan import load_plan, make_plan, plan_mirror, verify_plan
 
     pc = cfg.partition
@@ -128,7 +129,7 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path) -> str:
                 f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
                 f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
             )
-        need = plan_halo_hops(cfg)
+        need = plan_halo_hops(cfg) if hops is None else hops
         if cfg.runtime.mode == "exchange" and meta.halo_hops < need:
             what = ("has no boundary" if meta.halo_hops < 1 else
                     f"has a {meta.halo_hops}-hop boundary, and {cfg.model.name} reads {need} hops")
@@ -139,7 +140,7 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path) -> str:
         # workers do not share the driver's working directory
         return str(src)
     root = cache_root(cfg.data) / "plans"
-    hops = plan_halo_hops(cfg)
+    hops = plan_halo_hops(cfg) if hops is None else hops
     out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{hops}-s{pc.seed}"
     if out.exists():
         try:

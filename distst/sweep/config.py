@@ -406,15 +406,26 @@ def partition_combos(sweep: Sweep) -> list[dict]:
     for name in PARTITION_KEYS:
         d = next((d for d in sweep.domains if d.key == f"partition.{name}"), None)
         axes.append(d.candidates() if d else [getattr(sweep.base.partition, name)])
-    from distst.nn.registry import plan_halo_hops
-
     combos = [dict(zip(PARTITION_KEYS, combo)) for combo in itertools.product(*axes)]
     if sweep.base.runtime.mode == "exchange":
-        # the boundary the model reads (its base params: a sweep over the model's reach in
-        # exchange mode would need a plan per value)
-        for c in combos:
-            c["halo_hops"] = plan_halo_hops(sweep.base)
+        # the boundary the model reads, whatever halo_hops says: one plan per reach the
+        # searched model params can give (HimNet's graph_hops)
+        combos = [{**c, "halo_hops": r} for c in combos for r in _exchange_reaches(sweep)]
     return list({tuple(c.values()): c for c in combos}.values())
+
+
+def _exchange_reaches(sweep: Sweep) -> list[int]:
+    """Every boundary depth an exchange-mode trial can need: the model's reach at each
+    combination of the searched ``model.params`` values (continuous ones at their bounds)."""
+    from distst.nn.registry import exchange_reach
+
+    domains = [d for d in sweep.domains if d.key.startswith("model.params.")]
+    reaches = set()
+    for values in itertools.product(*[d.candidates() for d in domains]):
+        params = dict(sweep.base.model.params)
+        params.update({d.key[len("model.params."):]: v for d, v in zip(domains, values)})
+        reaches.add(exchange_reach(sweep.base.model.name, params))
+    return sorted(reaches)
 
 
 def max_workers(sweep: Sweep) -> int:

@@ -233,7 +233,7 @@ def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
         for name in PARTITION_KEYS:
             raw = set_key(raw, f"partition.{name}", combo[name])
         cfg = config_from_dict(raw)
-        plans[plan_key(**combo)] = str(ensure_plan(cfg, dataset_dir))
+        plans[plan_key(**combo)] = str(ensure_plan(cfg, dataset_dir, hops=combo["halo_hops"]))
     return plans
 
 

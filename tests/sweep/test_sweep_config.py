@@ -138,6 +138,18 @@ def test_shard_sweep_plans_every_partition_once(tmp_path):
                                       "partition.parts": {"choice": [1, 2]}},
                            overrides={"runtime.mode": "exchange"}))
     assert sorted((c["parts"], c["halo_hops"]) for c in partition_combos(sw)) == [(1, 1), (2, 1)]
+    # ... and one plan per reach its searched model params give (HimNet's graph_hops)
+    sweep = yaml.safe_load(_write(tmp_path, {}).read_text())
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["model"] = {"name": "himnet", "params": {"graph": "sparse", "hidden_size": 8}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep.update(search_space={"model.params.graph_hops": {"grid": [1, 3]},
+                               "model.params.hidden_size": {"choice": [8, 16]},
+                               "partition.parts": {"choice": [2]}},
+                 overrides={"runtime.mode": "exchange"})
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    sw = load_sweep(tmp_path / "sweep.yaml")
+    assert sorted((c["parts"], c["halo_hops"]) for c in partition_combos(sw)) == [(2, 1), (2, 3)]
     with pytest.raises(DiststError, match="partition.seed.*uniform samples floats"):
         load_sweep(_write(tmp_path, {"partition.seed": {"uniform": [0, 3]}},
                           overrides={"runtime.mode": "shard"}))

@@ -403,7 +403,8 @@ class STUNet(GraphModel):
         if not self.spatial:
             return 1
         device, dtype = self.graphs[0].op_val.device, self.graphs[0].op_val.dtype
-        ei, ew = self._coarsening.undirected()  # the local graph as GPA reads it
+        fine = self._coarsening.undirected()  # the local graph as GPA reads it
+        ei, ew = fine
         owned = self._hierarchy(self._coarsening, owned=exchange.num_inner)
         hier, exchanges, ex = [], [], exchange
         for parent, _, _, n_owned in owned:
@@ -414,9 +415,8 @@ class STUNet(GraphModel):
             ex = coarse
         self.graphs = nn.ModuleList([self.graphs[0]])
         self.stage_nodes, self._rank_counts = [self.num_nodes], []
-        g0 = self._coarsening.undirected()
-        # level-0 degrees for the unpool ranks: the whole graph's, kept in the first operator
-        self._build_stages(hier, g0[0], g0[1], self._unpool_degree)
+        # level-0 degrees for the unpool ranks: the whole graph's (kept from construction)
+        self._build_stages(hier, fine[0], fine[1], self._unpool_degree)
         for k in range(1, self.depth + 1):
             self.graphs[k].exchange = exchanges[k * self.levels - 1]
         self.to(device=device, dtype=dtype)

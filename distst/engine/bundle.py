@@ -155,6 +155,17 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path, hops: int | None = None) -
     return str(out)
 
 
+def plan_parts(cfg: Config, dataset_dir: str | Path) -> np.ndarray:
+    """The part of every node in the plan ``cfg``'s partitioned run opens (for a one-process
+    stand-in of an exchange-mode run: :attr:`DataBundle.coarsen_within`)."""
+    from distst.graph.partition.plan import plan_mirror
+
+    plan = location(ensure_plan(cfg, dataset_dir))
+    local = plan.local if plan.is_local else plan_mirror(str(plan), cache_root(cfg.data) /
+                                                         "fetched")
+    return np.load(Path(local) / "assignment.npy")
+
+
 def local_coarsening(edge_index, edge_weight, num_nodes: int, levels: int) -> list[tuple]:
     """GPA coarsening of a (local) graph for pooling models, one tuple per level l = 1..levels:
     ``(parent LongTensor [N_{l-1}], edge_index LongTensor [2, E_l], edge_weight [E_l], N_l)``."""
@@ -285,6 +296,9 @@ class DataBundle:
     #: largest eigenvalue of the whole graph's normalised Laplacian (symmetrised); shard
     #: workers receive it from the driver, a whole-graph bundle computes it on first use
     lambda_max: float | None = None
+    #: part of every node of a plan whose coarsening stays inside parts: a whole-graph
+    #: bundle standing in for an exchange-mode run (ST-UNet's GPA then runs per part)
+    coarsen_within: np.ndarray | None = None
     #: print one-time notices about the data (the run's driver or single process only)
     notices: bool = False
     _said: set = field(default_factory=set)
@@ -408,7 +422,8 @@ class DataBundle:
         out.update(steps_per_day=self.steps_per_day, time_of_day=train.add_time_of_day,
                    day_of_week=train.add_day_of_week)
         if "coarsening" in keys:
-            out["coarsening"] = GraphCoarsening(ei, ew, self.network.num_nodes)
+            out["coarsening"] = GraphCoarsening(ei, ew, self.network.num_nodes,
+                                                parts=self.coarsen_within)
         if "coords" in keys:
             c = self.network.coords
             out["coords"] = None if c is None else torch.as_tensor(np.asarray(c),

@@ -20,7 +20,7 @@ from distst.engine.checkpoint import (
 )
 from distst.engine.context import Context, LocalContext
 from distst.engine.logs import trackers
-from distst.engine.bundle import build_bundle, ensure_dataset
+from distst.engine.bundle import build_bundle, ensure_dataset, plan_parts
 from distst.engine.trainer import TEST_METRICS, Trainer
 from distst.errors import DiststError, Interrupted
 from distst.storage import Location, configure, is_remote, location
@@ -261,12 +261,17 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
 def restore_best(path: str | Path | Location, split: str = "test") -> Trainer:
     """A trainer in this process holding a checkpoint's best model over the whole graph
     (``trainer.bundle`` has the data, ``trainer.cfg`` the run's config); ``split`` must exist."""
+    from distst.nn.registry import model_data_keys
+
     payload, cfg = load_checkpoint(path)
     dataset_dir = payload["dataset_dir"]
     if not Path(dataset_dir).exists():
         dataset_dir = ensure_dataset(cfg.data)
     set_threads(cfg)
     bundle = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"])
+    if cfg.runtime.mode == "exchange" and "coarsening" in model_data_keys(cfg.model.name):
+        # the run coarsened inside its plan's parts (ST-UNet): so does its evaluation
+        bundle.coarsen_within = plan_parts(cfg, dataset_dir)
     ctx = LocalContext(resolve_checkpoint(path).parent)
     trainer = Trainer(cfg, bundle, ctx)
     state = payload["trainer"]

@@ -87,6 +87,8 @@ def test_stunet_trains_exactly_with_coarsening_inside_parts(ray_local, tiny, mon
     import numpy as np
 
     from distst.engine import bundle as bundle_mod
+    from distst.engine import entry
+    from distst.engine.entry import evaluate_checkpoint
 
     # no layer norm: with it, even two one-process runs at 1 and 2 threads differ by 2% after
     # one epoch (float32 roundoff grows through it; measured), so no comparison could pass
@@ -94,17 +96,20 @@ def test_stunet_trains_exactly_with_coarsening_inside_parts(ray_local, tiny, mon
            "train.cl_decay_steps=0", "partition.parts=2", "train.epochs=2"]
     ex_dir, ex_final = train_ray(tiny(*stu, "runtime.mode=exchange", "train.step_timing=true",
                                       model="stunet"))
+    # evaluated again in one process, the run's model pools as it trained: inside the parts
+    again = evaluate_checkpoint(ex_dir, split="test")
+    assert again["test"]["avg"]["mae"] == pytest.approx(ex_final["test"]["avg"]["mae"],
+                                                        rel=1e-4)
     source = json.loads((ex_dir / "fetch" / "rank_0.json").read_text())["source"]
     parts = np.load(f"{source.rsplit('/', 1)[0]}/assignment.npy")
-    real = bundle_mod.DataBundle.model_data_kwargs
+    real = bundle_mod.build_bundle
 
-    def within_parts(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        if "coarsening" in out:
-            out["coarsening"] = out["coarsening"].within(parts)
-        return out
+    def within_parts(*args, **kwargs):
+        bundle = real(*args, **kwargs)
+        bundle.coarsen_within = parts
+        return bundle
 
-    monkeypatch.setattr(bundle_mod.DataBundle, "model_data_kwargs", within_parts)
+    monkeypatch.setattr(entry, "build_bundle", within_parts)
     local_dir, local_final = train_local(tiny(*stu, "runtime.mode=local", model="stunet"))
     for a, b in zip(_history(ex_dir), _history(local_dir), strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=5e-4)

@@ -57,7 +57,7 @@ def test_coarsening_within_parts_never_merges_two_parts_and_contracts_every_edge
     parts = (np.arange(n) >= 10).astype(np.int64)
     levels = plain.within(parts)(2)
     assign = np.arange(n)
-    for lvl, (parent, cei, cew, m) in enumerate(levels):
+    for parent, _, cew, m in levels:
         assign = parent.numpy()[assign]
         # a super-node's members share a part; part 0's super-nodes come first
         for c in range(m):

@@ -84,7 +84,7 @@ class SweepConfig:
     #: ASHA: 1/reduction_factor of the trials reaching a rung go on to the next
     reduction_factor: int = 2
     #: ASHA: the last rung, in epochs; 0 = the epoch before the base config's last (a trial
-    #: that has trained every epoch is never stopped)
+    #: that has trained every epoch is never stopped; with no rung left, trials run as FIFO)
     max_t: int = 0
     #: "random" (Ray Tune's variant generator) or "optuna" (TPE; no grid keys)
     searcher: str = "random"
@@ -255,10 +255,9 @@ def _check_settings(sc: SweepConfig, base: Config, where: str) -> None:
                           "is a Ray Train run; add runtime.mode=replicate (or shard) to "
                           "'overrides'")
     epochs = base.train.epochs
-    if sc.scheduler == "asha" and sc.grace_period >= epochs:
-        raise DiststError(f"{where}: grace_period={sc.grace_period} is not below the last epoch "
-                          f"(train.epochs={epochs}), so ASHA could stop nothing; lower "
-                          f"grace_period or raise train.epochs")
+    if sc.scheduler == "asha" and sc.grace_period > epochs:
+        raise DiststError(f"{where}: grace_period={sc.grace_period} is beyond the last epoch "
+                          f"(train.epochs={epochs}); lower grace_period or raise train.epochs")
     if sc.scheduler == "asha" and sc.max_t and sc.grace_period > sc.max_t:
         raise DiststError(f"{where}: grace_period={sc.grace_period} is beyond max_t={sc.max_t}; "
                           f"lower grace_period or raise max_t")

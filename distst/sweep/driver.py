@@ -318,7 +318,11 @@ def _scheduler(sweep: Sweep):
         return ray.tune.schedulers.FIFOScheduler()
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="epoch", **asha_rungs(sc, sweep.base.train.epochs))
+    rungs = asha_rungs(sc, sweep.base.train.epochs)
+    if rungs["max_t"] < sc.grace_period:
+        # no rung below the last epoch (a 1-epoch sweep): ASHA could stop nothing
+        return ray.tune.schedulers.FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", **rungs)
 
 
 def asha_rungs(sc, epochs: int) -> dict:

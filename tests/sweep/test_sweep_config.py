@@ -91,7 +91,7 @@ def test_bad_search_space_is_one_clear_error(tmp_path, space, match):
      "optuna searcher cannot sample"),
     ({"overrides": {"runtime.mode": "local"}}, "runtime.mode=local"),
     ({"search_space": {}}, "search_space is empty"),
-    ({"grace_period": 3}, r"grace_period=3 is not below the last epoch \(train.epochs=3\)"),
+    ({"grace_period": 4}, r"grace_period=4 is beyond the last epoch \(train.epochs=3\)"),
     ({"grace_period": 2, "max_t": 1}, "grace_period=2 is beyond max_t=1"),
 ])
 def test_bad_sweep_settings(tmp_path, extra, match):

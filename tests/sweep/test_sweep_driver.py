@@ -135,6 +135,20 @@ def test_asha_never_stops_a_trial_that_trained_every_epoch(epochs, max_t, rungs)
         assert sched2.on_trial_result(None, late, {"epoch": epochs, "val_mae": 1.0}) == "CONTINUE"
 
 
+def test_a_sweep_too_short_for_a_rung_runs_its_trials_to_the_end(tmp_path):
+    """A 1-epoch sweep leaves ASHA no rung below the last epoch: its trials run as FIFO."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from distst.sweep.driver import _scheduler
+
+    one = load_sweep(_sweep_file(tmp_path, "one", {"train.lr": {"choice": [0.01]}},
+                                 overrides={"train.epochs": 1}, scheduler="asha"))
+    assert type(_scheduler(one)) is FIFOScheduler
+    four = load_sweep(_sweep_file(tmp_path, "four", {"train.lr": {"choice": [0.01]}},
+                                  scheduler="asha"))
+    assert isinstance(_scheduler(four), ASHAScheduler)
+
+
 def test_best_config_trains_again_to_the_same_val_mae(asha, tmp_path):
     from distst.config import load_config
     from distst.runtime.ray_train import train_ray

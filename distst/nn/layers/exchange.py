@@ -118,11 +118,11 @@ class HaloExchange:
                               f"{self.num_local} nodes")
         return _Gather.apply(x, self)
 
-    def fetch(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with its halo rows replaced by the owners' rows, once, without autograd and
-        without counting the bytes: for setting up (ids, degrees), not for training."""
+    def fetch(self, x: torch.Tensor, *, count: bool = False) -> torch.Tensor:
+        """``x`` with its halo rows replaced by the owners' rows, without autograd (the
+        forward of :meth:`gather`); uncounted by default: for setting up (ids, degrees)."""
         halo, work = self._start(len(self.recv_rows), x[self.send_rows], self.recv_counts,
-                                 self.send_counts, count=False)
+                                 self.send_counts, count=count)
         out = x.clone()
         work.wait()
         out[self.recv_rows] = halo
@@ -244,12 +244,7 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, ex: HaloExchange) -> torch.Tensor:
         ctx.ex = ex
-        halo, work = ex._start(len(ex.recv_rows), x[ex.send_rows], ex.recv_counts,
-                               ex.send_counts)
-        out = x.clone()
-        work.wait()
-        out[ex.recv_rows] = halo
-        return out
+        return ex.fetch(x, count=True)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

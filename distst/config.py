@@ -100,6 +100,14 @@ class TrainConfig:
     #: MAE) or "normalized" (errors divided by the scaler's std, i.e. on the scaled targets the
     #: model emits; ST-UNet Sec. 4.2). Metrics are always reported in original units.
     loss_scale: str = "original"
+    #: arithmetic of the forward pass: "fp32", or "bf16" (autocast: matrix products and
+    #: convolutions in bfloat16; weights, optimizer state, sparse graph products, loss and
+    #: metrics stay fp32). Faster and smaller on CPUs with AMX/AVX512-BF16 and on GPUs
+    precision: str = "fp32"
+    #: "step": recurrent models keep only each recurrent step's inputs and recompute the
+    #: step's internals in the backward pass (activation checkpointing): much less memory
+    #: for some more time; "none" stores everything
+    recompute: str = "none"
     #: learning-rate milestones (epochs) and decay factor (MultiStepLR, as DCRNN)
     lr_milestones: list[int] = field(default_factory=lambda: [20, 30, 40, 50])
     lr_gamma: float = 0.1
@@ -295,6 +303,8 @@ SYNTH_GRAPHS = ("knn", "delaunay", "grid")
 #: losses that are sums over entries, so shard mode can all-reduce them exactly
 TRAIN_LOSSES = ("mae", "mse", "mae_mse", "huber")
 LOSS_SCALES = ("original", "normalized")
+PRECISIONS = ("fp32", "bf16")
+RECOMPUTE = ("none", "step")
 
 
 def validate(cfg: Config) -> None:
@@ -315,6 +325,11 @@ def validate(cfg: Config) -> None:
     if cfg.train.loss_scale not in LOSS_SCALES:
         raise DiststError(f"config key 'train.loss_scale': unknown scale {cfg.train.loss_scale!r}; "
                           f"choices: {', '.join(LOSS_SCALES)}")
+    for key, val, choices in (("train.precision", cfg.train.precision, PRECISIONS),
+                              ("train.recompute", cfg.train.recompute, RECOMPUTE)):
+        if val not in choices:
+            raise DiststError(f"config key '{key}': unknown value {val!r}; "
+                              f"choices: {', '.join(choices)}")
     for key, val in (("train.lr", cfg.train.lr), ("runtime.cpus_per_worker",
                                                    cfg.runtime.cpus_per_worker)):
         # NaN fails every comparison, so `not val > 0` refuses it too

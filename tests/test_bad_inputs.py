@@ -383,6 +383,15 @@ def exchange_plan_without_boundary(tmp_path):
     return argv + ["--set", f"partition.plan={tmp_path / 'plan0'}"], None
 
 
+def precision_unknown(tmp_path):
+    return _train(tmp_path, "train.precision=fp16"), None
+
+
+def recompute_without_recurrence(tmp_path):
+    return _ray_train(tmp_path, "train.recompute=step", "model.name=stgcn",
+                      "model.params={}"), None
+
+
 def plot_unknown_sensor(tmp_path):
     run_dir = _trained_run(tmp_path, "train.max_batches_per_epoch=1", "data.synth.days=6")
     return ["plot", str(run_dir), "--sensors", "S01,S999"], \
@@ -461,6 +470,9 @@ CASES = {
     "exchange_himnet_dense_graph": ("`runtime.mode=exchange` with HimNet's dense N x N "
                                     "adaptive graph", exchange_himnet_dense_graph),
     "replicas_zero": ("`runtime.replicas=0`", replicas_zero),
+    "precision_unknown": ("`train.precision=fp16`", precision_unknown),
+    "recompute_without_recurrence": ("`train.recompute=step` with STGCN (no recurrent steps)",
+                                     recompute_without_recurrence),
     "replicas_in_replicate_mode": ("`runtime.replicas=2` in replicate mode",
                                    replicas_in_replicate_mode),
     "exchange_plan_without_boundary": ("`runtime.mode=exchange` with a plan made with "

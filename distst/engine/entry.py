@@ -195,8 +195,9 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     this process before any worker starts; returns the fitted scaler state for the workers,
     so that W workers do not scan the training series W times, and the whole-graph constants
     (:func:`graph_constants`) shard workers cannot compute: ``{"scaler": ..., "graph": ...}``."""
-    from distst.nn.registry import build_model, require_exchange
+    from distst.nn.registry import build_model, require_exchange, require_recompute
 
+    require_recompute(cfg.model.name, cfg.train.recompute)
     if cfg.runtime.mode == "exchange":
         require_exchange(cfg.model.name, cfg.model.params)
     bundle = build_bundle(cfg.data, dataset_dir)

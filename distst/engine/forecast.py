@@ -69,8 +69,8 @@ def run_forecasts(run: str | Path | Location, sensors: list[str] | None = None,
     with torch.no_grad():
         for x, y in iterate_batches(ds, max(1, cfg.train.eval_batch_size), shuffle=False,
                                     drop_last=False, even=False):
-            out = trainer.model(x.to(trainer.device), targets=None, teacher_forcing=0.0)
-            out = (out * trainer.std + trainer.mean).cpu()  # [B, H, N, C_target], data units
+            # [B, H, N, C_target], data units
+            out = trainer.forecast(trainer.model, x.to(trainer.device)).cpu()
             mask = observed_mask(y, trainer.null)
             err = torch.where(mask, (out - torch.nan_to_num(y)).abs(), torch.zeros_like(out))
             err_sum += err.sum(dim=(0, 1, 3)).double().numpy()

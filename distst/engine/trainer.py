@@ -34,7 +34,7 @@ from distst.engine.timing import StepClock, ring_bytes_sent
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_error_sum
 from distst.nn.common import inverse_sigmoid_decay
-from distst.nn.registry import build_model
+from distst.nn.registry import build_model, require_recompute
 
 
 #: the run's final metrics (model, best epoch, test and HA tables), written by the main rank
@@ -66,6 +66,8 @@ class Trainer:
         seed_everything(cfg.train.seed)
         params = dict(cfg.model.params)
         self.model = build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name), params)
+        require_recompute(cfg.model.name, cfg.train.recompute)
+        self.model.recompute = cfg.train.recompute == "step"
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())
         self.shard = NodeShard(
@@ -139,9 +141,19 @@ class Trainer:
 
     def _predict(self, x: torch.Tensor, y: torch.Tensor | None, teacher_forcing: float) -> torch.Tensor:
         targets = self._scale_targets(y) if y is not None and teacher_forcing > 0 else None
-        out = self.wrapped(x, targets=targets, teacher_forcing=teacher_forcing)
+        return self.forecast(self.wrapped, x, targets, teacher_forcing)
+
+    def forecast(self, net: torch.nn.Module, x: torch.Tensor,
+                 targets: torch.Tensor | None = None, teacher_forcing: float = 0.0
+                 ) -> torch.Tensor:
+        """``net``'s forecast of ``x`` in the data's units, fp32, under ``train.precision``
+        (bf16: autocast around the forward only, so that the loss, the metrics and the
+        de-normalisation below stay fp32)."""
+        bf16 = self.cfg.train.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = net(x, targets=targets, teacher_forcing=teacher_forcing)
         # out: [B, H, N, C_t] scaled -> original units, where losses and metrics live
-        return out * self.std + self.mean
+        return out.float() * self.std + self.mean
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -322,9 +334,9 @@ class Trainer:
             if max_batches and i >= max_batches:
                 break
             x = x.to(self.device)
-            out = net(x, targets=None, teacher_forcing=0.0)
+            out = self.forecast(net, x)
             # [B, H, N_local, C] -> owned nodes only; halo nodes are scored by their owner
-            metrics.update(self.shard.inner(out * self.std + self.mean), self.shard.inner(y))
+            metrics.update(self.shard.inner(out), self.shard.inner(y))
         state = self.ctx.all_reduce_sum(metrics.state())
         return StreamingMetrics.from_state(state, self.bundle.horizon, null_value=self.null)
 

@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from distst.errors import DiststError
 from distst.nn.common import check_input, check_sizes, check_targets, coin
@@ -34,6 +35,11 @@ class ForecastModel(nn.Module):
     #: a graph operator's sparse product (distst.nn.layers.exchange); set by the models that
     #: were checked to equal one process on the whole graph (tests/nn/test_exchange.py)
     EXCHANGE = False
+    #: the model runs its recurrent steps through :meth:`recurrent_step`, so that
+    #: ``train.recompute: step`` applies to it
+    RECURRENT = False
+    #: set by the engine from ``train.recompute``
+    recompute = False
 
     def __init__(self, *, num_nodes: int, input_dim: int, output_dim: int, input_len: int = 12,
                  horizon: int = 12):
@@ -50,6 +56,17 @@ class ForecastModel(nn.Module):
     def check_sizes(self, **sizes: int) -> None:
         """Hyperparameters that are sizes: integers >= 1, named in the error."""
         check_sizes(self.model_name, **sizes)
+
+    def recurrent_step(self, fn: Callable, *args):
+        """``fn(*args)``: one recurrent step. With :attr:`recompute` (``train.recompute:
+        step``) and autograd on, the step's intermediate tensors are not kept: only its inputs
+        are, and the backward pass runs the step again (``torch.utils.checkpoint``, not
+        reentrant, RNG state restored so dropout draws the same mask). A step's internals
+        (the graph expansion ``K x`` the state, the gates) are several times its state, so the
+        stored activations shrink by that factor for the price of a second forward."""
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     def check_batch(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                     teacher_forcing: float = 0.0) -> bool:
@@ -154,6 +171,12 @@ class GraphSeq2Seq(GraphModel):
     def _recur(self, cell, graph, xg, h, scales):
         raise NotImplementedError
 
+    RECURRENT = True
+
+    def _cell_step(self, cell, graph, inp, h, scales):
+        """One decoder cell: input part and state update, ``inp [N, B, F]`` -> ``[N, B, H]``."""
+        return self._recur(cell, graph, self._input_gates(cell, graph, inp, scales), h, scales)
+
     def _encoder_input(self, seq: torch.Tensor) -> torch.Tensor:
         """What the first encoder layer reads, from the node-major input ``[N, T, B, F]``."""
         return seq
@@ -184,7 +207,7 @@ class GraphSeq2Seq(GraphModel):
             # unbind, not xg[:, step]: a slice's backward materialises a zero tensor of xg's
             # full size per step; unbind's backward stacks the T gradients once.
             for xg_t in xg.unbind(1):
-                h = self._recur(cell, graph, xg_t, h, sc)  # [N, B, H]
+                h = self.recurrent_step(self._recur, cell, graph, xg_t, h, sc)  # [N, B, H]
                 if i < last:
                     outs.append(h)
             states.append(h)
@@ -193,9 +216,8 @@ class GraphSeq2Seq(GraphModel):
 
         def step(_, inp):  # inp [N, B, O] -> [N, B, O]
             for i, (cell, sc) in enumerate(zip(self.decoder, dec_scales)):
-                xg = self._input_gates(cell, graph, inp, sc)  # [N, B, 3H]
-                states[i] = self._recur(cell, graph, xg, states[i], sc)
-                inp = states[i]
+                states[i] = self.recurrent_step(self._cell_step, cell, graph, inp, states[i], sc)
+                inp = states[i]  # [N, B, H]
             return self.proj(inp)
 
         preds = decode(step, x.new_zeros(n, b, self.output_dim), self.horizon,

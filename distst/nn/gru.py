@@ -20,9 +20,12 @@ class GRUSeq2Seq(ForecastModel):
     """
 
     EXCHANGE = True
+    RECURRENT = True
 
     rnn: type[nn.Module] = nn.GRU
     model_name = "gru"
+    #: whether the recurrent layer may run in bf16 under autocast (train.precision=bf16)
+    rnn_bf16 = True
 
     def __init__(
         self,
@@ -47,14 +50,14 @@ class GRUSeq2Seq(ForecastModel):
         # [B, T, N, F] -> [B, N, T, F] -> [B*N, T, F]: nodes are independent sequences
         seq = x.permute(0, 2, 1, 3).reshape(b * n, t, f)
         # GRU: h [layers, B*N, H]; LSTM: the pair (h, c) of that shape
-        _, state = self.encoder(seq)
+        _, state = self._run(self.encoder, seq, None)
         truth = node_major_truth(targets, sampling)  # [H, N, B, O]
         if truth is not None:  # -> [H, B*N, 1, O], the rows of seq
             truth = truth.transpose(1, 2).reshape(self.horizon, b * n, 1, self.output_dim)
 
         def step(_, inp):  # inp [B*N, 1, O]
             nonlocal state
-            out, state = self.decoder(inp, state)  # out [B*N, 1, H]
+            out, state = self._run(self.decoder, inp, state)  # out [B*N, 1, H]
             return self.proj(out)  # [B*N, 1, O]
 
         preds = decode(step, x.new_zeros(b * n, 1, self.output_dim), self.horizon, truth,
@@ -62,3 +65,16 @@ class GRUSeq2Seq(ForecastModel):
         # horizon x [B*N, 1, O] -> [B*N, horizon, O] -> [B, N, horizon, O] -> [B, horizon, N, O]
         y = torch.cat(preds, dim=1).view(b, n, self.horizon, self.output_dim)
         return y.permute(0, 2, 1, 3).contiguous()
+
+    def _run(self, rnn: nn.Module, inp: torch.Tensor, state):
+        """The recurrent layer over ``inp``: the whole input sequence in one fused call (the
+        encoder) or one decoder step; :meth:`recurrent_step` recomputes either."""
+        return self.recurrent_step(self._rnn, rnn, inp, state)
+
+    def _rnn(self, rnn: nn.Module, inp: torch.Tensor, state):
+        if self.rnn_bf16 or not torch.is_autocast_enabled(inp.device.type):
+            return rnn(inp, state)
+        with torch.autocast(inp.device.type, enabled=False):
+            if state is not None:
+                state = tuple(s.float() for s in state)
+            return rnn(inp.float(), state)

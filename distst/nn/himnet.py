@@ -70,7 +70,7 @@ from distst.errors import DiststError
 from distst.nn.base import GraphModel, decode, node_major_truth, to_batch_major
 from distst.nn.common import node_parameter
 from distst.nn.layers.sparse import (EdgeSpMM, KronLinear, block_diagonal, csr_structure,
-                                     khop_neighbourhood, segment_softmax)
+                                     fp32_apply, khop_neighbourhood, segment_softmax)
 
 GRAPHS = ("dense", "sparse")
 # floor(tod * steps_per_day) as the authors' ``.long()``, tolerating float32's representation of
@@ -115,12 +115,13 @@ class AdaptiveGraph:
             # [N, B, C] -> [N, B*C]: one product for the whole batch
             flat = x.reshape(n, b * c)
             y = self.a @ flat if self.sparse is None else \
-                EdgeSpMM.apply(self.vals, flat, self.sparse, n)
+                fp32_apply(EdgeSpMM, self.vals, flat, self.sparse, n)
             return y.view(n, b, c)
         xb = x.permute(1, 0, 2)  # [B, N, C]
         if self.sparse is None:
             return torch.bmm(self.a, xb).permute(1, 0, 2)
-        y = EdgeSpMM.apply(self.vals.reshape(-1), xb.reshape(b * n, c), self.block, b * n)
+        y = fp32_apply(EdgeSpMM, self.vals.reshape(-1), xb.reshape(b * n, c), self.block,
+                       b * n)
         return y.view(b, n, c).permute(1, 0, 2)  # [B*N, C] -> [N, B, C]
 
 
@@ -182,11 +183,11 @@ class HimGCN(nn.Module):
                 out = torch.bmm(xg, st["w"])  # per node: [N, B, I] @ [N, I, O]
             else:
                 e = st["emb"][:, None, :].expand(n, b, -1).reshape(n * b, -1)  # [N*B, d]
-                out = KronLinear.apply(xg.reshape(n * b, i), e, self.weight_pool).view(n, b, -1)
+                out = fp32_apply(KronLinear, xg.reshape(n * b, i), e, self.weight_pool).view(n, b, -1)
             return out + st["bias"][:, None, :]
         # "st": emb [B, N, d] -> node-major rows [N*B, d]
         e = st["emb"].transpose(0, 1).reshape(n * b, -1)
-        out = KronLinear.apply(xg.reshape(n * b, i), e, self.weight_pool).view(n, b, -1)
+        out = fp32_apply(KronLinear, xg.reshape(n * b, i), e, self.weight_pool).view(n, b, -1)
         return out + st["bias"].transpose(0, 1)
 
 
@@ -232,6 +233,7 @@ class HimNet(GraphModel):
     #: propagation fetches the halo rows of its input (:meth:`HaloExchange.gather`), so the
     #: plan's boundary must be ``graph_hops`` deep (:meth:`exchange_reach`)
     EXCHANGE = True
+    RECURRENT = True
 
     @classmethod
     def _default(cls, key: str):
@@ -388,8 +390,7 @@ class HimNet(GraphModel):
                 sparse = self._inner_pattern[1]
         return AdaptiveGraph(emb, sparse, self.exchange)
 
-    @staticmethod
-    def _encode(cells, seq: torch.Tensor, graph, emb) -> torch.Tensor:
+    def _encode(self, cells, seq: torch.Tensor, graph, emb) -> torch.Tensor:
         """seq [N, T, B, F] -> the last layer's states [N, T, B, H]."""
         for cell in cells:
             st = cell.prepare(emb)
@@ -397,7 +398,7 @@ class HimNet(GraphModel):
             h = seq.new_zeros(n, b, cell.hidden)
             outs = []
             for x_t in seq.unbind(1):
-                h = cell(x_t, h, graph, st)
+                h = self.recurrent_step(cell, x_t, h, graph, st)
                 outs.append(h)
             seq = torch.stack(outs, dim=1)
         return seq
@@ -432,7 +433,7 @@ class HimNet(GraphModel):
         def step(t, go):  # the previous output [N, B, O] -> the next [N, B, O]
             inp = torch.cat([go, future[t][None].expand(n, b, -1)], dim=-1)
             for i, cell in enumerate(self.decoder):
-                states[i] = cell(inp, states[i], g_st, prep[i])
+                states[i] = self.recurrent_step(cell, inp, states[i], g_st, prep[i])
                 inp = states[i]
             return self.out_proj(inp)
 

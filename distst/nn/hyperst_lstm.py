@@ -204,6 +204,8 @@ class _HyperSTLSTMSeq2Seq(ForecastModel):
     """The shared encoder-decoder of HyperST-LSTM-G/-D; subclasses pick the cell and the
     defaults of ``spatial_widths`` / ``hidden_sizes``."""
 
+    RECURRENT = True
+
     def __init__(self, *, spatial_attrs: torch.Tensor | None = None,
                  spatial_widths: list[int], hidden_sizes: list[int], **sizes):
         super().__init__(**sizes)
@@ -247,14 +249,14 @@ class _HyperSTLSTMSeq2Seq(ForecastModel):
             state = (h, h)
             outs = []
             for xg_t in cell.encode_inputs(seq, gen):
-                state = cell.recur(xg_t, state, gen)
+                state = self.recurrent_step(cell.recur, xg_t, state, gen)
                 outs.append(state[0])
             states.append(state)
             seq = torch.stack(outs, dim=0)  # [T, N, B, H]
 
         def step(_, inp):  # the previous output [N, B, O] -> the next [N, B, O]
             for i, (cell, gen) in enumerate(zip(self.decoder, dec_gen)):
-                states[i] = cell(inp, states[i], gen)
+                states[i] = self.recurrent_step(cell, inp, states[i], gen)
                 inp = states[i][0]
             return self.proj(inp)
 

@@ -24,3 +24,6 @@ class LSTMSeq2Seq(GRUSeq2Seq):
 
     rnn = nn.LSTM
     model_name = "lstm"
+    #: oneDNN (torch 2.13, CPU) has no bf16 LSTM primitive ("could not create a primitive
+    #: descriptor"), so under train.precision=bf16 the LSTM layers run in fp32
+    rnn_bf16 = False

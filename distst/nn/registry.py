@@ -97,6 +97,21 @@ def require_exchange(name: str, params: dict | None = None) -> None:
         check(dict(params or {}))
 
 
+def recurrent_models() -> list[str]:
+    """The models ``train.recompute: step`` applies to (``RECURRENT`` on the class)."""
+    return sorted(n for n in MODELS if getattr(model_class(n), "RECURRENT", False))
+
+
+def require_recompute(name: str, recompute: str) -> None:
+    """Refuse ``train.recompute: step`` for a model without recurrent steps (it would change
+    nothing, and a user who set it expects the memory it promises)."""
+    if recompute != "none" and not getattr(model_class(name), "RECURRENT", False):
+        raise DiststError(
+            f"train.recompute={recompute}: model {name} has no recurrent steps to recompute; "
+            f"models with them: {', '.join(recurrent_models())}; set train.recompute=none "
+            f"for {name}")
+
+
 def exchange_reach(name: str, params: dict | None = None) -> int:
     """How many hops of boundary a worker of ``runtime.mode=exchange`` needs: 1 for models
     whose every neighbour read is one graph product (the exchange fetches the 1-hop boundary

@@ -227,6 +227,7 @@ class STUNet(GraphModel):
     GRAPH = GraphOperator.GRAPH
     #: exact in exchange mode with partition-local coarsening (:meth:`connect_exchange`)
     EXCHANGE = True
+    RECURRENT = True
 
     def __init__(self, *, coarsening=None, K: int = 3, hidden_size: int = 64, levels: int = 2,
                  dilation: int = 2, depth: int = 1, pool: str = "max", unpool: str = "copy",
@@ -489,8 +490,7 @@ class STUNet(GraphModel):
         out = torch.addmm(self.out_bias, cheb_features(op, op_t, h, self.K), self.out_weight)
         return out.view(n, b, self.output_dim)  # [N*B, O] -> [N, B, O]
 
-    @staticmethod
-    def _run_layer(cell, op, op_t, seq: torch.Tensor, dil: int):
+    def _run_layer(self, cell, op, op_t, seq: torch.Tensor, dil: int):
         """A whole (known) input sequence through one layer with dilation ``dil`` (Eq. 8).
 
         ``seq [N, T, B, F]`` -> outputs ``[N, T, B, H]`` and the last ``dil`` states (oldest
@@ -504,7 +504,7 @@ class STUNet(GraphModel):
             h = seq.new_zeros(n, b, hs)
             outs = []
             for xg_t in xg.unbind(1):  # unbind: one stacked gradient, as GCGRU
-                h = cell.recur(op, op_t, xg_t, h)  # [N, B, H]
+                h = self.recurrent_step(cell.recur, op, op_t, xg_t, h)  # [N, B, H]
                 outs.append(h)
             return torch.stack(outs, dim=1), [h]
         steps = -(-t // dil)
@@ -517,7 +517,7 @@ class STUNet(GraphModel):
         h = seq.new_zeros(n, dil * b, hs)
         outs = []
         for xg_l in xg.unbind(1):
-            h = cell.recur(op, op_t, xg_l, h)  # [N, dil*B, H]
+            h = self.recurrent_step(cell.recur, op, op_t, xg_l, h)  # [N, dil*B, H]
             outs.append(h)
         # steps x [N, dil*B, H] -> [N, steps*dil, B, H] -> the T real steps
         out = torch.stack(outs, dim=1).view(n, steps * dil, b, hs)[:, :t]
@@ -563,7 +563,7 @@ class STUNet(GraphModel):
                     h = torch.cat([self._unpool_to(st, h, dec_unpool), skips[st]], dim=-1)
                 op, op_t = ops[st] if self.spatial else ops[0]
                 # dilated chain (Eq. 8): the state of step t - dil, the oldest one kept
-                h = cell(op, op_t, h, history[i][0])  # [N_stage, B, H]
+                h = self.recurrent_step(cell, op, op_t, h, history[i][0])  # [N_stage, B, H]
                 history[i] = history[i][1:] + [h]
                 if self.layer_norm:  # the state stays raw; what feeds on is normalised
                     h = self.dec_norm[i](h)

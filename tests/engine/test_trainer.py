@@ -259,3 +259,26 @@ def test_a_run_stopped_mid_epoch_resumes_at_that_step_as_if_never_stopped(tiny, 
         assert a["val_mae"] == pytest.approx(b["val_mae"], rel=1e-6)
     for h in ("15min", "avg"):
         assert resumed["test"][h]["mae"] == pytest.approx(whole["test"][h]["mae"], rel=1e-6)
+
+
+def test_recompute_trains_the_same_run(tiny):
+    """train.recompute=step changes what is stored, not what is computed: the same losses and
+    test metrics to fp32 roundoff; the setting is saved with the run."""
+    _, plain = train_local(tiny("runtime.mode=local"))
+    run_dir, again = train_local(tiny("runtime.mode=local", "train.recompute=step",
+                                      "runtime.name=recompute"))
+    assert again["test"]["avg"]["mae"] == pytest.approx(plain["test"]["avg"]["mae"], rel=1e-4)
+    _, cfg_back = load_checkpoint(run_dir)
+    assert cfg_back.train.recompute == "step"
+
+
+def test_bf16_run_learns_and_evaluates_in_bf16(tiny):
+    """train.precision=bf16: the run learns, its metrics are finite fp32 numbers, and
+    re-evaluating the checkpoint (under the saved precision) gives the run's own test MAE."""
+    run_dir, final = train_local(tiny("runtime.mode=local", "train.precision=bf16",
+                                      "train.epochs=3"))
+    hist = _history(run_dir)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert math.isfinite(final["test"]["avg"]["mae"])
+    again = evaluate_checkpoint(run_dir)
+    assert again["test"]["avg"]["mae"] == pytest.approx(final["test"]["avg"]["mae"], rel=1e-6)

@@ -44,7 +44,12 @@ CASES["stunet_2stages"] = ("stunet", {**_STU, "levels": 1, "depth": 2, "pool": "
 #: cases compared in float64. In float32 ST-UNet's layer norms amplify the roundoff of a
 #: different summation order to ~2e-5 of the largest gradient (measured); in float64 every
 #: number agrees to ~1e-13, which is the proof that nothing but roundoff differs.
-FLOAT64 = {"stunet", "stunet_2stages"}
+FLOAT64 = {"stunet", "stunet_2stages", "stunet_recompute"}
+# train.recompute=step: the backward pass runs each recurrent step again, its halo fetches
+# included, so the exchange's collectives also run inside the backward pass
+RECOMPUTE = {"gcgru_recompute": "gcgru", "himnet_recompute": "himnet_2hop",
+             "stunet_recompute": "stunet"}
+CASES.update({case: CASES[base] for case, base in RECOMPUTE.items()})
 
 
 def directed_geometric_network(seed: int = 0) -> SensorNetwork:
@@ -111,6 +116,7 @@ def _loss_and_grads(case: str, dataset, part, scaler, init: dict, exchange=None,
     for name in getattr(model, "node_parameters", ()):  # a part holds its nodes' rows
         state[name] = init[name][torch.as_tensor(local)]
     model.load_state_dict(state)
+    model.recompute = case in RECOMPUTE
     if case in FLOAT64:
         model.double()
     if exchange is not None:

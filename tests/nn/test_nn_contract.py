@@ -153,3 +153,66 @@ def test_every_registered_model_imports_and_declares_its_data_keys():
     for name in MODELS:
         cls = model_class(name)
         assert issubclass(cls, torch.nn.Module), name
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_bf16_autocast_runs_and_stays_near_fp32(name):
+    """train.precision=bf16 wraps the forward in CPU autocast: every model must run under it
+    (sparse products included: MKL has no bf16 sparse kernel), give every parameter a finite
+    fp32 gradient, and stay near its fp32 forecast (bf16 keeps 8 mantissa bits: ~0.4%
+    per rounding, a few percent after the recurrences)."""
+    model = _model(name)
+    x, y = _batch()
+    with torch.no_grad():
+        ref = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.shape == (B, T_OUT, N, F_OUT)
+    out = out.float()
+    ((out - y) ** 2).mean().backward()
+    for pname, p in model.named_parameters():
+        assert p.dtype == torch.float32, f"{name}: {pname} is {p.dtype}, master weights are fp32"
+        assert p.grad is not None and p.grad.dtype == torch.float32, f"{name}: {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
+    err = float((out.detach() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
+    assert err < 0.1, f"{name}: bf16 forecast differs from fp32 by {err:.3g} of the largest"
+
+
+RECURRENT = [m for m in TRAINABLE if getattr(model_class(m), "RECURRENT", False)]
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_recompute_gives_the_same_forecast_and_gradients(name):
+    """train.recompute=step recomputes each recurrent step in the backward pass instead of
+    storing its internals: the forecast and every gradient stay what they were (to fp32
+    roundoff; dropout, where a model has it, redraws the same mask)."""
+    grads, saved = [], []
+    for recompute in (False, True):
+        model = _model(name)
+        model.recompute = recompute
+        model.train()
+        x, y = _batch()
+        torch.manual_seed(5)
+        stored = [0]
+
+        def pack(t):  # bytes autograd keeps for the backward pass (parameters aside)
+            if not isinstance(t, torch.nn.Parameter):
+                stored[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x)
+        saved.append(stored[0])
+        ((out - y) ** 2).mean().backward()
+        grads.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (out0, g0), (out1, g1) = grads
+    assert saved[1] < 0.7 * saved[0], f"{name}: stored {saved[0]} -> {saved[1]} bytes"
+    torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-6, msg=f"{name}: {k}")
+
+
+def test_recurrent_models_are_the_ones_with_recurrent_steps():
+    assert set(RECURRENT) == {"gru", "lstm", "gcgru", "dcrnn", "hyperst_lstm_g",
+                              "hyperst_lstm_d", "hyperst_gcgru", "hyperst_dcgru", "himnet",
+                              "stunet"}

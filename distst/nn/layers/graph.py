@@ -231,24 +231,37 @@ def spmm(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Te
     """Sparse [N, N] times dense [N, M]; ``a_t`` (the transpose) speeds up the backward pass.
     In exchange mode the operator carries a :class:`~distst.nn.layers.exchange.HaloExchange`
     and the product takes the halo rows of ``x`` from their owners (the one place where
-    partition-parallel training talks to other workers)."""
-    if x.dtype != a.dtype:  # e.g. bf16 activations under autocast: sparse kernels need one dtype
-        x = x.to(a.dtype)
-    ex = exchange_of(a)
-    if ex is not None:
-        return ex.product(a, x)
-    return _local_product(a, a_t, x)
+    partition-parallel training talks to other workers).
+
+    Mixed precision (``train.precision: bf16``): MKL has no bf16 sparse kernel, and autocast
+    would cast both factors of ``torch.sparse.mm`` to bf16, so the product runs with autocast
+    off in the operator's dtype (fp32) and the result is cast back to ``x``'s dtype."""
+    return _products([(a, a_t)], x)[0]
 
 
 def spmm_shared(pairs, x: torch.Tensor) -> list[torch.Tensor]:
     """``[spmm(a, a_t, x) for a, a_t in pairs]``: in exchange mode the boundary rows of the
     shared input ``x`` are fetched once for all the operators, not once per operator."""
-    if pairs and x.dtype != pairs[0][0].dtype:
+    return _products(pairs, x) if pairs else []
+
+
+def _products(pairs, x: torch.Tensor) -> list[torch.Tensor]:
+    dtype = x.dtype
+    with torch.autocast(x.device.type, enabled=False):
         x = x.to(pairs[0][0].dtype)
-    ex = exchange_of(pairs[0][0]) if pairs else None
-    if ex is not None and all(exchange_of(a) is ex for a, _ in pairs):
-        return ex.products([a for a, _ in pairs], x)
-    return [spmm(a, a_t, x) for a, a_t in pairs]
+        ex = exchange_of(pairs[0][0])
+        if ex is not None and all(exchange_of(a) is ex for a, _ in pairs):
+            out = ex.products([a for a, _ in pairs], x)
+        else:
+            out = [_product(a, a_t, x) for a, a_t in pairs]
+    return [o.to(dtype) for o in out]
+
+
+def _product(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    ex = exchange_of(a)
+    if ex is not None:
+        return ex.product(a, x)
+    return _local_product(a, a_t, x)
 
 
 def _local_product(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

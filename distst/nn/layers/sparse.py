@@ -12,6 +12,19 @@ import warnings
 import torch
 
 
+def fp32_apply(fn: type[torch.autograd.Function], *args):
+    """``fn.apply(*args)`` with autocast off and floating tensors in fp32 (the hand-written
+    backward passes below assume one dtype; MKL has no bf16 sparse kernel). Under
+    ``train.precision: bf16`` the result is fp32 and the next autocast op casts it down."""
+    if not any(isinstance(a, torch.Tensor) and torch.is_autocast_enabled(a.device.type)
+               for a in args):
+        return fn.apply(*args)
+    dev = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+    with torch.autocast(dev, enabled=False):
+        return fn.apply(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point()
+                          else a for a in args))
+
+
 class KronLinear(torch.autograd.Function):
     """``out[m] = x[m] @ (sum_d e[m, d] P[d])`` for rows m, i.e. ``(e[m] kron x[m]) @ P``.
 

@@ -14,8 +14,16 @@ Memory: on CPU the peak RSS of the subprocess minus its RSS after building the m
 Every model runs at its paper preset (``configs/models/<name>.yaml`` params); override with
 ``--set name.key=value``.
 
+``--variants`` (issue 16) runs each (model, N) once per training setting: ``fp32``, ``bf16``
+(``train.precision: bf16``: autocast around the forward, as the trainer does), ``recompute``
+(``train.recompute: step``) and ``bf16+recompute``. Besides the RSS peak the table gives the
+bytes autograd saved for the backward pass (each storage once, parameters left out: the
+tensors' own size, measured in one more forward after the timed steps), so that the
+allocator's share of the RSS shows.
+
     .venv/bin/python scripts/bench_models.py [--nodes 207 1026] [--models gcgru dcrnn ...]
-        [--device cpu|cuda] [--batch 64] [--threads 2] [--out FILE]
+        [--device cpu|cuda] [--batch 64] [--threads 2] [--variants fp32 bf16 recompute]
+        [--out FILE]
 """
 
 from __future__ import annotations
@@ -119,6 +127,8 @@ def child(args) -> int:
                 day_of_week=True,
                 coarsening=functools.partial(local_coarsening, ei, ew, n))
     model = build_model(args.model, data, params).to(dev)
+    model.recompute = "recompute" in args.variant
+    bf16 = "bf16" in args.variant
     nparams = sum(p.numel() for p in model.parameters())
     x = torch.randn(args.batch, 12, n, 3, device=dev)
     # channels 1-2 are time of day and day of week / 7, as distst's windows make them
@@ -132,13 +142,17 @@ def child(args) -> int:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
 
+    def forward():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            return model(x).float()
+
     def step():
         if opt is None:
             with torch.no_grad():
-                model(x)
+                forward()
             return
         opt.zero_grad(set_to_none=True)
-        loss = (model(x) - y).abs().mean()
+        loss = (forward() - y).abs().mean()
         loss.backward()
         opt.step()
 
@@ -156,9 +170,30 @@ def child(args) -> int:
         mem = torch.cuda.max_memory_allocated() / MIB
     else:
         mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / MIB
+    saved = saved_bytes(model, forward) / MIB if opt is not None else 0.0
     print(json.dumps({"params": nparams, "seconds": statistics.median(times), "mem_mib": mem,
-                      "nodes": n}))
+                      "saved_mib": saved, "nodes": n}))
     return 0
+
+
+def saved_bytes(model, forward) -> int:
+    """Bytes autograd keeps for the backward pass of one forward: every storage once,
+    parameters (and their bf16 casts' sources) left out."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(seen.values())
 
 
 def main(argv=None) -> int:
@@ -170,6 +205,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", default=["fp32"],
+                    choices=["fp32", "bf16", "recompute", "bf16+recompute"])
+    ap.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE")
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -192,33 +230,36 @@ def main(argv=None) -> int:
         m, _, k = key.partition(".")
         extra.setdefault(m, {})[k] = yaml.safe_load(val)
     rows = []
-    for name in models:
-        for n in args.nodes:
-            cmd = [sys.executable, __file__, "--child", "--model", name, "--n", str(n),
-                   "--device", args.device, "--batch", str(args.batch),
-                   "--threads", str(args.threads), "--warmup", str(args.warmup),
-                   "--steps", str(args.steps), "--params", json.dumps(extra.get(name, {}))]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                err = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
-                if res.returncode in (-9, 137):  # SIGKILL: the kernel's OOM killer
-                    err = f"killed (out of memory: {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB machine)"
-                row = f"| {name} | {n} | - | failed: {err[:120]} | - |"
-            else:
-                r = json.loads(res.stdout.strip().splitlines()[-1])
-                row = (f"| {name} | {r['nodes']} | {r['params']:,} | {r['seconds'] * 1000:.0f} "
-                       f"| {r['mem_mib']:.0f} |")
-            rows.append(row)
-            print(row, flush=True)
+    for name, n, variant in ((m, n, v) for m in models for n in args.nodes
+                             for v in args.variants):
+        cmd = [sys.executable, __file__, "--child", "--model", name, "--n", str(n),
+               "--variant", variant,
+               "--device", args.device, "--batch", str(args.batch),
+               "--threads", str(args.threads), "--warmup", str(args.warmup),
+               "--steps", str(args.steps), "--params", json.dumps(extra.get(name, {}))]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            err = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
+            if res.returncode in (-9, 137):  # SIGKILL: the kernel's OOM killer
+                err = f"killed (out of memory: {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB machine)"
+            row = f"| {name} | {n} | {variant} | - | failed: {err[:120]} | - | - |"
+        else:
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            row = (f"| {name} | {r['nodes']} | {variant} | {r['params']:,} | "
+                   f"{r['seconds'] * 1000:.0f} | {r['mem_mib']:.0f} | "
+                   f"{r['saved_mib']:.0f} |")
+        rows.append(row)
+        print(row, flush=True)
     dev = args.device
     text = "\n".join([
         f"Batch {args.batch}, 12 -> 12 steps, {args.threads} threads, device {dev}, "
         f"{platform.machine()} {os.cpu_count()} CPUs; median of {args.steps} steps after "
         f"{args.warmup} warm-up. ms = forward + backward + Adam step.",
         "",
-        "| model | N | parameters | ms / batch | peak MiB (" +
-        ("max allocated" if dev.startswith("cuda") else "RSS above model+data") + ") |",
-        "|---|---:|---:|---:|---:|",
+        "| model | N | variant | parameters | ms / batch | peak MiB (" +
+        ("max allocated" if dev.startswith("cuda") else "RSS above model+data") +
+        ") | saved for backward MiB |",
+        "|---|---:|---|---:|---:|---:|---:|",
         *rows,
     ]) + "\n"
     print("\n" + text)

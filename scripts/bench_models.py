@@ -71,7 +71,9 @@ def graph_for(name: str, n: int):
     import numpy as np
 
     from distst.data.network import SensorNetwork
+    from distst.graph.adjacency import symmetrize
     from distst.graph.spatial import spatial_attributes
+    from distst.nn.registry import model_graph
 
     if name == "hyperst_cnn":
         h, w = (16, 13) if n <= 300 else (32, 32)
@@ -93,8 +95,10 @@ def graph_for(name: str, n: int):
 
         net = synth_network(num_nodes=n, days=1, seed=0)
     sa = spatial_attributes(net)
-    return (np.asarray(net.edge_index), np.asarray(net.edge_weight, np.float32), net.coords,
-            sa.values)
+    ei, ew = np.asarray(net.edge_index), np.asarray(net.edge_weight, np.float32)
+    if model_graph(name) == "undirected":  # as `distst train` does (data.symmetrize=max)
+        ei, ew = symmetrize(ei, ew, "max", net.num_nodes)
+    return ei, ew, net.coords, sa.values
 
 
 def preset(name: str) -> dict:

@@ -14,5 +14,7 @@ TINY: dict[str, dict] = {
     "hyperst_cnn": {"channels": [16, 8], "spatial_widths": [8, 4]},
     "himnet": {"hidden_size": 16, "tod_embedding_dim": 4, "node_embedding_dim": 4,
                "st_embedding_dim": 4},
+    "stid": {"input_embedding_dim": 8, "node_embedding_dim": 8, "tod_embedding_dim": 4,
+             "dow_embedding_dim": 0, "num_layers": 2, "dropout": 0.0},
     "stunet": {"K": 2, "hidden_size": 8, "levels": 1, "dilation": 2},
 }

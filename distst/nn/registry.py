@@ -33,6 +33,7 @@ MODELS: dict[str, str] = {
     "hyperst_cnn": "distst.nn.hyperst_cnn:HyperSTCNN",
     "himnet": "distst.nn.himnet:HimNet",
     "stunet": "distst.nn.stunet:STUNet",
+    "stid": "distst.nn.stid:STID",
 }
 
 #: What the engine passes to every constructor (a model receives only the keys it declares):

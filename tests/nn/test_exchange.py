@@ -24,6 +24,8 @@ MODELS = {
     "hyperst_gcgru": {"K": 2, "hidden_size": 8, "num_layers": 1},
     "hyperst_dcgru": {"K": 2, "hidden_size": 8, "num_layers": 1},
     "gru": {"hidden_size": 8, "num_layers": 1},
+    "stid": {"input_embedding_dim": 8, "node_embedding_dim": 4, "tod_embedding_dim": 4,
+             "dow_embedding_dim": 4, "num_layers": 2, "dropout": 0.0},
 }
 _HIM = {"graph": "sparse", "hidden_size": 8, "cheb_k": 3, "tod_embedding_dim": 4,
         "dow_embedding_dim": 4, "node_embedding_dim": 4, "st_embedding_dim": 4}
@@ -120,7 +122,7 @@ def _loss_and_grads(case: str, dataset, part, scaler, init: dict, exchange=None,
     if case in FLOAT64:
         model.double()
     if exchange is not None:
-        assert connect(model, exchange(bundle)) >= (1 if model.EXCHANGE and model_name != "gru"
+        assert connect(model, exchange(bundle)) >= (1 if model.EXCHANGE and model_name not in ("gru", "stid")
                                                     else 0)
     x, y = bundle.datasets["train"].batch(np.arange(BATCH) * 7)
     if case in FLOAT64:

@@ -69,6 +69,7 @@ from torch import nn
 from distst.errors import DiststError
 from distst.nn.base import GraphModel, decode, node_major_truth, to_batch_major
 from distst.nn.common import node_parameter
+from distst.nn.layers.cells import gate_mix
 from distst.nn.layers.sparse import (EdgeSpMM, KronLinear, block_diagonal, csr_structure,
                                      fp32_apply, khop_neighbourhood, segment_softmax)
 
@@ -209,7 +210,7 @@ class HimGCRU(nn.Module):
         zr = torch.sigmoid(self.gate(torch.cat([x, h], dim=-1), graph, st[0]))
         z, r = zr.split(self.hidden, dim=-1)
         c = torch.tanh(self.update(torch.cat([x, z * h], dim=-1), graph, st[1]))
-        return r * h + (1 - r) * c
+        return gate_mix(c, h, r)  # r . h + (1 - r) . c
 
 
 class HimNet(GraphModel):

@@ -15,6 +15,14 @@ from distst.nn.layers.diffusion import diffusion_features
 from distst.nn.layers.graph import cheb_features, glorot_blocks
 
 
+def gate_mix(cand: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The GRU update ``z . h + (1 - z) . cand`` as one ``lerp`` kernel (one output, no
+    temporaries). lerp has no autocast rule, so under bf16 the three are brought to one dtype
+    first (the state may still be the fp32 zeros it started from)."""
+    dt = torch.promote_types(torch.promote_types(cand.dtype, h.dtype), z.dtype)
+    return torch.lerp(cand.to(dt), h.to(dt), z.to(dt))
+
+
 class GCGRUCell(nn.Module):
     """One GCGRU cell (ST-UNet Eq. 7) with fused Chebyshev convolutions.
 
@@ -73,13 +81,16 @@ class GCGRUCell(nn.Module):
         hzr = (cheb_features(op, op_t, h, self.K) @ self.weight_hzr).view(n, b, 2 * hs)
         if scale_hzr is not None:
             hzr = hzr * scale_hzr[:, None, :]  # [N, 1, 2H] over the batch
-        zr = torch.sigmoid(xg[..., : 2 * hs] + hzr)  # [N, B, 2H]
-        z, r = zr[..., :hs], zr[..., hs:]
+        # split, not slices: a slice's backward writes into a zero-filled tensor of the whole
+        # input per slice (96 fills of [N, B, 3H] per step at N = 1,026), split's backward is
+        # one concatenation
+        xzr, xh = xg.split((2 * hs, hs), dim=-1)
+        z, r = torch.sigmoid(xzr + hzr).split(hs, dim=-1)  # [N, B, H] each
         hc = (cheb_features(op, op_t, r * h, self.K) @ self.weight_hh).view(n, b, hs)
         if scale_hh is not None:
             hc = hc * scale_hh[:, None, :]
-        cand = torch.tanh(xg[..., 2 * hs:] + hc)
-        return z * h + (1.0 - z) * cand
+        cand = torch.tanh(xh + hc)
+        return gate_mix(cand, h, z)
 
     def forward(self, op, op_t, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One step: ``x [N, B, input_dim]``, ``h [N, B, H]`` -> new ``h [N, B, H]``."""
@@ -179,18 +190,20 @@ class DCGRUCell(nn.Module):
         is plain DCGRU.
         """
         n, b, hs = h.shape
-        ru = xg[..., :2 * hs] + (diffusion_features(supports, h, self.K)
-                                 @ self.weight_hru).view(n, b, 2 * hs)  # [N, B, 2H]
+        # split, not slices: see GCGRUCell.recur
+        xru, xc = xg.split((2 * hs, hs), dim=-1)
+        bru, bc = self.bias.split((2 * hs, hs))
+        ru = xru + (diffusion_features(supports, h, self.K)
+                    @ self.weight_hru).view(n, b, 2 * hs)  # [N, B, 2H]
         if scale_ru is not None:
             ru = ru * scale_ru[:, None, :]  # [N, 1, 2H] over the batch
-        ru = torch.sigmoid(ru + self.bias[:2 * hs])
-        r, u = ru[..., :hs], ru[..., hs:]
-        c = xg[..., 2 * hs:] + (diffusion_features(supports, r * h, self.K)
-                                @ self.weight_hc).view(n, b, hs)  # [N, B, H]
+        r, u = torch.sigmoid(ru + bru).split(hs, dim=-1)
+        c = xc + (diffusion_features(supports, r * h, self.K)
+                  @ self.weight_hc).view(n, b, hs)  # [N, B, H]
         if scale_c is not None:
             c = c * scale_c[:, None, :]
-        c = torch.tanh(c + self.bias[2 * hs:])
-        return u * h + (1.0 - u) * c
+        c = torch.tanh(c + bc)
+        return gate_mix(c, h, u)
 
     def forward(self, supports, x: torch.Tensor, h: torch.Tensor,
                 scale_ru: torch.Tensor | None = None,

@@ -367,7 +367,9 @@ def cheb_features(op: torch.Tensor, op_t: torch.Tensor | None, x: torch.Tensor,
         t1 = spmm(op, op_t, t0)  # [N, M*F]
         basis.append(t1)
         for _ in range(2, K):
-            t2 = 2.0 * spmm(op, op_t, t1) - t0  # T_k = 2 L~ T_{k-1} - T_{k-2}
+            # T_k = 2 L~ T_{k-1} - T_{k-2}, in place on the product's fresh output (saved by
+            # no backward): no two temporaries of [N, M*F] per order
+            t2 = spmm(op, op_t, t1).mul_(2.0).sub_(t0)
             basis.append(t2)
             t0, t1 = t1, t2
     # K x [N, M*F] -> [N, M, K, F] -> [N*M, K*F]

@@ -153,9 +153,11 @@ class GraphSeq2Seq(GraphModel):
 
     Subclasses set ``self.encoder`` / ``self.decoder`` (ModuleLists of cells with
     ``input_gates`` / ``recur``), ``self.proj`` and ``self.hidden_size``, and implement
-    :meth:`_graph` (what the cells take as the graph) and :meth:`_input_gates` /
-    :meth:`_recur` (one cell's input part / state update, with that cell's HyperST scales or
-    None); optionally :meth:`_scales` and :meth:`_encoder_input`.
+    :meth:`_graph` (what the cells take as the graph), :meth:`_features` (a signal's graph
+    basis) and :meth:`_input_gates` / :meth:`_recur` (one cell's input part / state update,
+    with that cell's HyperST scales or None); optionally :meth:`_scales` and
+    :meth:`_encoder_input`. All cells share one graph and one basis order, so a state's basis
+    serves both this layer's next step and the layer above.
     """
 
     def _graph(self):
@@ -165,10 +167,17 @@ class GraphSeq2Seq(GraphModel):
         """Per encoder cell and per decoder cell: that cell's scales (None = plain cell)."""
         return [None] * len(self.encoder), [None] * len(self.decoder)
 
-    def _input_gates(self, cell, graph, x, scales):
+    def _features(self, cell, graph, x):
+        """The graph basis of ``x [N, M, F]`` that ``cell``'s convolutions multiply."""
         raise NotImplementedError
 
-    def _recur(self, cell, graph, xg, h, scales):
+    def _input_gates(self, cell, graph, x, scales, feats=None, shape=None):
+        """``cell``'s input part of ``x [N, M, F]``, or of the basis ``feats`` of an
+        ``[N, M, ...]`` signal (``shape = (N, M)``) already computed."""
+        raise NotImplementedError
+
+    def _recur(self, cell, graph, xg, h, scales, feats_h=None):
+        """``cell``'s state update; ``feats_h``: the basis of ``h`` when already computed."""
         raise NotImplementedError
 
     RECURRENT = True
@@ -196,28 +205,61 @@ class GraphSeq2Seq(GraphModel):
         enc_scales, dec_scales = self._scales()
         # [B, T, N, F] -> [N, T, B, F]: node-major so each layer convolves all steps at once
         seq = self._encoder_input(x.permute(2, 1, 0, 3)).contiguous()
-        states = []
+        # A state's graph basis (K x the state) feeds two convolutions: this layer's at the
+        # next step and the layer above's input at this step. Computed once and shared, unless
+        # steps are recomputed (train.recompute=step keeps only the states, not the bases).
+        share = not (self.recompute and torch.is_grad_enabled())
+        states, feats = [], []  # per layer: its last state and (share) that state's basis
         last = len(self.encoder) - 1
+        below = None  # (share) the basis of the layer below's outputs, [N*T*B, K*H]
         for i, (cell, sc) in enumerate(zip(self.encoder, enc_scales)):
-            f = seq.shape[-1]
-            # [N, T*B, F] -> [N, T*B, 3H] -> [N, T, B, 3H]: one expansion for all T steps
-            xg = self._input_gates(cell, graph, seq.view(n, t * b, f), sc).view(n, t, b, -1)
+            if below is None:
+                f = seq.shape[-1]
+                # [N, T*B, F] -> [N, T*B, 3H]: one expansion for all T steps
+                xg = self._input_gates(cell, graph, seq.view(n, t * b, f), sc)
+            else:
+                xg = self._input_gates(cell, graph, None, sc, feats=below, shape=(n, t * b))
+            xg = xg.view(n, t, b, -1)  # [N, T, B, 3H]
             h = x.new_zeros(n, b, self.hidden_size)
+            fh = None
             outs = []
             # unbind, not xg[:, step]: a slice's backward materialises a zero tensor of xg's
             # full size per step; unbind's backward stacks the T gradients once.
             for xg_t in xg.unbind(1):
-                h = self.recurrent_step(self._recur, cell, graph, xg_t, h, sc)  # [N, B, H]
-                if i < last:
-                    outs.append(h)
+                if share:
+                    h = self._recur(cell, graph, xg_t, h, sc, fh)  # [N, B, H]
+                    fh = self._features(cell, graph, h)  # [N*B, K*H]
+                    if i < last:
+                        outs.append(fh.view(n, b, -1))
+                else:
+                    h = self.recurrent_step(self._recur, cell, graph, xg_t, h, sc)
+                    if i < last:
+                        outs.append(h)
             states.append(h)
+            feats.append(fh)
             if i < last:
-                seq = torch.stack(outs, dim=1)  # [N, T, B, H]
+                # T x [N, B, C] -> [N, T, B, C]; a basis flattened to [N*T*B, K*H]
+                stacked = torch.stack(outs, dim=1)
+                if share:
+                    below = stacked.view(n * t * b, -1)
+                else:
+                    seq = stacked
+        last_dec = len(self.decoder) - 1
 
-        def step(_, inp):  # inp [N, B, O] -> [N, B, O]
+        def step(k, inp):  # inp [N, B, O] -> [N, B, O]
+            below = None
             for i, (cell, sc) in enumerate(zip(self.decoder, dec_scales)):
-                states[i] = self.recurrent_step(self._cell_step, cell, graph, inp, states[i], sc)
-                inp = states[i]  # [N, B, H]
+                if not share:
+                    states[i] = self.recurrent_step(self._cell_step, cell, graph, inp,
+                                                    states[i], sc)
+                    inp = states[i]  # [N, B, H]
+                    continue
+                xg = (self._input_gates(cell, graph, inp, sc) if below is None else
+                      self._input_gates(cell, graph, None, sc, feats=below, shape=(n, b)))
+                states[i] = self._recur(cell, graph, xg, states[i], sc, feats[i])
+                inp = states[i]
+                if i < last_dec or k < self.horizon - 1:  # someone reads this basis
+                    feats[i] = below = self._features(cell, graph, states[i])
             return self.proj(inp)
 
         preds = decode(step, x.new_zeros(n, b, self.output_dim), self.horizon,

@@ -103,10 +103,13 @@ class DCRNN(GraphSeq2Seq):
     def _graph(self):
         return self.graph()
 
-    def _input_gates(self, cell, graph, x, scales):
-        return cell.input_gates(graph, x)
+    def _features(self, cell, graph, x):
+        return cell.features(graph, x)
 
-    def _recur(self, cell, graph, xg, h, scales):
+    def _input_gates(self, cell, graph, x, scales, feats=None, shape=None):
+        return cell.input_gates(graph, x, feats=feats, shape=shape)
+
+    def _recur(self, cell, graph, xg, h, scales, feats_h=None):
         if scales is None:
-            return cell.recur(graph, xg, h)
-        return cell.recur(graph, xg, h, scales["ru"], scales["c"])
+            return cell.recur(graph, xg, h, feats_h=feats_h)
+        return cell.recur(graph, xg, h, scales["ru"], scales["c"], feats_h=feats_h)

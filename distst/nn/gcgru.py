@@ -97,12 +97,17 @@ class GCGRU(GraphSeq2Seq):
         emb = self.node_emb[:, None, None, :].expand(n, t, b, self.node_embedding_dim)
         return torch.cat([seq, emb], dim=-1)
 
-    def _input_gates(self, cell, graph, x, scales):
+    def _features(self, cell, graph, x):
         op, op_t = graph
-        return cell.input_gates(op, op_t, x, None if scales is None else scales["x"])
+        return cell.features(op, op_t, x)
 
-    def _recur(self, cell, graph, xg, h, scales):
+    def _input_gates(self, cell, graph, x, scales, feats=None, shape=None):
+        op, op_t = graph
+        return cell.input_gates(op, op_t, x, None if scales is None else scales["x"],
+                                feats=feats, shape=shape)
+
+    def _recur(self, cell, graph, xg, h, scales, feats_h=None):
         op, op_t = graph
         if scales is None:
-            return cell.recur(op, op_t, xg, h)
-        return cell.recur(op, op_t, xg, h, scales["hzr"], scales["hh"])
+            return cell.recur(op, op_t, xg, h, feats_h=feats_h)
+        return cell.recur(op, op_t, xg, h, scales["hzr"], scales["hh"], feats_h=feats_h)

@@ -191,3 +191,33 @@ def test_gcgru_whole_graph_degrees_make_a_subgraph_exact_on_interior_rows(normal
     plain = GCGRU(num_nodes=8, input_dim=1, output_dim=1, edge_index=ei[:, mask],
                   edge_weight=w[mask], normalization=normalization).graph()[0].to_dense()
     assert not torch.allclose(plain[interior][:, :8], op_full[interior][:, :8])
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_a_states_graph_basis_is_computed_once(num_layers, graph, monkeypatch):
+    """A state's Chebyshev basis feeds this layer's next step and the layer above: it is
+    expanded once (L layers, T inputs, H horizon: 1 + L (2T + 1) expansions in the encoder,
+    H (2L + 1) - 1 in the decoder, against L (2T + 1) + 3 L H when each use expanded its own),
+    and the forecast is what each-use expansion gives (train.recompute=step expands per use)."""
+    from distst.nn.layers import cells
+
+    ei, ew = graph
+    calls = [0]
+    real = cells.cheb_features
+
+    def counting(*args):
+        calls[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(cells, "cheb_features", counting)
+    torch.manual_seed(0)
+    model = make("gcgru", ei, ew, K=3, hidden_size=8, num_layers=num_layers)
+    x = torch.randn(B, T_IN, N, F_IN)
+    out = model(x)
+    L = num_layers
+    assert calls[0] == 1 + L * (2 * T_IN + 1) + HOR * (2 * L + 1) - 1
+    calls[0] = 0
+    model.recompute = True  # the per-use path
+    again = model(x)
+    assert calls[0] == L * (2 * T_IN + 1) + 3 * L * HOR
+    torch.testing.assert_close(again, out, rtol=1e-5, atol=1e-6)

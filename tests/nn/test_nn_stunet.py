@@ -131,7 +131,9 @@ def test_overfits_a_tiny_fixed_batch():
 
 def test_plain_version_is_exactly_the_gcgru_backbone():
     """levels=0, dilation=1 (no layer norm): the module IS a 3-layer GCGRU -- the same keys and
-    shapes (strict load both ways), the same outputs and the same gradients."""
+    shapes (strict load both ways), the same outputs and the same gradients (bit for bit: the
+    outputs; to fp32 roundoff: the gradients, because GCGRU shares a state's graph basis
+    between two layers, so its gradient is summed in another order)."""
     ei, ew = _grid()
 
     def no_call(levels):
@@ -155,7 +157,7 @@ def test_plain_version_is_exactly_the_gcgru_backbone():
     ((plain(x) - y) ** 2).mean().backward()
     ((ref(x) - y) ** 2).mean().backward()
     for (name, p), (_, q) in zip(plain.named_parameters(), ref.named_parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_pool_then_unpool_restores_every_node_exactly_once():

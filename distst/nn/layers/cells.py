@@ -53,17 +53,28 @@ class GCGRUCell(nn.Module):
         glorot_blocks(self.weight_hh, self.hidden_size, self.hidden_size)
         nn.init.zeros_(self.bias)
 
-    def input_gates(self, op, op_t, x: torch.Tensor,
-                    scale: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, op, op_t, x: torch.Tensor) -> torch.Tensor:
+        """The Chebyshev basis ``[N*M, K*F]`` of ``x [N, M, F]`` that this cell's
+        convolutions multiply (see :func:`cheb_features`)."""
+        return cheb_features(op, op_t, x, self.K)
+
+    def input_gates(self, op, op_t, x: torch.Tensor | None,
+                    scale: torch.Tensor | None = None, feats: torch.Tensor | None = None,
+                    shape: tuple[int, int] | None = None) -> torch.Tensor:
         """``W_{z,r,h} *_G X + b``: ``x [N, M, input_dim]`` -> ``[N, M, 3H]``.
 
         M may be time*batch: the encoder convolves a whole known input sequence at once.
         ``scale`` (optional ``[N, 3H]``, HyperST-GCGRU): a per-node channel-wise scale applied
         to the convolution output before the bias, ``diag(z_n) (W *_G X)_n + b`` (HyperST-Net's
         location-based HyperST-Conv, Eq. 4); None (default) leaves the cell unchanged.
+        ``feats`` (with ``shape = (N, M)``, ``x`` None): ``x``'s basis already computed -- the
+        layer below's state, whose basis that layer computed for its own next step.
         """
-        n, m, _ = x.shape
-        feats = cheb_features(op, op_t, x, self.K)  # [N*M, K*F]
+        if feats is None:
+            n, m, _ = x.shape
+            feats = cheb_features(op, op_t, x, self.K)  # [N*M, K*F]
+        else:
+            n, m = shape
         if scale is None:
             return torch.addmm(self.bias, feats, self.weight_x).view(n, m, 3 * self.hidden_size)
         conv = (feats @ self.weight_x).view(n, m, 3 * self.hidden_size)
@@ -71,14 +82,18 @@ class GCGRUCell(nn.Module):
 
     def recur(self, op, op_t, xg: torch.Tensor, h: torch.Tensor,
               scale_hzr: torch.Tensor | None = None,
-              scale_hh: torch.Tensor | None = None) -> torch.Tensor:
+              scale_hh: torch.Tensor | None = None,
+              feats_h: torch.Tensor | None = None) -> torch.Tensor:
         """The state update given the input part ``xg [N, B, 3H]`` and ``h [N, B, H]``.
 
         ``scale_hzr [N, 2H]`` / ``scale_hh [N, H]`` (optional, HyperST-GCGRU): per-node
         channel-wise scales of the hidden convolutions ``U_{z,r} *_G h`` / ``U_h *_G (r . h)``.
+        ``feats_h``: ``h``'s basis (:meth:`features`) when the caller has it already.
         """
         n, b, hs = h.shape
-        hzr = (cheb_features(op, op_t, h, self.K) @ self.weight_hzr).view(n, b, 2 * hs)
+        if feats_h is None:
+            feats_h = cheb_features(op, op_t, h, self.K)
+        hzr = (feats_h @ self.weight_hzr).view(n, b, 2 * hs)
         if scale_hzr is not None:
             hzr = hzr * scale_hzr[:, None, :]  # [N, 1, 2H] over the batch
         # split, not slices: a slice's backward writes into a zero-filled tensor of the whole
@@ -168,20 +183,29 @@ class DCGRUCell(nn.Module):
             self.bias[:2 * h].fill_(1.0)
             self.bias[2 * h:].zero_()
 
-    def input_gates(self, supports, x: torch.Tensor) -> torch.Tensor:
+    def features(self, supports, x: torch.Tensor) -> torch.Tensor:
+        """The diffusion basis ``[N*M, J*F]`` of ``x [N, M, F]`` (:func:`diffusion_features`)."""
+        return diffusion_features(supports, x, self.K)
+
+    def input_gates(self, supports, x: torch.Tensor | None, feats: torch.Tensor | None = None,
+                    shape: tuple[int, int] | None = None) -> torch.Tensor:
         """The input parts ``Theta_{r,u,C}^X *_G X`` (no bias): ``[N, M, F] -> [N, M, 3H]``.
 
         M may be time*batch: the encoder convolves a whole known input sequence at once. The
         bias and any HyperST scale act on the whole convolution (input + state part), so they
-        are applied in :meth:`recur`.
+        are applied in :meth:`recur`. ``feats`` / ``shape``: as :meth:`GCGRUCell.input_gates`.
         """
-        n, m, _ = x.shape
-        feats = diffusion_features(supports, x, self.K)  # [N*M, J*F]
+        if feats is None:
+            n, m, _ = x.shape
+            feats = diffusion_features(supports, x, self.K)  # [N*M, J*F]
+        else:
+            n, m = shape
         return (feats @ self.weight_x).view(n, m, 3 * self.hidden_size)
 
     def recur(self, supports, xg: torch.Tensor, h: torch.Tensor,
               scale_ru: torch.Tensor | None = None,
-              scale_c: torch.Tensor | None = None) -> torch.Tensor:
+              scale_c: torch.Tensor | None = None,
+              feats_h: torch.Tensor | None = None) -> torch.Tensor:
         """The state update given the input part ``xg [N, B, 3H]`` and ``h [N, B, H]``.
 
         ``scale_ru [N, 2H]`` / ``scale_c [N, H]`` (optional, HyperST-DCGRU): per-node
@@ -193,8 +217,9 @@ class DCGRUCell(nn.Module):
         # split, not slices: see GCGRUCell.recur
         xru, xc = xg.split((2 * hs, hs), dim=-1)
         bru, bc = self.bias.split((2 * hs, hs))
-        ru = xru + (diffusion_features(supports, h, self.K)
-                    @ self.weight_hru).view(n, b, 2 * hs)  # [N, B, 2H]
+        if feats_h is None:  # h's basis, unless the caller has it (GCGRUCell.recur)
+            feats_h = diffusion_features(supports, h, self.K)
+        ru = xru + (feats_h @ self.weight_hru).view(n, b, 2 * hs)  # [N, B, 2H]
         if scale_ru is not None:
             ru = ru * scale_ru[:, None, :]  # [N, 1, 2H] over the batch
         r, u = torch.sigmoid(ru + bru).split(hs, dim=-1)

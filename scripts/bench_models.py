@@ -189,6 +189,8 @@ def saved_bytes(model, forward) -> int:
     seen: dict[int, int] = {}
 
     def pack(t):
+        if t.layout != torch.strided:  # a sparse graph operator: data, not an activation
+            return t
         st = t.untyped_storage()
         if st.data_ptr() not in params:
             seen[st.data_ptr()] = st.nbytes()
@@ -234,8 +236,12 @@ def main(argv=None) -> int:
         m, _, k = key.partition(".")
         extra.setdefault(m, {})[k] = yaml.safe_load(val)
     rows = []
+    from distst.nn.registry import model_class
+
     for name, n, variant in ((m, n, v) for m in models for n in args.nodes
                              for v in args.variants):
+        if "recompute" in variant and not getattr(model_class(name), "RECURRENT", False):
+            continue  # no recurrent steps: the run would repeat the fp32 one
         cmd = [sys.executable, __file__, "--child", "--model", name, "--n", str(n),
                "--variant", variant,
                "--device", args.device, "--batch", str(args.batch),

@@ -4,7 +4,8 @@
 #   2. a 1-GPU Ray Train run in replicate and in shard mode, 2 workers sharing the GPU
 #      (runtime.gpus_per_worker=0.5, NCCL between them);
 #   3. step time and peak memory (torch.cuda.max_memory_allocated) per model at N = 1,026,
-#      batch 64 (scripts/bench_models.py --device cuda).
+#      batch 64, in fp32, bf16 (train.precision: bf16) and with train.recompute: step
+#      (scripts/bench_models.py --device cuda --variants ...).
 # Run from the repository with the venv of scripts/install.sh and a CUDA torch:
 #   bash scripts/gpu_check.sh
 set -uo pipefail
@@ -47,10 +48,10 @@ exec > >(tee "$md")   # live output, and the same Markdown in the file
     fi
   done
   echo
-  echo "## 3. Step time and peak memory per model, N = 1,026, batch 64"
+  echo "## 3. Step time and peak memory per model, N = 1,026, batch 64: fp32, bf16, recompute"
   echo
   "$py" scripts/bench_models.py --device cuda --nodes 1026 --batch 64 --warmup 2 --steps 5 \
-      --out "$work/models.md" > "$work/models.log" 2>&1 || status=1
+      --variants fp32 bf16 recompute --out "$work/models.md" > "$work/models.log" 2>&1 || status=1
   cat "$work/models.md" 2>/dev/null || tail -5 "$work/models.log"
 }
 exit $status

@@ -213,6 +213,21 @@ class GraphSeq2Seq(GraphModel):
         last = len(self.encoder) - 1
         below = None  # (share) the basis of the layer below's outputs, [N*T*B, K*H]
         for i, (cell, sc) in enumerate(zip(self.encoder, enc_scales)):
+            h = x.new_zeros(n, b, self.hidden_size)
+            outs = []
+            if not share and i > 0:
+                # recompute: the layer below's states are stored anyway (the steps' inputs);
+                # each step convolves its own input inside the recomputed step, so the basis
+                # of all T inputs ([N*T*B, K*H], the largest activation) is never stored
+                for inp in seq.unbind(1):  # [N, B, H]
+                    h = self.recurrent_step(self._cell_step, cell, graph, inp, h, sc)
+                    if i < last:
+                        outs.append(h)
+                states.append(h)
+                feats.append(None)
+                if i < last:
+                    seq = torch.stack(outs, dim=1)  # [N, T, B, H]
+                continue
             if below is None:
                 f = seq.shape[-1]
                 # [N, T*B, F] -> [N, T*B, 3H]: one expansion for all T steps
@@ -220,9 +235,7 @@ class GraphSeq2Seq(GraphModel):
             else:
                 xg = self._input_gates(cell, graph, None, sc, feats=below, shape=(n, t * b))
             xg = xg.view(n, t, b, -1)  # [N, T, B, 3H]
-            h = x.new_zeros(n, b, self.hidden_size)
             fh = None
-            outs = []
             # unbind, not xg[:, step]: a slice's backward materialises a zero tensor of xg's
             # full size per step; unbind's backward stacks the T gradients once.
             for xg_t in xg.unbind(1):

@@ -175,9 +175,27 @@ def child(args) -> int:
     else:
         mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / MIB
     saved = saved_bytes(model, forward) / MIB if opt is not None else 0.0
+    if args.profile:
+        profile_step(step, args.profile, f"{args.model} N={n} {args.variant}")
     print(json.dumps({"params": nparams, "seconds": statistics.median(times), "mem_mib": mem,
                       "saved_mib": saved, "nodes": n}))
     return 0
+
+
+def profile_step(step, top: int, label: str) -> None:
+    """One more step under torch.profiler: its ``top`` ops by self CPU time, as a Markdown
+    table on stderr (stdout carries the child's JSON)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1
+    print(f"\nTop {top} ops of one step, {label} (self CPU time):\n\n"
+          "| op | calls | self ms | share |\n|---|---:|---:|---:|", file=sys.stderr)
+    for e in rows[:top]:
+        print(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1000:.0f} | "
+              f"{100 * e.self_cpu_time_total / total:.1f}% |", file=sys.stderr)
 
 
 def saved_bytes(model, forward) -> int:
@@ -214,6 +232,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=["fp32"],
                     choices=["fp32", "bf16", "recompute", "bf16+recompute"])
     ap.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", type=int, default=0, metavar="TOP",
+                    help="also profile one step and print its TOP ops (stderr of the child)")
     ap.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE")
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -246,8 +266,11 @@ def main(argv=None) -> int:
                "--variant", variant,
                "--device", args.device, "--batch", str(args.batch),
                "--threads", str(args.threads), "--warmup", str(args.warmup),
-               "--steps", str(args.steps), "--params", json.dumps(extra.get(name, {}))]
+               "--steps", str(args.steps), "--params", json.dumps(extra.get(name, {})),
+               "--profile", str(args.profile)]
         res = subprocess.run(cmd, capture_output=True, text=True)
+        if args.profile and res.returncode == 0:
+            print(res.stderr[res.stderr.find("\nTop "):], flush=True)
         if res.returncode != 0:
             err = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
             if res.returncode in (-9, 137):  # SIGKILL: the kernel's OOM killer

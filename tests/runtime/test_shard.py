@@ -79,23 +79,32 @@ def test_small_halo_shard_run_learns(ray_local, tiny):
     assert final["test"]["avg"]["mae"] < final["ha"]["avg"]["mae"] * 1.5
 
 
-def test_resumed_shard_run_continues_like_an_uninterrupted_one(full_halo_runs, overrides_for,
+def test_resumed_shard_run_continues_like_an_uninterrupted_one(ray_local, overrides_for,
                                                                 tmp_path):
     """Resuming restores the per-node rows of Adam's moments too (they are saved for the
-    whole graph), so 2 sharded epochs + 1 resumed equal 3 uninterrupted single-process ones."""
+    whole graph), so 2 sharded epochs + 1 resumed equal 3 uninterrupted single-process ones.
+
+    Short epochs (4 batches): over whole epochs this tiny model's trajectory amplifies fp32
+    summation-order differences (MKL's sparse kernels, shard vs whole graph) to 0.1-0.7% of
+    the validation MAE by epoch 3 (measured), which would hide the check; a lost Adam state
+    moves the first resumed step by the full learning rate, far above 12 steps' roundoff."""
     from distst.config import load_config
 
-    shard_dir = full_halo_runs[0]
-    more = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
+    short = (*COMMON, "train.max_batches_per_epoch=4")
+    first = load_config(None, overrides_for(tmp_path, *short, "train.epochs=2",
+                                            "runtime.mode=shard", "runtime.name=first"))
+    shard_dir, _ = train_ray(first)
+    more = load_config(None, overrides_for(tmp_path, *short, "train.epochs=3",
                                            "runtime.mode=shard"))
     resumed_dir, _ = train_ray(more, resume_from=shard_dir)
-    local3 = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
-                                             "runtime.mode=local"))
+    local3 = load_config(None, overrides_for(tmp_path, *short, "train.epochs=3",
+                                             "runtime.mode=local", "runtime.name=straight"))
     local_dir, _ = train_local(local3)
     resumed, straight = _history(resumed_dir), _history(local_dir)
     assert resumed[-1]["epoch"] == straight[-1]["epoch"] == 3
-    assert resumed[-1]["train_loss"] == pytest.approx(straight[-1]["train_loss"], rel=FLOAT_ORDER)
-    assert resumed[-1]["val_mae"] == pytest.approx(straight[-1]["val_mae"], rel=FLOAT_ORDER)
+    for a, b in zip(resumed, straight):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=FLOAT_ORDER)
+        assert a["val_mae"] == pytest.approx(b["val_mae"], rel=FLOAT_ORDER)
 
 
 def test_sharded_evaluation_of_a_checkpoint(full_halo_runs, tmp_path):

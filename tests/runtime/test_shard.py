@@ -86,8 +86,9 @@ def test_resumed_shard_run_continues_like_an_uninterrupted_one(ray_local, overri
 
     Short epochs (4 batches): over whole epochs this tiny model's trajectory amplifies fp32
     summation-order differences (MKL's sparse kernels, shard vs whole graph) to 0.1-0.7% of
-    the validation MAE by epoch 3 (measured), which would hide the check; a lost Adam state
-    moves the first resumed step by the full learning rate, far above 12 steps' roundoff."""
+    the validation MAE by epoch 3 (measured), more than the tolerance; over 12 steps it stays
+    at roundoff, while a resume that lost Adam's moments or the per-node rows would change
+    every resumed update at the scale of the learning rate."""
     from distst.config import load_config
 
     short = (*COMMON, "train.max_batches_per_epoch=4")

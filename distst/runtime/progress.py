@@ -3,6 +3,11 @@
 Worker output reaches the driver prefixed with actor names and pids, which garbles a
 progress bar. Instead rank 0 pushes its progress (epoch, step, loss, windows/s) and epoch
 summaries to a tiny zero-CPU actor, and a thread on the driver renders one clean tqdm bar.
+
+Both sides talk to the board once a second: on a machine whose cores all train, every
+wake-up of a helper process takes a core from a training thread (a 0.3 s poll and a 0.5 s
+push cost the driver and the board 3.6% of a core; benchmarks/RESULTS.md, "Ray's overhead
+on one machine").
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class ProgressBoard:
 class WorkerBar:
     """The bar a worker sees: forwards to the board at most every ``interval`` seconds."""
 
-    def __init__(self, board, epoch_desc: str, total: int, interval: float = 0.5):
+    def __init__(self, board, epoch_desc: str, total: int, interval: float = 1.0):
         self._board, self._desc, self._total = board, epoch_desc, total
         self._n, self._postfix, self._last, self._interval = 0, {}, 0.0, interval
 
@@ -57,7 +62,7 @@ class WorkerBar:
 class DriverDisplay:
     """Polls the board in a thread and renders it; use as a context manager around fit()."""
 
-    def __init__(self, board, enabled: bool = True, interval: float = 0.3):
+    def __init__(self, board, enabled: bool = True, interval: float = 1.0):
         self._board, self._enabled, self._interval = board, enabled, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

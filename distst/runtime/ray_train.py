@@ -204,18 +204,38 @@ def node_wait(cfg: Config) -> tuple[float, int]:
     return per_try, max(1, math.ceil(cfg.runtime.node_wait_s / per_try)) - 1
 
 
+#: Ray Train's switch for its preemption watcher: an actor that polls Ray for nodes being
+#: drained (spot reclaims) every 5 s. A local Ray that distst started has no node to drain,
+#: and the watcher is one more process waking up beside the training threads; it also logs a
+#: core_worker error line at every run (ray-project/ray#53727)
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def started_here() -> bool:
+    """Whether this process started the Ray instance it is attached to (a local one: a
+    process that attaches to a cluster never starts its head)."""
+    node = getattr(ray._private.worker, "_global_node", None)  # Ray 2.60: None when detached
+    return bool(ray.is_initialized() and getattr(node, "head", False))
+
+
+def train_env(cfg: Config) -> dict[str, str]:
+    """Ray Train settings for this run, read from the driver's environment by Train's
+    controller: the worker-group start timeout (:func:`node_wait`) and, on a local Ray that
+    distst started, no preemption watcher. A user's own setting of either wins."""
+    env = {START_TIMEOUT_ENV: f"{node_wait(cfg)[0]:g}"}
+    if started_here():
+        env[PREEMPTION_WATCHER_ENV] = "0"
+    return {k: v for k, v in env.items() if not os.environ.get(k)}
+
+
 @contextlib.contextmanager
-def _start_timeout(seconds: float):
-    """Ray Train reads the start timeout from the driver's environment and passes it on to
-    its controller; a user's own setting wins."""
-    if os.environ.get(START_TIMEOUT_ENV):
-        yield
-        return
-    os.environ[START_TIMEOUT_ENV] = f"{seconds:g}"
+def _environ(env: dict[str, str]):
+    os.environ.update(env)
     try:
         yield
     finally:
-        os.environ.pop(START_TIMEOUT_ENV, None)
+        for key in env:
+            os.environ.pop(key, None)
 
 
 def _alive_nodes() -> dict[str, str]:
@@ -304,7 +324,7 @@ def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
 
     board = ProgressBoard.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         ray.get_runtime_context().get_node_id(), soft=True)).remote()
-    per_try, limit = node_wait(cfg)
+    limit = node_wait(cfg)[1]
     nodes = _alive_nodes()
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -329,7 +349,7 @@ def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
                              callbacks=list(callbacks or [])),
     )
     try:
-        with DriverDisplay(board, enabled=cfg.train.progress), _start_timeout(per_try):
+        with DriverDisplay(board, enabled=cfg.train.progress), _environ(train_env(cfg)):
             result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run gracefully, then sys.exit()s

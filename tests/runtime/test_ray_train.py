@@ -103,3 +103,23 @@ def test_bad_settings_fail_before_any_worker_starts(ray_local, tiny):
         train_ray(tiny("data.input_len=2000"))
     with pytest.raises(DiststError, match="hidden_size"):
         train_ray(tiny("model.params.hiden_size=4"))
+
+
+def test_a_local_ray_run_starts_no_preemption_watcher(two_worker_run, monkeypatch):
+    """The watcher polls for drained nodes (spot reclaims); on a Ray this process started
+    there are none, and its process would wake beside the training threads every 5 s. A
+    user's own RAY_TRAIN_ENABLE_PREEMPTION_WATCHER wins."""
+    import ray._private.state
+
+    from distst.config import load_config
+    from distst.runtime.ray_train import PREEMPTION_WATCHER_ENV, START_TIMEOUT_ENV, train_env
+
+    classes = {a["ActorClassName"] for a in ray._private.state.actors().values()}
+    assert "TrainController" in classes, classes  # the actor table is the one of the run
+    assert "PreemptionWatcher" not in classes
+    monkeypatch.delenv(PREEMPTION_WATCHER_ENV, raising=False)
+    monkeypatch.delenv(START_TIMEOUT_ENV, raising=False)
+    cfg = load_config(None, [])
+    assert train_env(cfg)[PREEMPTION_WATCHER_ENV] == "0"
+    monkeypatch.setenv(PREEMPTION_WATCHER_ENV, "1")
+    assert PREEMPTION_WATCHER_ENV not in train_env(cfg)

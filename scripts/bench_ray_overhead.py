@@ -11,8 +11,9 @@ wall time from start to exit, and the epoch's train loss / val MAE. Efficiency o
 2-worker case is its windows/s over twice the 1-thread local rate (the same arithmetic on
 each core); ``local1x2`` (two 1-thread local processes at once, each on half the batch)
 gives the same arithmetic without Ray or DDP, so that replicate2 / local1x2 is what Ray and
-DDP cost and local1x2 / (2 x local1) what the two cores lose to each other. With ``--cpu``, every process's CPU seconds during the middle of the epoch
-are sampled from /proc and grouped (worker, driver, Ray helpers).
+DDP cost and local1x2 / (2 x local1) what the two cores lose to each other. With ``--cpu``,
+every process's CPU seconds during the middle of the epoch are sampled from /proc and
+grouped (worker, driver, Ray helpers).
 
     .venv/bin/python scripts/bench_ray_overhead.py [--config configs/quickstart.yaml]
         [--cases local2 ray1 local1 local1x2 replicate2 shard2] [--repeats 2] [--batches 0]
@@ -32,6 +33,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from distst.engine.timing import PHASES
 
 #: case -> overrides (threads are per worker; every case uses 2 cores in all but local1)
 CASES = {
@@ -130,8 +133,7 @@ def run_case(name: str, args, root: Path) -> dict:
         run_dir = Path(re.findall(r"run directory: (\S+)", text)[-1])
         hist = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
         steps = json.loads((run_dir / "steps" / "rank_0.json").read_text())["steps"]
-        times = [sum(r[p] for p in ("data", "forward", "backward", "idle", "allreduce",
-                                    "optimizer")) for r in steps]
+        times = [sum(r[phase] for phase in PHASES) for r in steps]
         runs.append((hist, times))
     w = args.warmup
     hist, times = runs[0]

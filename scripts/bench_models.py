@@ -110,19 +110,16 @@ def preset(name: str) -> dict:
     return dict((yaml.safe_load(p.read_text()) or {}).get("model", {}).get("params") or {})
 
 
-def child(args) -> int:
+def build(name: str, n: int, params: dict):
+    """(model, number of nodes) of ``name`` on the benchmark graph of size ``n``, 3 input
+    channels and 12 -> 12 steps; ``params`` are the model's keyword arguments."""
     import torch
 
     from distst.engine.bundle import local_coarsening
     from distst.nn.registry import build_model
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    dev = torch.device(args.device)
-    ei, ew, coords, attrs = graph_for(args.model, args.n)
+    ei, ew, coords, attrs = graph_for(name, n)
     n = attrs.shape[0]
-    params = preset(args.model)
-    params.update(json.loads(args.params))
     data = dict(num_nodes=n, input_dim=3, output_dim=1, input_len=12, horizon=12,
                 edge_index=torch.as_tensor(ei), edge_weight=torch.as_tensor(ew),
                 spatial_attrs=torch.as_tensor(attrs),
@@ -130,7 +127,19 @@ def child(args) -> int:
                 out_degree=None, in_degree=None, steps_per_day=288, time_of_day=True,
                 day_of_week=True,
                 coarsening=functools.partial(local_coarsening, ei, ew, n))
-    model = build_model(args.model, data, params).to(dev)
+    return build_model(name, data, params), n
+
+
+def child(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    params = preset(args.model)
+    params.update(json.loads(args.params))
+    model, n = build(args.model, args.n, params)
+    model = model.to(dev)
     model.recompute = "recompute" in args.variant
     bf16 = "bf16" in args.variant
     nparams = sum(p.numel() for p in model.parameters())

@@ -29,7 +29,6 @@ background's figure is the mean over ``--repeats`` timed processes.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -48,21 +47,11 @@ def steps(threads: int, n_steps: int = 8, warmup: int = 2, batch: int = 32) -> f
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))  # in a Ray actor too
-    from bench_models import graph_for
-
-    from distst.engine.bundle import local_coarsening
-    from distst.nn.registry import build_model
+    from bench_models import build
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    ei, ew, coords, attrs = graph_for("gcgru", 1026)
-    n = attrs.shape[0]
-    data = dict(num_nodes=n, input_dim=3, output_dim=1, input_len=12, horizon=12,
-                edge_index=torch.as_tensor(ei), edge_weight=torch.as_tensor(ew),
-                spatial_attrs=torch.as_tensor(attrs), coords=torch.as_tensor(coords),
-                out_degree=None, in_degree=None, steps_per_day=288, time_of_day=True,
-                day_of_week=True, coarsening=functools.partial(local_coarsening, ei, ew, n))
-    model = build_model("gcgru", data, {"K": 3, "hidden_size": 32, "num_layers": 1})
+    model, n = build("gcgru", 1026, {"K": 3, "hidden_size": 32, "num_layers": 1})
     x, y = torch.randn(batch, 12, n, 3), torch.randn(batch, 12, n, 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     times = []

@@ -108,6 +108,11 @@ class TrainConfig:
     #: step's internals in the backward pass (activation checkpointing): much less memory
     #: for some more time; "none" stores everything
     recompute: str = "none"
+    #: CPU on Linux: when the memory glibc's allocator holds freed (resident, beyond the live
+    #: tensors) has grown by more than this many MiB, hand it back to the system, checked at
+    #: every recurrent step and training step. Bounds RSS near the live tensors at the price
+    #: of faulting returned pages in again; 0 (the default) leaves the allocator alone
+    heap_slack_mib: int = 0
     #: learning-rate milestones (epochs) and decay factor (MultiStepLR, as DCRNN)
     lr_milestones: list[int] = field(default_factory=lambda: [20, 30, 40, 50])
     lr_gamma: float = 0.1
@@ -385,6 +390,9 @@ def validate(cfg: Config) -> None:
     if cfg.train.checkpoint_every_steps < 0:
         raise DiststError(f"config key 'train.checkpoint_every_steps' must be >= 0 (0 = once "
                           f"per epoch), got {cfg.train.checkpoint_every_steps}")
+    if cfg.train.heap_slack_mib < 0:
+        raise DiststError(f"config key 'train.heap_slack_mib' must be >= 0 MiB (0 = leave the "
+                          f"allocator alone), got {cfg.train.heap_slack_mib}")
     if cfg.partition.parts < 1:
         raise DiststError(f"config key 'partition.parts' must be >= 1, got {cfg.partition.parts}")
     if cfg.partition.halo_hops < 0:

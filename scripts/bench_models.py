@@ -16,7 +16,8 @@ Every model runs at its paper preset (``configs/models/<name>.yaml`` params); ov
 
 ``--variants`` (issue 16) runs each (model, N) once per training setting: ``fp32``, ``bf16``
 (``train.precision: bf16``: autocast around the forward, as the trainer does), ``recompute``
-(``train.recompute: step``) and ``bf16+recompute``. Besides the RSS peak the table gives the
+(``train.recompute: step``) and ``bf16+recompute``; ``+trim`` adds ``train.heap_slack_mib``
+(``--heap-slack-mib``, the trainer's hook at every recurrent step and after every step). Besides the RSS peak the table gives the
 bytes autograd saved for the backward pass (each storage once, parameters left out: the
 tensors' own size, measured in one more forward after the timed steps), so that the
 allocator's share of the RSS shows.
@@ -142,6 +143,11 @@ def child(args) -> int:
     model = model.to(dev)
     model.recompute = "recompute" in args.variant
     bf16 = "bf16" in args.variant
+    trim = None
+    if "trim" in args.variant:
+        from distst.engine.memory import HeapTrimmer
+
+        trim = model.step_hook = HeapTrimmer(args.heap_slack_mib)
     nparams = sum(p.numel() for p in model.parameters())
     x = torch.randn(args.batch, 12, n, 3, device=dev)
     # channels 1-2 are time of day and day of week / 7, as distst's windows make them
@@ -168,6 +174,8 @@ def child(args) -> int:
         loss = (forward() - y).abs().mean()
         loss.backward()
         opt.step()
+        if trim is not None:
+            trim()
 
     times = []
     for i in range(args.warmup + args.steps):
@@ -187,7 +195,8 @@ def child(args) -> int:
     if args.profile:
         profile_step(step, args.profile, f"{args.model} N={n} {args.variant}")
     print(json.dumps({"params": nparams, "seconds": statistics.median(times), "mem_mib": mem,
-                      "saved_mib": saved, "nodes": n}))
+                      "saved_mib": saved, "nodes": n,
+                      "trims": None if trim is None else trim.trims}))
     return 0
 
 
@@ -239,7 +248,10 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=["fp32"],
-                    choices=["fp32", "bf16", "recompute", "bf16+recompute"])
+                    choices=["fp32", "bf16", "recompute", "bf16+recompute", "fp32+trim",
+                             "recompute+trim", "bf16+recompute+trim"])
+    ap.add_argument("--heap-slack-mib", type=int, default=1024,
+                    help="the +trim variants' train.heap_slack_mib (default 1024)")
     ap.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--profile", type=int, default=0, metavar="TOP",
                     help="also profile one step and print its TOP ops (stderr of the child)")
@@ -276,7 +288,7 @@ def main(argv=None) -> int:
                "--device", args.device, "--batch", str(args.batch),
                "--threads", str(args.threads), "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--params", json.dumps(extra.get(name, {})),
-               "--profile", str(args.profile)]
+               "--profile", str(args.profile), "--heap-slack-mib", str(args.heap_slack_mib)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if args.profile and res.returncode == 0:
             print(res.stderr[res.stderr.find("\nTop "):], flush=True)
@@ -287,7 +299,8 @@ def main(argv=None) -> int:
             row = f"| {name} | {n} | {variant} | - | failed: {err[:120]} | - | - |"
         else:
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            row = (f"| {name} | {r['nodes']} | {variant} | {r['params']:,} | "
+            label = variant if r.get("trims") is None else f"{variant} ({r['trims']} trims)"
+            row = (f"| {name} | {r['nodes']} | {label} | {r['params']:,} | "
                    f"{r['seconds'] * 1000:.0f} | {r['mem_mib']:.0f} | "
                    f"{r['saved_mib']:.0f} |")
         rows.append(row)

@@ -30,6 +30,7 @@ from distst.engine.context import Context, NullBar
 from distst.engine.bundle import DataBundle, history_for_ha
 from distst.engine.shard import NodeShard
 from distst.engine.logs import RunLog
+from distst.engine.memory import HeapTrimmer
 from distst.engine.timing import StepClock, ring_bytes_sent
 from distst.errors import DiststError
 from distst.metrics import StreamingMetrics, masked_error_sum
@@ -68,6 +69,10 @@ class Trainer:
         self.model = build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name), params)
         require_recompute(cfg.model.name, cfg.train.recompute)
         self.model.recompute = cfg.train.recompute == "step"
+        # the host allocator's held memory: CPU tensors only (CUDA has its own caching)
+        self.trim_heap = (HeapTrimmer(cfg.train.heap_slack_mib)
+                          if cfg.train.heap_slack_mib and self.device.type == "cpu" else None)
+        self.model.step_hook = self.trim_heap
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())
         self.shard = NodeShard(
@@ -276,6 +281,8 @@ class Trainer:
             if not math.isfinite(norm):
                 self._non_finite(loss, i, n_batches)
             self.optimizer.step()
+            if self.trim_heap is not None:
+                self.trim_heap()
             clock.lap("optimizer")
             now = self.shard.exchange_bytes()
             clock.end_step(self.global_step, payload,

@@ -40,6 +40,10 @@ class ForecastModel(nn.Module):
     RECURRENT = False
     #: set by the engine from ``train.recompute``
     recompute = False
+    #: called with no arguments at the start of every recurrent step, in the forward pass and
+    #: again when ``recompute`` runs the step in the backward pass; the engine sets it from
+    #: ``train.heap_slack_mib`` (distst.engine.memory) to bound the memory the allocator holds
+    step_hook: Callable[[], None] | None = None
 
     def __init__(self, *, num_nodes: int, input_dim: int, output_dim: int, input_len: int = 12,
                  horizon: int = 12):
@@ -64,9 +68,22 @@ class ForecastModel(nn.Module):
         reentrant, RNG state restored so dropout draws the same mask). A step's internals
         (the graph expansion ``K x`` the state, the gates) are several times its state, so the
         stored activations shrink by that factor for the price of a second forward."""
+        hook = self.step_hook
+        if hook is not None:  # inside fn, so that the recomputation calls it too
+            step = fn
+
+            def fn(*inputs):
+                hook()
+                return step(*inputs)
         if self.recompute and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
+
+    def run_step_hook(self) -> None:
+        """Call :attr:`step_hook` at a recurrent step that does not go through
+        :meth:`recurrent_step` (a path that shares work across steps)."""
+        if self.step_hook is not None:
+            self.step_hook()
 
     def check_batch(self, x: torch.Tensor, targets: torch.Tensor | None = None,
                     teacher_forcing: float = 0.0) -> bool:
@@ -240,6 +257,7 @@ class GraphSeq2Seq(GraphModel):
             # full size per step; unbind's backward stacks the T gradients once.
             for xg_t in xg.unbind(1):
                 if share:
+                    self.run_step_hook()
                     h = self._recur(cell, graph, xg_t, h, sc, fh)  # [N, B, H]
                     fh = self._features(cell, graph, h)  # [N*B, K*H]
                     if i < last:
@@ -267,6 +285,7 @@ class GraphSeq2Seq(GraphModel):
                                                     states[i], sc)
                     inp = states[i]  # [N, B, H]
                     continue
+                self.run_step_hook()
                 xg = (self._input_gates(cell, graph, inp, sc) if below is None else
                       self._input_gates(cell, graph, None, sc, feats=below, shape=(n, b)))
                 states[i] = self._recur(cell, graph, xg, states[i], sc, feats[i])

@@ -272,6 +272,17 @@ def test_recompute_trains_the_same_run(tiny):
     assert cfg_back.train.recompute == "step"
 
 
+def test_heap_trimming_trains_the_same_run(tiny):
+    """train.heap_slack_mib only hands freed memory back: the run computes what it did
+    without it, and the setting is saved with the run."""
+    _, plain = train_local(tiny("runtime.mode=local", "train.recompute=step"))
+    run_dir, again = train_local(tiny("runtime.mode=local", "train.recompute=step",
+                                      "train.heap_slack_mib=1", "runtime.name=trim"))
+    assert again["test"]["avg"]["mae"] == plain["test"]["avg"]["mae"]
+    _, cfg_back = load_checkpoint(run_dir)
+    assert cfg_back.train.heap_slack_mib == 1
+
+
 def test_bf16_run_learns_and_evaluates_in_bf16(tiny):
     """train.precision=bf16: the run learns, its metrics are finite fp32 numbers, and
     re-evaluating the checkpoint (under the saved precision) gives the run's own test MAE."""

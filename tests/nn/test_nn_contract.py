@@ -185,11 +185,15 @@ RECURRENT = [m for m in TRAINABLE if getattr(model_class(m), "RECURRENT", False)
 def test_recompute_gives_the_same_forecast_and_gradients(name):
     """train.recompute=step recomputes each recurrent step in the backward pass instead of
     storing its internals: the forecast and every gradient stay what they were (to fp32
-    roundoff; dropout, where a model has it, redraws the same mask)."""
-    grads, saved = [], []
+    roundoff; dropout, where a model has it, redraws the same mask). Every step goes through
+    ``recurrent_step``: its ``step_hook`` (train.heap_slack_mib's trimmer) runs once per step
+    in the forward pass, and once more per step in the backward pass with recompute."""
+    grads, saved, hooked = [], [], []
     for recompute in (False, True):
         model = _model(name)
         model.recompute = recompute
+        calls = [0]
+        model.step_hook = lambda: calls.__setitem__(0, calls[0] + 1)
         model.train()
         x, y = _batch()
         torch.manual_seed(5)
@@ -203,10 +207,15 @@ def test_recompute_gives_the_same_forecast_and_gradients(name):
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(x)
         saved.append(stored[0])
+        forward_calls = calls[0]
         ((out - y) ** 2).mean().backward()
+        hooked.append((forward_calls, calls[0]))
         grads.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
     (out0, g0), (out1, g1) = grads
     assert saved[1] < 0.7 * saved[0], f"{name}: stored {saved[0]} -> {saved[1]} bytes"
+    (fwd, total), (fwd_rc, total_rc) = hooked
+    assert fwd >= 1 and fwd == total == fwd_rc, (name, hooked)
+    assert total_rc == 2 * fwd_rc, (name, hooked)
     torch.testing.assert_close(out1, out0, rtol=1e-5, atol=1e-6)
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-6, msg=f"{name}: {k}")

@@ -17,8 +17,8 @@ Every model runs at its paper preset (``configs/models/<name>.yaml`` params); ov
 ``--variants`` (issue 16) runs each (model, N) once per training setting: ``fp32``, ``bf16``
 (``train.precision: bf16``: autocast around the forward, as the trainer does), ``recompute``
 (``train.recompute: step``) and ``bf16+recompute``; ``+trim`` adds ``train.heap_slack_mib``
-(``--heap-slack-mib``, the trainer's hook at every recurrent step and after every step). Besides the RSS peak the table gives the
-bytes autograd saved for the backward pass (each storage once, parameters left out: the
+(``--heap-slack-mib``, the trainer's hook at every recurrent step and after every step).
+Besides the RSS peak the table gives the bytes autograd saved for the backward pass (each storage once, parameters left out: the
 tensors' own size, measured in one more forward after the timed steps), so that the
 allocator's share of the RSS shows.
 

@@ -68,12 +68,11 @@ class ForecastModel(nn.Module):
         reentrant, RNG state restored so dropout draws the same mask). A step's internals
         (the graph expansion ``K x`` the state, the gates) are several times its state, so the
         stored activations shrink by that factor for the price of a second forward."""
-        hook = self.step_hook
-        if hook is not None:  # inside fn, so that the recomputation calls it too
+        if self.step_hook is not None:  # inside fn, so that the recomputation calls it too
             step = fn
 
             def fn(*inputs):
-                hook()
+                self.run_step_hook()
                 return step(*inputs)
         if self.recompute and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)

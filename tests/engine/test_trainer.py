@@ -272,12 +272,24 @@ def test_recompute_trains_the_same_run(tiny):
     assert cfg_back.train.recompute == "step"
 
 
-def test_heap_trimming_trains_the_same_run(tiny):
-    """train.heap_slack_mib only hands freed memory back: the run computes what it did
-    without it, and the setting is saved with the run."""
+def test_heap_trimming_trains_the_same_run(tiny, monkeypatch):
+    """train.heap_slack_mib only hands freed memory back: the trainer checks the heap at
+    every recurrent step and training step, the run computes what it did without it, and the
+    setting is saved with the run."""
+    from distst.engine.memory import HeapTrimmer
+
     _, plain = train_local(tiny("runtime.mode=local", "train.recompute=step"))
+    calls = [0]
+    real = HeapTrimmer.__call__
+
+    def counted(self):
+        calls[0] += 1
+        real(self)
+
+    monkeypatch.setattr(HeapTrimmer, "__call__", counted)
     run_dir, again = train_local(tiny("runtime.mode=local", "train.recompute=step",
                                       "train.heap_slack_mib=1", "runtime.name=trim"))
+    assert calls[0] > 0
     assert again["test"]["avg"]["mae"] == plain["test"]["avg"]["mae"]
     _, cfg_back = load_checkpoint(run_dir)
     assert cfg_back.train.heap_slack_mib == 1

@@ -177,6 +177,7 @@ def child(args) -> int:
         if trim is not None:
             trim()
 
+    sampler = LivePeak() if args.live_peak else None
     times = []
     for i in range(args.warmup + args.steps):
         if dev.type == "cuda":
@@ -191,13 +192,48 @@ def child(args) -> int:
         mem = torch.cuda.max_memory_allocated() / MIB
     else:
         mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / MIB
+    live = sampler.stop() / MIB if sampler is not None else None
     saved = saved_bytes(model, forward) / MIB if opt is not None else 0.0
     if args.profile:
         profile_step(step, args.profile, f"{args.model} N={n} {args.variant}")
     print(json.dumps({"params": nparams, "seconds": statistics.median(times), "mem_mib": mem,
                       "saved_mib": saved, "nodes": n,
-                      "trims": None if trim is None else trim.trims}))
+                      "trims": None if trim is None else trim.trims, "live_mib": live}))
     return 0
+
+
+class LivePeak:
+    """Peak of glibc's live allocations (``mallinfo2``: in-use heap plus mmapped blocks)
+    above their value at the start, sampled every 5 ms by a thread: what the process holds
+    in tensors, against RSS, which also counts the freed memory the allocator keeps."""
+
+    def __init__(self):
+        import threading
+
+        from distst.engine import memory
+
+        libc, why = memory._glibc()
+        if libc is None:
+            raise SystemExit(f"--live-peak: {why}")
+        self.info = libc.mallinfo2
+        self.base = self.live()
+        self.peak = self.base
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def live(self) -> int:
+        m = self.info()
+        return m.uordblks + m.hblkhd
+
+    def run(self) -> None:
+        while not self.done.wait(0.005):
+            self.peak = max(self.peak, self.live())
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join()
+        return self.peak - self.base
 
 
 def profile_step(step, top: int, label: str) -> None:
@@ -252,6 +288,9 @@ def main(argv=None) -> int:
                              "recompute+trim", "bf16+recompute+trim"])
     ap.add_argument("--heap-slack-mib", type=int, default=1024,
                     help="the +trim variants' train.heap_slack_mib (default 1024)")
+    ap.add_argument("--live-peak", action="store_true",
+                    help="also sample glibc's live allocations every 5 ms (their peak goes "
+                         "into the variant's label; the sampling thread costs some time)")
     ap.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--profile", type=int, default=0, metavar="TOP",
                     help="also profile one step and print its TOP ops (stderr of the child)")
@@ -288,7 +327,8 @@ def main(argv=None) -> int:
                "--device", args.device, "--batch", str(args.batch),
                "--threads", str(args.threads), "--warmup", str(args.warmup),
                "--steps", str(args.steps), "--params", json.dumps(extra.get(name, {})),
-               "--profile", str(args.profile), "--heap-slack-mib", str(args.heap_slack_mib)]
+               "--profile", str(args.profile), "--heap-slack-mib", str(args.heap_slack_mib),
+               *(["--live-peak"] if args.live_peak else [])]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if args.profile and res.returncode == 0:
             print(res.stderr[res.stderr.find("\nTop "):], flush=True)
@@ -299,7 +339,10 @@ def main(argv=None) -> int:
             row = f"| {name} | {n} | {variant} | - | failed: {err[:120]} | - | - |"
         else:
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            label = variant if r.get("trims") is None else f"{variant} ({r['trims']} trims)"
+            notes = [f"{r['trims']} trims"] if r.get("trims") is not None else []
+            if r.get("live_mib") is not None:
+                notes.append(f"live peak {r['live_mib']:.0f} MiB")
+            label = f"{variant} ({', '.join(notes)})" if notes else variant
             row = (f"| {name} | {r['nodes']} | {label} | {r['params']:,} | "
                    f"{r['seconds'] * 1000:.0f} | {r['mem_mib']:.0f} | "
                    f"{r['saved_mib']:.0f} |")

@@ -6,7 +6,7 @@ On Linux, torch's CPU tensors come from glibc malloc. glibc raises its mmap thre
 unless it is at the heap's top. A recurrent model's step allocates its internals between
 tensors that live on (its state, the inputs ``train.recompute: step`` keeps), so the holes
 they leave are pinned: DCRNN at 1,026 sensors, batch 64, with recompute peaks at ~13 GB of RSS
-while its live allocations never exceed 2.2 GB (``benchmarks/RESULTS.md``, "The heap").
+while its live allocations never exceed 2.1 GB above the model and data (``benchmarks/RESULTS.md``, "The heap").
 
 :class:`HeapTrimmer` hands those free pages back (``malloc_trim(0)``, which releases free
 pages inside the heap too) whenever the resident memory beyond the live allocations has grown

@@ -6,6 +6,7 @@ import itertools
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -20,7 +21,7 @@ from distst.engine.checkpoint import (
 )
 from distst.engine.context import Context, LocalContext
 from distst.engine.logs import trackers
-from distst.engine.bundle import build_bundle, ensure_dataset, plan_parts
+from distst.engine.bundle import build_bundle, ensure_dataset, ensure_plan, plan_parts
 from distst.engine.trainer import TEST_METRICS, Trainer
 from distst.errors import DiststError, Interrupted
 from distst.storage import Location, configure, is_remote, location
@@ -204,6 +205,47 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name),
                 dict(cfg.model.params))
     return {"scaler": bundle.scaler.state_dict(), "graph": graph_constants(cfg, bundle)}
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What every worker of a multi-worker run is handed: the run's config (its worker count
+    fitted to the layout), where the dataset and the plan are, the scaler fitted once and the
+    whole-graph constants (:func:`preflight`), and the checkpoint to resume from."""
+
+    cfg: Config
+    dataset_dir: str
+    plan_dir: str | None
+    scaler: dict
+    graph: dict
+    resume: str | None
+
+    def run(self, ctx: Context) -> dict:
+        """One worker's part of the run (``ctx`` knows its rank); the final test metrics."""
+        return train_in_context(self.cfg, self.dataset_dir, ctx, scaler_state=self.scaler,
+                                plan_dir=self.plan_dir, graph=self.graph)
+
+
+def prepare_workers(cfg: Config, resume_from: str | Path | None = None) -> WorkerJob:
+    """What the driver does once before the workers of a run start, on whatever launches
+    them: the dataset (generated once), the plan in a partitioned mode, the checks of
+    :func:`preflight`. Shard and exchange mode run one worker per part and replica, whatever
+    ``runtime.workers`` says (and say so)."""
+    configure(cfg.runtime.storage_options)
+    dataset_dir = ensure_dataset(cfg.data)
+    plan_dir = None
+    if cfg.runtime.partitioned:
+        plan_dir = str(ensure_plan(cfg, dataset_dir))
+        want = cfg.partition.parts * cfg.runtime.replicas
+        if cfg.runtime.workers != want:
+            print(f"{cfg.runtime.mode} mode: {cfg.partition.parts} parts x "
+                  f"{cfg.runtime.replicas} replicas -> {want} workers "
+                  f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
+            cfg = replace(cfg, runtime=replace(cfg.runtime, workers=want))
+    checked = preflight(cfg, dataset_dir)
+    resume = str(resolve_checkpoint(resume_from)) if resume_from else None
+    return WorkerJob(cfg, str(Path(dataset_dir).resolve()), plan_dir, checked["scaler"],
+                     checked["graph"], resume)
 
 
 def train_local(cfg: Config, resume_from: str | Path | None = None

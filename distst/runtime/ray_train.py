@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.fs
@@ -25,13 +24,11 @@ from ray.train import (Checkpoint, CheckpointConfig, FailureConfig, LoggingConfi
                        ScalingConfig, UserCallback)
 from ray.train.torch import TorchTrainer
 
-from distst.config import Config, config_from_dict
-from distst.engine.checkpoint import resolve_checkpoint
+from distst.config import Config
 from distst.engine.context import KEEP_CHECKPOINTS, Context, NullBar
-from distst.engine.bundle import ensure_dataset, ensure_plan
 from distst.engine.logs import trackers
-from distst.engine.entry import (preflight, read_test_metrics, resume_hint, run_dir_for, shown,
-                                 train_in_context)
+from distst.engine.entry import (WorkerJob, prepare_workers, read_test_metrics, resume_hint,
+                                 run_dir_for, shown)
 from distst.errors import DiststError, Interrupted
 from distst.storage import Location, configure, location
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
@@ -90,12 +87,9 @@ def _quiet_report_log() -> None:
 def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker (must live in the installed package)."""
     _quiet_report_log()
-    cfg = config_from_dict(config["config"])
-    configure(cfg.runtime.storage_options)
-    ctx = RayContext(config["run_dir"], board=config.get("board"),
-                     resume_from=config.get("resume_from"))
-    train_in_context(cfg, config["dataset_dir"], ctx, scaler_state=config.get("scaler"),
-                     plan_dir=config.get("plan_dir"), graph=config.get("graph"))
+    job: WorkerJob = config["job"]
+    configure(job.cfg.runtime.storage_options)
+    job.run(RayContext(config["run_dir"], board=config.get("board"), resume_from=job.resume))
 
 
 #: whether this process attached itself to Ray (the CLI detaches on errors; a caller that
@@ -272,6 +266,24 @@ def check_resources(cfg: Config) -> None:
         )
 
 
+class _Trainer(TorchTrainer):
+    """TorchTrainer without Ray Data's per-run actor. distst hands Ray Train no datasets (each
+    worker reads its data or part itself), yet Train 2.60 starts a DatasetManager actor for
+    every run: one more process on the driver's node, importing Ray Data (2 CPU-seconds and
+    ~1 s of a 2-core machine's run start, measured; benchmarks/RESULTS.md). With datasets it
+    keeps every callback Ray adds."""
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        try:
+            from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        except ImportError:  # another Ray lays its internals out otherwise: keep them all
+            return callbacks
+        return [cb for cb in callbacks if not isinstance(cb, DatasetsCallback)]
+
+
 class TrackerCallback(UserCallback):
     """Hands rank 0's reports to the run's trackers (runtime.loggers) from Ray Train's
     controller, so the training loop knows nothing of them."""
@@ -292,30 +304,17 @@ def train_ray(cfg: Config, resume_from: str | Path | None = None,
     one that forwards every report to Ray Tune); the run's storage is always
     ``runtime.storage`` / ``runtime.name``, so a sweep places each trial's run itself.
     """
-    configure(cfg.runtime.storage_options)
-    dataset_dir = ensure_dataset(cfg.data)
-    plan_dir = None
-    if cfg.runtime.partitioned:
-        plan_dir = ensure_plan(cfg, dataset_dir)
-        want = cfg.partition.parts * cfg.runtime.replicas
-        if cfg.runtime.workers != want:
-            # one worker per part (per replica) is what these modes mean; say so, not fail
-            print(f"{cfg.runtime.mode} mode: {cfg.partition.parts} parts x "
-                  f"{cfg.runtime.replicas} replicas -> {want} workers "
-                  f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
-            cfg = replace(cfg, runtime=replace(cfg.runtime, workers=want))
-    checked = preflight(cfg, dataset_dir)
-    # Train V2 deprecates resume_from_checkpoint: the path travels in the loop config
-    resume = str(resolve_checkpoint(resume_from)) if resume_from else None
-    with run_dir_for(cfg, dataset_dir, resume_from) as run_dir, trackers(cfg, run_dir) as logs:
+    job = prepare_workers(cfg, resume_from)
+    with run_dir_for(job.cfg, job.dataset_dir, resume_from) as run_dir, \
+            trackers(job.cfg, run_dir) as logs:
         if logs:
             callbacks = [*(callbacks or []), TrackerCallback(logs)]
-        final = _fit(cfg, run_dir, dataset_dir, plan_dir, checked, resume, callbacks)
+        final = _fit(job, run_dir, callbacks)
     return shown(run_dir), final
 
 
-def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
-         resume: str | None, callbacks: list | None) -> dict:
+def _fit(job: WorkerJob, run_dir: Location, callbacks: list | None) -> dict:
+    cfg = job.cfg
     connect(cfg.runtime.address)
     check_resources(cfg)
     print(f"run directory: {run_dir}", flush=True)
@@ -326,13 +325,9 @@ def _fit(cfg: Config, run_dir: Location, dataset_dir, plan_dir, checked: dict,
         ray.get_runtime_context().get_node_id(), soft=True)).remote()
     limit = node_wait(cfg)[1]
     nodes = _alive_nodes()
-    trainer = TorchTrainer(
+    trainer = _Trainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "run_dir": str(run_dir),
-                           "dataset_dir": str(Path(dataset_dir).resolve()), "board": board,
-                           "resume_from": resume, "scaler": checked["scaler"],
-                           "graph": checked["graph"],
-                           "plan_dir": str(plan_dir) if plan_dir else None},
+        train_loop_config={"job": job, "run_dir": str(run_dir), "board": board},
         scaling_config=ScalingConfig(
             num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
             resources_per_worker={"CPU": cfg.runtime.cpus_per_worker,

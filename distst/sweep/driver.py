@@ -225,7 +225,7 @@ def _sweep_dir(sweep: Sweep) -> Location:
 
 def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
     """Every partition plan the trials can need, made (or found in the cache) once, here."""
-    from distst.runtime.ray_train import ensure_plan
+    from distst.engine.bundle import ensure_plan
 
     plans = {}
     for combo in partition_combos(sweep):

@@ -1,8 +1,26 @@
-"""Shared fixtures: one local Ray instance per test session, tiny synthetic datasets."""
+"""Shared fixtures and the suite's tiers.
+
+Tiers (markers registered in pyproject.toml):
+
+- no marker: no Ray at all (the inner loop, ``pytest -m "not ray and not cluster"``);
+- ``ray``: the test uses the one local Ray of the session (:func:`ray_session`); every test
+  that depends on that fixture, directly or through another fixture, is marked by itself;
+- ``cluster``: the test starts Ray clusters or heads of its own (simulated multi-node, job
+  submission, a CLI that starts and stops its own local Ray); it stops only what it started.
+
+The session's tests run in that order: modules without Ray, modules on the session Ray, then
+modules with clusters of their own, before which the session Ray is stopped (on 2 cores, an
+idle Ray's helper processes would slow everything beside them). A test without a Ray marker
+that starts Ray anyway fails, naming the marker it needs.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
+import time
 
 # Must be set before Ray starts: loopback only, and a fast Train controller poll so that
 # ray.train.report does not wait 2 s per call.
@@ -11,8 +29,6 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # sweep manifests are signed with a per-user key; tests (and the drivers they spawn) use a
 # throw-away one instead of creating ~/.config/distst/sweep.key
-import tempfile  # noqa: E402
-
 os.environ.setdefault("DISTST_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="distst-key-"),
                                                       "sweep.key"))
 
@@ -26,6 +42,9 @@ os.environ.pop("AWS_PROFILE", None)
 
 import pytest  # noqa: E402
 
+# tests/test_tiers.py runs small suites of its own under this conftest
+pytest_plugins = ["pytester"]
+
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
@@ -37,17 +56,136 @@ def shared_data() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray with 2 CPUs per test module, shut down after it (so that the job-submit
-    test can run its own head without a second cluster competing for the 2 cores)."""
-    import ray
+class _SessionRay:
+    """The session's local Ray: loopback only, 2 CPUs, its dashboard (Train's placement-group
+    cleaner needs the state API, or a Tune trial stopped early keeps its workers' CPUs), in a
+    temp dir of its own. Started by the first test that needs it; stopped at the end of the
+    session, before the first ``cluster`` test, and after a test that leaked resources."""
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    def __init__(self):
+        self.temp_dir: str | None = None
+
+    @property
+    def running(self) -> bool:
+        ray = sys.modules.get("ray")
+        return self.temp_dir is not None and ray is not None and ray.is_initialized()
+
+    def ensure(self):
+        import ray
+
+        if self.running:
+            return ray
+        if ray.is_initialized():
+            # a test attached this process to a Ray of its own and left it attached
+            ray.shutdown()
+        from distst.runtime.ray_train import start_local
+
+        # short: Ray's unix socket paths live under it (108 bytes at most)
+        self.temp_dir = tempfile.mkdtemp(prefix="distst-ray-", dir="/tmp")
+        start_local(2, log_to_driver=False, _temp_dir=self.temp_dir)
+        return ray
+
+    def stop(self) -> None:
+        if self.temp_dir is None:
+            return
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()  # this process started it: this stops its processes, nothing else
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.temp_dir = None
+
+    def leaked(self, timeout_s: float = 60.0) -> str:
+        """'' once every CPU of the session Ray is free again (Train releases its placement
+        group a moment after a run returns); otherwise what is still held."""
+        import ray
+
+        total = ray.cluster_resources().get("CPU", 0.0)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            free = ray.available_resources().get("CPU", 0.0)
+            if free >= total - 1e-6:
+                return ""
+            if time.monotonic() > deadline:
+                return f"{total - free:g} of {total:g} CPUs still reserved {timeout_s:g} s after the test"
+            time.sleep(0.2)
+
+
+_SESSION_RAY = _SessionRay()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """The one local Ray of the test session (see :class:`_SessionRay`); yields the ``ray``
+    module. Module-scoped so that module fixtures can train on it; it is started once, not per
+    module, and never stopped by a test that uses it."""
+    yield _SESSION_RAY.ensure()
+
+
+def _tier(item) -> int:
+    if item.get_closest_marker("cluster"):
+        return 2
+    return 1 if item.get_closest_marker("ray") else 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests on the session Ray (before ``-m`` selects), then order modules by their
+    heaviest tier, keeping each module's tests together and in their own order."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+                "cluster"):
+            item.add_marker(pytest.mark.ray)
+    # within the cluster tier, the modules on the shared job head come last: the head then
+    # idles beside no other test (it stops at the end of the session)
+    module_rank: dict[str, tuple[int, bool]] = {}
+    for item in items:
+        key = str(item.path)
+        rank = (_tier(item), "job_head" in getattr(item, "fixturenames", ()))
+        module_rank[key] = max(module_rank.get(key, rank), rank)
+    items.sort(key=lambda it: module_rank[str(it.path)])
+
+
+@pytest.fixture(autouse=True)
+def _ray_tiers(request):
+    """Hold each test to its tier: a ``cluster`` test starts with no session Ray beside it; a
+    ``ray`` test gives back every CPU it reserved; an unmarked test starts no Ray."""
+    tier = _tier(request.node)
+    ray_mod = sys.modules.get("ray")
+    was_up = ray_mod is not None and ray_mod.is_initialized()
+    if tier == 2:
+        _SESSION_RAY.stop()
+    yield
+    ray_mod = sys.modules.get("ray")
+    if tier == 0 and not was_up and ray_mod is not None and ray_mod.is_initialized():
+        ray_mod.shutdown()
+        pytest.fail("this test started Ray in its process but is not marked: use the "
+                    "ray_session fixture (marks it `ray`) or mark it `cluster`", pytrace=False)
+    if tier == 1 and _SESSION_RAY.running:
+        leak = _SESSION_RAY.leaked()
+        if leak:
+            _SESSION_RAY.stop()  # so that the tests after this one do not wait for ever
+            pytest.fail(f"the session Ray was left with {leak}: a run's workers or placement "
+                        "group outlived it; the session Ray was restarted", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def job_head():
+    """A head started with ``ray start --head`` (loopback, 2 CPUs, dashboard and job API,
+    token auth) for the tests that submit jobs to it, shared by them: it is a ``cluster``
+    fixture, stopped at the end of the session by its temp dir, never by ``ray stop``.
+    Yields a :class:`ray_heads.Head` whose job agent has already run a job."""
+    from ray_heads import start_head, wait_for_job_agent
+
+    head = start_head("distst-jobs", num_cpus=2)
+    try:
+        wait_for_job_agent(head.dashboard, head.env)
+        yield head
+    finally:
+        head.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SESSION_RAY.stop()
 
 
 def tiny_overrides(tmp_path, *extra: str, nodes: int = 20, days: int = 4, model: str = "gcgru") -> list[str]:

@@ -2,6 +2,7 @@
 command line against distst's config validation (cluster/check.py), the runtime environment."""
 
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -81,3 +82,55 @@ def test_runtime_env_installs_the_dependencies_and_uploads_the_package():
         assert not excluded(root / kept), kept
     for dropped in ("data/pems04/values.npy", "runs/r1/metrics.jsonl", ".venv/bin/python"):
         assert excluded(root / dropped), dropped
+
+
+#: a `ray stop` command: outside a comment in a shell script or YAML file, as a string that
+#: starts a command in Python, or as argv (`[ray, "stop", ...]`); prose in docstrings and
+#: comments does not count
+_RAY_STOP = {
+    "shell": re.compile(r"\bray\s+stop\b"),
+    "python": re.compile(r"""ray\w*["']?\s*,\s*["']stop["']|["'](?:\S*/)?ray\s+stop\b"""),
+}
+
+
+def _ray_stop_commands(root: Path) -> list[str]:
+    found = []
+    for sub in ("tests", "scripts", "cluster"):
+        for path in sorted((root / sub).rglob("*")):
+            if not path.is_file() or "__pycache__" in path.parts or path == Path(__file__).resolve():
+                continue  # this file holds the check's own examples
+            kind = "python" if path.suffix == ".py" else "shell"
+            rows = path.read_text(errors="replace").splitlines()
+            in_launcher_start = False
+            for n, row in enumerate(rows, 1):
+                code = row.split("#", 1)[0]
+                if path.suffix in (".yaml", ".yml") and not row.startswith((" ", "-")):
+                    in_launcher_start = row.rstrip().endswith("_start_ray_commands:")
+                # the cluster launcher runs these on machines it created for this cluster
+                # alone, where the only Ray is the one they started before (`ray up`)
+                if in_launcher_start:
+                    continue
+                if _RAY_STOP[kind].search(code):
+                    found.append(f"{path.relative_to(root)}:{n}: {row.strip()}")
+    return found
+
+
+def test_nothing_runs_ray_stop_on_a_ray_it_did_not_start():
+    """`ray stop` stops every Ray of the user on the machine (a running study included):
+    tests, scripts and the kit stop only the processes they started."""
+    assert _ray_stop_commands(KIT.parent) == []
+
+
+@pytest.mark.parametrize("name, text", [
+    ("t.py", 'subprocess.run([ray, "stop", "--force"])'),
+    ("t.py", 'os.system("ray stop")'),
+    ("t.sh", "trap 'ray stop --force' EXIT"),
+    ("t.sh", "srun --overlap ray stop --force || true"),
+    ("t.yaml", "cleanup:\n  - ray stop"),
+])
+def test_the_ray_stop_check_finds_each_form(tmp_path, name, text):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / name).write_text("# ray stop in a comment is prose\n" + text + "\n")
+    for sub in ("tests", "cluster"):
+        (tmp_path / sub).mkdir()
+    assert len(_ray_stop_commands(tmp_path)) == 1

@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+# each run starts (and its end stops) a local Ray of its own, as in a user's terminal
+pytestmark = pytest.mark.cluster
 
 
 def _distst(tmp_path, *sets, resume=None, **popen):
@@ -61,10 +65,11 @@ def test_lost_worker_ends_with_run_folder_and_resume_command(tmp_path):
     proc = _distst(tmp_path, "train.epochs=200", "train.batch_size=16")
     try:
         _wait_for_checkpoint(proc, tmp_path)
-        mine = psutil.Process(proc.pid)
-        workers = [p for p in psutil.process_iter(["cmdline"])
+        # this run's workers only: its Ray's processes are in the driver's session (another
+        # Ray on the machine, another test session's included, is left alone)
+        workers = [p for p in _session_processes(proc.pid)
                    if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-        assert workers, [p.info for p in mine.children(recursive=True)]
+        assert workers, [p.info for p in _session_processes(proc.pid)]
         workers[-1].send_signal(signal.SIGKILL)  # a node's worker dies without a word
         out, err = proc.communicate(timeout=300)
     finally:

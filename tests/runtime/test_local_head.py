@@ -1,56 +1,47 @@
 """cluster/local-head.sh stops the head it started and nothing else on the machine."""
 
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import psutil
+import pytest
+
+from ray_heads import free_port, own_processes, stop_processes
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.cluster
 
 
-def _procs(marker: str) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        if any(marker in part for part in (p.info["cmdline"] or [])):
-            out.append(p)
-    return out
-
-
-def test_stop_ends_only_its_own_head():
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    foreign = tempfile.mkdtemp(prefix="foreignhead", dir="/tmp")
+def test_stop_ends_only_its_own_head(job_head):
+    """Another head runs beside it (the session's job head, started by `ray start --head`):
+    the script's `stop` ends its own head, processes renamed by Ray included, and leaves the
+    other one running."""
     mine = tempfile.mkdtemp(prefix="diststhead", dir="/tmp")
     script = str(REPO / "cluster" / "local-head.sh")
-    head_env = dict(env, RAY_PORT=str(_free_port()), RAY_DASHBOARD_PORT=str(_free_port()),
+    port = free_port()
+    head_env = dict(job_head.env, RAY_PORT=str(port), RAY_DASHBOARD_PORT=str(free_port()),
                     RAY_NUM_CPUS="1", RAY_HEAD_DIR=mine)
+    # the other head's own processes (GCS, raylet, dashboard, monitors, client server); its
+    # idle workers come and go by themselves
+    foreign = [p for p in job_head.processes()
+               if not " ".join(p.cmdline()).startswith(("ray::", "ray-dashboard-"))]
+    assert len(foreign) >= 4, [p.cmdline() for p in foreign]
     try:
-        subprocess.run(["ray", "start", "--head", f"--port={_free_port()}",
-                        f"--dashboard-port={_free_port()}", "--node-ip-address=127.0.0.1",
-                        "--num-cpus=1", f"--temp-dir={foreign}", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=180)
         subprocess.run(["bash", script, "start"], env=head_env, check=True, capture_output=True,
                        timeout=180)
-        assert _procs(mine) and _procs(foreign)
+        started = own_processes(mine, exact=f"--address=127.0.0.1:{port}")
+        # the raylet's agents name neither dir nor address: they are found as its children;
+        # the Ray client server names only the address
+        names = [" ".join(p.cmdline()) for p in started]
+        assert any(n.startswith("ray::") for n in names), names
+        assert any("ray.util.client.server" in n for n in names), names
         res = subprocess.run(["bash", script, "stop"], env=head_env, capture_output=True,
                              text=True, timeout=120)
         assert res.returncode == 0, res.stderr
-        assert not _procs(mine)
-        assert _procs(foreign)  # the other head is untouched
+        _, left = psutil.wait_procs(started, timeout=5)  # a killed process takes a moment
+        assert not [p for p in left if p.status() != psutil.STATUS_ZOMBIE], left
+        assert all(p.is_running() for p in foreign)  # untouched
     finally:
-        for p in _procs(foreign) + _procs(mine):
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_processes(own_processes(mine, exact=f"--address=127.0.0.1:{port}"))

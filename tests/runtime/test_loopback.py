@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.cluster  # the probe starts a local Ray of its own
 
 PROBE = r"""
 import json, os, time

@@ -7,7 +7,6 @@ a job submitted with `ray job submit` stops with one line naming the lost node."
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,9 @@ from distst.config import load_config
 from distst.runtime.ray_train import train_ray
 from distst.storage import location
 from raw_files import write_los_loop
+from ray_heads import free_port, wait_for_job_agent
+
+pytestmark = pytest.mark.cluster  # simulated clusters of its own (ray.cluster_utils)
 
 
 @pytest.fixture
@@ -34,8 +36,10 @@ def make_cluster():
     made = []
 
     def make(workers: int, dashboard_port: int | None = None):
+        # the job agent on a free port (Ray's default is every Ray's: tests/ray_heads.py)
         head = {"num_cpus": 0, "node_ip_address": "127.0.0.1",
-                "include_dashboard": dashboard_port is not None}
+                "include_dashboard": dashboard_port is not None,
+                "dashboard_agent_listen_port": free_port()}
         if dashboard_port is not None:
             head.update(dashboard_host="127.0.0.1", dashboard_port=dashboard_port)
         c = Cluster(initialize_head=True, head_node_args=head)
@@ -110,15 +114,9 @@ def test_shard_run_spreads_over_nodes_and_survives_a_lost_node(make_cluster, s3,
     assert epochs == [1, 2, 3]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_job_submitted_to_the_cluster_names_the_lost_node_when_none_can_replace_it(
         make_cluster, s3, tmp_path):
-    dash = _free_port()
+    dash = free_port()
     c, nodes = make_cluster(2, dashboard_port=dash)
     base, options = s3
     overrides = _prepare(base, tmp_path) + [
@@ -132,6 +130,7 @@ def test_job_submitted_to_the_cluster_names_the_lost_node_when_none_can_replace_
     env = dict(os.environ, RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     ray_cli = str(Path(sys.executable).parent / "ray")
+    wait_for_job_agent(f"http://127.0.0.1:{dash}", env)
     started = time.monotonic()
     # the job's driver runs on the head and finds the cluster through the job's RAY_ADDRESS
     out = subprocess.run(

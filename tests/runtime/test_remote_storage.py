@@ -38,7 +38,7 @@ def _cfg(tmp_path, base, options, *extra):
         "train.threads=1", "train.progress=false", "runtime.cpus_per_worker=0.9", *extra])
 
 
-def test_prepare_partition_train_evaluate_resume_on_uris(ray_local, storage_root, tmp_path,
+def test_prepare_partition_train_evaluate_resume_on_uris(ray_session, storage_root, tmp_path,
                                                          capsys):
     base, options = storage_root
     raw = write_los_loop(tmp_path / "raw")
@@ -92,7 +92,7 @@ def test_prepare_partition_train_evaluate_resume_on_uris(ray_local, storage_root
     assert epochs == [1, 2, 3]
 
 
-def test_replicate_workers_fetch_the_dataset_once_per_node(ray_local, s3, tmp_path):
+def test_replicate_workers_fetch_the_dataset_once_per_node(ray_session, s3, tmp_path):
     base, options = s3
     raw = write_los_loop(tmp_path / "raw")
     assert main(["data", "prepare", "--format", "los-loop", "--path", str(raw),
@@ -109,7 +109,7 @@ def test_replicate_workers_fetch_the_dataset_once_per_node(ray_local, s3, tmp_pa
     assert (copy / "values.npy").is_file()
 
 
-def test_remote_plan_without_meta_or_with_a_changed_part_is_refused(ray_local, s3, tmp_path):
+def test_remote_plan_without_meta_or_with_a_changed_part_is_refused(ray_session, s3, tmp_path):
     base, options = s3
     raw = write_los_loop(tmp_path / "raw")
     main(["data", "prepare", "--format", "los-loop", "--path", str(raw), "--out", f"{base}/data"])

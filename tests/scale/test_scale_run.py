@@ -31,7 +31,7 @@ def _study(tmp_path, grid, **extra):
     return p
 
 
-def test_strong_scaling_study_writes_tables_and_resumes(ray_local, tmp_path, capsys):
+def test_strong_scaling_study_writes_tables_and_resumes(ray_session, tmp_path, capsys):
     p = _study(tmp_path, {"graph": [20, 40], "runtime.workers": [1, 2]}, name="strong")
     res = run_study(load_study(p))
     sdir = tmp_path / "studies" / "strong"
@@ -100,7 +100,7 @@ def test_strong_scaling_study_writes_tables_and_resumes(ray_local, tmp_path, cap
         assert len(list(csv.DictReader(f))) == 6
 
 
-def test_shard_study_reports_partition_figures(ray_local, tmp_path):
+def test_shard_study_reports_partition_figures(ray_session, tmp_path):
     p = _study(tmp_path, {"runtime.mode": ["shard"], "runtime.workers": [2]}, name="shard",
                **{"overrides": {"partition.halo_hops": 1}})
     res = run_study(load_study(p))
@@ -112,7 +112,7 @@ def test_shard_study_reports_partition_figures(ray_local, tmp_path):
     assert "## Cut against the real graphs at the same sensors per part" in res.summary
 
 
-def test_a_run_the_cluster_cannot_hold_is_refused_before_anything_runs(ray_local, tmp_path):
+def test_a_run_the_cluster_cannot_hold_is_refused_before_anything_runs(ray_session, tmp_path):
     p = _study(tmp_path, {"runtime.workers": [1, 3]}, name="big",
                overrides={"runtime.cpus_per_worker": 1})
     with pytest.raises(DiststError, match=r"study run r01-w3 needs 3 workers x "

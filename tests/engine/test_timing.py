@@ -9,6 +9,7 @@ import pytest
 from distst.engine.entry import train_local
 from distst.engine.timing import PHASES, ring_bytes_sent
 from distst.runtime.ray_train import train_ray
+from process_group import train_group
 
 
 def _records(run_dir, world):
@@ -34,12 +35,32 @@ def test_local_run_records_every_step(tiny):
     assert doc["windows_per_step"] == 32 and doc["inner_nodes"] == doc["global_nodes"] == 20
 
 
-@pytest.mark.parametrize("mode", ["replicate", "shard"])
-def test_timed_ray_run_trains_as_an_untimed_one(ray_local, tiny, mode):
-    extra = [f"runtime.mode={mode}", "runtime.workers=2", "partition.parts=2",
-             "runtime.cpus_per_worker=0.9", "train.max_batches_per_epoch=3",
-             "train.max_val_batches=2"]
-    plain_dir, plain = train_ray(tiny(*extra, "runtime.name=plain"))
+MODES = ("replicate", "shard")
+
+
+def _timing_overrides(mode: str) -> list[str]:
+    return [f"runtime.mode={mode}", "runtime.workers=2", "partition.parts=2",
+            "runtime.cpus_per_worker=0.9", "train.max_batches_per_epoch=3",
+            "train.max_val_batches=2"]
+
+
+@pytest.fixture(scope="module")
+def untimed(tmp_path_factory, overrides_for):
+    """mode -> (run directory, final metrics) of the untimed runs, in plain processes (one
+    spawn for both), which train bit for bit what Ray's workers train
+    (tests/runtime/test_shard.py, test_ray_train.py)."""
+    from distst.config import load_config
+
+    root = tmp_path_factory.mktemp("untimed")
+    cfgs = [load_config(None, overrides_for(root / mode, *_timing_overrides(mode),
+                                            "runtime.name=plain")) for mode in MODES]
+    return dict(zip(MODES, train_group(cfgs)))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_timed_ray_run_trains_as_an_untimed_one(ray_session, tiny, untimed, mode):
+    extra = _timing_overrides(mode)
+    plain_dir, plain = untimed[mode]
     timed_dir, timed = train_ray(tiny(*extra, "runtime.name=timed", "train.step_timing=true"))
     for h in plain["test"]:
         for m in ("mae", "rmse"):

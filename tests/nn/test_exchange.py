@@ -212,6 +212,7 @@ def exchanged_runs(request, dataset, tmp_path_factory):
     return world, quality, plans[1], out
 
 
+@pytest.mark.slow  # one spawn of P gloo processes runs every case
 @pytest.mark.parametrize("case", list(CASES))
 def test_exchange_equals_one_process_on_the_whole_graph(case, exchanged_runs):
     world, quality, _, runs = exchanged_runs

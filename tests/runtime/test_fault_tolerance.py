@@ -1,7 +1,8 @@
 """A worker process killed mid-epoch: Ray Train restarts the worker group from the newest
 checkpoint (runtime.max_failures), the run finishes on its own, and its results equal those
 of a run that was never interrupted (mid-epoch checkpoints restore the exact step, the data
-order and the random state)."""
+order and the random state). The uninterrupted run trains in plain processes
+(tests/process_group.py), which train bit for bit what Ray's workers train."""
 
 import json
 import signal
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 from distst.runtime.ray_train import train_ray
+from process_group import train_group
 
 
 def _train_workers() -> list[psutil.Process]:
@@ -39,12 +41,14 @@ def _kill_after_first_checkpoint(run_dir, killed: list, timeout_s: float = 600) 
 
 @pytest.mark.parametrize("mode", ["replicate", "shard"])
 def test_killed_worker_restarts_from_checkpoint_and_ends_as_if_never_killed(
-        ray_local, tiny, tmp_path, mode):
+        ray_session, tiny, tmp_path, mode):
     args = ["runtime.workers=2", "runtime.cpus_per_worker=0.9", f"runtime.mode={mode}",
             "partition.parts=2", "partition.halo_hops=1", "train.epochs=2",
             "train.batch_size=16", "train.checkpoint_every_steps=4",
             "train.max_batches_per_epoch=12", "runtime.max_failures=2"]
-    _, whole = train_ray(tiny(*args, "runtime.name=whole"))
+    # the uninterrupted run, in plain processes: bit for bit what Ray's workers train
+    # (tests/runtime/test_shard.py, test_ray_train.py), without a second Ray run
+    ((_, whole),) = train_group([tiny(*args, "runtime.name=whole")])
 
     run_dir = tmp_path / "runs" / "killed"
     killed: list = []

@@ -5,7 +5,9 @@ comparison also pins per-node gradients and the clipping factor across shards.
 
 With a halo that covers the whole graph, every part sees the full graph, so sharded
 training must reproduce single-process training exactly (up to float summation order):
-that pins the loss scaling (DDP's averaging) and the all-reduced metrics.
+that pins the loss scaling (DDP's averaging) and the all-reduced metrics. The same run in
+plain processes (tests/process_group.py) trains bit for bit what the Ray workers train, which
+is what lets tests/engine/test_worker_group.py test the engine's multi-worker semantics there.
 """
 
 import json
@@ -14,6 +16,7 @@ import pytest
 
 from distst.engine.entry import evaluate_checkpoint, train_local
 from distst.runtime.ray_train import train_ray
+from process_group import train_group
 
 
 #: A shard run with a full halo computes what one process computes, in another float32
@@ -30,18 +33,25 @@ def _history(run_dir):
 COMMON = ["train.cl_decay_steps=0", "partition.parts=2",
           "partition.halo_hops=50",  # 50 hops > diameter of the 20-node graph
           # a per-node embedding: DDP must neither average nor shrink its gradient
-          "model.params.node_embedding_dim=3", "train.grad_clip=0.5"]
+          "model.params.node_embedding_dim=3", "train.grad_clip=0.5",
+          # short epochs (4 batches): over whole epochs this tiny model's trajectory amplifies
+          # fp32 summation-order differences (MKL's sparse kernels, shard vs whole graph) to
+          # 0.1-0.7% of the validation MAE by epoch 3 (measured), more than FLOAT_ORDER; over
+          # 12 steps it stays at roundoff, while a lost Adam moment or per-node row would
+          # change every update at the scale of the learning rate
+          "train.max_batches_per_epoch=4"]
 
 
 @pytest.fixture(scope="module")
-def full_halo_runs(ray_local, tmp_path_factory, overrides_for):
+def full_halo_runs(ray_session, tmp_path_factory, overrides_for):
+    """A 2-epoch shard run on Ray and the same 2 epochs in one process."""
     from distst.config import load_config
 
     tmp = tmp_path_factory.mktemp("shard")
     shard_cfg = load_config(None, overrides_for(tmp, *COMMON, "train.epochs=2",
-                                                "runtime.mode=shard"))
+                                                "runtime.mode=shard", "runtime.name=shard"))
     local_cfg = load_config(None, overrides_for(tmp, *COMMON, "train.epochs=2",
-                                                "runtime.mode=local"))
+                                                "runtime.mode=local", "runtime.name=local"))
     shard_dir, shard_final = train_ray(shard_cfg)
     local_dir, local_final = train_local(local_cfg)
     return shard_dir, shard_final, local_dir, local_final
@@ -70,42 +80,46 @@ def test_reported_shard_metrics_are_full_graph_metrics(full_halo_runs):
             assert again["test"][h][m] == pytest.approx(shard_final["test"][h][m], rel=1e-5)
 
 
-def test_small_halo_shard_run_learns(ray_local, tiny):
-    cfg = tiny("runtime.mode=shard", "partition.parts=2", "partition.halo_hops=1",
-               "train.epochs=2", "partition.method=gpa")
-    run_dir, final = train_ray(cfg)
-    hist = _history(run_dir)
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert final["test"]["avg"]["mae"] < final["ha"]["avg"]["mae"] * 1.5
-
-
-def test_resumed_shard_run_continues_like_an_uninterrupted_one(ray_local, overrides_for,
+def test_resumed_shard_run_continues_like_an_uninterrupted_one(full_halo_runs, overrides_for,
                                                                 tmp_path):
     """Resuming restores the per-node rows of Adam's moments too (they are saved for the
     whole graph), so 2 sharded epochs + 1 resumed equal 3 uninterrupted single-process ones.
+    The 2 epochs are the module's shard run, resumed from a copy of its folder."""
+    import shutil
 
-    Short epochs (4 batches): over whole epochs this tiny model's trajectory amplifies fp32
-    summation-order differences (MKL's sparse kernels, shard vs whole graph) to 0.1-0.7% of
-    the validation MAE by epoch 3 (measured), more than the tolerance; over 12 steps it stays
-    at roundoff, while a resume that lost Adam's moments or the per-node rows would change
-    every resumed update at the scale of the learning rate."""
     from distst.config import load_config
 
-    short = (*COMMON, "train.max_batches_per_epoch=4")
-    first = load_config(None, overrides_for(tmp_path, *short, "train.epochs=2",
-                                            "runtime.mode=shard", "runtime.name=first"))
-    shard_dir, _ = train_ray(first)
-    more = load_config(None, overrides_for(tmp_path, *short, "train.epochs=3",
-                                           "runtime.mode=shard"))
-    resumed_dir, _ = train_ray(more, resume_from=shard_dir)
-    local3 = load_config(None, overrides_for(tmp_path, *short, "train.epochs=3",
+    first = tmp_path / "runs" / "shard"
+    shutil.copytree(full_halo_runs[0], first)
+    more = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
+                                           "runtime.mode=shard", "runtime.name=shard"))
+    resumed_dir, _ = train_ray(more, resume_from=first)
+    assert resumed_dir == first
+    local3 = load_config(None, overrides_for(tmp_path, *COMMON, "train.epochs=3",
                                              "runtime.mode=local", "runtime.name=straight"))
     local_dir, _ = train_local(local3)
     resumed, straight = _history(resumed_dir), _history(local_dir)
+    assert [h["epoch"] for h in resumed] == [1, 2, 3]
     assert resumed[-1]["epoch"] == straight[-1]["epoch"] == 3
     for a, b in zip(resumed, straight):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=FLOAT_ORDER)
         assert a["val_mae"] == pytest.approx(b["val_mae"], rel=FLOAT_ORDER)
+
+
+def test_plain_processes_train_what_the_ray_workers_train_bit_for_bit(full_halo_runs,
+                                                                     overrides_for, tmp_path):
+    """The shard run again in two plain processes joined by gloo (tests/process_group.py):
+    the same numbers to the last bit, so the engine's multi-worker tests that run there
+    (tests/engine/test_worker_group.py) test what Ray's workers run."""
+    from distst.config import load_config
+
+    shard_dir, shard_final = full_halo_runs[:2]
+    ((group_dir, group_final),) = train_group([load_config(None, overrides_for(
+        tmp_path, *COMMON, "train.epochs=2", "runtime.mode=shard", "runtime.name=group"))])
+    assert group_final["test"] == shard_final["test"] and group_final["ha"] == shard_final["ha"]
+    keys = ("epoch", "train_loss", "val_mae")
+    assert [{k: h[k] for k in keys} for h in _history(group_dir)] == [
+        {k: h[k] for k in keys} for h in _history(shard_dir)]
 
 
 def test_sharded_evaluation_of_a_checkpoint(full_halo_runs, tmp_path):
@@ -127,25 +141,3 @@ def test_sharded_evaluation_of_a_checkpoint(full_halo_runs, tmp_path):
         got = evaluate_checkpoint_sharded(shard_dir, plan)["test"]
         close = got["avg"]["mae"] == pytest.approx(whole["avg"]["mae"], rel=1e-5)
         assert close == same, (hops, got["avg"], whole["avg"])
-
-
-def test_himnet_node_embedding_trains_in_shard_mode_as_in_one_process(ray_local, overrides_for,
-                                                                       tmp_path):
-    """HimNet's per-node embedding E_s (and its sparse adaptive graph, built per shard from
-    the local edges) under DDP: with a full halo, 2 shards reproduce one process."""
-    from distst.config import load_config
-
-    him = ["model.params.hidden_size=8", "model.params.graph=sparse",
-           "model.params.graph_hops=2", "model.params.tod_embedding_dim=4",
-           "model.params.node_embedding_dim=4", "model.params.st_embedding_dim=4",
-           "train.cl_decay_steps=0", "partition.parts=2", "partition.halo_hops=50",
-           "train.grad_clip=0.5", "train.epochs=1", "train.baseline_ha=false"]
-    shard_dir, shard_final = train_ray(load_config(None, overrides_for(
-        tmp_path, *him, "runtime.mode=shard", model="himnet")))
-    local_dir, local_final = train_local(load_config(None, overrides_for(
-        tmp_path, *him, "runtime.mode=local", model="himnet")))
-    (hs,), (hl,) = _history(shard_dir), _history(local_dir)
-    assert hs["train_loss"] == pytest.approx(hl["train_loss"], rel=FLOAT_ORDER)
-    assert hs["val_mae"] == pytest.approx(hl["val_mae"], rel=FLOAT_ORDER)
-    assert shard_final["test"]["avg"]["mae"] == pytest.approx(local_final["test"]["avg"]["mae"],
-                                                              rel=FLOAT_ORDER)

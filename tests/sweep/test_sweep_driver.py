@@ -1,5 +1,7 @@
-"""Sweeps on a local 2-CPU Ray: Tune trials that each fit a 2-worker TorchTrainer, ASHA,
-the exported best config, resume after a kill, plans made once."""
+"""Sweeps on the session's 2-CPU Ray: Tune trials that each fit a TorchTrainer, ASHA, the
+exported best config, resume after a kill, plans made once. Trials have 2 workers where the
+test is about them (ASHA's four trials on two CPUs, shard mode's two parts) and 1 elsewhere:
+every Ray Train worker is one more process to start (scripts/bench_ray_fit.py)."""
 
 import json
 import os
@@ -20,21 +22,6 @@ from distst.sweep.driver import run_sweep, resume_sweep
 EPOCHS = 4
 
 
-@pytest.fixture(scope="module")
-def ray_dash():
-    """A 2-CPU local Ray WITH its dashboard: Train's placement-group cleaner needs the state
-    API, or a trial that ASHA stops keeps its workers' CPUs (conftest's ray_local has none)."""
-    import ray
-
-    from distst.runtime.ray_train import start_local
-
-    if ray.is_initialized():
-        ray.shutdown()
-    start_local(2, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _sweep_file(tmp, name, space, overrides=None, **extra) -> Path:
     base = {"data": {"synth": {"nodes": 20, "days": 4}, "cache_dir": str(tmp.parent / "cache")},
             "model": {"name": "gcgru", "params": {"K": 2, "hidden_size": 8, "num_layers": 1}},
@@ -51,7 +38,7 @@ def _sweep_file(tmp, name, space, overrides=None, **extra) -> Path:
 
 
 @pytest.fixture(scope="module")
-def asha(ray_dash, tmp_path_factory):
+def asha(ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("asha")
     # a 2 x 2 grid whose tiny learning rate is hopeless after one epoch: ASHA must stop some
     p = _sweep_file(tmp, "asha", {"train.lr": {"grid": [0.02, 0.0001]},
@@ -151,7 +138,7 @@ def test_a_sweep_too_short_for_a_rung_runs_its_trials_to_the_end(tmp_path):
 
 def test_best_config_trains_again_to_the_same_val_mae(asha, tmp_path):
     from distst.config import load_config
-    from distst.runtime.ray_train import train_ray
+    from process_group import train_group
 
     res, _ = asha
     assert res.test["trial"] == res.best["trial"]
@@ -160,13 +147,15 @@ def test_best_config_trains_again_to_the_same_val_mae(asha, tmp_path):
     assert on_disk["test"]["avg"]["mae"] == pytest.approx(res.test["test"]["avg"]["mae"])
     cfg = load_config(res.best_config, [f"runtime.storage={tmp_path}"])
     assert cfg.runtime.name == "" and cfg.runtime.cpus_per_worker == 1.0
-    run_dir, _ = train_ray(cfg)
+    # its 2 workers in plain processes: bit for bit what Ray's workers train
+    # (tests/runtime/test_ray_train.py)
+    ((run_dir, _),) = train_group([cfg])
     hist = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     again = min(h["val_mae"] for h in hist)
     assert abs(again - res.best["val_mae"]) / res.best["val_mae"] < 0.05, (again, res.best)
 
 
-def test_too_many_workers_fail_before_any_trial(ray_dash, tmp_path):
+def test_too_many_workers_fail_before_any_trial(ray_session, tmp_path):
     p = _sweep_file(tmp_path, "big", {"train.lr": {"choice": [0.01]}}, workers_per_trial=3)
     t0 = time.perf_counter()
     with pytest.raises(DiststError, match="workers_per_trial=3 .* Ray cluster has 2"):
@@ -175,11 +164,11 @@ def test_too_many_workers_fail_before_any_trial(ray_dash, tmp_path):
     assert not (tmp_path / "sweeps" / "big" / "sweep.yaml").exists()
 
 
-def test_optuna_searcher_samples_inside_the_space(ray_dash, tmp_path):
+def test_optuna_searcher_samples_inside_the_space(ray_session, tmp_path):
     """TPE (optuna) proposes every trial's values: 2 one-epoch trials, FIFO, values in bounds."""
     p = _sweep_file(tmp_path, "tpe", {"train.lr": {"loguniform": [0.001, 0.05]},
                                       "model.params.hidden_size": {"randint": [4, 12]}},
-                    overrides={"train.epochs": 1}, num_samples=2, workers_per_trial=2,
+                    overrides={"train.epochs": 1}, num_samples=2, workers_per_trial=1,
                     scheduler="fifo", searcher="optuna", seed=3)
     res = run_sweep(load_sweep(p), progress=False)
     assert res.counts["trials"] == 2 and res.counts["errors"] == 0
@@ -204,7 +193,7 @@ def _terminated(sdir: Path) -> list[str]:
     return out
 
 
-def test_killed_shard_sweep_resumes_without_rerunning_finished_trials(ray_dash, tmp_path):
+def test_killed_shard_sweep_resumes_without_rerunning_finished_trials(ray_session, tmp_path):
     import ray
 
     # shard mode with the halo searched: both plans are made by the driver before any trial
@@ -258,20 +247,20 @@ def test_killed_shard_sweep_resumes_without_rerunning_finished_trials(ray_dash, 
     assert best["partition"]["plan"] == "" and best["runtime"]["mode"] == "shard"
 
 
-def test_a_failing_trial_is_reported_and_the_sweep_goes_on(ray_dash, tmp_path):
+def test_a_failing_trial_is_reported_and_the_sweep_goes_on(ray_session, tmp_path):
     # a batch larger than the training split fails inside the trial's Train run (a worker's
     # DiststError); Tune's FailureConfig retries nothing (runtime.max_failures=0), the trial is
     # reported as an error, and the other trial finishes
     p = _sweep_file(tmp_path, "fails", {"train.batch_size": {"grid": [32, 100000]}},
                     overrides={"train.epochs": 1, "runtime.max_failures": 0},
-                    num_samples=1, workers_per_trial=2, max_concurrent_trials=1)
+                    num_samples=1, workers_per_trial=1, max_concurrent_trials=1)
     res = run_sweep(load_sweep(p), progress=False)
     status = {r["train.batch_size"]: r["status"] for r in res.rows}
     assert status == {32: "done", 100000: "error"}, res.rows
     assert res.counts["errors"] == 1 and res.counts["trials"] == 2
 
 
-def test_a_sweep_on_an_object_store_runs_signs_and_resumes_there(ray_dash, s3, tmp_path):
+def test_a_sweep_on_an_object_store_runs_signs_and_resumes_there(ray_session, s3, tmp_path):
     """Tune's state, every trial's run, the tables and the signed manifest on s3://; nothing
     of the sweep on local disk; `--resume` of the URI verifies the manifest and continues."""
     from distst.storage import location
@@ -279,7 +268,7 @@ def test_a_sweep_on_an_object_store_runs_signs_and_resumes_there(ray_dash, s3, t
     base, options = s3
     p = _sweep_file(tmp_path, "remote", {"train.lr": {"grid": [0.02, 0.01]}},
                     overrides={"train.epochs": 1, "runtime.storage_options": options},
-                    num_samples=1, workers_per_trial=2, max_concurrent_trials=1,
+                    num_samples=1, workers_per_trial=1, max_concurrent_trials=1,
                     scheduler="fifo", storage=f"{base}/sweeps")
     res = run_sweep(load_sweep(p), progress=False)
     sdir = location(f"{base}/sweeps/remote")

@@ -23,7 +23,7 @@ import sys
 from distst.cli import main
 
 sys.path.insert(0, str(Path(__file__).with_name("data")))
-from test_formats import write_dcrnn, write_pems  # noqa: E402  (the formats' tiny writers)
+from test_formats import write_dcrnn, write_generic, write_pems  # noqa: E402  (the formats' tiny writers)
 from test_largest import write_largest  # noqa: E402
 
 TABLE = Path(__file__).with_name("BAD_INPUTS.md")
@@ -398,6 +398,66 @@ def plot_unknown_sensor(tmp_path):
         lambda: not (run_dir / "forecast.png").exists()
 
 
+# -- issue 30: graphs that came out wrong without a word ----------------------------------
+def weight_matrix_one_inf(tmp_path):
+    """One inf in a 0/1 adjacency: "auto" read the whole matrix as distances (on the real
+    Los-loop file 40,789 edges instead of 2,626)."""
+    src = _los(tmp_path / "raw")
+    a = np.loadtxt(src / "los_adj.csv", delimiter=",")
+    a[2, 4] = np.inf
+    np.savetxt(src / "los_adj.csv", a, delimiter=",")
+    return _prepare(src, tmp_path / "out"), lambda: not (tmp_path / "out").exists()
+
+
+def pickled_adjacency_one_nan(tmp_path):
+    src = tmp_path / "raw"
+    write_dcrnn(src)
+    with open(src / "adj_mx.pkl", "rb") as f:
+        ids, pos, adj = pickle.load(f)
+    adj[3, 1] = np.nan
+    with open(src / "adj_mx.pkl", "wb") as f:
+        pickle.dump([ids, pos, adj], f, protocol=2)
+    return _prepare(src, tmp_path / "out", fmt="metr-la"), None
+
+
+def _generic_edges_with(tmp_path, value, column="weight"):
+    src = tmp_path / "raw"
+    write_generic(src, ext="csv")
+    edges = pd.read_csv(src / "edges.csv")
+    if column != "weight":
+        edges = edges.rename(columns={"weight": column})
+        edges[column] = [120.0, 300.0, 45.0]
+    edges.loc[1, column] = value
+    edges.to_csv(src / "edges.csv", index=False)
+    return _prepare(src, tmp_path / "out", fmt="generic"), None
+
+
+def edge_table_nan_weight(tmp_path):
+    return _generic_edges_with(tmp_path, np.nan)
+
+
+def edge_table_inf_distance(tmp_path):
+    return _generic_edges_with(tmp_path, np.inf, column="distance")
+
+
+def locations_nan_latitude(tmp_path):
+    src = tmp_path / "raw"
+    write_dcrnn(src)
+    loc = pd.read_csv(src / "graph_sensor_locations.csv")
+    loc.loc[2, "latitude"] = np.nan
+    loc.to_csv(src / "graph_sensor_locations.csv", index=False)
+    return _prepare(src, tmp_path / "out", fmt="metr-la"), None
+
+
+def generic_nodes_latitude_out_of_range(tmp_path):
+    src = tmp_path / "raw"
+    write_generic(src, ext="csv")
+    nodes = pd.read_csv(src / "nodes.csv").rename(columns={"x": "lat", "y": "lon"})
+    nodes.loc[3, "lat"] = 340.5
+    nodes.to_csv(src / "nodes.csv", index=False)
+    return _prepare(src, tmp_path / "out", fmt="generic"), None
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -477,6 +537,18 @@ CASES = {
                                    replicas_in_replicate_mode),
     "exchange_plan_without_boundary": ("`runtime.mode=exchange` with a plan made with "
                                        "`--halo-hops 0`", exchange_plan_without_boundary),
+    "weight_matrix_one_inf": ("a 0/1 Los-loop adjacency with one `inf` cell (was read as "
+                              "distances)", weight_matrix_one_inf),
+    "pickled_adjacency_one_nan": ("a METR-LA `adj_mx.pkl` with one NaN weight",
+                                  pickled_adjacency_one_nan),
+    "edge_table_nan_weight": ("a generic edge table with a NaN weight (was dropped)",
+                              edge_table_nan_weight),
+    "edge_table_inf_distance": ("a generic edge table with an `inf` distance",
+                                edge_table_inf_distance),
+    "locations_nan_latitude": ("a METR-LA locations file with a NaN latitude",
+                               locations_nan_latitude),
+    "generic_nodes_latitude_out_of_range": ("a generic node table with latitude 340.5",
+                                            generic_nodes_latitude_out_of_range),
 }
 
 

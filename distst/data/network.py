@@ -122,6 +122,19 @@ class SensorNetwork:
             raise DiststError(f"{where}: {c} channels but names {self.channels}")
         if self.coords is not None and self.coords.shape != (n, 2):
             raise DiststError(f"{where}: coords must be [N, 2] = [{n}, 2], got {self.coords.shape}")
+        if self.coords is not None and not np.isfinite(self.coords).all():
+            i = int(np.argwhere(~np.isfinite(self.coords))[0][0])
+            raise DiststError(
+                f"{where}: sensor {str(self.node_ids[i])!r} has a non-finite position "
+                f"{self.coords[i].tolist()}; fix the locations and prepare the dataset again"
+            )
+        if not np.isfinite(self.edge_weight).all() or (self.edge_weight < 0).any():
+            k = int(np.argmax(~np.isfinite(self.edge_weight) | (self.edge_weight < 0)))
+            raise DiststError(
+                f"{where}: edge {int(self.edge_index[0, k])} -> {int(self.edge_index[1, k])} "
+                f"has weight {self.edge_weight[k]}; weights must be finite and >= 0: fix the "
+                "graph and prepare the dataset again"
+            )
         if self.node_attrs is not None:
             if self.node_attrs.shape[0] != n or self.node_attrs.ndim != 2:
                 raise DiststError(

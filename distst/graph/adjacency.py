@@ -26,16 +26,21 @@ weights or a 0/1 adjacency is decided by ``matrix_kind``:
 * ``"distance"``: the kernel is applied;
 * ``"weight"``: entries are the weights (e.g. METR-LA ``adj_mx.pkl``, Los-loop ``los_adj.csv``);
 * ``"binary"``: entries must be 0 or 1 and are the weights;
-* ``"auto"`` (default) -- the rule, on the entries that are not NaN: any ``inf`` or any value
-  ``> 1`` -> ``"distance"``; otherwise all values in {0, 1} -> ``"binary"``; otherwise
-  ``"weight"``. A distance matrix whose distances are all <= 1 (e.g. kilometres on a tiny
-  network) is therefore read as weights: pass ``matrix_kind="distance"`` for it.
+* ``"auto"`` (default) -- the rule, on the finite entries only: any value ``> 1`` ->
+  ``"distance"``; otherwise all values in {0, 1} -> ``"binary"``; otherwise ``"weight"``. A
+  distance matrix whose distances are all <= 1 (e.g. kilometres on a tiny network) is
+  therefore read as weights: pass ``matrix_kind="distance"`` for it. Non-finite entries never
+  decide the kind: one stray ``inf`` in a weight matrix once turned it into "distances" and
+  the graph into another one (issue 30).
 
 The chosen kind, the rule that chose it and the kernel parameters actually used are returned in
 an ``info`` dict so that readers can record them in ``SensorNetwork.source``.
 
-NaN in a matrix means "no value for this pair": no edge for weights, ``inf`` for distances.
-Negative entries and non-square matrices raise :class:`~distst.errors.DiststError`.
+In a *distance* matrix, ``inf`` and NaN (an empty cell) mean "no road between this pair", as
+in DCRNN's ``gen_adj_mx`` (weight 0). Weights and 0/1 entries must be finite, and every value
+of an edge list must be (a listed edge has a distance or a weight): a non-finite one raises
+:class:`~distst.errors.DiststError` naming its row and column (counted from 1), as do
+negative entries and non-square matrices.
 
 Edge direction: entry ``[i, j]`` of a matrix becomes the edge ``i -> j`` (``edge_index[0]`` is
 the source row, ``edge_index[1]`` the target column), matching DCRNN's ``adj_mx[from, to]``.
@@ -87,23 +92,50 @@ def validate_matrix(matrix: np.ndarray, origin: str = "matrix") -> np.ndarray:
         )
     neg = m < 0  # NaN compares False, so NaN is not counted as negative
     if neg.any():
-        i, j = (int(x) for x in np.argwhere(neg)[0])
+        i, j = (int(x) + 1 for x in np.argwhere(neg)[0])
         raise DiststError(
-            f"{origin}: {int(neg.sum())} negative entries (first at row {i}, column {j}: "
-            f"{m[i, j]:g}); distances and weights must be >= 0, fix the file "
-            "(use inf or leave the cell empty for a pair with no road connection)"
+            f"{origin}: {int(neg.sum())} negative entries (first at row {i}, column {j}, "
+            f"counted from 1: {m[i - 1, j - 1]:g}); distances and weights must be >= 0, fix "
+            "the file (in a distance matrix, inf or an empty cell marks a pair with no road)"
         )
     return m
+
+
+def _refuse_nonfinite_weights(m: np.ndarray, kind: str, origin: str) -> None:
+    """Weights and 0/1 entries are numbers: inf or NaN there is a broken file, not "no edge"
+    (0 is). Only distance matrices may mark a missing pair so."""
+    bad = ~np.isfinite(m)
+    if not bad.any():
+        return
+    i, j = (int(x) + 1 for x in np.argwhere(bad)[0])
+    raise DiststError(
+        f"{origin}: {int(bad.sum())} non-finite entries in a {kind} matrix (first at row {i}, "
+        f"column {j}, counted from 1: {m[i - 1, j - 1]}); weights must be finite numbers >= 0 "
+        "(0 for no edge): fix the file, or if it holds distances with inf or empty cells for "
+        "pairs without a road, pass matrix_kind=distance"
+    )
+
+
+def _refuse_nonfinite_values(vals: np.ndarray, src, dst, origin: str) -> None:
+    """Every listed edge carries a distance or a weight: NaN or inf there is a broken row."""
+    bad = ~np.isfinite(vals)
+    if not bad.any():
+        return
+    k = int(np.argmax(bad))
+    raise DiststError(
+        f"{origin}: {int(bad.sum())} edge(s) with a non-finite value, the first in data row "
+        f"{k + 1} (edge {int(src[k])} -> {int(dst[k])}, counted from 0): {vals[k]}; every "
+        "listed edge needs a finite distance or weight: fix the row, or delete it for a pair "
+        "without a road"
+    )
 
 
 def detect_matrix_kind(values: np.ndarray) -> tuple[str, str]:
     """Apply the documented ``"auto"`` rule; return ``(kind, reason)``."""
     v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
+    v = v[np.isfinite(v)]  # inf or NaN never decides: the finite entries do
     if v.size == 0:
-        return "weight", "auto: no values at all"
-    if np.isinf(v).any():
-        return "distance", "auto: contains inf (a missing distance)"
+        return "weight", "auto: no finite values at all"
     vmax = float(v.max())
     if vmax > 1:
         return "distance", f"auto: max value {vmax:g} > 1"
@@ -118,7 +150,7 @@ def _resolve_kind(values: np.ndarray, matrix_kind: str, origin: str) -> tuple[st
         return detect_matrix_kind(values)
     if matrix_kind == "binary":
         v = np.asarray(values, dtype=np.float64)
-        v = v[~np.isnan(v)]
+        v = v[np.isfinite(v)]
         if not np.isin(v, (0.0, 1.0)).all():
             raise DiststError(
                 f"{origin}: matrix_kind='binary' but values other than 0 and 1 occur "
@@ -433,6 +465,8 @@ def adjacency_from_matrix(
     """
     m = validate_matrix(matrix, origin)
     kind, rule = _resolve_kind(m, matrix_kind, origin)
+    if kind != "distance":
+        _refuse_nonfinite_weights(m, kind, origin)
     info: dict = {"matrix_kind": kind, "matrix_kind_rule": rule, "num_nodes": int(m.shape[0])}
     if kind == "distance":
         W, params = gaussian_kernel(
@@ -441,7 +475,7 @@ def adjacency_from_matrix(
         )
         info["kernel"] = params
     else:
-        W = np.where(np.isnan(m), 0.0, m)
+        W = m
     info["self_loops"] = bool(self_loops)
     edge_index, edge_weight = dense_to_edges(W, self_loops=self_loops)
     if symmetric:
@@ -515,6 +549,7 @@ def adjacency_from_edges(
             f"{origin}: edge {int(src[k])} -> {int(dst[k])} refers to a node outside "
             f"0..{num_nodes - 1}; the edge list and the node list must cover the same sensors"
         )
+    _refuse_nonfinite_values(vals, src, dst, origin)
     if (vals < 0).any():
         k = int(np.argmax(vals < 0))
         raise DiststError(
@@ -534,7 +569,7 @@ def adjacency_from_edges(
         )
         info["kernel"] = params
     else:
-        w = np.where(np.isnan(vals), 0.0, vals)
+        w = vals
     keep = w != 0
     if not self_loops:
         info["self_loops_dropped"] = int((keep & (src == dst)).sum())

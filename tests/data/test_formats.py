@@ -394,7 +394,7 @@ def test_bad_distance_matrix(tmp_path):
         read_dataset("pemsd7", tmp_path)
     W[1, 3] = -5.0
     np.savetxt(tmp_path / "PeMSD7_W_5.csv", W, delimiter=",")
-    with pytest.raises(DiststError, match=r"PeMSD7_W_5\.csv: 1 negative entries .*row 1, column 3"):
+    with pytest.raises(DiststError, match=r"PeMSD7_W_5\.csv: 1 negative entries .*row 2, column 4, counted from 1"):
         read_graph("pemsd7", tmp_path)
     (tmp_path / "W_5.csv").write_text("1\n")
     with pytest.raises(DiststError, match=r"several distance matrix .* pass graph=PATH"):

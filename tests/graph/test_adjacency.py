@@ -73,7 +73,41 @@ def test_detect_matrix_kind_rule():
     assert detect_matrix_kind(np.array([[0, 1], [1, 0]]))[0] == "binary"
     assert detect_matrix_kind(np.array([[1, 0.3], [0.3, 1]]))[0] == "weight"
     assert detect_matrix_kind(np.array([[0, 1.5], [1.5, 0]]))[0] == "distance"
-    assert detect_matrix_kind(np.array([[0, INF], [0.2, 0]]))[0] == "distance"
+    # inf or NaN never decides the kind: the finite entries do
+    assert detect_matrix_kind(np.array([[0, INF], [0.2, 0]]))[0] == "weight"
+    assert detect_matrix_kind(np.array([[0, np.nan], [1, 0]]))[0] == "binary"
+
+
+@pytest.mark.parametrize("bad", [INF, np.nan, -INF])
+def test_one_non_finite_cell_in_a_weight_matrix_is_refused_not_read_as_distances(bad):
+    """Before issue 30 a single inf made "auto" read a weight matrix as distances and the
+    kernel turned it into another graph (40,789 edges instead of 2,626 on a real one)."""
+    rng = np.random.default_rng(0)
+    W = np.where(rng.random((30, 30)) < 0.1, rng.uniform(0.1, 1.0, (30, 30)), 0.0)
+    W[7, 12] = bad
+    with pytest.raises(DiststError, match=r"m\.csv: 1 (non-finite|negative) entr.*row 8, "
+                                          r"column 13, counted from 1"):
+        adjacency_from_matrix(W, origin="m.csv")
+    with pytest.raises(DiststError, match="row 8, column 13"):
+        adjacency_from_matrix(W, matrix_kind="weight", origin="m.csv")
+
+
+def test_a_distance_matrix_marks_pairs_without_a_road_with_inf_or_empty_cells():
+    D = np.array([[0.0, 300.0, INF], [300.0, 0.0, np.nan], [INF, 500.0, 0.0]])
+    ei, ew, info = adjacency_from_matrix(D, sigma=400.0)
+    assert info["matrix_kind"] == "distance"
+    pairs = {(int(a), int(b)) for a, b in ei.T}
+    assert pairs == {(0, 1), (1, 0), (2, 1)}  # no edge where the distance is missing
+
+
+@pytest.mark.parametrize("bad", [INF, np.nan])
+def test_an_edge_list_value_that_is_not_finite_is_refused_naming_its_row(bad):
+    with pytest.raises(DiststError, match=r"e\.csv: 1 edge\(s\) with a non-finite value, "
+                                          r"the first in data row 3 \(edge 2 -> 0"):
+        adjacency_from_edges([0, 1, 2], [1, 2, 0], [0.5, 0.7, bad], 3, value_kind="weight",
+                             origin="e.csv")
+    with pytest.raises(DiststError, match="data row 3"):
+        adjacency_from_edges([0, 1, 2], [1, 2, 0], [100.0, 200.0, bad], 3, origin="e.csv")
 
 
 def test_adjacency_from_matrix_kinds():
@@ -111,7 +145,7 @@ def test_validation_names_the_origin_and_fix():
         validate_matrix(np.zeros((3, 4)), "W_9.csv")
     bad = D3.copy()
     bad[2, 0] = -1.0
-    with pytest.raises(DiststError, match=r"W_9\.csv: 1 negative.*row 2, column 0.*>= 0"):
+    with pytest.raises(DiststError, match=r"W_9\.csv: 1 negative.*row 3, column 1, counted from 1.*>= 0"):
         adjacency_from_matrix(bad, origin="W_9.csv")
 
 

@@ -241,6 +241,27 @@ def _read_csv(p: Path, **kw) -> pd.DataFrame:
         raise DiststError(f"{p}: cannot be read as CSV ({str(e).strip()}); check the file") from None
 
 
+def _check_coords(coords: np.ndarray, p: Path, ids, columns: tuple[str, str],
+                  latlon: bool) -> np.ndarray:
+    """Positions are finite numbers, and latitudes and longitudes within their ranges: a
+    wrong one would put a sensor elsewhere in every map, distance and spatial attribute.
+    Names the file, the sensor (its data row, counted from 1) and the column."""
+    c = np.asarray(coords, dtype=np.float64)
+    bad = ~np.isfinite(c)
+    what = "non-finite"
+    if latlon and not bad.any():
+        bad = np.abs(c) > np.array([90.0, 180.0])
+        what = "out-of-range (latitude beyond +-90 or longitude beyond +-180)"
+    if bad.any():
+        i, j = (int(x) for x in np.argwhere(bad)[0])
+        raise DiststError(
+            f"{p}: {int(bad.sum())} {what} coordinate(s), the first for sensor {str(ids[i])!r} "
+            f"(data row {i + 1}) in column {columns[j]!r}: {c[i, j]}; every sensor needs a "
+            "finite position: fix the file, or leave the locations out"
+        )
+    return c
+
+
 def _read_matrix(p: Path) -> np.ndarray:
     df = _read_csv(p, header=None)
     try:

@@ -25,6 +25,7 @@ from distst.data.network import SensorNetwork
 from distst.errors import DiststError
 from distst.graph.adjacency import adjacency_from_edges, adjacency_from_matrix
 from distst.data.formats._common import (
+    _check_coords,
     _read_edge_table,
     SensorGraph,
     _base,
@@ -163,7 +164,12 @@ def _read_locations(p: Path, node_ids: np.ndarray) -> np.ndarray:
             "columns; fix the file or pass locations=None"
         )
     ids = df.iloc[:, 0].str.strip().tolist()
-    latlon = df.iloc[:, 1:].astype(np.float64).to_numpy()
+    try:
+        latlon = df.iloc[:, 1:].astype(np.float64).to_numpy()
+    except ValueError as e:
+        raise DiststError(f"{p}: latitude and longitude must be numbers ({e}); fix the file or "
+                          "pass locations=None") from None
+    _check_coords(latlon, p, ids, ("latitude", "longitude"), latlon=True)
     pos = {s: i for i, s in enumerate(ids)}
     missing = [s for s in node_ids if s not in pos]
     if missing:

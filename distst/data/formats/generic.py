@@ -34,6 +34,7 @@ from distst.data.network import SensorNetwork
 from distst.errors import DiststError
 from distst.graph.adjacency import adjacency_from_edges
 from distst.data.formats._common import (
+    _check_coords,
     SensorGraph,
     _base,
     _check_increasing,
@@ -88,7 +89,12 @@ def _generic_nodes(p: Path, node_column: str):
     coords, used, kind = None, {node_column}, None
     for a, b, k in (("x", "y", "xy"), ("lat", "lon", "latlon")):
         if a in df.columns and b in df.columns:
-            coords = df[[a, b]].to_numpy(dtype=np.float64)
+            try:
+                coords = df[[a, b]].to_numpy(dtype=np.float64)
+            except (ValueError, TypeError) as e:
+                raise DiststError(f"{p}: columns {a!r} and {b!r} must be numbers ({e}); fix "
+                                  "the node table") from None
+            coords = _check_coords(coords, p, ids, (a, b), latlon=k == "latlon")
             used |= {a, b}
             kind = k
             break

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from distst.data.formats._common import (
+    _check_coords,
     SensorGraph,
     _base,
     _check_increasing,
@@ -65,6 +66,7 @@ def _read_meta(p: Path):
         lanes = df["Lanes"].astype(np.float64).to_numpy()
     except ValueError as e:
         raise DiststError(f"{p}: columns Lat, Lng and Lanes must be numbers ({e})") from None
+    _check_coords(latlon, p, ids.to_numpy(), ("Lat", "Lng"), latlon=True)
     direction = df["Direction"].str.strip().str.upper()
     bad = sorted(set(direction) - set(DIRECTIONS))
     if bad:

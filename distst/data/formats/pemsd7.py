@@ -23,6 +23,7 @@ from distst.data.network import DEFAULT_STEP_MINUTES, SensorNetwork
 from distst.errors import DiststError
 from distst.graph.adjacency import adjacency_from_matrix
 from distst.data.formats._common import (
+    _check_coords,
     SensorGraph,
     _base,
     _file,
@@ -66,7 +67,12 @@ def _graph_pemsd7(fmt: str, path, *, graph=None, stations=None, matrix_kind="aut
             raise DiststError(f"{sp}: {len(st)} stations but {gp} is {n} x {n}; use the station "
                               "table of the same dataset (or pass stations=False)")
         node_ids = st["ID"].astype(str).str.strip().to_numpy()
-        coords = st[["Latitude", "Longitude"]].to_numpy(dtype=np.float64)
+        try:
+            coords = st[["Latitude", "Longitude"]].to_numpy(dtype=np.float64)
+        except ValueError as e:
+            raise DiststError(f"{sp}: Latitude and Longitude must be numbers ({e}); fix the "
+                              "file (or pass stations=False)") from None
+        _check_coords(coords, sp, node_ids, ("Latitude", "Longitude"), latlon=True)
         files["stations"] = str(sp)
     return SensorGraph(node_ids, ei, ew, coords, source={
         "files": files, "adjacency": info, **({"coords_kind": "latlon"} if coords is not None else {})})

@@ -93,14 +93,14 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def _parse_options(pairs: list[str]) -> dict:
-    import yaml
+    from distst.config import load_yaml
 
     out = {}
     for text in pairs or []:
         if "=" not in text:
             raise DiststError(f"--opt {text!r} must look like key=value, e.g. --opt zero_is_missing=false")
         k, v = text.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = load_yaml(v, f"--opt {text!r}")
     return out
 
 
@@ -260,7 +260,6 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    import yaml
 
     from distst.storage import location
 
@@ -274,7 +273,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     elif (d / "sweep.yaml").is_file():
         from distst.plots.sweep import plot_sweep
 
-        saved = yaml.safe_load((d / "sweep.yaml").read_text())["sweep"]
+        from distst.config import read_saved_yaml
+
+        saved = read_saved_yaml(d / "sweep.yaml", ("sweep",), "sweep file",
+                                "pass a sweep folder that distst tune wrote")["sweep"]
         drawn = plot_sweep(d, out, saved.get("metric", "val_mae"),
                            list(saved.get("search_space") or {}))
     elif (d / "metrics.jsonl").is_file() or (d / "config.yaml").is_file():

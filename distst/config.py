@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -457,6 +458,118 @@ def null_value(data: DataConfig) -> float:
 
 
 # -- YAML files, includes and overrides ------------------------------------------------------
+#: bounds on what any YAML that distst reads may be: a config, sweep or study file is a few
+#: KB of a few hundred values, and a file of a few hundred bytes whose aliases expand into
+#: millions of values hung `distst train` (issue 30)
+YAML_MAX_BYTES = 1 << 20
+YAML_MAX_VALUES = 100_000
+YAML_MAX_DEPTH = 32
+#: includes: how deep a chain of them may go, and how many files one config may name in all
+INCLUDE_MAX_DEPTH = 8
+INCLUDE_MAX_FILES = 64
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: with
+    ``epochs: 5`` and later ``epochs: 1`` (or two ``train:`` sections) the last would win
+    without a word."""
+
+
+def _strict_mapping(loader: _StrictLoader, node, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *base`` is how YAML overrides
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            line = seen.get(key)
+        except TypeError:  # an unhashable key: the base constructor says what is wrong
+            break
+        if line is not None:
+            raise _DuplicateKey(key, line, key_node.start_mark.line + 1)
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def _expanded_size(obj, origin: str) -> int:
+    """How many values ``obj`` holds with every shared part (a YAML alias) counted where it is
+    used, computed once per distinct part; refuses nesting deeper than YAML_MAX_DEPTH."""
+    memo: dict[int, int] = {}
+
+    def size(o, depth: int) -> int:
+        if not isinstance(o, (dict, list)):
+            return 1
+        if depth > YAML_MAX_DEPTH:
+            raise DiststError(f"{origin}: values nested more than {YAML_MAX_DEPTH} levels deep; "
+                              "a distst file is a few levels of sections and lists")
+        if id(o) not in memo:
+            items = list(o.keys()) + list(o.values()) if isinstance(o, dict) else o
+            memo[id(o)] = 1 + sum(size(v, depth + 1) for v in items)
+        return memo[id(o)]
+
+    return size(obj, 0)
+
+
+def load_yaml(text: str | bytes, origin: str) -> Any:
+    """Parse distst's YAML (configs, sweep and study files, the copies saved beside a run):
+    safe types only, no key twice in a mapping, at most YAML_MAX_BYTES of text and
+    YAML_MAX_VALUES values once aliases are expanded, YAML_MAX_DEPTH levels. ``origin``
+    names the file (or the override) in every error."""
+    if isinstance(text, bytes):
+        if len(text) > YAML_MAX_BYTES:
+            raise DiststError(f"{origin} is {len(text):,} bytes; a distst YAML file is a few KB "
+                              f"(at most {YAML_MAX_BYTES:,} bytes): is this the right file?")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DiststError(f"{origin} is not a text file (undecodable byte at offset "
+                              f"{e.start}); pass a YAML file") from None
+    if len(text) > YAML_MAX_BYTES:
+        raise DiststError(f"{origin} is {len(text):,} characters; a distst YAML file is a few "
+                          f"KB (at most {YAML_MAX_BYTES:,}): is this the right file?")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: safe types only
+    except _DuplicateKey as e:
+        raise DiststError(f"{origin}: key {e.key!r} appears twice in one mapping (lines {e.first} "
+                          f"and {e.again}); keep one of them") from None
+    except yaml.YAMLError as e:
+        raise DiststError(f"{origin} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise DiststError(f"{origin}: values nested too deeply to read; a distst file is a few "
+                          "levels of sections and lists") from None
+    n = _expanded_size(data, origin)
+    if n > YAML_MAX_VALUES:
+        raise DiststError(f"{origin} holds {n:,} values once its aliases (*name) are expanded; "
+                          f"a distst file holds a few hundred (at most {YAML_MAX_VALUES:,}): "
+                          "check the anchors and aliases")
+    return data
+
+
+def read_saved_yaml(loc, sections: tuple[str, ...], what: str, fix: str) -> dict:
+    """A YAML file distst wrote beside its results (a sweep's or a study's ``sweep.yaml`` /
+    ``study.yaml``): a mapping whose ``sections`` are mappings; anything else (a hand edit, a
+    damaged copy, another program's file) is one error naming the file and ``fix``."""
+    try:
+        raw = loc.read_bytes()
+    except OSError as e:
+        raise DiststError(f"{loc} cannot be read ({e.strerror or e}); {fix}") from None
+    data = load_yaml(raw, str(loc))
+    bad = [k for k in sections if not isinstance(data, dict) or not isinstance(data.get(k), dict)]
+    if bad:
+        raise DiststError(f"{loc} is not the {what} distst writes (no {' / '.join(bad)} "
+                          f"mapping in it); {fix}")
+    return data
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -467,26 +580,62 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_yaml(path: str | Path, _seen: tuple = ()) -> dict:
-    """Read a config file, resolving ``include:`` lists relative to the file."""
-    p = Path(path)
-    if not p.is_file():
-        raise DiststError(f"config file {p} does not exist; pass a YAML file, e.g. configs/quickstart.yaml")
-    if p.resolve() in _seen:
-        raise DiststError(f"config file {p} includes itself (through {', '.join(map(str, _seen))})")
+def read_yaml(path: str | Path) -> dict:
+    """Read a config file, resolving ``include:`` lists relative to the file: each file is read
+    once however often it is named, a chain of includes is at most INCLUDE_MAX_DEPTH deep and
+    one config names at most INCLUDE_MAX_FILES files (a file that includes another many times
+    over, level after level, once hung the loader)."""
+    cache: dict[Path, dict] = {}
+    return copy.deepcopy(_read_included(Path(path), (), cache, [0], None))
+
+
+def _read_included(p: Path, chain: tuple, cache: dict, count: list, named_by: Path | None) -> dict:
+    where = f"config file {p}" + (f" (included by {named_by})" if named_by else "")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DiststError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        st = p.stat()
+        key = p.resolve()
+    except FileNotFoundError:
+        raise DiststError(f"{where} does not exist; pass a YAML file, e.g. "
+                          "configs/quickstart.yaml") from None
+    except (OSError, RuntimeError) as e:  # a symlink loop, a name too long
+        raise DiststError(f"{where} cannot be opened ({getattr(e, 'strerror', None) or e}); "
+                          "pass a YAML file") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DiststError(f"{where} is a folder; name a YAML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DiststError(f"{where} is not a regular file; name a YAML file")
+    if key in chain:
+        raise DiststError(f"config file {p} includes itself (through "
+                          f"{', '.join(map(str, chain))})")
+    if key in cache:
+        return cache[key]
+    if len(chain) >= INCLUDE_MAX_DEPTH:
+        raise DiststError(f"{where}: includes nest more than {INCLUDE_MAX_DEPTH} levels deep "
+                          f"({' -> '.join(str(c.name) for c in chain)} -> {p.name}); flatten them")
+    count[0] += 1
+    if count[0] > INCLUDE_MAX_FILES:
+        raise DiststError(f"{where}: the config names more than {INCLUDE_MAX_FILES} files "
+                          "through include:; a config is a dataset file, a model file and a "
+                          "few settings")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DiststError(f"{where} cannot be read ({e.strerror or e})") from None
+    data = load_yaml(raw, f"config file {p}") or {}
     if not isinstance(data, dict):
         raise DiststError(f"config file {p} must hold a mapping at the top level")
     includes = data.pop("include", []) or []
     if isinstance(includes, str):
         includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise DiststError(f"config file {p}: include must be a file name or a list of file "
+                          f"names (relative to the file), got {includes!r}")
     merged: dict = {}
     for inc in includes:
-        merged = _deep_merge(merged, read_yaml(p.parent / inc, _seen + (p.resolve(),)))
-    return _deep_merge(merged, data)
+        merged = _deep_merge(merged, _read_included(p.parent / inc, chain + (key,), cache,
+                                                    count, p))
+    cache[key] = _deep_merge(merged, data)
+    return cache[key]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -497,9 +646,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise DiststError(f"override {text!r}: empty key; write e.g. model.params.hidden_size=32")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw, f"override {text!r}") if raw.strip() else ""
+    except DiststError as e:
+        if "is not valid YAML" not in str(e):
+            raise
+        value = raw  # not YAML: the text itself (a path with a colon, say)
     return key.split("."), value
 
 

@@ -458,6 +458,87 @@ def generic_nodes_latitude_out_of_range(tmp_path):
     return _prepare(src, tmp_path / "out", fmt="generic"), None
 
 
+# -- issue 30: configs ----------------------------------------------------------------------
+def _config(tmp_path, text: str, name="run.yaml") -> Path:
+    f = tmp_path / name
+    f.write_text("include: " + str(Path(__file__).resolve().parents[1] / "configs"
+                                   / "quickstart.yaml") + "\n" + text)
+    return f
+
+
+def _train_file(tmp_path, f: Path) -> tuple[list[str], object]:
+    runs = tmp_path / "runs"
+    return (["train", str(f), "--local", "--set", f"runtime.storage={runs}"],
+            lambda: not runs.exists() or not any(runs.iterdir()))
+
+
+def config_key_twice(tmp_path):
+    return _train_file(tmp_path, _config(tmp_path, "train:\n  epochs: 5\n  lr: 0.01\n"
+                                                   "  epochs: 1\n"))
+
+
+def config_section_twice(tmp_path):
+    return _train_file(tmp_path, _config(tmp_path, "train:\n  epochs: 5\n  progress: false\n"
+                                                   "data:\n  synth: {nodes: 12, days: 3}\n"
+                                                   "train:\n  epochs: 1\n"))
+
+
+def config_alias_bomb(tmp_path):
+    """A few hundred bytes whose aliases expand to 10^9 values: the loader hung, and `train`
+    left an empty run folder behind."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    # under model.params, the one free-form mapping: writing the run's config.yaml expanded it
+    return _train_file(tmp_path, _config(tmp_path, "model:\n  params:\n" + "\n".join(
+        "    " + ln for ln in lines) + "\n"))
+
+
+def config_include_chain_too_deep(tmp_path):
+    for i in range(12):
+        (tmp_path / f"c{i}.yaml").write_text(f"include: c{i + 1}.yaml\n" if i < 11 else
+                                             "train: {epochs: 1}\n")
+    return _train_file(tmp_path, tmp_path / "c0.yaml")
+
+
+def config_binary_file(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_bytes(bytes(range(256)) * 4)
+    return _train_file(tmp_path, f)
+
+
+def config_include_not_a_name(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("include: [42]\n")
+    return _train_file(tmp_path, f)
+
+
+def config_include_a_folder(tmp_path):
+    (tmp_path / "models").mkdir()
+    f = tmp_path / "run.yaml"
+    f.write_text("include: [models]\n")
+    return _train_file(tmp_path, f)
+
+
+def config_symlink_loop(tmp_path):
+    f = tmp_path / "run.yaml"
+    os.symlink(f, f)  # points at itself
+    return _train_file(tmp_path, f)
+
+
+def plot_sweep_yaml_not_a_sweep(tmp_path):
+    sdir = tmp_path / "sweep"
+    sdir.mkdir()
+    (sdir / "sweep.yaml").write_text("sweep: 5\n")
+    return ["plot", str(sdir)], None
+
+
+def tune_resume_sweep_yaml_empty(tmp_path):
+    sdir = tmp_path / "sweep"
+    sdir.mkdir()
+    (sdir / "sweep.yaml").write_text("{}\n")
+    return ["tune", "--resume", str(sdir)], None
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -549,6 +630,21 @@ CASES = {
                                locations_nan_latitude),
     "generic_nodes_latitude_out_of_range": ("a generic node table with latitude 340.5",
                                             generic_nodes_latitude_out_of_range),
+    "config_key_twice": ("a config giving `train.epochs` twice (the last won silently)",
+                         config_key_twice),
+    "config_section_twice": ("a config with two `train:` sections", config_section_twice),
+    "config_alias_bomb": ("a 400-byte config whose YAML aliases expand to 10^9 values (hung, "
+                          "left an empty run folder)", config_alias_bomb),
+    "config_include_chain_too_deep": ("a chain of 12 configs, each including the next",
+                                      config_include_chain_too_deep),
+    "config_binary_file": ("binary bytes as the config file", config_binary_file),
+    "config_include_not_a_name": ("`include: [42]`", config_include_not_a_name),
+    "config_include_a_folder": ("`include:` naming a folder", config_include_a_folder),
+    "config_symlink_loop": ("a config path that is a symlink to itself", config_symlink_loop),
+    "plot_sweep_yaml_not_a_sweep": ("`distst plot` on a folder whose sweep.yaml is `sweep: 5`",
+                                    plot_sweep_yaml_not_a_sweep),
+    "tune_resume_sweep_yaml_empty": ("`tune --resume` on a folder whose sweep.yaml is `{}`",
+                                     tune_resume_sweep_yaml_empty),
 }
 
 

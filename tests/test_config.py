@@ -90,3 +90,62 @@ def test_synth_graph_choices_and_grid_shape_are_checked():
         load_config(None, ["model.name=gcgru", "data.synth.graph=ring"])
     with pytest.raises(DiststError, match=r"data.synth.grid.*\[height, width\]"):
         load_config(None, ["model.name=gcgru", "data.synth.graph=grid", "data.synth.grid=[4]"])
+
+
+# -- YAML as distst reads it (issue 30) ----------------------------------------------------
+def test_an_include_fan_out_reads_each_file_once(tmp_path, monkeypatch):
+    """Six levels, each naming the next file ten times: 10^6 reads and merges before (a hang);
+    each file is read once now, and the result is the same mapping."""
+    from pathlib import Path
+
+    from distst.config import read_yaml
+
+    for i in range(6):
+        (tmp_path / f"f{i}.yaml").write_text(
+            "include: [" + ", ".join([f"f{i + 1}.yaml"] * 10) + "]\n" + f"k{i}: {i}\n")
+    (tmp_path / "f6.yaml").write_text("train: {epochs: 3}\n")
+    reads = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real(self))
+    data = read_yaml(tmp_path / "f0.yaml")
+    assert data == {"train": {"epochs": 3}, **{f"k{i}": i for i in range(6)}}
+    assert sorted(reads) == [f"f{i}.yaml" for i in range(7)]
+
+
+def test_an_include_that_is_a_folder_or_a_symlink_loop_is_named_as_such(tmp_path):
+    import os
+
+    from distst.config import read_yaml
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "a.yaml").write_text("include: [models]\n")
+    with pytest.raises(DiststError, match=r"models \(included by .*a\.yaml\) is a folder"):
+        read_yaml(tmp_path / "a.yaml")
+    os.symlink(tmp_path / "loop.yaml", tmp_path / "loop.yaml")
+    with pytest.raises(DiststError, match=r"loop\.yaml cannot be opened \(Too many levels of "
+                                          r"symbolic links\)"):
+        read_yaml(tmp_path / "loop.yaml")
+
+
+def test_anchors_merges_and_overrides_still_work(tmp_path):
+    """YAML's own ways of repeating and overriding are not duplicate keys."""
+    from distst.config import load_yaml
+
+    text = ("base: &b {epochs: 5, lr: 0.01}\n"
+            "train:\n  <<: *b\n  epochs: 2\n"
+            "milestones: &m [10, 20]\nagain: *m\n")
+    data = load_yaml(text, "t.yaml")
+    assert data["train"] == {"epochs": 2, "lr": 0.01} and data["again"] == [10, 20]
+
+
+def test_yaml_bounds_name_the_file(tmp_path):
+    from distst.config import load_yaml
+
+    with pytest.raises(DiststError, match=r"big\.yaml is 2,097,152 bytes"):
+        load_yaml(b"#" * (2 << 20), "big.yaml")
+    deep = "a: " + "[" * 40 + "]" * 40
+    with pytest.raises(DiststError, match=r"deep\.yaml: values nested more than 32 levels"):
+        load_yaml(deep, "deep.yaml")
+    with pytest.raises(DiststError, match=r"o\.yaml: key 'x' appears twice in one mapping "
+                                          r"\(lines 1 and 3\)"):
+        load_yaml("x: 1\ny: 2\nx: 3\n", "o.yaml")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from distst.config import PARTITIONED_MODES, fill_dataclass
+from distst.config import PARTITIONED_MODES, fill_dataclass, read_saved_yaml
 from distst.engine.timing import PHASES
 from distst.nn.registry import plan_halo_hops
 from distst.errors import DiststError
@@ -265,7 +265,8 @@ def resume_study(study_dir: str | Path, address: str = "") -> StudyResult:
     if not f.is_file():
         raise DiststError(f"{sdir} is not a study directory (no {STUDY_FILE}); pass the folder "
                           "'distst scale' printed as 'study directory: ...'")
-    saved = yaml.safe_load(f.read_text())
+    saved = read_saved_yaml(f, ("study", "base"), "study file",
+                            "pass a study folder that distst scale wrote")
     sc = fill_dataclass(StudyConfig, saved["study"])
     study = build_study(sc, saved["base"], source=str(f))
     return run_study(study, resume=True, study_dir=sdir, address=address)
@@ -274,7 +275,8 @@ def resume_study(study_dir: str | Path, address: str = "") -> StudyResult:
 def redraw(study_dir: str | Path | Location) -> dict:
     """Draw a study's plots again from its finished runs (``distst plot STUDY_DIR``)."""
     sdir = location(study_dir)
-    saved = yaml.safe_load((sdir / STUDY_FILE).read_text())
+    saved = read_saved_yaml(sdir / STUDY_FILE, ("study",), "study file",
+                            "pass a study folder that distst scale wrote")
     grid = list((saved["study"].get("grid") or {}))
     rows = []
     for f in (sdir / "results").glob("*.json"):

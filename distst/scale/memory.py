@@ -54,9 +54,9 @@ def _probe(key: tuple, cfg_yaml: str) -> dict:
     from distst.data.synth import generate_network
     from distst.engine.bundle import build_bundle
     from distst.nn.registry import build_model
-    import yaml
+    from distst.config import load_yaml
 
-    cfg = config_from_dict(yaml.safe_load(cfg_yaml))
+    cfg = config_from_dict(load_yaml(cfg_yaml, "the probe's config"))
     out = {}
     with tempfile.TemporaryDirectory(prefix="distst-probe-") as tmp:
         for n in PROBE_NODES:

@@ -32,7 +32,7 @@ import ray
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from distst.config import config_from_dict, fill_dataclass
+from distst.config import config_from_dict, fill_dataclass, load_yaml, read_saved_yaml
 from distst.errors import DiststError
 from distst.storage import Location, configure, location
 from distst.engine.entry import shown
@@ -413,7 +413,8 @@ def export_best_config(sweep: Sweep, run_dir: str | Path | Location,
     """The trial's own config, with the sweep's bookkeeping (run folder, fractional CPUs,
     the cached plan path) put back to the base config's values: ``distst train`` runs it as
     is and trains the same model on the same windows with the same seed and workers."""
-    cfg = config_from_dict(yaml.safe_load((location(run_dir) / "config.yaml").read_text()))
+    cfg_file = location(run_dir) / "config.yaml"
+    cfg = config_from_dict(load_yaml(cfg_file.read_bytes(), str(cfg_file)))
     base = sweep.base
     cfg.runtime = dataclasses.replace(cfg.runtime, storage=base.runtime.storage, name="",
                                       address=base.runtime.address,
@@ -445,7 +446,8 @@ def resume_sweep(sweep_dir: str | Path, address: str = "", progress: bool = True
     if not f.is_file():
         raise DiststError(f"{sdir} is not a sweep directory (no {SWEEP_FILE}); pass the folder "
                           "'distst tune' printed as 'sweep directory: ...'")
-    saved = yaml.safe_load(f.read_text())
+    saved = read_saved_yaml(f, ("sweep", "base"), "sweep file",
+                            "pass a sweep folder that distst tune wrote")
     sc = fill_dataclass(SweepConfig, saved["sweep"])
     sc.storage, sc.name = str(sdir.parent), sdir.name
     if address:

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from distst.errors import DiststError
-from distst.storage import write_atomic
+from distst.storage import refuse_uri_credentials, write_atomic
 from distst.typecheck import TypeMismatch, check_type, type_name
 
 
@@ -352,6 +352,8 @@ def validate(cfg: Config) -> None:
                           f"validation MAE before stopping), got {cfg.train.patience}; to "
                           "never stop early set it to train.epochs")
     check_run_name(cfg.runtime.name)
+    for key, value in _strings(cfg.to_dict()):
+        refuse_uri_credentials(value, f"config key '{key}'")
     secret = sorted(k for k in cfg.runtime.storage_options if k in SECRET_STORAGE_OPTIONS)
     if secret:
         raise DiststError(
@@ -431,17 +433,32 @@ def validate(cfg: Config) -> None:
         raise DiststError("config key 'model.name' is empty; name a model, e.g. gcgru")
 
 
-def check_run_name(name: str, key: str = "runtime.name") -> None:
-    """A run name is one folder under runtime.storage: no separators, no '..', no hidden
-    names, so that a run can never be written outside its storage root."""
+def _strings(data, prefix: str = ""):
+    """(dotted key, value) of every string in a config mapping, lists included."""
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix and isinstance(data, dict) else \
+            (f"{prefix}[{k}]" if prefix else str(k))
+        if isinstance(v, str):
+            yield key, v
+        elif isinstance(v, (dict, list)):
+            yield from _strings(v, key)
+
+
+def check_run_name(name: str, key: str = "config key 'runtime.name'",
+                   under: str = "runtime.storage", example: str = "runtime.name=gcgru-test"
+                   ) -> None:
+    """A run (sweep, study) name is one folder under its storage: no separators, no '..', no
+    hidden names, so that nothing is ever written outside its storage root. ``key`` names the
+    setting in the error, ``under`` the storage it is a folder of."""
     if not name:
         return
     bad = ("/" in name or "\\" in name or name in (".", "..") or name.startswith(".")
            or "\0" in name)
     if bad:
-        raise DiststError(f"config key '{key}': {name!r} is not a plain folder name (no '/', "
-                          "'\\', leading '.' or '..'); runs are always written as one folder "
-                          "under runtime.storage, e.g. runtime.name=gcgru-test")
+        raise DiststError(f"{key}: {name!r} is not a plain folder name (no '/', '\\', leading "
+                          f"'.' or '..'); it is always written as one folder under {under}, "
+                          f"e.g. {example}")
 
 
 def null_value(data: DataConfig) -> float:

@@ -126,6 +126,58 @@ def is_uri(target: str | Path) -> bool:
     return isinstance(target, str) and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", target) is not None
 
 
+#: names of URI query parameters that carry credentials (pre-signed URLs, SAS tokens, keys)
+_SECRET_QUERY_WORDS = ("signature", "sig", "token", "password", "passwd", "secret", "key",
+                       "credential", "auth", "x-amz-", "sas")
+
+
+def uri_credentials(target) -> str | None:
+    """What credential the URI ``target`` carries (a user or password before ``@``, or a
+    query parameter such as ``X-Amz-Signature``), or None. Plain paths carry none."""
+    if not is_uri(target):
+        return None
+    rest = str(target).split("://", 1)[1]
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    if "@" in authority:
+        user = authority.rsplit("@", 1)[0]
+        return "a user name and password before '@'" if ":" in user else \
+            "a user name (an access key) before '@'"
+    query = rest.partition("?")[2]
+    for part in filter(None, query.split("&")):
+        name = part.split("=", 1)[0].lower()
+        if any(w in name for w in _SECRET_QUERY_WORDS):
+            return f"the query parameter {name!r}"
+    return None
+
+
+def redact_uri(target) -> str:
+    """``target`` with what :func:`uri_credentials` finds replaced by ``***``: the form in
+    which an error may name such a URI."""
+    text = str(target)
+    if not is_uri(text):
+        return text
+    scheme, rest = text.split("://", 1)
+    head, sep, tail = rest.partition("/")
+    if "@" in head.split("?", 1)[0]:
+        head = "***@" + head.rsplit("@", 1)[1]
+    out = f"{scheme}://{head}{sep}{tail}"
+    return out.split("?", 1)[0] + "?***" if "?" in out else out
+
+
+def refuse_uri_credentials(target, what: str) -> None:
+    """Refuse a URI that carries credentials: every run and checkpoint saves its config, and
+    errors and logs repeat paths; credentials come from the environment or the machine's
+    role. ``what`` names where the URI was given (a config key, a command-line argument)."""
+    found = uri_credentials(target)
+    if found:
+        raise DiststError(
+            f"{what}: the URI {redact_uri(target)} carries {found}; credentials do not belong "
+            "in a URI, which distst saves with every run and repeats in messages: remove them "
+            "and set them in the environment instead (AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, GOOGLE_APPLICATION_CREDENTIALS, "
+            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), or in the cluster's IAM role")
+
+
 def is_remote(target: str | Path) -> bool:
     """A URI of remote storage (anything but ``file://``), told from its scheme alone."""
     return is_uri(target) and not str(target).lower().startswith("file://")
@@ -157,6 +209,7 @@ def location(target: str | Path | "Location") -> "Location":
     ``file:///abs/path``, anything ``pyarrow.fs.FileSystem.from_uri`` reads)."""
     if isinstance(target, Location):
         return target
+    refuse_uri_credentials(target, "storage location")
     if not is_uri(target):
         p = Path(os.path.expandvars(os.path.expanduser(str(target))))
         return Location(None, str(p.resolve()), str(p.resolve()))

@@ -34,7 +34,10 @@ os.environ.setdefault("DISTST_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="d
 
 # S3 tests talk to a moto server on loopback: dummy credentials for every process, Ray
 # workers included (they inherit this environment), and never a real account's
-for _key, _val in (("AWS_ACCESS_KEY_ID", "distst-test"), ("AWS_SECRET_ACCESS_KEY", "distst-test"),
+#: a secret in the environment of every process: no file a run, sweep or study writes may
+#: hold it (env_secret_in)
+ENV_SECRET = "distst-test-secret-5d1c0e9a"
+for _key, _val in (("AWS_ACCESS_KEY_ID", "distst-test"), ("AWS_SECRET_ACCESS_KEY", ENV_SECRET),
                    ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")):
     os.environ[_key] = _val
 os.environ.pop("AWS_SESSION_TOKEN", None)
@@ -46,6 +49,23 @@ import pytest  # noqa: E402
 pytest_plugins = ["pytester"]
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+@pytest.fixture(scope="session")
+def env_secret_in():
+    """env_secret_in(*folders) -> the files under them (TensorBoard events, MLflow stores,
+    pickles, logs) whose bytes hold the secret every test process has in its environment."""
+    from pathlib import Path
+
+    def find(*folders) -> list[str]:
+        hits = []
+        for folder in folders:
+            for f in Path(folder).rglob("*"):
+                if f.is_file() and ENV_SECRET.encode() in f.read_bytes():
+                    hits.append(str(f))
+        return hits
+
+    return find
 
 
 @pytest.fixture(scope="session")

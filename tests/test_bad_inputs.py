@@ -539,6 +539,79 @@ def tune_resume_sweep_yaml_empty(tmp_path):
     return ["tune", "--resume", str(sdir)], None
 
 
+# -- issue 30: secrets, names, keys ----------------------------------------------------
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY"
+
+
+def _no_secret(name):
+    return lambda: SECRET not in MESSAGES[name]
+
+
+def storage_uri_with_credentials(tmp_path):
+    runs = tmp_path / "runs"
+    argv = _train(tmp_path, f"runtime.storage=s3://AKIAEXAMPLE:{SECRET}@bucket/runs")
+    return argv, lambda: _no_secret("storage_uri_with_credentials")() and not runs.exists()
+
+
+def mlflow_uri_with_password(tmp_path):
+    return (_train(tmp_path, "runtime.loggers=[mlflow]",
+                   f"runtime.mlflow.tracking_uri=http://me:{SECRET}@127.0.0.1:1"),
+            _no_secret("mlflow_uri_with_password"))
+
+
+def prepare_out_uri_with_credentials(tmp_path):
+    return (_prepare(_los(tmp_path / "raw"), f"s3://AKIAEXAMPLE:{SECRET}@bucket/data"),
+            _no_secret("prepare_out_uri_with_credentials"))
+
+
+def presigned_data_uri(tmp_path):
+    return (["data", "info", f"s3://bucket/data?X-Amz-Signature={SECRET}"],
+            _no_secret("presigned_data_uri"))
+
+
+def _sweep_or_study(tmp_path, kind: str, name: str) -> Path:
+    f = tmp_path / f"{kind}.yaml"
+    base = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+    extra = ("search_space: {train.lr: {choice: [0.01]}}\n" if kind == "sweep" else
+             "grid: {runtime.workers: [1]}\n")
+    f.write_text(f"base: {base}\nname: {name!r}\nstorage: {tmp_path / 'out'}\n" + extra)
+    return f
+
+
+def sweep_name_escapes_storage(tmp_path):
+    f = _sweep_or_study(tmp_path, "sweep", "../../escaped")
+    return ["tune", str(f)], lambda: not (tmp_path.parent / "escaped").exists()
+
+
+def study_name_escapes_storage(tmp_path):
+    f = _sweep_or_study(tmp_path, "study", "../../escaped")
+    return ["scale", str(f), "--dry-run"], lambda: not (tmp_path.parent / "escaped").exists()
+
+
+def sweep_key_weak(tmp_path, monkeypatch):
+    """A one-byte key file: anyone can compute the manifest's HMAC, so a planted tuner.pkl
+    verified and --resume went on to unpickle it."""
+    import hashlib
+    import json
+
+    from distst.sweep import manifest
+
+    key = tmp_path / "weak.key"
+    key.write_bytes(b"k")
+    key.chmod(0o600)
+    monkeypatch.setenv("DISTST_KEY_FILE", str(key))
+    sdir = tmp_path / "sweep"
+    sdir.mkdir()
+    (sdir / "sweep.yaml").write_text("sweep: {}\nbase: {}\n")
+    marker = tmp_path / "code-ran"
+    (sdir / "tuner.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    files = {n: hashlib.sha256((sdir / n).read_bytes()).hexdigest()
+             for n in ("sweep.yaml", "tuner.pkl")}
+    (sdir / manifest.MANIFEST).write_text(json.dumps(
+        {"format": manifest._FORMAT, "files": files, "hmac": manifest._mac(b"k", files)}))
+    return ["tune", "--resume", str(sdir)], lambda: not marker.exists()
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -645,6 +718,20 @@ CASES = {
                                     plot_sweep_yaml_not_a_sweep),
     "tune_resume_sweep_yaml_empty": ("`tune --resume` on a folder whose sweep.yaml is `{}`",
                                      tune_resume_sweep_yaml_empty),
+    "storage_uri_with_credentials": ("`runtime.storage=s3://KEY:SECRET@bucket/runs` (was saved "
+                                     "in config.yaml and echoed)", storage_uri_with_credentials),
+    "mlflow_uri_with_password": ("an MLflow tracking URI with `user:password@`",
+                                 mlflow_uri_with_password),
+    "prepare_out_uri_with_credentials": ("`data prepare --out s3://KEY:SECRET@bucket/data`",
+                                         prepare_out_uri_with_credentials),
+    "presigned_data_uri": ("`data info` on a pre-signed URL (`?X-Amz-Signature=...`)",
+                           presigned_data_uri),
+    "sweep_name_escapes_storage": ("a sweep file with `name: ../../escaped`",
+                                   sweep_name_escapes_storage),
+    "study_name_escapes_storage": ("a study file with `name: ../../escaped`",
+                                   study_name_escapes_storage),
+    "sweep_key_weak": ("`tune --resume` with a one-byte sweep key and a manifest forged with "
+                       "it (the planted pickle was about to be loaded)", sweep_key_weak),
 }
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distst.config import Config, apply_overrides, config_from_dict
+from distst.config import Config, apply_overrides, check_run_name, config_from_dict
 from distst.errors import DiststError
 from distst.sweep.config import override_list, read_with_base, set_key
 
@@ -108,6 +108,8 @@ def build_study(sc: StudyConfig, base_raw: dict, source: str = "") -> Study:
         config_from_dict(raw)
     except DiststError as e:
         raise DiststError(f"{where}: base config {sc.base}: {e}") from None
+    check_run_name(sc.name, key=f"{where}: key 'name'", under="storage",
+                   example="name: strong-gcgru")
     for name in ("warmup_steps", "epochs", "threads"):
         if getattr(sc, name) < 0:
             raise DiststError(f"{where}: key '{name}' must be >= 0, got {getattr(sc, name)}")

@@ -35,6 +35,7 @@ from typing import Any
 
 from distst.config import (
     Config,
+    check_run_name,
     fill_dataclass,
     apply_overrides,
     config_from_dict,
@@ -232,6 +233,8 @@ def build_sweep(sc: SweepConfig, base_raw: dict, source: str = "") -> Sweep:
 
 
 def _check_settings(sc: SweepConfig, base: Config, where: str) -> None:
+    check_run_name(sc.name, key=f"{where}: key 'name'", under="storage",
+                   example="name: gcgru-lr")
     for name, allowed in (("scheduler", SCHEDULERS), ("searcher", SEARCHERS), ("mode", MODES)):
         if getattr(sc, name) not in allowed:
             raise DiststError(f"{where}: key '{name}' is {getattr(sc, name)!r}; choose one of "

@@ -39,16 +39,44 @@ def key_file() -> Path:
                 or Path.home() / ".config" / "distst" / "sweep.key")
 
 
+#: a key is at least this many bytes of at least KEY_MIN_DISTINCT different values: distst
+#: makes 32 random bytes (about 30 distinct); an empty, short or repetitive key file lets
+#: anyone compute a manifest's HMAC and forge a sweep that --resume would unpickle
+KEY_MIN_BYTES = 32
+KEY_MIN_DISTINCT = 16
+
+
+def _check_key(p: Path, key: bytes) -> bytes:
+    fix = (f"delete {p} (distst makes a new random key; sweeps signed with the old one can no "
+           "longer be resumed) or point DISTST_KEY_FILE at a key of 32 random bytes")
+    if len(key) < KEY_MIN_BYTES or len(set(key)) < KEY_MIN_DISTINCT:
+        raise DiststError(f"sweep key {p} is weak ({len(key)} bytes, {len(set(key))} distinct "
+                          f"values; at least {KEY_MIN_BYTES} bytes of {KEY_MIN_DISTINCT} "
+                          f"distinct values): with it a sweep folder can be forged; {fix}")
+    mode = p.stat().st_mode & 0o077
+    if mode:
+        raise DiststError(f"sweep key {p} can be read or written by other users (mode "
+                          f"{oct(p.stat().st_mode & 0o777)}): with it they can forge a sweep "
+                          f"folder; chmod 600 {p}, or {fix}")
+    return key
+
+
 def _key(create: bool) -> bytes | None:
     p = key_file()
-    if p.is_file():
-        return p.read_bytes()
+    try:
+        if p.is_file():
+            return _check_key(p, p.read_bytes())
+        if p.exists():
+            raise DiststError(f"sweep key {p} is not a file; remove it or point "
+                              "DISTST_KEY_FILE at a file distst may create")
+    except OSError as e:
+        raise DiststError(f"sweep key {p} cannot be read ({e.strerror or e})") from None
     if not create:
         return None
     p.parent.mkdir(parents=True, exist_ok=True)
     # never readable by others; the first writer wins when two drivers start at once
     write_atomic(p, secrets.token_bytes(32), mode=0o600, exclusive=True)
-    return p.read_bytes()
+    return _check_key(p, p.read_bytes())
 
 
 def _guarded(name: str) -> bool:
@@ -126,6 +154,7 @@ def is_current(sdir: str | Path | Location) -> bool:
 
 def verify(sdir: str | Path | Location) -> None:
     """Raise DiststError unless every file Tune would read is the one distst signed."""
+    key = _key(create=False)  # a weak key is refused before anything else is looked at
     sdir = location(sdir)
     mp = sdir / MANIFEST
     fix = ("start the sweep again under a new name (distst tune SWEEP.yaml --set name=...); "
@@ -141,7 +170,6 @@ def verify(sdir: str | Path | Location) -> None:
         ok_format = False
     if not ok_format:
         raise DiststError(f"{mp} is not a distst sweep manifest; {fix}")
-    key = _key(create=False)
     if key is None or not hmac.compare_digest(_mac(key, files), mac):
         raise DiststError(f"{mp} was not signed with this user's key ({key_file()}): the "
                           f"sweep was written elsewhere or the manifest was edited; {fix}")

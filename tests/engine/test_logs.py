@@ -98,6 +98,22 @@ def test_mlflow_gets_every_epoch_config_and_test_metrics_and_a_resume_continues_
     check_mlflow_matches_run(uri, run_dir, [1, 2, 3])  # the same MLflow run, one more epoch
 
 
+def test_an_environment_secret_reaches_no_file_of_a_run(tiny, tmp_path, monkeypatch,
+                                                        env_secret_in):
+    """AWS_SECRET_ACCESS_KEY (and any secret) stays in the environment: not in config.yaml,
+    checkpoints, metrics, TensorBoard events nor the MLflow run's params and files."""
+    import os
+
+    assert os.environ["AWS_SECRET_ACCESS_KEY"]  # tests/conftest.py: ENV_SECRET
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    cfg = tiny("train.max_batches_per_epoch=2", "train.epochs=1", "runtime.loggers=[mlflow]",
+               f"runtime.mlflow.tracking_uri={(tmp_path / 'mlruns').as_uri()}")
+    run_dir, _ = train_local(cfg)
+    assert list(run_dir.glob("tensorboard/events.out.tfevents*"))
+    assert (tmp_path / "mlruns").is_dir()
+    assert env_secret_in(run_dir, tmp_path / "mlruns") == []
+
+
 def test_a_relative_tracking_folder_means_the_drivers_folder(tiny, tmp_path, monkeypatch):
     from distst.engine.logs import _absolute_tracking_uri
 

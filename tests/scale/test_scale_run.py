@@ -31,10 +31,13 @@ def _study(tmp_path, grid, **extra):
     return p
 
 
-def test_strong_scaling_study_writes_tables_and_resumes(ray_session, tmp_path, capsys):
+def test_strong_scaling_study_writes_tables_and_resumes(ray_session, tmp_path, capsys,
+                                                        env_secret_in):
     p = _study(tmp_path, {"graph": [20, 40], "runtime.workers": [1, 2]}, name="strong")
     res = run_study(load_study(p))
     sdir = tmp_path / "studies" / "strong"
+    # nothing of the environment's secrets (AWS_SECRET_ACCESS_KEY) in any file of the study
+    assert env_secret_in(sdir) == []
     assert res.ran == ["r00-n20-w1", "r01-n20-w2", "r02-n40-w1", "r03-n40-w2"]
     with open(sdir / "runs.csv") as f:
         rows = list(csv.DictReader(f))

@@ -95,3 +95,34 @@ def test_key_file_is_private(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTST_KEY_FILE", str(tmp_path / "k" / "sweep.key"))
     manifest.sign(_sweep(tmp_path))
     assert (tmp_path / "k" / "sweep.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("key", [b"", b"k", b"\x00" * 64, b"ab" * 32])
+def test_a_weak_key_is_refused_before_anything_else(tmp_path, monkeypatch, key):
+    """With a degenerate key a manifest forged without any secret verified, and --resume went
+    on toward unpickling the folder (issue 30): the key file is refused by name first."""
+    kf = tmp_path / "weak.key"
+    kf.write_bytes(key)
+    kf.chmod(0o600)
+    monkeypatch.setenv("DISTST_KEY_FILE", str(kf))
+    sdir = _sweep(tmp_path)
+    files = {n: hashlib.sha256(p.read_bytes()).hexdigest()
+             for n, p in manifest.guarded_files(sdir).items()}
+    (sdir / manifest.MANIFEST).write_text(json.dumps(
+        {"format": manifest._FORMAT, "files": files, "hmac": manifest._mac(key, files)}))
+    with pytest.raises(DiststError, match=rf"sweep key {kf} is weak \({len(key)} bytes"):
+        manifest.verify(sdir)
+    with pytest.raises(DiststError, match="is weak"):
+        manifest.sign(sdir)
+
+
+def test_a_key_others_can_read_is_refused(tmp_path, monkeypatch):
+    import secrets
+
+    kf = tmp_path / "shared.key"
+    kf.write_bytes(secrets.token_bytes(32))
+    kf.chmod(0o644)
+    monkeypatch.setenv("DISTST_KEY_FILE", str(kf))
+    with pytest.raises(DiststError, match=r"can be read or written by other users \(mode "
+                                          r"0o644\).*chmod 600"):
+        manifest.sign(_sweep(tmp_path))

@@ -70,6 +70,13 @@ def test_four_trials_of_two_workers_finish_on_two_cpus(asha):
     print(f"4-trial sweep wall time: {wall:.1f} s")
 
 
+def test_an_environment_secret_reaches_no_file_of_the_sweep(asha, env_secret_in):
+    """Tune's state, every trial's run and the exported tables hold no environment secret
+    (AWS_SECRET_ACCESS_KEY here), though every trial's processes have it."""
+    res, _ = asha
+    assert env_secret_in(res.sweep_dir) == []
+
+
 def test_asha_stops_a_trial_early(asha):
     res, _ = asha
     epochs = {r["trial"]: r["epochs"] for r in res.rows}

@@ -130,6 +130,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
         print(f"start: {pd.Timestamp(src['start'])} ({how})")
     elif net.num_steps:
         print(f"start: {pd.Timestamp(int(net.timestamps[0]))} (from the file's timestamps)")
+    if "gaps" in src:
+        g = src["gaps"]
+        print(f"note: the series skips {g['filled_steps']:,} step(s) of {g['step_minutes']:g} min "
+              f"in {g['gaps']:,} gap(s), the longest from {g['longest'][0]} to "
+              f"{g['longest'][1]}; they are stored as missing readings, so windows see a gap "
+              "as missing data, not as consecutive steps", file=sys.stderr)
+    _warn_implausible(net.summary()["implausible"])
     from distst.graph.adjacency import linked_edges
 
     if not linked_edges(net.edge_index, net.edge_weight):
@@ -192,14 +199,22 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    implausible = info.pop("implausible")
     width = max(len(k) for k in info)
     for k, v in info.items():
         if isinstance(v, float):
             v = f"{v:.4f}"
-        elif isinstance(v, list) and v and isinstance(v[0], float):
-            v = ", ".join(f"{x:.3f}" for x in v)
+        elif k in ("min", "max", "mean"):
+            v = ", ".join("(no observed value)" if x is None else f"{x:.3f}" for x in v)
         print(f"{k:<{width}}  {v}")
+    _warn_implausible(implausible)
     return 0
+
+
+def _warn_implausible(lines: list[str]) -> None:
+    for line in lines:
+        print(f"WARNING: implausible values: {line}; check the source file's units and "
+              "parsing, or blank those cells (empty = missing)", file=sys.stderr)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -423,6 +423,11 @@ def validate(cfg: Config) -> None:
         raise DiststError(f"config key 'data.symmetrize': {cfg.data.symmetrize!r} is not a "
                           "symmetrisation rule; choices: max, sum")
     s = cfg.data.synth
+    if s.nodes < 2:
+        raise DiststError(f"config key 'data.synth.nodes' must be >= 2 (sensors of the "
+                          f"synthetic network), got {s.nodes}")
+    if not (math.isfinite(s.days) and s.days > 0):
+        raise DiststError(f"config key 'data.synth.days' must be > 0, got {s.days}")
     if s.graph not in SYNTH_GRAPHS:
         raise DiststError(f"config key 'data.synth.graph': {s.graph!r} is not one of "
                           f"{', '.join(SYNTH_GRAPHS)}")

@@ -60,6 +60,47 @@ def test_info_counts_one_way_edges_of_a_directed_graph(capsys, tmp_path):
     assert rc == 0 and json.loads(out)["one_way_edges"] == 2
 
 
+def test_implausible_values_are_reported_by_prepare_and_info(capsys, tmp_path):
+    """1e30 and float32's 3e38 in a speed file, and one negative speed, passed without a word."""
+    series = np.random.default_rng(0).uniform(20, 70, size=(300, 6)).round(2)
+    series[40, 2], series[41, 2], series[90, 4] = 1e30, 3e38, -12.5
+    adj = np.eye(6, k=1) + np.eye(6, k=-1)
+    src = write_los(tmp_path / "raw", series, adj)
+    rc, out, err = run(capsys, "data", "prepare", "--format", "los-loop", "--path", str(src),
+                       "--out", str(tmp_path / "ds"))
+    assert rc == 0, err
+    for text in (err, run(capsys, "data", "info", str(tmp_path / "ds"))[2]):
+        lines = [ln for ln in text.splitlines() if ln.startswith("WARNING: implausible")]
+        assert len(lines) == 2, text
+        assert "2 value(s) of magnitude >= 1e+09, the first at data row 41" in lines[0]
+        assert "sensor 's2': 1e+30" in lines[0]
+        assert "1 negative value(s)" in lines[1] and "data row 91" in lines[1] \
+            and "sensor 's4': -12.5" in lines[1]
+    info = json.loads(run(capsys, "data", "info", str(tmp_path / "ds"), "--json")[1])
+    assert len(info["implausible"]) == 2
+    # a clean file says nothing; a signed channel (many negatives) is not a glitch
+    series2 = np.random.default_rng(1).normal(0, 5, size=(300, 6)).round(2)
+    src2 = write_los(tmp_path / "raw2", series2, adj)
+    rc, out, err = run(capsys, "data", "prepare", "--format", "los-loop", "--path", str(src2),
+                       "--out", str(tmp_path / "ds2"))
+    assert rc == 0 and "implausible" not in err, err
+
+
+def test_info_channel_without_observations_has_no_range(capsys, tmp_path):
+    """A hand-edited dataset whose one channel is all missing printed min inf / max -inf."""
+    from distst.data.network import save_network
+    from distst.data.synth import synth_network
+
+    net = synth_network(num_nodes=12, days=1, seed=0)
+    net.values = np.concatenate([net.values, np.full_like(net.values, np.nan)], axis=2)
+    net.channels = ["speed", "blank"]
+    d = save_network(net, tmp_path / "d")
+    rc, out, err = run(capsys, "data", "info", str(d))
+    assert rc == 0 and "inf" not in out, out
+    assert "(no observed value)" in out
+    assert json.loads(run(capsys, "data", "info", str(d), "--json")[1])["min"][1] is None
+
+
 def test_synth_and_info(capsys, tmp_path):
     rc, out, err = run(capsys, "data", "synth", "--nodes", "12", "--days", "2", "--out", str(tmp_path / "s"))
     assert rc == 0, err

@@ -18,6 +18,7 @@ any slice is ``~np.isnan(slice)``.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,43 @@ from distst.storage import atomic_dir
 
 LAYOUT_VERSION = 1
 DEFAULT_STEP_MINUTES = 5
+#: series values that no sensor reports (1e30, float32's 3e38, inf): a unit or parsing error
+IMPLAUSIBLE_ABS = 1e9
+#: negatives below this share of a channel's observed values are reported as glitches
+NEGATIVE_GLITCH_SHARE = 0.01
+#: the instants timestamps.npy can hold: int64 nanoseconds since 1970 (the lowest int64 is NaT)
+TIME_MIN_NS, TIME_MAX_NS = int(np.iinfo(np.int64).min) + 1, int(np.iinfo(np.int64).max)
+
+
+def _ns_text(ns: int) -> str:
+    # sliced, not cast to seconds: numpy's cast of the lowest values wraps to 2262
+    return str(np.datetime64(int(ns), "ns"))[:19].replace("T", " ")
+
+
+def regular_times(start, n: int, step_ns: int, origin: str, lead: int = 0) -> np.ndarray:
+    """``n`` timestamps (int64 ns) from ``start`` (a date-time string, ``datetime`` or
+    ``np.datetime64``) every ``step_ns``.
+
+    The span is checked in Python integers first: numpy and pandas arithmetic on int64
+    nanoseconds wraps without a word past 2262-04-11 (a series that began in 2262 ended in
+    1677) and a start before 1677-09-21 wrapped on conversion. ``lead`` steps before ``start``
+    must fit too (the generator's burn-in)."""
+    v = np.datetime64(start)  # its own unit: a 1500 or 2300 date is still exact here
+    unit, count = np.datetime_data(v.dtype)
+    if unit != "ns":
+        v = v.astype("datetime64[us]")  # years to microseconds: exact over +-290,000 years
+        unit, count = "us", 1
+    per = {"ns": 1, "us": 1000}[unit] * count
+    first = int(v.view(np.int64)) * per
+    lo, hi = first - lead * step_ns, first + (n - 1) * step_ns
+    if lo < TIME_MIN_NS or hi > TIME_MAX_NS:
+        earliest, latest = TIME_MIN_NS + lead * step_ns, TIME_MAX_NS - (n - 1) * step_ns
+        span = f"{n:,} steps of {step_ns / 60e9:g} min" + (f" (and {lead} before)" if lead else "")
+        raise DiststError(
+            f"{origin}: start {str(start)!r} with {span} runs outside the times distst stores "
+            f"(int64 nanoseconds, {_ns_text(TIME_MIN_NS)} to {_ns_text(TIME_MAX_NS)}); give a "
+            f"start between {_ns_text(earliest)} and {_ns_text(latest)}")
+    return first + np.arange(n, dtype=np.int64) * np.int64(step_ns)
 
 
 @dataclass
@@ -191,29 +229,52 @@ class SensorNetwork:
 
     # -- summary -------------------------------------------------------------------------
     def summary(self) -> dict:
-        """Nodes, edges, steps, time range, missing ratio and value ranges (chunked scan)."""
-        n_missing = 0
-        lo = np.full(self.num_channels, np.inf)
-        hi = np.full(self.num_channels, -np.inf)
-        total = 0.0
-        count = np.zeros(self.num_channels)
-        chunk = max(1, 2**26 // max(1, self.num_nodes * self.num_channels))
-        sums = np.zeros(self.num_channels)
+        """Nodes, edges, steps, time range, missing ratio, value ranges and the implausible
+        values (see ``IMPLAUSIBLE_ABS``), in one chunked scan. A channel without one observed
+        value has min/max/mean None (a hand-edited file once printed -inf here)."""
+        c_n = self.num_channels
+        n_missing, total = 0, 0.0
+        lo, hi = np.full(c_n, np.inf), np.full(c_n, -np.inf)
+        count, sums = np.zeros(c_n), np.zeros(c_n)
+        huge, neg = np.zeros(c_n, dtype=np.int64), np.zeros(c_n, dtype=np.int64)
+        first_huge: list = [None] * c_n
+        first_neg: list = [None] * c_n
+        chunk = max(1, 2**26 // max(1, self.num_nodes * c_n))
         for s in range(0, self.num_steps, chunk):
-            block = np.asarray(self.values[s : s + chunk], dtype=np.float64)
+            block = np.asarray(self.values[s : s + chunk], dtype=np.float64)  # [t, N, C]
             nan = np.isnan(block)
             n_missing += int(nan.sum())
             total += block.size
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing channel
                 lo = np.fmin(lo, np.nanmin(block, axis=(0, 1)))
                 hi = np.fmax(hi, np.nanmax(block, axis=(0, 1)))
-            sums += np.nansum(block, axis=(0, 1))
+                sums += np.nansum(block, axis=(0, 1))
+                big, below = ~(np.abs(block) < IMPLAUSIBLE_ABS) & ~nan, block < 0
             count += (~nan).sum(axis=(0, 1))
+            for flags, counts, firsts in ((big, huge, first_huge), (below, neg, first_neg)):
+                counts += flags.sum(axis=(0, 1))
+                for c in np.flatnonzero(flags.any(axis=(0, 1))):
+                    if firsts[c] is None:
+                        t, n = (int(i) for i in np.argwhere(flags[:, :, c])[0])
+                        firsts[c] = (s + t, n, float(block[t, n, c]))
+        seen = count > 0
         ts = self.timestamps.astype("datetime64[ns]")
         from distst.graph.adjacency import one_way_edges
 
         # Chebyshev models symmetrise a directed graph (data.symmetrize); say that it is one
         one_way, _ = one_way_edges(self.edge_index, self.num_nodes)
+        implausible = []
+        for c, name in enumerate(self.channels):
+            if huge[c]:
+                implausible.append(self._place(f"channel {name!r}: {int(huge[c]):,} value(s) "
+                                               f"of magnitude >= {IMPLAUSIBLE_ABS:g}", *first_huge[c]))
+            # a signed quantity has negatives by the thousand; a few in a speed, flow or
+            # occupancy channel are glitches or a sign error
+            if neg[c] and neg[c] < NEGATIVE_GLITCH_SHARE * count[c]:
+                implausible.append(self._place(f"channel {name!r}: {int(neg[c]):,} negative "
+                                               "value(s) in an otherwise non-negative channel",
+                                               *first_neg[c]))
         return {
             "name": self.name,
             "nodes": self.num_nodes,
@@ -225,11 +286,17 @@ class SensorNetwork:
             "start": str(ts[0]) if len(ts) else None,
             "end": str(ts[-1]) if len(ts) else None,
             "missing_ratio": n_missing / total if total else 0.0,
-            "min": lo.tolist(),
-            "max": hi.tolist(),
-            "mean": (sums / np.maximum(count, 1)).tolist(),
+            "min": [float(v) if k else None for v, k in zip(lo, seen)],
+            "max": [float(v) if k else None for v, k in zip(hi, seen)],
+            "mean": [float(v) if k else None for v, k in zip(sums / np.maximum(count, 1), seen)],
             "attributes": list(self.attr_names) + (["x", "y"] if self.coords is not None else []),
+            "implausible": implausible,
         }
+
+    def _place(self, what: str, t: int, n: int, v: float) -> str:
+        stamp = str(np.datetime64(int(self.timestamps[t]), "ns"))[:19].replace("T", " ")
+        return (f"{what}, the first at data row {t + 1} (time {stamp}), sensor "
+                f"{str(self.node_ids[n])!r}: {v:g}")
 
 
 # -- on-disk layout ----------------------------------------------------------------------

@@ -97,6 +97,7 @@ from distst.data.network import (
     check_output_dir,
     build_meta,
     is_dataset_dir,
+    regular_times,
     write_meta,
     write_static_files,
 )
@@ -239,13 +240,15 @@ class _Generator:
         self.graph_kind = graph
         self.k = int(k) if k is not None else min(6, self.n - 1)
         try:
-            t0 = np.datetime64(start, "ns")
+            t0 = np.datetime64(start)  # not "ns": a start outside 1677-2262 wrapped around there
         except (ValueError, TypeError) as exc:
             raise _fail("start", start, "give an ISO date/time such as '2024-01-01'") from exc
         if np.isnat(t0):
             raise _fail("start", start, "give an ISO date/time such as '2024-01-01'")
         step_ns = int(round(self.step_minutes * 60e9))
-        self.timestamps = t0.astype(np.int64) + step_ns * np.arange(self.num_steps, dtype=np.int64)
+        self.timestamps = regular_times(t0, self.num_steps, step_ns, "synthetic network: start",
+                                        lead=_BURN_IN_STEPS)
+        t0 = self.timestamps[0].astype("datetime64[ns]")
         self.name = name or f"synth-n{self.n}-d{days:g}-s{self.seed}"
         self.params = dict(
             format="synthetic", generator="distst.data.synth", generator_version=GENERATOR_VERSION,
@@ -655,6 +658,41 @@ def _make(params: SynthParams):
     return gen, int(params.chunk_steps or _auto_chunk(gen.n))
 
 
+#: the generator's memory per sensor, an upper bound: its static arrays (position, graph
+#: rows, parameters, events) and a time chunk; measured 326 MiB peak at 100,000 sensors,
+#: ~200 MiB of it imports (benchmarks/RESULTS.md, "Synthetic generator")
+BYTES_PER_SENSOR = 4096
+
+
+def check_room(params: SynthParams, out: Path) -> None:
+    """Refuse a network this machine cannot make, before minutes of work end in a
+    MemoryError or a full disk: the series (steps x sensors float32) goes to disk beside
+    ``out``, the generator's state stays in memory."""
+    import os
+    import shutil
+
+    steps = max(1, int(round(params.days * 1440.0 / params.step_minutes)))
+    disk = steps * int(params.num_nodes) * 4
+    where = out.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    size = f"{params.num_nodes:,} sensors x {steps:,} steps"
+    if disk > free:
+        raise DiststError(f"synthetic network of {size}: its values.npy would take "
+                          f"{disk / 2**30:,.1f} GiB but {where} has {free / 2**30:,.1f} GiB "
+                          "free; make fewer sensors or days, or write elsewhere")
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no bound known
+        return
+    need = BYTES_PER_SENSOR * int(params.num_nodes)
+    if need > ram:
+        raise DiststError(f"synthetic network of {size}: generating it needs about "
+                          f"{need / 2**30:,.1f} GiB of memory and this machine has "
+                          f"{ram / 2**30:,.1f} GiB; make fewer sensors")
+
+
 def generate_network(out_dir: str | Path, params: SynthParams | None = None,
                      **overrides) -> Path:
     """Write a synthetic speed dataset (mph) at ``out_dir`` in the internal layout.
@@ -667,6 +705,7 @@ def generate_network(out_dir: str | Path, params: SynthParams | None = None,
     params = replace(params or SynthParams(), **overrides)
     out = Path(out_dir)
     check_output_dir(out, "synthetic network", is_dataset_dir)
+    check_room(params, out)
     gen, chunk = _make(params)
     with atomic_dir(out) as tmp:
         path = tmp / "values.npy"

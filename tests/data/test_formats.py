@@ -314,6 +314,30 @@ def test_generic_wide_without_nodes_and_distance_edges(tmp_path):
     assert list(g.node_ids) == ["s0", "s2", "s1", "s3"]  # edge table order, graph only
 
 
+@pytest.mark.parametrize("layout", ["long", "wide"])
+def test_generic_missing_rows_become_missing_steps(tmp_path, layout):
+    """Rows absent at 3 times (one gap of 2 steps, one of 1): the grid keeps its 15-minute
+    step and the skipped times are missing readings, so no window joins the two sides."""
+    w = write_generic(tmp_path / "raw", layout=layout, ext="csv", t=12)
+    f = tmp_path / "raw" / "series.csv"
+    df = pd.read_csv(f, parse_dates=["timestamp"])
+    drop = [w["ts"][3], w["ts"][4], w["ts"][8]]
+    df[~df["timestamp"].isin(drop)].to_csv(f, index=False)
+    net = read_dataset("generic", tmp_path / "raw")
+    assert net.num_steps == 12 and net.step_minutes == 15.0
+    np.testing.assert_array_equal(net.timestamps, _ns(w["ts"]))
+    assert np.isnan(net.values[[3, 4, 8]]).all()
+    kept = [i for i in range(12) if i not in (3, 4, 8)]
+    order = [list(net.node_ids).index(i) for i in w["ids"]]
+    got = net.values[kept][:, order, 0]  # [T - 3, N] speed channel, in w's node order
+    want = w["speed"][kept].copy()
+    if layout == "long":
+        want[kept.index(1), 2] = np.nan  # write_generic's one absent (time, node) pair
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert net.source["gaps"] == {"filled_steps": 3, "gaps": 2, "step_minutes": 15.0,
+                                  "longest": ["2021-01-01 00:30:00", "2021-01-01 01:15:00"]}
+
+
 def test_round_trip_save_load(tmp_path):
     write_generic(tmp_path / "raw", layout="long")
     net = read_dataset("generic", tmp_path / "raw")

@@ -131,6 +131,9 @@ def test_atomic_write_overwrite_and_refusals(tmp_path, monkeypatch):
         dict(k=0),
         dict(num_nodes=5, k=5),
         dict(start="not a date"),
+        # int64 nanoseconds wrapped: 1600 became 2184, a 2262 start ended in 1677
+        dict(start="1600-01-01"),
+        dict(start="2262-04-11"),
         dict(step_minutes=0),
         dict(noise_std=-1.0),
         dict(chunk_steps=0),

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from distst.data.network import SensorNetwork
+from distst.data.network import SensorNetwork, regular_times
 from distst.errors import DiststError
 
 
@@ -100,8 +100,7 @@ def _regular_timestamps(start, n: int, step_minutes: float, origin: str) -> np.n
         ) from None
     if not step_minutes > 0:
         raise DiststError(f"{origin}: step_minutes={step_minutes} must be > 0")
-    step_ns = int(round(step_minutes * 60e9))
-    return t0.value + np.arange(n, dtype=np.int64) * step_ns
+    return regular_times(t0, n, int(round(step_minutes * 60e9)), origin)
 
 
 def _check_increasing(ts: np.ndarray, origin: str) -> None:
@@ -166,9 +165,57 @@ def _match_ids(series_ids: list[str], graph_ids: list[str], series_file, graph_f
     return np.array([pos[g] for g in graph_ids], dtype=np.int64)
 
 
+def _stamp(ns) -> str:
+    return str(np.datetime64(int(ns), "ns"))[:19].replace("T", " ")
+
+
+def _on_grid(values: np.ndarray, ts: np.ndarray, origin: str):
+    """(values, timestamps, gap record or None) on a regular time grid.
+
+    A series read from timestamps steps by its most common interval; a missing row (a step of
+    2, 3, ... intervals) becomes missing readings (NaN) at the skipped times, so a window
+    never reads the two sides of a gap as consecutive steps. A step that is not a whole
+    number of intervals (one 7-minute step among 5-minute ones, times off the grid) is
+    refused: distst would have to invent where its readings belong."""
+    if len(ts) < 3:
+        return values, ts, None
+    d = np.diff(ts)
+    if (d == d[0]).all():
+        return values, ts, None
+    sizes, counts = np.unique(d, return_counts=True)
+    step = int(sizes[np.argmax(counts)])
+    off = d % step != 0
+    if off.any():
+        k = int(np.argmax(off))
+        raise DiststError(
+            f"{origin}: the step from {_stamp(ts[k])} to {_stamp(ts[k + 1])} (time steps {k + 1} "
+            f"and {k + 2}) is {d[k] / 60e9:g} min, not a whole number of the series' "
+            f"{step / 60e9:g}-min steps ({int(off.sum())} such step(s)); resample the series to "
+            f"a regular {step / 60e9:g}-min grid (e.g. pandas DataFrame.resample) or fix those "
+            "timestamps")
+    idx = (ts - ts[0]) // step  # [T] positions on the grid
+    total = int(idx[-1]) + 1
+    added = total - len(ts)
+    k = int(np.argmax(d))
+    if added > len(ts):
+        raise DiststError(
+            f"{origin}: the timestamps would leave {added:,} of {total:,} {step / 60e9:g}-min "
+            f"steps empty (the longest gap from {_stamp(ts[k])} to {_stamp(ts[k + 1])}); check "
+            "the timestamps (a wrong year or day?) or cut the series where it stops")
+    full = np.full((total,) + values.shape[1:], np.nan, dtype=values.dtype)  # [T', N, C]
+    full[idx] = values
+    gaps = {"filled_steps": added, "gaps": int((d > step).sum()), "step_minutes": step / 60e9,
+            "longest": [_stamp(ts[k]), _stamp(ts[k + 1])]}
+    return full, ts[0] + np.arange(total, dtype=np.int64) * np.int64(step), gaps
+
+
 def _finish(name: str, fmt: str, values: np.ndarray, timestamps: np.ndarray,
             graph: SensorGraph, channels: list[str], series_file, source: dict) -> SensorNetwork:
     _check_increasing(timestamps, str(series_file))
+    if source.get("timestamps") == "from file":  # made-up ones are regular or a calendar's
+        values, timestamps, gaps = _on_grid(values, timestamps, str(series_file))
+        if gaps:
+            source = {**source, "gaps": gaps}
     t, n = values.shape[:2]
     if n != graph.num_nodes:
         raise DiststError(

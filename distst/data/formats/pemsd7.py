@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from distst.data.network import DEFAULT_STEP_MINUTES, SensorNetwork
+from distst.data.network import DEFAULT_STEP_MINUTES, SensorNetwork, regular_times
 from distst.errors import DiststError
 from distst.graph.adjacency import adjacency_from_matrix
 from distst.data.formats._common import (
@@ -85,9 +85,14 @@ def _weekday_timestamps(start, t: int, step_minutes: float, origin: str) -> np.n
             f"{origin}: calendar='weekdays' needs whole days of {per_day} steps but the series "
             f"has {t} steps; pass calendar='consecutive'"
         )
+    step_ns = int(round(step_minutes * 60e9))
+    # D weekdays lie within (D // 5 + 2) calendar weeks: checked before pandas, which raises
+    # or wraps past the int64-nanosecond range
+    regular_times(pd.Timestamp(start).normalize(), (t // per_day // 5 + 2) * 7 * per_day,
+                  step_ns, origin)
     days = pd.bdate_range(pd.Timestamp(start).normalize(), periods=t // per_day)
     day_ns = days.as_unit("ns").asi8.astype(np.int64)  # [D]
-    steps = np.arange(per_day, dtype=np.int64) * int(round(step_minutes * 60e9))  # [S]
+    steps = np.arange(per_day, dtype=np.int64) * step_ns  # [S]
     return (day_ns[:, None] + steps[None, :]).reshape(-1)  # [D, S] -> [D * S]
 
 

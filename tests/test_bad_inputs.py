@@ -612,6 +612,78 @@ def sweep_key_weak(tmp_path, monkeypatch):
     return ["tune", "--resume", str(sdir)], lambda: not marker.exists()
 
 
+def _study(tmp_path, grid: str) -> list[str]:
+    f = tmp_path / "study.yaml"
+    base = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+    f.write_text(f"base: {base}\nname: s\nstorage: {tmp_path / 'out'}\ngrid: {grid}\n")
+    return ["scale", str(f), "--dry-run"]
+
+
+def scale_graph_negative(tmp_path):
+    return _study(tmp_path, "{graph: [-5]}"), None
+
+
+def scale_grid_too_large(tmp_path):
+    """707,281 runs: the dry run built every config before printing and hung."""
+    lrs = ", ".join(str(0.001 * (i + 1)) for i in range(29))
+    ints = ", ".join(str(64 + i) for i in range(29))
+    return _study(tmp_path, f"{{train.lr: [{lrs}], train.batch_size: [{ints}], "
+                            f"train.eval_batch_size: [{ints}], train.seed: [{ints}]}}"), None
+
+
+def synth_billion_nodes(tmp_path):
+    """MemoryError after 18 s before: the generator's state is estimated first."""
+    out = tmp_path / "big"
+    return (["data", "synth", "--nodes", "1000000000", "--out", str(out)],
+            lambda: not out.exists() and not list(tmp_path.glob(".big*")))
+
+
+def start_past_2262(tmp_path):
+    """The series began in 2262 and ended in 1677 (int64 nanoseconds wrapped)."""
+    out = tmp_path / "ds"
+    return _prepare(_los(tmp_path / "raw"), out) + ["--start", "2262-04-11"], \
+        lambda: not out.exists()
+
+
+def start_before_1677(tmp_path):
+    return _prepare(_los(tmp_path / "raw"), tmp_path / "ds") + ["--start", "1600-01-01"], None
+
+
+
+
+def _generic_times(tmp_path, shift) -> list[str]:
+    """A wide generic series (15-minute steps) whose timestamps ``shift`` edits."""
+    src = tmp_path / "raw"
+    write_generic(src, layout="wide", ext="csv", t=12)
+    df = pd.read_csv(src / "series.csv", parse_dates=["timestamp"])
+    df["timestamp"] = shift(df["timestamp"])
+    df.to_csv(src / "series.csv", index=False)
+    return _prepare(src, tmp_path / "out", fmt="generic")
+
+
+def generic_step_off_grid(tmp_path):
+    """One 22-minute step among 15-minute ones: stored as 15-minute steps without a word."""
+    out = tmp_path / "out"
+    return _generic_times(tmp_path, lambda t: t.where(t.index < 6,
+                                                      t + pd.Timedelta(minutes=7))), \
+        lambda: not out.exists()
+
+
+def generic_timestamp_year_typo(tmp_path):
+    """The last row a year late: filled with a year of missing steps, or read as adjacent."""
+    return _generic_times(tmp_path, lambda t: t.where(t.index < 11,
+                                                      t + pd.Timedelta(days=365))), None
+
+
+
+def plot_truncated_test_metrics(tmp_path):
+    run = _trained_run(tmp_path)
+    tm = run / "test_metrics.json"
+    tm.write_text(tm.read_text()[:40])
+    return ["plot", str(run)], None
+
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -732,6 +804,21 @@ CASES = {
                                    study_name_escapes_storage),
     "sweep_key_weak": ("`tune --resume` with a one-byte sweep key and a manifest forged with "
                        "it (the planted pickle was about to be loaded)", sweep_key_weak),
+    "scale_graph_negative": ("`distst scale --dry-run` with `graph: [-5]` (printed negative "
+                             "sensors and megabytes)", scale_graph_negative),
+    "scale_grid_too_large": ("a study grid of 29^4 = 707,281 runs (the dry run hung)",
+                             scale_grid_too_large),
+    "start_past_2262": ("`data prepare --start 2262-04-11` (the last steps wrapped to 1677)",
+                        start_past_2262),
+    "start_before_1677": ("`data prepare --start 1600-01-01` (a traceback)", start_before_1677),
+    "generic_step_off_grid": ("a generic series with one 22-minute step among 15-minute ones "
+                              "(recorded as 15 minutes)", generic_step_off_grid),
+    "generic_timestamp_year_typo": ("a generic series whose last row is a year late (the gap "
+                                    "was one step)", generic_timestamp_year_typo),
+    "plot_truncated_test_metrics": ("`distst plot` on a run whose test_metrics.json is cut "
+                                    "short", plot_truncated_test_metrics),
+    "synth_billion_nodes": ("`data synth --nodes 1000000000` (MemoryError after 18 s)",
+                            synth_billion_nodes),
 }
 
 

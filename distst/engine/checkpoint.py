@@ -8,6 +8,8 @@ directory and the model's data-derived sizes) and ``config.yaml`` for people to 
 from __future__ import annotations
 
 import io
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,17 @@ def checkpoint_dirs(run_dir: str | Path | Location) -> list[Location]:
     return [c for c in d.glob("checkpoint_*") if c.is_dir()]
 
 
+_WARNED: set[str] = set()  # incomplete checkpoints already reported by this process
+
+
+def _complete(f: Location) -> bool:
+    """Whether a checkpoint file ends as torch.save ends it: a zip archive whose central
+    directory is at the end, which any cut-short write loses."""
+    if f.is_local:
+        return zipfile.is_zipfile(f.local)
+    return zipfile.is_zipfile(io.BytesIO(f.read_bytes()))
+
+
 def resolve_checkpoint(path: str | Path | Location) -> Location:
     """Accept a checkpoint dir, its checkpoint.pt, or a run dir (then its latest checkpoint),
     as a local path or a URI."""
@@ -71,8 +84,18 @@ def resolve_checkpoint(path: str | Path | Location) -> Location:
         return p
     if p.is_dir():
         found = [c for c in checkpoint_dirs(p) if (c / CHECKPOINT_FILE).is_file()]
+        for k, c in enumerate(reversed(found)):
+            if _complete(c / CHECKPOINT_FILE):
+                if k and str(found[-1]) not in _WARNED:
+                    _WARNED.add(str(found[-1]))
+                    print(f"WARNING: {found[-1] / CHECKPOINT_FILE} is cut short (an interrupted "
+                          f"write or a full disk); using {c.name}, the newest complete "
+                          "checkpoint before it", file=sys.stderr, flush=True)
+                return c
         if found:
-            return found[-1]
+            raise DiststError(f"{p}: none of its {len(found)} checkpoint(s) is complete (each "
+                              f"{CHECKPOINT_FILE} is cut short); the run cannot be resumed or "
+                              "evaluated: start it again without --resume")
     raise DiststError(
         f"{p} is not a distst checkpoint (no {CHECKPOINT_FILE} in it nor in a checkpoint_* "
         "folder); pass a run directory printed by 'distst train' or one of its checkpoint_* dirs"

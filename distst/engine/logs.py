@@ -31,6 +31,36 @@ SCALARS = {"train/loss": "train_loss", "train/lr": "lr",
            "time/epoch_s": "epoch_time_s"}
 
 
+def read_metrics_log(path: Location, warn: bool = True) -> list[dict]:
+    """The epoch records of a ``metrics.jsonl``.
+
+    It is appended in place, so a kill -9 or a full disk can leave its last line cut short:
+    that line is dropped (with a warning on stderr; its epoch is trained again on resume). A
+    bad line before the last one is a damaged file, refused naming the line."""
+    lines = path.read_bytes().decode(errors="replace").split("\n")
+    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+    records = []
+    for k, (i, ln) in enumerate(numbered):
+        try:
+            rec = json.loads(ln)
+            if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
+                raise ValueError("not an epoch record")
+        except ValueError as e:
+            if k == len(numbered) - 1:
+                if warn:
+                    import sys
+
+                    print(f"WARNING: {path}: its last line (line {i}) is cut short, as an "
+                          "interrupted write leaves it; the epochs before it are kept",
+                          file=sys.stderr, flush=True)
+                break
+            raise DiststError(f"{path}: line {i} is not an epoch record ({e}); the file is "
+                              "damaged: restore it, or delete that line and the ones after "
+                              "it") from None
+        records.append(rec)
+    return records
+
+
 class RunLog:
     def __init__(self, run_dir: Location, tensorboard: bool = True):
         self.run_dir = run_dir

@@ -29,7 +29,7 @@ from distst.engine.checkpoint import load_checkpoint, save_checkpoint
 from distst.engine.context import Context, NullBar
 from distst.engine.bundle import DataBundle, history_for_ha
 from distst.engine.shard import NodeShard
-from distst.engine.logs import RunLog
+from distst.engine.logs import RunLog, read_metrics_log
 from distst.engine.memory import HeapTrimmer
 from distst.engine.timing import StepClock, ring_bytes_sent
 from distst.errors import DiststError
@@ -353,10 +353,10 @@ class Trainer:
         path = self.ctx.run_dir / "metrics.jsonl"
         if not (self.ctx.is_main and path.is_file()):
             return
-        rows = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in rows if json.loads(ln).get("epoch", 0) <= self.epoch]
-        if len(keep) != len(rows):
-            path.write_text("".join(ln + "\n" for ln in keep))
+        rows = [ln for ln in path.read_bytes().decode(errors="replace").splitlines() if ln.strip()]
+        keep = [r for r in read_metrics_log(path) if r["epoch"] <= self.epoch]
+        if len(keep) != len(rows):  # later epochs, or a last line cut short
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def _log(self, record: dict) -> None:
         self.history.append(record)

@@ -20,7 +20,9 @@ def plot_run(run_dir: Location, out: Location) -> dict:
     if not log.is_file():
         raise DiststError(f"{run_dir}: no metrics.jsonl; is it a run directory (distst train "
                           "prints 'run directory: ...')?")
-    recs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+    from distst.engine.logs import read_metrics_log
+
+    recs = read_metrics_log(log)
     drawn = {}
     if recs:
         plt = pyplot()
@@ -41,7 +43,13 @@ def plot_run(run_dir: Location, out: Location) -> dict:
             "Validation MAE", "val_mae", zero=False)}
     tm = run_dir / "test_metrics.json"
     if tm.is_file():
-        by_step = json.loads(tm.read_text()).get("mae_by_step")
+        try:
+            by_step = json.loads(tm.read_text()).get("mae_by_step")
+        except (ValueError, AttributeError) as e:
+            raise DiststError(f"{tm}: not the test metrics distst writes ({e}); the run's final "
+                              f"test evaluation was cut short (distst evaluate {run_dir} "
+                              "computes it again); move the file away to plot the curves "
+                              "only") from None
         if by_step:
             plt = pyplot()
             fig, ax = plt.subplots(figsize=(6.5, 4.2))

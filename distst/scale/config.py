@@ -27,6 +27,7 @@ anything runs.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ from distst.sweep.config import override_list, read_with_base, set_key
 
 #: grid keys that are not training-config keys
 STUDY_KEYS = ("graph", "nodes_per_worker")
+#: runs one study may hold: each is a timed Ray Train run of its own (a 707,281-run grid once
+#: hung even the dry run)
+MAX_RUNS = 1000
 
 
 @dataclass
@@ -126,6 +130,12 @@ def build_study(sc: StudyConfig, base_raw: dict, source: str = "") -> Study:
             raise DiststError(f"{where}: grid key '{key}' must be a non-empty list of values, "
                               f"got {values!r}")
     keys = list(sc.grid)
+    total = math.prod(len(sc.grid[k]) for k in keys)
+    if total > MAX_RUNS:
+        sizes = " x ".join(f"{len(sc.grid[k])} {k}" for k in keys)
+        raise DiststError(f"{where}: the grid makes {total:,} runs ({sizes}); a study runs them "
+                          f"one after another, at most {MAX_RUNS:,}: split it into studies or "
+                          "take fewer values")
     runs, seen = [], set()
     for combo in itertools.product(*(sc.grid[k] for k in keys)):
         values = dict(zip(keys, combo))
@@ -178,6 +188,10 @@ def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
                 raise DiststError(f"grid key 'graph': {v!r} is neither a number of sensors "
                                   "(a synthetic network) nor a dataset path or URI")
             if isinstance(v, int):
+                if v < 2:
+                    raise DiststError(f"grid key 'graph': {v} sensors; a synthetic network "
+                                      "needs at least 2 (give a number of sensors >= 2 or a "
+                                      "dataset path)")
                 raw = set_key(set_key(raw, "data.path", ""), "data.synth.nodes", v)
             else:
                 raw = set_key(raw, "data.path", v)

@@ -39,7 +39,7 @@ from distst.errors import DiststError
 from distst.scale.config import Study, StudyConfig, StudyRun, build_study
 from distst.scale.model import PerfModel, fit_model, model_table
 from distst.plots.study import plot_study
-from distst.storage import Location, configure, location
+from distst.storage import Location, configure, is_uri, location
 
 STUDY_FILE = "study.yaml"
 
@@ -76,7 +76,10 @@ def dry_run_table(study: Study) -> str:
         rt = r.cfg.runtime
         sizes = local_nodes(r.cfg)
         if sizes is None:
-            nodes = series = est = "dataset"
+            d = r.cfg.data.path
+            ready = not d or is_uri(d) or (Path(d) / "meta.json").is_file()
+            # a study may be planned before its datasets are prepared; the run itself refuses
+            nodes = series = est = "dataset" if ready else "not prepared yet"
         else:
             total, local, steps, how = sizes
             mem = worker_memory(r.cfg, total, local, steps)
@@ -143,7 +146,9 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
         metrics["test_mae"] = final["test"]["avg"]["mae"]
     log = run_dir / "metrics.jsonl"
     if run.cfg.train.max_val_batches == 0 and log.is_file():
-        recs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+        from distst.engine.logs import read_metrics_log
+
+        recs = read_metrics_log(log)
         if recs:
             metrics["best_val_mae"] = min(r["val_mae"] for r in recs)
     from distst.scale.memory import local_nodes, worker_memory

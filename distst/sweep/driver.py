@@ -117,8 +117,10 @@ def _last_epoch_record(run_dir: Location) -> dict:
     path = location(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return {}
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    return json.loads(lines[-1]) if lines else {}
+    from distst.engine.logs import read_metrics_log
+
+    recs = read_metrics_log(path)
+    return recs[-1] if recs else {}
 
 
 def trial_main(config: dict, static: dict) -> None:

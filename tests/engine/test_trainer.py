@@ -75,6 +75,46 @@ def test_local_run_keeps_newest_three_checkpoints_and_no_temp_folders(tiny, tmp_
     assert not list(run_dir.glob(".checkpoint_*"))
 
 
+def test_resume_after_a_cut_short_log_line(tiny, capsys):
+    """kill -9 or a full disk mid-append leaves half a line in metrics.jsonl: resume and plot
+    once stopped at JSONDecodeError. The half line is dropped (said once) and rewritten."""
+    from distst.plots.run import plot_run
+    from distst.storage import location
+
+    run_dir, _ = train_local(tiny("train.epochs=2", "runtime.mode=local"))
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "train_lo')
+    plot_run(location(run_dir), location(run_dir / "plots"))
+    assert "line 3) is cut short" in capsys.readouterr().err
+    train_local(tiny("train.epochs=3", "runtime.mode=local"), resume_from=run_dir)
+    assert [h["epoch"] for h in _history(run_dir)] == [1, 2, 3]
+    # a damaged line before the last is not guessed at
+    text = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text("\n".join([text[0], "{oops", text[2]]) + "\n")
+    with pytest.raises(DiststError, match=r"metrics.jsonl: line 2 is not an epoch record"):
+        plot_run(location(run_dir), location(run_dir / "plots"))
+
+
+def test_a_cut_short_newest_checkpoint_falls_back_to_the_one_before(tiny, capsys):
+    """--resume once refused with "[Errno 22]" when the newest checkpoint.pt was truncated."""
+    run_dir, _ = train_local(tiny("train.epochs=2", "runtime.mode=local"))
+    ckpts = sorted(run_dir.glob("checkpoint_*"))
+    newest = ckpts[-1] / "checkpoint.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    payload, _ = load_checkpoint(run_dir)
+    assert payload["trainer"]["epoch"] == load_checkpoint(ckpts[-2])[0]["trainer"]["epoch"]
+    err = capsys.readouterr().err
+    assert f"{newest} is cut short" in err and f"using {ckpts[-2].name}" in err
+    train_local(tiny("train.epochs=3", "runtime.mode=local"), resume_from=run_dir)
+    assert [h["epoch"] for h in _history(run_dir)] == [1, 2, 3]
+    assert load_checkpoint(run_dir)[0]["trainer"]["epoch"] == 3
+    # every one cut short: refused by name, no traceback
+    for c in run_dir.glob("checkpoint_*/checkpoint.pt"):
+        c.write_bytes(c.read_bytes()[:100])
+    with pytest.raises(DiststError, match=r"none of its 3 checkpoint\(s\) is complete"):
+        load_checkpoint(run_dir)
+
+
 def test_resume_from_an_older_checkpoint_logs_each_epoch_once(tiny):
     run_dir, _ = train_local(tiny("train.epochs=3", "runtime.mode=local"))
     older = run_dir / "checkpoint_000001"  # after epoch 2

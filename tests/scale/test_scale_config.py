@@ -68,8 +68,13 @@ def test_a_dataset_graph_and_the_dry_run_table(tmp_path):
     table = dry_run_table(study)
     assert "| r00-n20-w2 | 20 | 2 | 2 | 2 | 0 | 1 | 20 |" in table
     rows = [ln for ln in table.splitlines() if ln.startswith("| r0")]
-    assert rows[1].endswith("| dataset | dataset | dataset |")
+    # planned before the data: said so, not a traceback and not silently "dataset"
+    assert rows[1].endswith("| not prepared yet | not prepared yet | not prepared yet |")
     assert "est. peak" in table.splitlines()[-1]
+    (tmp_path / "data" / "metr").mkdir(parents=True)
+    (tmp_path / "data" / "metr" / "meta.json").write_text("{}")
+    rows = [ln for ln in dry_run_table(study).splitlines() if ln.startswith("| r0")]
+    assert rows[1].endswith("| dataset | dataset | dataset |")
 
 
 def test_partitioned_runs_are_parts_times_replicas(tmp_path):

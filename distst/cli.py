@@ -6,7 +6,9 @@ Every user error is a :class:`DiststError`, printed as one line on stderr with e
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import re
 import sys
 
 from distst.errors import DiststError
@@ -105,8 +107,6 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from distst.data.formats import DOCUMENTED_START, parse_start, read_dataset
     from distst.data.network import save_network
 
@@ -120,7 +120,23 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
             raise DiststError(f"--start: format {args.format!r} reads its timestamps from its "
                               f"files; --start applies to {', '.join(DOCUMENTED_START)}")
         opts["start"] = parse_start(args.start, "--start").isoformat()
-    net = read_dataset(args.format, args.path, **opts)
+    from distst.storage import is_uri, output_dir
+
+    # the output is claimed before the (long) read: a second prepare into it is refused now
+    with output_dir(args.out, "meta.json", "dataset") as staged:
+        net = read_dataset(args.format, args.path, **opts)
+        _report_read(args, net)
+        out = save_network(net, staged, inputs=[args.path])
+    print(f"wrote {net.num_nodes} nodes x {net.num_steps} steps x {net.num_channels} channels, "
+          f"{net.num_edges} edges to {args.out if is_uri(args.out) else out}")
+    return 0
+
+
+def _report_read(args: argparse.Namespace, net) -> None:
+    """What prepare says about what it read: where the times start, gaps, implausible
+    values, a graph without edges."""
+    import pandas as pd
+
     src = net.source
     if "start_from" in src:
         if src["start_from"] != "given":
@@ -144,13 +160,6 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
               "self-loops or weight 0): graph models would degenerate to per-node models, and "
               "'distst train' refuses them on this dataset unless data.allow_empty_graph=true. "
               "Check the graph file and its options (threshold, matrix kind).", file=sys.stderr)
-    from distst.storage import is_uri, output_dir
-
-    with output_dir(args.out, "meta.json", f"dataset '{net.name}'") as staged:
-        out = save_network(net, staged, inputs=[args.path])
-    print(f"wrote {net.num_nodes} nodes x {net.num_steps} steps x {net.num_channels} channels, "
-          f"{net.num_edges} edges to {args.out if is_uri(args.out) else out}")
-    return 0
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -429,6 +438,22 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_ray()
         print(f"interrupted{'; ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRNOS:
+            raise
+        # a full disk or a quota mid-write: what distst writes is staged beside its target
+        # and removed on this error, so nothing half-written is left (tested)
+        _quiet_ray()
+        # name the target, not its staging folder (.NAME.tmp-XXXX, removed by now)
+        target = re.sub(r"([/\\])\.([^/\\]+)\.tmp-[^/\\]+", r"\1\2", str(e.filename or ""))
+        where = f" writing {target}" if target else ""
+        print(f"error: {e.strerror or e}{where}; free space there or choose another output "
+              "folder (nothing half-written was left)", file=sys.stderr)
+        return 2
+
+
+#: errors of the storage itself, not of distst: a one-line message, not a traceback
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _quiet_ray() -> None:

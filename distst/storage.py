@@ -74,14 +74,115 @@ def write_atomic(path: str | Path, data: str | bytes, *, mode: int | None = None
     return path
 
 
+_CLAIMS: dict[str, int] = {}  # output folders this process holds: path -> depth
+
+
+def _claim_file(out: Path) -> Path:
+    # not .NAME.lock: fetch's flock file of the node cache has that name
+    return out.parent / f".{out.name}.writing"
+
+
+def _holder(lock: Path) -> dict:
+    try:
+        held = json.loads(lock.read_text())
+        return held if isinstance(held, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(held: dict) -> bool:
+    """Whether the process that wrote a claim may still run. On another host (a shared file
+    system) distst cannot tell, so it assumes so."""
+    import socket
+
+    if held.get("host") != socket.gethostname() or not isinstance(held.get("pid"), int):
+        return True
+    try:
+        os.kill(held["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def claim(out: str | Path, what: str = "output folder") -> Iterator[None]:
+    """Hold the local folder ``out`` for this process while a command makes it: the claim
+    file ``.NAME.writing`` beside it is created exclusively, so a second distst writing the same
+    ``out`` at the same time is refused at once instead of both printing "wrote" and one
+    silently replacing the other. Re-entrant within a process.
+
+    A claim left by a killed writer (its process is gone on this host) is taken over, and
+    the temporary ``.NAME.tmp-*`` / ``.NAME.old-*`` folders it left are removed, since no
+    other writer can own them."""
+    import socket
+    import time
+
+    out = Path(os.path.abspath(out))
+    key = str(out)
+    if key in _CLAIMS:
+        _CLAIMS[key] += 1
+        try:
+            yield
+        finally:
+            _CLAIMS[key] -= 1
+        return
+    lock = _claim_file(out)
+    body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                held = _holder(lock)
+                # an empty claim is one being written this instant, unless it is old
+                fresh = not held and time.time() - lock.stat().st_mtime < 10
+                if fresh or (held and _alive(held)):
+                    raise DiststError(
+                        f"{what}: {out} is being written by another distst process (pid "
+                        f"{held.get('pid')} on {held.get('host')}, since {held.get('since')}); "
+                        "wait for it to finish or choose another output folder (if no such "
+                        f"process runs, remove {lock})") from None
+                lock.unlink(missing_ok=True)  # its writer is gone (or it is unreadable)
+        else:
+            raise DiststError(f"{what}: could not claim {out} ({lock} keeps reappearing); "
+                              "another process is writing there")
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+    except OSError as e:  # read-only, no permission, disk full
+        raise DiststError(f"cannot write {out}: {e.strerror or e} in {out.parent}; choose an "
+                          "output folder you can write") from None
+    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    _CLAIMS[key] = 1
+    try:
+        yield
+    finally:
+        _CLAIMS[key] -= 1
+        if not _CLAIMS[key]:
+            del _CLAIMS[key]
+            lock.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
     """A temporary sibling folder of ``out`` to fill; on a clean exit it replaces ``out`` as a
     whole (an existing ``out`` is swapped out, then removed), on an error it is removed.
+    ``out`` is claimed (:func:`claim`) for the while.
 
     Whether ``out`` may be replaced at all is the caller's decision (see
     :func:`distst.data.network.check_output_dir`)."""
     out = Path(out)
+    with claim(out), _filled_dir(out) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _filled_dir(out: Path) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -204,6 +305,18 @@ def _filesystem(scheme: str, authority: str, options: tuple):
     return fs
 
 
+def resolved(p: str | Path, what: str = "path") -> Path:
+    """``p`` absolute, its symlinks followed; a symlink loop is a one-line error naming it
+    (Python raises RuntimeError or OSError there, which reached users as a traceback)."""
+    try:
+        return Path(p).resolve()
+    except (RuntimeError, OSError) as e:
+        reason = getattr(e, "strerror", None) or "a symlink loop"
+        raise DiststError(f"{what} {p} cannot be followed ({reason}); a symbolic link on the "
+                          "way points back at itself: point it at a real folder or remove "
+                          "it") from None
+
+
 def location(target: str | Path | "Location") -> "Location":
     """The :class:`Location` of a local path or a URI (``s3://bucket/key``, ``gs://...``,
     ``file:///abs/path``, anything ``pyarrow.fs.FileSystem.from_uri`` reads)."""
@@ -212,7 +325,8 @@ def location(target: str | Path | "Location") -> "Location":
     refuse_uri_credentials(target, "storage location")
     if not is_uri(target):
         p = Path(os.path.expandvars(os.path.expanduser(str(target))))
-        return Location(None, str(p.resolve()), str(p.resolve()))
+        real = str(resolved(p))
+        return Location(None, real, real)
     scheme, rest = str(target).split("://", 1)
     scheme = scheme.lower()
     if scheme == "file":
@@ -525,7 +639,8 @@ def output_dir(out: str | Path, marker: str, what: str) -> Iterator[Path]:
     written by distst and is refused, as a local one is."""
     loc = location(out)
     if loc.is_local:
-        yield loc.local
+        with claim(loc.local, what):
+            yield loc.local
         return
     if loc.is_dir() and loc.iterdir() and not (loc / marker).is_file():
         raise DiststError(f"{what}: output {loc} exists and holds no {marker}, so it is not "

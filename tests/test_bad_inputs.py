@@ -10,6 +10,7 @@ messages they get is ``tests/BAD_INPUTS.md``; regenerate it with
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -684,6 +685,76 @@ def plot_truncated_test_metrics(tmp_path):
 
 
 
+def prepare_out_being_written(tmp_path):
+    """Two prepares into one new --out at once: both printed "wrote", one replaced the other.
+    The first one's claim is stood in for by pid 1 (always running) on this host."""
+    import socket
+
+    out = tmp_path / "ds"
+    (tmp_path / ".ds.writing").write_text(json.dumps(
+        {"pid": 1, "host": socket.gethostname(), "since": "2026-12-07 10:00:00"}))
+    return _prepare(_los(tmp_path / "raw"), out), lambda: not out.exists()
+
+
+
+def _loop(tmp_path) -> Path:
+    link = tmp_path / "loop"
+    link.symlink_to(link)
+    return link
+
+
+def info_symlink_loop(tmp_path):
+    return ["data", "info", str(_loop(tmp_path))], None
+
+
+def prepare_out_symlink_loop(tmp_path):
+    return _prepare(_los(tmp_path / "raw"), _loop(tmp_path)), \
+        lambda: sorted(p.name for p in tmp_path.iterdir()) == ["loop", "raw"]
+
+
+def storage_symlink_loop(tmp_path):
+    return _train(tmp_path, f"runtime.storage={_loop(tmp_path)}"), None
+
+
+
+def _disk_full(path):
+    import errno
+
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def _nothing_left(tmp_path, out: Path):
+    return lambda: not out.exists() and not list(tmp_path.glob(f".{out.name}*"))
+
+
+def prepare_disk_full(tmp_path, monkeypatch):
+    """The disk fills while values.npy is written: a traceback before."""
+    real = np.save
+
+    def save(path, arr, *a, **k):
+        if str(path).endswith("values.npy"):
+            Path(path).write_bytes(b"\x93NUMPY" + b"\0" * 100)  # what fit
+            raise _disk_full(path)
+        return real(path, arr, *a, **k)
+
+    monkeypatch.setattr(np, "save", save)
+    out = tmp_path / "ds"
+    return _prepare(_los(tmp_path / "raw"), out), _nothing_left(tmp_path, out)
+
+
+def synth_disk_full(tmp_path, monkeypatch):
+    import distst.data.synth as synth
+
+    def full(net, d):
+        raise _disk_full(Path(d) / "edge_index.npy")
+
+    monkeypatch.setattr(synth, "write_static_files", full)
+    out = tmp_path / "s"
+    return (["data", "synth", "--nodes", "12", "--days", "1", "--out", str(out)],
+            _nothing_left(tmp_path, out))
+
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -817,6 +888,14 @@ CASES = {
                                     "was one step)", generic_timestamp_year_typo),
     "plot_truncated_test_metrics": ("`distst plot` on a run whose test_metrics.json is cut "
                                     "short", plot_truncated_test_metrics),
+    "prepare_out_being_written": ("`data prepare` into an --out another prepare is writing",
+                                  prepare_out_being_written),
+    "info_symlink_loop": ("`data info` on a symlink that points at itself", info_symlink_loop),
+    "prepare_out_symlink_loop": ("`data prepare --out` a symlink loop",
+                                 prepare_out_symlink_loop),
+    "storage_symlink_loop": ("`runtime.storage` a symlink loop", storage_symlink_loop),
+    "prepare_disk_full": ("the disk fills during `data prepare`", prepare_disk_full),
+    "synth_disk_full": ("the disk fills during `data synth`", synth_disk_full),
     "synth_billion_nodes": ("`data synth --nodes 1000000000` (MemoryError after 18 s)",
                             synth_billion_nodes),
 }

@@ -125,3 +125,48 @@ def test_missing_bucket_write_names_the_uri(s3):
     bad = location("s3://no-such-bucket-distst/x.txt")
     with pytest.raises(DiststError, match="s3://no-such-bucket-distst/x.txt"):
         bad.write_text("x")
+
+
+# -- claims: one writer per output folder ------------------------------------------------
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _write_claim(out, pid):
+    import socket
+
+    (out.parent / f".{out.name}.writing").write_text(json.dumps(
+        {"pid": pid, "host": socket.gethostname(), "since": "2026-12-07 10:00:00"}))
+
+
+def test_a_second_writer_of_one_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two `data prepare` into one new --out both printed "wrote"; one replaced the other."""
+    import os
+
+    out = tmp_path / "ds"
+    _write_claim(out, os.getppid())  # a process that runs, on this host
+    with pytest.raises(DiststError, match=rf"{out} is being written by another distst process "
+                                          rf"\(pid {os.getppid()}"):
+        with storage.atomic_dir(out):
+            pass
+    assert not out.exists()
+
+
+def test_a_killed_writers_claim_and_temp_folders_are_taken_over(tmp_path):
+    """kill -9 mid-write left .NAME.tmp-* folders that nothing removed."""
+    out = tmp_path / "plan"
+    _write_claim(out, _dead_pid())
+    (tmp_path / ".plan.tmp-abc123").mkdir()
+    (tmp_path / ".plan.tmp-abc123" / "part_0").mkdir()
+    (tmp_path / ".other.tmp-keep").mkdir()  # another folder's: not ours to remove
+    with storage.atomic_dir(out) as tmp:
+        (tmp / "META.json").write_text("{}")
+        with storage.claim(out):  # re-entrant in one process
+            pass
+    assert (out / "META.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-keep", "plan"]

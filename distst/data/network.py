@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from distst.errors import DiststError
-from distst.storage import atomic_dir
+from distst.storage import atomic_dir, resolved
 
 LAYOUT_VERSION = 1
 DEFAULT_STEP_MINUTES = 5
@@ -309,11 +309,11 @@ def check_output_dir(out: str | Path, what: str, is_ours, inputs=(),
     of ``inputs`` (files or folders the command reads) nor a folder that contains one.
     """
     out = Path(out)
-    target = out.resolve()
+    target = resolved(out, what)
     for src in inputs:
         if not src:
             continue
-        s = Path(src).resolve()
+        s = resolved(src, "input")
         if s == target or target in s.parents:
             raise DiststError(
                 f"{what}: output {out} {'is' if s == target else 'contains'} the input {src}; "

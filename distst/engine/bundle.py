@@ -19,7 +19,7 @@ from distst.data.windows import (WindowDataset, make_splits, time_features, trai
 from distst.errors import DiststError
 from distst.graph.partition.plan import PartData
 from distst.nn.registry import plan_halo_hops
-from distst.storage import fetch, file_lock, is_remote, location
+from distst.storage import fetch, file_lock, is_remote, location, resolved
 
 
 def synth_cache_dir(data: DataConfig) -> Path:
@@ -40,7 +40,8 @@ def synth_cache_dir(data: DataConfig) -> Path:
 
 def cache_root(data: DataConfig) -> Path:
     """Node-local cache: generated networks, plans made on the fly, fetched copies."""
-    return Path(os.path.expandvars(os.path.expanduser(data.cache_dir))).resolve()
+    return resolved(os.path.expandvars(os.path.expanduser(data.cache_dir)),
+                    "config key 'data.cache_dir':")
 
 
 def fetch_dataset(data: DataConfig, quiet: bool = False) -> tuple[Path, int]:

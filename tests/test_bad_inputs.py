@@ -755,6 +755,44 @@ def synth_disk_full(tmp_path, monkeypatch):
 
 
 
+def _adj_pickle(tmp_path, build):
+    """A METR-LA folder whose adj_mx.pkl is ``build(ids, pos, adj)`` pickled."""
+    src = tmp_path / "raw"
+    write_dcrnn(src)
+    with open(src / "adj_mx.pkl", "rb") as f:
+        ids, pos, adj = pickle.load(f)
+    with open(src / "adj_mx.pkl", "wb") as f:
+        pickle.dump(build(ids, pos, adj), f, protocol=2)
+    return _prepare(src, tmp_path / "out", fmt="metr-la"), None
+
+
+def pickle_billion_laughs(tmp_path):
+    """A 500-byte pickle of shared references, 10^9 values once expanded: hung prepare."""
+    def laughs(ids, pos, adj):
+        x = ["lol"]
+        for _ in range(9):
+            x = [x] * 10
+        return [ids, {"x": x}, adj]
+
+    return _adj_pickle(tmp_path, laughs)
+
+
+class _HugeArray:
+    def __reduce__(self):
+        return (np.ndarray, ((10**6, 10**6), "<f4"))
+
+
+def pickle_declares_huge_array(tmp_path):
+    """A few hundred bytes calling numpy.ndarray((10^6, 10^6)): MemoryError (3.6 TiB)."""
+    return _adj_pickle(tmp_path, lambda ids, pos, adj: [ids, pos, _HugeArray()])
+
+
+def pickle_object_matrix(tmp_path):
+    return _adj_pickle(tmp_path, lambda ids, pos, adj: [ids, pos, np.full(adj.shape, "x",
+                                                                          dtype=object)])
+
+
+
 CASES = {
     "prepare_out_is_input": ("`data prepare --out` = `--path` (raw files)", prepare_out_is_input),
     "prepare_out_contains_input": ("`data prepare --out` = the folder holding `--path`",
@@ -896,6 +934,12 @@ CASES = {
     "storage_symlink_loop": ("`runtime.storage` a symlink loop", storage_symlink_loop),
     "prepare_disk_full": ("the disk fills during `data prepare`", prepare_disk_full),
     "synth_disk_full": ("the disk fills during `data synth`", synth_disk_full),
+    "pickle_billion_laughs": ("an adj_mx.pkl whose shared references expand to 10^9 values "
+                              "(hung)", pickle_billion_laughs),
+    "pickle_declares_huge_array": ("an adj_mx.pkl that declares a 10^6 x 10^6 array "
+                                   "(MemoryError)", pickle_declares_huge_array),
+    "pickle_object_matrix": ("an adj_mx.pkl holding an object matrix of strings (a traceback)",
+                             pickle_object_matrix),
     "synth_billion_nodes": ("`data synth --nodes 1000000000` (MemoryError after 18 s)",
                             synth_billion_nodes),
 }

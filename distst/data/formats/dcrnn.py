@@ -41,8 +41,64 @@ from distst.data.formats._common import (
 
 
 # -- METR-LA / PEMS-BAY ----------------------------------------------------------------------
+#: what distst builds from a pickle at most: bytes of one array, values of the structure
+#: with shared references counted each time they are reached, levels of nesting
+MAX_PICKLED_BYTES = 2**31
+MAX_PICKLED_VALUES = 10**7
+MAX_PICKLED_DEPTH = 32
+
+
+class _BoundedArray(np.ndarray):
+    """``numpy.ndarray`` as a pickle may call it: an array declared larger than
+    ``MAX_PICKLED_BYTES`` is refused before it is allocated (a 300-byte pickle declaring
+    10^6 x 10^6 floats asked for 3.6 TiB)."""
+
+    def __new__(cls, shape, dtype=float, *args, **kwargs):
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        count = 1
+        for d in dims:
+            count *= int(d)
+        size = count * np.dtype(dtype).itemsize
+        if size > MAX_PICKLED_BYTES:
+            raise pickle.UnpicklingError(
+                f"it declares an array of shape {dims} ({size / 2**30:,.1f} GiB), more than the "
+                f"{MAX_PICKLED_BYTES / 2**30:g} GiB distst reads from a pickle")
+        return np.ndarray.__new__(cls, dims, dtype, *args, **kwargs)
+
+
+def _check_structure(obj) -> None:
+    """Refuse a structure that expands beyond ``MAX_PICKLED_VALUES`` values or nests deeper
+    than ``MAX_PICKLED_DEPTH`` levels. Shared references make a pickle of a few hundred bytes
+    into 10^9 values ("billion laughs") that any later walk over it never finishes; sizes
+    are counted once per object (memoised), so the check itself is linear in the file."""
+    seen: dict[int, int] = {}
+
+    def size(x, depth: int) -> int:
+        if isinstance(x, np.ndarray) and x.dtype != object:
+            return 1
+        if not isinstance(x, (list, tuple, set, frozenset, dict, np.ndarray)):
+            return 1
+        if depth > MAX_PICKLED_DEPTH:  # also what a reference cycle becomes
+            raise pickle.UnpicklingError(f"it nests deeper than {MAX_PICKLED_DEPTH} levels")
+        if id(x) in seen:
+            return seen[id(x)]
+        parts = ([v for kv in x.items() for v in kv] if isinstance(x, dict) else
+                 x.ravel().tolist() if isinstance(x, np.ndarray) else x)
+        total = 1
+        for y in parts:
+            total += size(y, depth + 1)
+            if total > MAX_PICKLED_VALUES:
+                raise pickle.UnpicklingError(
+                    f"its shared references expand to more than {MAX_PICKLED_VALUES:,} values")
+        seen[id(x)] = total
+        return total
+
+    size(obj, 0)
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admit only what a pickled list/dict/ndarray needs, so a pickle cannot run code."""
+    """Admit only what a pickled list/dict/ndarray needs, so a pickle cannot run code, and
+    only structures of bounded size and depth (:func:`_check_structure`, ``_BoundedArray``)."""
 
     _ALLOWED = {
         ("numpy", "ndarray"), ("numpy", "dtype"),
@@ -52,9 +108,16 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module, name):
+        if (module, name) == ("numpy", "ndarray"):
+            return _BoundedArray
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+    def load(self):
+        obj = super().load()
+        _check_structure(obj)
+        return obj
 
 
 class _HDFAttrUnpickler(_NumpyOnlyUnpickler):
@@ -142,8 +205,16 @@ def _load_dcrnn_pickle(p: Path) -> tuple[list[str], np.ndarray]:
             f"{p}: expected a 3-element list [sensor_ids, sensor_id_to_ind, adj_mx], got "
             f"{type(obj).__name__}; regenerate it with DCRNN's gen_adj_mx.py"
         )
+    if not isinstance(obj[0], (list, tuple, np.ndarray)) or not all(
+            isinstance(s, (str, bytes, int, np.generic)) for s in obj[0]):
+        raise DiststError(f"{p}: sensor_ids (the first element) must be a list of ids (text or "
+                          "numbers); regenerate the pickle with DCRNN's gen_adj_mx.py")
     ids = [str(s) for s in obj[0]]
-    adj = np.asarray(obj[2])
+    adj = np.asarray(obj[2]).view(np.ndarray) if isinstance(obj[2], np.ndarray) else None
+    if adj is None or adj.dtype.kind not in "fiub":
+        what = type(obj[2]).__name__ if adj is None else f"an array of {adj.dtype} values"
+        raise DiststError(f"{p}: adj_mx (the third element) is {what}, not a numeric matrix; "
+                          "regenerate the pickle with DCRNN's gen_adj_mx.py")
     if adj.ndim != 2 or adj.shape[0] != len(ids):
         raise DiststError(
             f"{p}: {len(ids)} sensor ids but adj_mx has shape {adj.shape}; the pickle is "

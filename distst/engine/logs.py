@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -110,6 +111,33 @@ class RunLog:
 MLFLOW_FILE = "mlflow.json"
 
 
+#: MLflow's HTTP defaults (7 retries with backoff, 120 s per request) held a run 250 s on a
+#: closed port; distst's run asks less of a tracker (an environment setting still wins)
+MLFLOW_HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                      "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+#: seconds a tracking server has to answer before a run goes on without it
+MLFLOW_PROBE_S = 5.0
+
+
+def _no_answer(uri: str) -> str | None:
+    """Why an http(s) tracking server does not answer within ``MLFLOW_PROBE_S`` (refused,
+    timed out, no such host), or None if it gives any HTTP response at all (even an error
+    status: then MLflow's own message is the better one) or is not a server."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.lower().startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=MLFLOW_PROBE_S):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return str(getattr(reason, "strerror", None) or reason) or type(e).__name__
+
+
 def _absolute_tracking_uri(uri: str) -> str:
     """A tracking URI that means the same from any process: Ray Train's controller, which
     feeds the tracker, does not run in the driver's working directory."""
@@ -164,14 +192,16 @@ class MlflowLog:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            for k, v in self.env.items():  # the process's own settings win
+            for k, v in {**MLFLOW_HTTP_BOUNDS, **self.env}.items():  # the process's own win
                 os.environ.setdefault(k, v)
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
     @classmethod
-    def open(cls, cfg: Config, run_dir: Location) -> "MlflowLog":
-        """Start (or, for a resumed run, continue) the MLflow run of ``run_dir``."""
+    def open(cls, cfg: Config, run_dir: Location) -> "MlflowLog | None":
+        """Start (or, for a resumed run, continue) the MLflow run of ``run_dir``; None, with
+        one warning, when a tracking server does not answer (MLflow's own retries blocked
+        250 s on a closed port, then refused the run)."""
         try:
             import mlflow
         except ImportError:
@@ -180,6 +210,12 @@ class MlflowLog:
                               "drop it from runtime.loggers") from None
         mc = cfg.runtime.mlflow
         uri = _absolute_tracking_uri(mc.tracking_uri or mlflow.get_tracking_uri())
+        silent = _no_answer(uri)
+        if silent:
+            print(f"warning: MLflow at {uri} does not answer ({silent}); this run is not "
+                  "tracked there, training goes on (metrics.jsonl and TensorBoard have "
+                  "everything)", file=sys.stderr, flush=True)
+            return None
         saved = run_dir / MLFLOW_FILE
         try:
             log = cls(uri, "")
@@ -218,7 +254,7 @@ class MlflowLog:
     def report(self, metrics: dict) -> None:
         """One report of rank 0: an epoch's record, a mid-epoch checkpoint (skipped), or the
         final test metrics. A tracker that fails warns once and never stops training."""
-        if metrics.get("partial"):
+        if metrics.get("partial") or self._warned:  # after an outage: not every epoch again
             return
         step = int(metrics.get("epoch", 0))
         if metrics.get("final"):
@@ -242,10 +278,13 @@ class MlflowLog:
                 self._warned = True
                 print(f"warning: MLflow at {self.tracking_uri} did not take the metrics of "
                       f"epoch {step} ({type(e).__name__}: {str(e)[:200]}); training goes on, "
-                      "metrics.jsonl has them", flush=True)
+                      "metrics.jsonl has them (no more metrics go to MLflow in this run)",
+                      flush=True)
 
     def close(self, run_dir: Location, status: str = "FINISHED") -> None:
         """Attach the run's files and mark it FINISHED, FAILED or KILLED (interrupted)."""
+        if self._warned:  # the tracker went away mid-run: said once already
+            return
         try:
             for name in ("config.yaml", "test_metrics.json", "metrics.jsonl"):
                 f = run_dir / name
@@ -261,7 +300,8 @@ class MlflowLog:
 def trackers(cfg: Config, run_dir: Location) -> Iterator[list[MlflowLog]]:
     """The run's trackers (``runtime.loggers``), opened before any worker starts and closed
     as FINISHED or FAILED however the run ends."""
-    logs = [MlflowLog.open(cfg, run_dir) for name in cfg.runtime.loggers if name == "mlflow"]
+    opened = [MlflowLog.open(cfg, run_dir) for name in cfg.runtime.loggers if name == "mlflow"]
+    logs = [lg for lg in opened if lg is not None]
     try:
         yield logs
     except BaseException as e:

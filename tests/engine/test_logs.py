@@ -154,3 +154,31 @@ def test_mlflow_errors_are_one_line_before_training(tiny, tmp_path, monkeypatch)
     monkeypatch.setitem(__import__("sys").modules, "mlflow", None)
     with pytest.raises(DiststError, match=r"pip install 'distst\[mlflow\]'"):
         train_local(cfg)
+
+
+@pytest.mark.parametrize("server", ["closed port", "silent listener"])
+def test_a_tracker_that_does_not_answer_warns_once_and_training_goes_on(tiny, tmp_path,
+                                                                       monkeypatch, capsys,
+                                                                       server):
+    """A closed port held the run 250 s in MLflow's retries and then refused it."""
+    import socket
+
+    from distst.engine import logs
+
+    monkeypatch.setattr(logs, "MLFLOW_PROBE_S", 1.0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    if server == "silent listener":
+        sock.listen(4)  # accepts connections, never answers
+    else:
+        sock.close()
+    try:
+        cfg = tiny("train.epochs=1", "train.max_batches_per_epoch=2", "runtime.loggers=[mlflow]",
+                   f"runtime.mlflow.tracking_uri=http://127.0.0.1:{port}")
+        run_dir, final = train_local(cfg)  # before: MLflow's retries, then a refusal
+    finally:
+        sock.close()
+    err = capsys.readouterr().err
+    assert err.count(f"warning: MLflow at http://127.0.0.1:{port} does not answer") == 1, err
+    assert (run_dir / "test_metrics.json").is_file() and not (run_dir / "mlflow.json").exists()

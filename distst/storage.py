@@ -592,16 +592,30 @@ _STREAM_BLOCK = 8 << 20
 # -- fetching into node-local scratch -------------------------------------------------------
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between the processes of one machine (the workers of a node)."""
+    """An exclusive lock between the processes of one machine (the workers of a node).
+
+    The lock file is removed by its holder (they once piled up in the node cache). A waiter
+    may then hold a lock on a file no longer at ``path``: after taking the lock it checks
+    that ``path`` is still that file, else it tries again on the new one."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    while True:
+        f = open(path, "a")
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()  # the holder before us removed it: lock the current one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still held: no one else has validated this file
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 #: a fetched folder is complete when this file is in it (written last, before the rename)

@@ -268,3 +268,15 @@ def test_python_dash_m_distst_is_the_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "distst", "train", str(tmp_path / "no.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no.yaml" in bad.stderr, bad.stderr
+
+
+def test_prepare_help_lists_every_registered_format(capsys):
+    """The list was written by hand once and left out ``largest``."""
+    import pytest
+
+    from distst.data.formats import FORMATS
+
+    with pytest.raises(SystemExit):
+        main(["data", "prepare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert " | ".join(FORMATS) in text and "largest" in FORMATS

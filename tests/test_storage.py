@@ -97,6 +97,8 @@ def test_fetch_copies_once_per_node_and_verifies(where, tmp_path, request):
         t.join()
     assert sorted(results) == [0, 0, 5002]  # one worker fetched, the others waited for it
     assert (dest / "values.npy").read_bytes() == b"v" * 5000 and (dest / FETCHED).is_file()
+    # no lock or claim file is left in the node cache (.NAME.lock files once piled up there)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["data-key"]
 
     def refuse(tmp):
         raise DiststError("does not match the plan's hash")
@@ -170,3 +172,23 @@ def test_a_killed_writers_claim_and_temp_folders_are_taken_over(tmp_path):
             pass
     assert (out / "META.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-keep", "plan"]
+
+
+def test_file_lock_excludes_while_its_file_comes_and_goes(tmp_path):
+    """The holder removes the lock file; a waiter on the removed file must not run beside
+    the next holder of a new one."""
+    lock, counter = tmp_path / ".x.lock", tmp_path / "n"
+    counter.write_text("0")
+
+    def bump():
+        for _ in range(40):
+            with storage.file_lock(lock):
+                n = int(counter.read_text())
+                counter.write_text(str(n + 1))
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counter.read_text() == "160" and not lock.exists()

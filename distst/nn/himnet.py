@@ -324,6 +324,14 @@ class HimNet(GraphModel):
                                   "physical neighbourhood and needs the dataset's edges")
             if graph_hops < 1:
                 raise DiststError(f"himnet: graph_hops={graph_hops} must be >= 1")
+            ei = torch.as_tensor(edge_index)
+            if not bool((ei[0] != ei[1]).any()):
+                # every row's neighbourhood would be the sensor alone: a per-node model
+                raise DiststError(
+                    f"himnet: graph='sparse' on a graph without an edge between two sensors "
+                    f"({ei.shape[1]} edges, all self-loops) restricts each sensor's adaptive "
+                    "graph to itself; use model.params.graph=dense (the paper's N x N graph) or "
+                    "a dataset with its road graph")
             row, col = khop_neighbourhood(torch.as_tensor(edge_index), num_nodes, graph_hops)
             for key, val in csr_structure(row, col, num_nodes).items():
                 self.register_buffer(f"nb_{key}", val, persistent=False)

@@ -249,6 +249,12 @@ def test_bad_settings_are_named():
         _model(time_of_day=False, input_dim=2)
     with pytest.raises(DiststError, match="graph_hops=0"):
         _model(graph="sparse", graph_hops=0)
+    # an edgeless graph (self-loops only) made sparse HimNet a per-node model without a word
+    loops = torch.stack([torch.arange(N), torch.arange(N)])
+    for edges in (loops, loops[:, :0]):
+        with pytest.raises(DiststError, match="without an edge between two sensors"):
+            _model(graph="sparse", edge_index=edges)
+    _model(graph="dense", edge_index=loops)  # the dense graph does not read the road graph
 
 
 def test_preset_is_the_authors_setting_and_the_constructor_default():

@@ -206,6 +206,12 @@ class RuntimeConfig:
     #: after a lost node while an autoscaler brings another) before it stops with an error
     #: naming the lost node; 0 = one attempt of Ray Train's worker-group start timeout
     node_wait_s: float = 600.0
+    #: seconds a worker may go without answering Ray Train's health check (2 s polls,
+    #: answered beside training, so a long step does not count) before it is marked lost: a
+    #: worker frozen by SIGSTOP, swapped out or hung then ends in a restart from the newest
+    #: checkpoint (runtime.max_failures) or a one-line error, not a run that waits forever
+    #: (Ray's own default is 600 s; RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S still wins)
+    worker_timeout_s: float = 120.0
     #: root of the run directories: a path (local disk, or NFS mounted on every node) or a
     #: URI (s3://bucket/runs, gs://..., file:///...) that every node can reach
     storage: str = "runs"
@@ -373,6 +379,10 @@ def validate(cfg: Config) -> None:
     if not (math.isfinite(cfg.runtime.node_wait_s) and cfg.runtime.node_wait_s >= 0):
         raise DiststError(f"config key 'runtime.node_wait_s' must be >= 0 seconds (how long a "
                           f"run waits for room for its workers), got {cfg.runtime.node_wait_s}")
+    if not (math.isfinite(cfg.runtime.worker_timeout_s) and cfg.runtime.worker_timeout_s > 0):
+        raise DiststError(f"config key 'runtime.worker_timeout_s' must be > 0 seconds (how long "
+                          "a silent worker is waited for before it counts as lost), got "
+                          f"{cfg.runtime.worker_timeout_s}")
     if cfg.runtime.replicas < 1:
         raise DiststError(f"config key 'runtime.replicas' must be >= 1 (copies of the "
                           f"partitioned worker group), got {cfg.runtime.replicas}")

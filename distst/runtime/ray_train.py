@@ -203,6 +203,9 @@ def node_wait(cfg: Config) -> tuple[float, int]:
 #: and the watcher is one more process waking up beside the training threads; it also logs a
 #: core_worker error line at every run (ray-project/ray#53727)
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+#: how long Ray Train waits on a worker that does not answer its health check
+#: (runtime.worker_timeout_s)
+HEALTH_TIMEOUT_ENV = "RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S"
 
 
 def started_here() -> bool:
@@ -214,9 +217,11 @@ def started_here() -> bool:
 
 def train_env(cfg: Config) -> dict[str, str]:
     """Ray Train settings for this run, read from the driver's environment by Train's
-    controller: the worker-group start timeout (:func:`node_wait`) and, on a local Ray that
-    distst started, no preemption watcher. A user's own setting of either wins."""
-    env = {START_TIMEOUT_ENV: f"{node_wait(cfg)[0]:g}"}
+    controller: the worker-group start timeout (:func:`node_wait`), the health-check timeout
+    (runtime.worker_timeout_s) and, on a local Ray that distst started, no preemption watcher.
+    A user's own setting of any wins."""
+    env = {START_TIMEOUT_ENV: f"{node_wait(cfg)[0]:g}",
+           HEALTH_TIMEOUT_ENV: f"{cfg.runtime.worker_timeout_s:g}"}
     if started_here():
         env[PREEMPTION_WATCHER_ENV] = "0"
     return {k: v for k, v in env.items() if not os.environ.get(k)}
@@ -373,6 +378,16 @@ def _run_failed(err: BaseException, run_dir: Location, cfg: Config,
             f" (or runtime.max_failures={max_failures(cfg)} restarts were used up); add nodes "
             f"or raise runtime.node_wait_s; {resume_hint(run_dir)}")
     full = str(err)
+    if "health check has been hanging" in full:
+        import re
+
+        rank = re.search(r"world_rank=(\d+)", full)
+        who = f"worker rank {rank.group(1)}" if rank else "a worker"
+        return DiststError(
+            f"training stopped: {who} did not answer for runtime.worker_timeout_s="
+            f"{cfg.runtime.worker_timeout_s:g} s (frozen, swapped out or hung) and "
+            f"runtime.max_failures={max_failures(cfg)} restarts were used up; raise "
+            f"runtime.max_failures to restart from the newest checkpoint; {resume_hint(run_dir)}")
     if "OutOfMemoryError" in full or "out of memory" in full.lower():
         import re
 

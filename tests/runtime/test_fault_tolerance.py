@@ -67,6 +67,61 @@ def test_killed_worker_restarts_from_checkpoint_and_ends_as_if_never_killed(
         assert final["test"][h]["rmse"] == pytest.approx(whole["test"][h]["rmse"], rel=1e-4)
 
 
+def _stop_after_first_checkpoint(run_dir, stopped: list, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if list(run_dir.glob("checkpoint_*/checkpoint.pt")):
+            workers = _train_workers()
+            if workers:
+                workers[-1].send_signal(signal.SIGSTOP)  # frozen: alive, silent, no goodbye
+                stopped.append(workers[-1])
+                return
+        time.sleep(0.05)
+
+
+def test_a_frozen_worker_is_marked_lost_and_the_run_restarts(ray_session, tiny, tmp_path):
+    """A worker stopped by SIGSTOP once left the run waiting (Ray's 600 s at best): after
+    runtime.worker_timeout_s it counts as lost, the group restarts from the newest
+    checkpoint and the run ends on its own."""
+    args = ["runtime.workers=2", "runtime.cpus_per_worker=0.9", "train.epochs=1",
+            "train.batch_size=16", "train.checkpoint_every_steps=3",
+            "train.max_batches_per_epoch=12", "runtime.max_failures=1",
+            "runtime.worker_timeout_s=4", "runtime.name=frozen"]
+    run_dir = tmp_path / "runs" / "frozen"
+    stopped: list = []
+    freezer = threading.Thread(target=_stop_after_first_checkpoint, args=(run_dir, stopped),
+                               daemon=True)
+    freezer.start()
+    try:
+        _, final = train_ray(tiny(*args))
+    finally:
+        freezer.join(timeout=5)
+        for p in stopped:  # whatever happened, leave no stopped process behind
+            if p.is_running():
+                p.send_signal(signal.SIGCONT)
+    assert stopped, "no worker was stopped: the run ended before its first checkpoint"
+    assert not psutil.pid_exists(stopped[0].pid) or stopped[0].status() == "zombie"
+    hist = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1] and final["test"]["avg"]["mae"] > 0
+
+
+def test_a_frozen_worker_without_restarts_left_is_one_line():
+    from distst.config import load_config
+    from distst.runtime.ray_train import _run_failed
+    from distst.storage import location
+
+    cfg = load_config("configs/quickstart.yaml", ["runtime.worker_timeout_s=30",
+                                                  "runtime.max_failures=0"])
+    err = RuntimeError("Training failed due to worker errors:\nA worker health check has been "
+                       "hanging for 31.02 seconds. Marking the worker as dead.\nWorker info: "
+                       "Worker(actor=..., distributed_context=DistributedContext(world_rank=1, "
+                       "local_rank=1, node_rank=0))")
+    msg = str(_run_failed(err, location("runs/x"), cfg, {}))
+    assert msg.startswith("training stopped: worker rank 1 did not answer for "
+                          "runtime.worker_timeout_s=30 s"), msg
+    assert "runtime.max_failures=0" in msg
+
+
 @pytest.mark.parametrize("wait,env,expected", [
     (600.0, None, (60.0, 9)),   # ten 60 s attempts: an autoscaler's new node has time
     (10.0, None, (10.0, 0)),    # one attempt

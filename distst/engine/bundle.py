@@ -143,16 +143,19 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path, hops: int | None = None) -
     root = cache_root(cfg.data) / "plans"
     hops = plan_halo_hops(cfg) if hops is None else hops
     out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{hops}-s{pc.seed}"
-    if out.exists():
-        try:
-            verify_plan(out, dataset_dir)
-            return str(out)
-        except DiststError:
-            pass  # the dataset changed since: plan again below
-    print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
-          f"(halo {hops} hops) -> {out}", flush=True)
-    make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=hops,
-              seed=pc.seed)
+    # one planner per node: two runs started at once wait for one plan rather than the
+    # second being refused by the first one's claim on the folder
+    with file_lock(root / f".{out.name}.lock"):
+        if out.exists():
+            try:
+                verify_plan(out, dataset_dir)
+                return str(out)
+            except DiststError:
+                pass  # the dataset changed since: plan again below
+        print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
+              f"(halo {hops} hops) -> {out}", flush=True)
+        make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=hops,
+                  seed=pc.seed)
     return str(out)
 
 

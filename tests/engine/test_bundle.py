@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -139,3 +141,45 @@ def test_symmetrize_rule_is_checked_at_config_time():
 
     with pytest.raises(DiststError, match="data.symmetrize.*max, sum"):
         load_config(None, ["data.symmetrize=mean"])
+
+
+def _plan_in_process(cfg, dataset_dir, q):
+    import time
+
+    import distst.graph.partition.plan as plan
+    from distst.engine.bundle import ensure_plan
+
+    real = plan._dump_json
+
+    def slow(*a, **k):  # the plan folder stays claimed long enough for both to meet
+        time.sleep(0.7)
+        return real(*a, **k)
+
+    plan._dump_json = slow
+    try:
+        q.put(("ok", ensure_plan(cfg, dataset_dir)))
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        q.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def test_two_runs_planning_the_same_cached_plan_at_once_share_it(tiny):
+    """Two `distst train` at once on one machine plan the same cache folder: the second
+    waits for the first's plan instead of being refused by its claim on the folder."""
+    import multiprocessing as mp
+
+    from distst.engine.bundle import ensure_dataset
+
+    cfg = tiny("runtime.workers=2", "runtime.mode=shard", "partition.parts=2", nodes=30)
+    data = ensure_dataset(cfg.data)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_plan_in_process, args=(cfg, str(data), q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert [g[0] for g in got] == ["ok", "ok"], got
+    assert got[0][1] == got[1][1]
+    plans = Path(got[0][1]).parent
+    assert sorted(p.name for p in plans.iterdir()) == [Path(got[0][1]).name]

@@ -349,7 +349,8 @@ def _fit(job: WorkerJob, run_dir: Location, callbacks: list | None) -> dict:
                              callbacks=list(callbacks or [])),
     )
     try:
-        with DriverDisplay(board, enabled=cfg.train.progress), _environ(train_env(cfg)):
+        with DriverDisplay(board, enabled=cfg.train.progress), _environ(train_env(cfg)), \
+                _HeadWatch(run_dir):
             result = trainer.fit()
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the run gracefully, then sys.exit()s
@@ -362,6 +363,88 @@ def _fit(job: WorkerJob, run_dir: Location, callbacks: list | None) -> dict:
     if result.error:
         raise _user_error(result.error) or _run_failed(result.error, run_dir, cfg, nodes)
     return read_test_metrics(run_dir)
+
+
+class _HeadWatch:
+    """For a local Ray this process started: if its head (GCS) ends mid-run, Ray's driver
+    trained on for 60 s, then exited with code 1 after a C++ log line, and left its node's
+    agents running. The watch notices within 2 s, ends what is left of that node (its
+    processes carry its node id), prints the one-line error with the resume hint and exits
+    with code 2. On a cluster the head is not this process's to watch."""
+
+    def __init__(self, run_dir: Location, interval_s: float = 2.0):
+        import threading
+
+        self._run_dir, self._interval = run_dir, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        if started_here():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def _watch(self) -> None:
+        node = ray._private.worker._global_node
+        try:
+            gcs = node.all_processes["gcs_server"][0].process
+            node_id = node.node_id
+        except (AttributeError, KeyError, IndexError):  # another Ray's internals: no watch
+            return
+        while not self._stop.wait(self._interval):
+            if gcs.poll() is not None:
+                break
+        else:
+            return
+        import sys
+
+        _end_node(node, node_id)
+        print(f"error: training stopped: the local Ray's head (GCS) ended mid-run (exit code "
+              f"{gcs.returncode}); {resume_hint(self._run_dir)}", file=sys.stderr, flush=True)
+        os._exit(2)
+
+
+def _end_node(node, node_id: str) -> None:
+    """End every process of the local Ray node this process started: those it tracks (its
+    raylet among them, which would start its agents again) and those that name the node
+    or its raylet in their environment (agents, workers: RAY_NODE_ID is not always set,
+    RAY_RAYLET_PID is), this process excepted."""
+    import time
+
+    import psutil
+
+    raylets = {str(i.process.pid) for i in getattr(node, "all_processes", {}).get("raylet", [])}
+    marks = [f"RAY_NODE_ID={node_id}".encode(), *(f"RAY_RAYLET_PID={r}".encode()
+                                                    for r in raylets)]
+    session = str(getattr(node, "get_session_dir_path", lambda: "")() or "")
+
+    def ours(p) -> bool:
+        # Ray's agents rewrite their command line over their environment block, so neither
+        # psutil nor /proc reads it reliably: the logs they hold open in the node's session
+        # folder say whose they are
+        proc = Path(f"/proc/{p.pid}/environ")
+        env = (proc.read_bytes().split(b"\0") if proc.exists() else
+               [f"{k}={v}".encode() for k, v in p.environ().items()])
+        if any(m in env for m in marks):
+            return True
+        return bool(session) and any(f.path.startswith(session + os.sep)
+                                     for f in p.open_files())
+
+    for infos in list(getattr(node, "all_processes", {}).values()):
+        for info in infos:
+            with contextlib.suppress(Exception):
+                info.process.kill()
+    for _ in range(2):  # an agent started while the raylet went
+        for p in psutil.process_iter():
+            try:
+                if p.pid != os.getpid() and ours(p):
+                    p.kill()
+            except (psutil.Error, OSError):
+                continue
+        time.sleep(0.5)
 
 
 def _run_failed(err: BaseException, run_dir: Location, cfg: Config,

@@ -108,6 +108,31 @@ def test_ctrl_c_in_ray_mode_says_interrupted_and_how_to_resume(tmp_path):
     assert (run_dir / "test_metrics.json").is_file()
 
 
+def test_head_killed_mid_run_is_one_line_and_leaves_no_process(tmp_path):
+    """The local Ray's GCS killed mid-epoch: the driver trained on for 60 s, exited 1 after
+    a C++ log line and left the node's agents running."""
+    proc = _distst(tmp_path, "train.epochs=200", "train.batch_size=16")
+    try:
+        _wait_for_checkpoint(proc, tmp_path)
+        gcs = [p for p in _session_processes(proc.pid)
+               if "gcs_server" in " ".join(p.info["cmdline"] or [])]
+        assert len(gcs) == 1, [p.info for p in _session_processes(proc.pid)]
+        gcs[0].send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert proc.returncode == 2, err[-3000:]
+    assert _last_line(err).startswith("error: training stopped: the local Ray's head (GCS) "
+                                      "ended mid-run"), err[-3000:]
+    assert f"--resume {run_dir}" in _last_line(err)
+    deadline = time.monotonic() + 30
+    while (left := _session_processes(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not left, [p.info for p in left]
+
+
 def _session_processes(sid: int) -> list:
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):

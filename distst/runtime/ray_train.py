@@ -241,6 +241,17 @@ def _alive_nodes() -> dict[str, str]:
     return {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes() if n.get("Alive")}
 
 
+def _all_on_loopback(nodes: dict[str, str]) -> bool:
+    """Whether every node of the cluster is this machine on loopback (a local Ray, the one a
+    sweep's trials run on included): then nothing of the run need listen beyond it."""
+    import ipaddress
+
+    try:
+        return bool(nodes) and all(ipaddress.ip_address(a).is_loopback for a in nodes.values())
+    except ValueError:  # a host name: a real cluster
+        return False
+
+
 def _lost_nodes(before: dict[str, str]) -> str:
     """The nodes alive when the run started that are gone now, as 'id (address)'."""
     try:
@@ -289,6 +300,68 @@ class _Trainer(TorchTrainer):
         return [cb for cb in callbacks if not isinstance(cb, DatasetsCallback)]
 
 
+#: rank 0's rendezvous store of a run on a local Ray, kept alive in that worker process
+_STORE: list = []
+
+
+def _serve_store_on_loopback() -> tuple[str, int]:
+    """Rank 0: the process group's rendezvous store, listening on 127.0.0.1 only. torch's
+    TCPStore binds every interface (``::``) whatever host it is given, so a laptop run
+    listened for the network on one port (scripts/probe_ports.py); a socket bound here first
+    and handed over (``master_listen_fd``) keeps it on loopback."""
+    import socket
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    store = dist.TCPStore("127.0.0.1", port, None, True, timedelta(seconds=1800),
+                          wait_for_workers=False, master_listen_fd=sock.fileno())
+    _STORE[:] = [sock, store]
+    return "127.0.0.1", port
+
+
+def _use_store(addr: str, port: int) -> None:
+    # env:// rendezvous: every rank (rank 0 too) connects to the store served above
+    os.environ.update(MASTER_ADDR=addr, MASTER_PORT=str(port),
+                      TORCHELASTIC_USE_AGENT_STORE="True")
+
+
+def _loopback_torch_config():
+    """A TorchConfig whose process group meets at a store on loopback (a Ray whose nodes
+    are all this machine on loopback, :func:`_all_on_loopback`). Ray Train's own start-up otherwise,
+    through its helpers; if another Ray lays them out differently, Ray's default."""
+    try:
+        from ray.train._internal.worker_group import WorkerGroup as V1WorkerGroup
+        from ray.train.torch.config import (TorchConfig, _set_torch_distributed_env_vars,
+                                            _setup_torch_process_group, _TorchBackend)
+    except ImportError:
+        return ray.train.torch.TorchConfig()
+
+    class _LoopbackBackend(_TorchBackend):
+        def on_start(self, worker_group, backend_config):
+            gpu = worker_group.get_resources_per_worker().get("GPU", 0) > 0
+            backend = backend_config.backend or ("nccl" if gpu else "gloo")
+            addr, port = worker_group.execute_single(0, _serve_store_on_loopback)
+            worker_group.execute(_use_store, addr=addr, port=port)
+            if not isinstance(worker_group, V1WorkerGroup):
+                worker_group.execute(_set_torch_distributed_env_vars)
+            ray.get([worker_group.execute_single_async(
+                i, _setup_torch_process_group, backend=backend, world_rank=i,
+                world_size=len(worker_group), init_method="env://",
+                timeout_s=backend_config.timeout_s) for i in range(len(worker_group))])
+
+    class _LoopbackConfig(TorchConfig):
+        @property
+        def backend_cls(self):
+            return _LoopbackBackend
+
+    return _LoopbackConfig()
+
+
 class TrackerCallback(UserCallback):
     """Hands rank 0's reports to the run's trackers (runtime.loggers) from Ray Train's
     controller, so the training loop knows nothing of them."""
@@ -333,6 +406,7 @@ def _fit(job: WorkerJob, run_dir: Location, callbacks: list | None) -> dict:
     trainer = _Trainer(
         train_loop_per_worker,
         train_loop_config={"job": job, "run_dir": str(run_dir), "board": board},
+        **({"torch_config": _loopback_torch_config()} if _all_on_loopback(nodes) else {}),
         scaling_config=ScalingConfig(
             num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
             resources_per_worker={"CPU": cfg.runtime.cpus_per_worker,

@@ -63,3 +63,22 @@ def test_local_ray_listens_on_loopback_only():
     assert len(rows) >= 5, rows  # GCS, raylet, dashboard, agents, workers: all were seen
     exposed = [r for r in rows if not _loopback(r[0])]
     assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+def test_a_training_run_listens_on_loopback_only(tmp_path):
+    """A 2-worker Ray Train run, sampled while it trains (scripts/probe_ports.py): torch's
+    rendezvous store listened on every interface (``::``) until distst handed it a socket
+    bound to 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    res = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "probe_ports.py"), "--", "train",
+         "configs/quickstart.yaml", "--set", f"runtime.storage={tmp_path / 'runs'}",
+         "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.synth.nodes=12",
+         "--set", "data.synth.days=3", "--set", "train.epochs=1", "--set",
+         "model.params.hidden_size=8", "--set", "train.progress=false"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.strip().endswith("beyond loopback"), res.stdout[-2000:]
+    assert ", 0 beyond loopback" in res.stdout
+    workers = [ln for ln in res.stdout.splitlines() if "RayTrainWorker" in ln]
+    assert workers, res.stdout[-3000:]  # the workers' sockets were seen

@@ -793,6 +793,40 @@ def pickle_object_matrix(tmp_path):
 
 
 
+def _npy_declaring(shape) -> bytes:
+    """A .npy header declaring ``shape`` float64, followed by 64 bytes of data."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue() + b"\0" * 64
+
+
+def pems_npz_declares_huge_array(tmp_path):
+    """A 200-byte PEMS08.npz declaring 10^6 x 10^5 x 3 floats: MemoryError (2.2 TiB)."""
+    import zipfile
+
+    src = tmp_path / "raw"
+    write_pems(src, "pems08")
+    with zipfile.ZipFile(src / "PEMS08.npz", "w") as z:
+        z.writestr("data.npy", _npy_declaring((10**6, 10**5, 3)))
+    return _prepare(src, tmp_path / "out", fmt="pems08"), None
+
+
+def largest_adjacency_declares_huge_array(tmp_path):
+    src, *_ = write_largest(tmp_path / "sd")
+    (src / "sd_rn_adj.npy").write_bytes(_npy_declaring((10**6, 10**6)))
+    return _prepare(src, tmp_path / "out", fmt="largest"), None
+
+
+def meta_json_nested_deep(tmp_path):
+    """meta.json of arrays nested 100,000 deep: a RecursionError traceback in data info."""
+    d = _dataset(tmp_path)
+    (d / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    return ["data", "info", str(d)], None
+
+
 # -- cases where the command goes on, saying once what it found ----------------------------
 def prepare_implausible_values(tmp_path):
     """1e30 in a speed file passed without a word."""
@@ -995,6 +1029,13 @@ CASES = {
                                    "(MemoryError)", pickle_declares_huge_array),
     "pickle_object_matrix": ("an adj_mx.pkl holding an object matrix of strings (a traceback)",
                              pickle_object_matrix),
+    "pems_npz_declares_huge_array": ("a PEMS08.npz whose header declares a 2.2 TiB array "
+                                     "(MemoryError)", pems_npz_declares_huge_array),
+    "largest_adjacency_declares_huge_array": ("a LargeST `*_rn_adj.npy` whose header declares "
+                                              "a 10^6 x 10^6 matrix",
+                                              largest_adjacency_declares_huge_array),
+    "meta_json_nested_deep": ("`data info` on a dataset whose meta.json nests 100,000 deep",
+                              meta_json_nested_deep),
     "prepare_implausible_values": ("a speed file with one 1e30 (passed without a word)",
                                    prepare_implausible_values),
     "generic_missing_rows": ("a generic series with two rows absent (read as adjacent steps)",

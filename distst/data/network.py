@@ -396,9 +396,11 @@ def load_network(path: str | Path, mmap: bool = True) -> SensorNetwork:
         meta = json.loads((p / "meta.json").read_text())
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DiststError(f"{p / 'meta.json'} is not valid JSON ({e}); the dataset is damaged: "
-                          "prepare it again") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: arrays nested 100,000 deep, which json cannot descend
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise DiststError(f"{p / 'meta.json'} is not valid JSON ({why}); the dataset is "
+                          "damaged: prepare it again") from None
     if meta.get("layout_version") != LAYOUT_VERSION:
         raise DiststError(
             f"{p / 'meta.json'}: layout_version {meta.get('layout_version')} but this distst "

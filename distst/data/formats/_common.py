@@ -165,6 +165,43 @@ def _match_ids(series_ids: list[str], graph_ids: list[str], series_file, graph_f
     return np.array([pos[g] for g in graph_ids], dtype=np.int64)
 
 
+def check_npy_size(path: Path, member: str | None = None) -> None:
+    """Refuse a .npy (or the ``member`` of a .npz) whose header declares more data than the
+    file holds, before numpy allocates it: a 200-byte PEMS .npz declaring 10^6 x 10^5 x 3
+    floats asked for 2.2 TiB (a MemoryError traceback). The size present is the file's, or
+    the zip directory's uncompressed size of the member."""
+    import zipfile
+
+    fmt = np.lib.format
+    where = f"{path}" + (f" ({member})" if member else "")
+    try:
+        if member is None:
+            opened, present = open(path, "rb"), path.stat().st_size
+        else:
+            zf = zipfile.ZipFile(path)
+            name = member if member in zf.namelist() else f"{member}.npy"
+            if name not in zf.namelist():
+                return  # the caller names the missing key
+            opened, present = zf.open(name), zf.getinfo(name).file_size
+        with opened as f:
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else \
+                fmt.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return  # not a .npy at all: numpy's own error says so, and allocates nothing
+    count = 1
+    for d in shape:
+        count *= int(d)
+    declared = count * dtype.itemsize
+    if declared > present - offset:
+        raise DiststError(
+            f"{where}: its header declares an array of shape {tuple(shape)} {dtype} "
+            f"({declared / 2**30:,.2f} GiB) but the file holds {max(0, present - offset):,} "
+            "bytes of data; it is cut short or forged: get the file again")
+
+
 def _stamp(ns) -> str:
     return str(np.datetime64(int(ns), "ns"))[:19].replace("T", " ")
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from distst.data.formats._common import (
+    check_npy_size,
     _check_coords,
     SensorGraph,
     _base,
@@ -85,6 +86,7 @@ def _graph_largest(fmt: str, path, *, graph=None, meta=None, matrix_kind="weight
     gp = _file(base, graph, None, fmt, "adjacency", "graph") if graph is not None else \
         _glob_one(base, "*_rn_adj.npy", fmt, "adjacency (*_rn_adj.npy)", "graph")
     node_ids, coords, attrs = _read_meta(mp)
+    check_npy_size(gp)
     try:
         adj = np.load(gp, allow_pickle=False)
     except ValueError as e:

@@ -27,6 +27,7 @@ from distst.data.network import DEFAULT_STEP_MINUTES, SensorNetwork
 from distst.errors import DiststError
 from distst.graph.adjacency import adjacency_from_edges
 from distst.data.formats._common import (
+    check_npy_size,
     _read_edge_table,
     SensorGraph,
     _base,
@@ -92,6 +93,7 @@ def _read_pems(fmt: str, path, *, series=None, start=None, step_minutes=DEFAULT_
                zero_is_missing=True, name=None, num_nodes=None, **gopts) -> SensorNetwork:
     base = _base(path)
     sp = _file(base, series, f"{fmt.upper()}.npz", fmt, "series", "series")
+    check_npy_size(sp, "data")
     try:
         with np.load(sp, allow_pickle=False) as z:
             if "data" not in z.files:

@@ -105,7 +105,7 @@ def read_test_metrics(run_dir: str | Path | Location) -> dict:
     path = location(run_dir) / TEST_METRICS
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DiststError(f"{path}: the run finished without readable test metrics ({e}); "
                           f"{resume_hint(location(run_dir))}") from None
 

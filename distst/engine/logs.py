@@ -46,7 +46,7 @@ def read_metrics_log(path: Location, warn: bool = True) -> list[dict]:
             rec = json.loads(ln)
             if not isinstance(rec, dict) or not isinstance(rec.get("epoch"), int):
                 raise ValueError("not an epoch record")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             if k == len(numbered) - 1:
                 if warn:
                     import sys

@@ -45,7 +45,7 @@ def plot_run(run_dir: Location, out: Location) -> dict:
     if tm.is_file():
         try:
             by_step = json.loads(tm.read_text()).get("mae_by_step")
-        except (ValueError, AttributeError) as e:
+        except (ValueError, AttributeError, RecursionError) as e:
             raise DiststError(f"{tm}: not the test metrics distst writes ({e}); the run's final "
                               f"test evaluation was cut short (distst evaluate {run_dir} "
                               "computes it again); move the file away to plot the curves "

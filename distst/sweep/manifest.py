@@ -146,7 +146,7 @@ def is_current(sdir: str | Path | Location) -> bool:
     sdir = location(sdir)
     try:
         files = json.loads((sdir / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, RecursionError):
         return False
     current = guarded_files(sdir)
     return set(current) <= set(files) and all(files[n] == _sha(p) for n, p in current.items())
@@ -166,7 +166,7 @@ def verify(sdir: str | Path | Location) -> None:
         doc = json.loads(mp.read_text())
         files, mac = dict(doc["files"]), str(doc["hmac"])
         ok_format = doc.get("format") == _FORMAT
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         ok_format = False
     if not ok_format:
         raise DiststError(f"{mp} is not a distst sweep manifest; {fix}")

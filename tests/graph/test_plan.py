@@ -213,6 +213,13 @@ def test_bad_plans_and_parts(dataset, partition, tmp_path):
     (out / "part_2" / "values.npy").unlink()
     with pytest.raises(DiststError, match="part 2 of plan"):
         open_part(out, 2)
+    # JSON nested deeper than json can descend: a RecursionError traceback before
+    (out / "part_0" / "part.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DiststError, match="part 0 of plan"):
+        open_part(out, 0)
+    (out / "META.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DiststError, match="META.json is corrupt"):
+        load_plan(out)
     (out / "META.json").write_text("{not json")
     with pytest.raises(DiststError, match="META.json is corrupt"):
         load_plan(out)

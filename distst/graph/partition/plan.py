@@ -477,7 +477,8 @@ def load_plan(plan_dir: str | Path) -> PlanMeta:
         )
     try:
         raw = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nested deeper than json can descend (a forged file)
         raise DiststError(f"{mp} is corrupt ({exc}); {_rerun_hint(None, plan)}") from None
     if not isinstance(raw, dict) or raw.get("format") != PLAN_FORMAT:
         raise DiststError(f"{mp} is not a distst partition plan (format "
@@ -522,7 +523,7 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
         udeg_max = np.load(d / "udeg_max.npy")
         spatial = (np.load(d / "spatial_attrs.npy") if (d / "spatial_attrs.npy").exists()
                    else None)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DiststError(f"part {part} of plan {plan} is missing or corrupt ({exc}); {fix}") \
             from None
     if sha256_file(d / "nodes.npy") != info.get("nodes_sha256") or nodes.ndim != 1 \

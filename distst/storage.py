@@ -101,8 +101,8 @@ def _alive(held: dict) -> bool:
         os.kill(held["pid"], 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's process: it runs
+        pass
     return True
 
 

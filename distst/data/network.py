@@ -37,7 +37,8 @@ NEGATIVE_GLITCH_SHARE = 0.01
 TIME_MIN_NS, TIME_MAX_NS = int(np.iinfo(np.int64).min) + 1, int(np.iinfo(np.int64).max)
 
 
-def _ns_text(ns: int) -> str:
+def ns_text(ns: int) -> str:
+    """An int64-nanosecond instant as 'YYYY-MM-DD HH:MM:SS'."""
     # sliced, not cast to seconds: numpy's cast of the lowest values wraps to 2262
     return str(np.datetime64(int(ns), "ns"))[:19].replace("T", " ")
 
@@ -63,8 +64,8 @@ def regular_times(start, n: int, step_ns: int, origin: str, lead: int = 0) -> np
         span = f"{n:,} steps of {step_ns / 60e9:g} min" + (f" (and {lead} before)" if lead else "")
         raise DiststError(
             f"{origin}: start {str(start)!r} with {span} runs outside the times distst stores "
-            f"(int64 nanoseconds, {_ns_text(TIME_MIN_NS)} to {_ns_text(TIME_MAX_NS)}); give a "
-            f"start between {_ns_text(earliest)} and {_ns_text(latest)}")
+            f"(int64 nanoseconds, {ns_text(TIME_MIN_NS)} to {ns_text(TIME_MAX_NS)}); give a "
+            f"start between {ns_text(earliest)} and {ns_text(latest)}")
     return first + np.arange(n, dtype=np.int64) * np.int64(step_ns)
 
 
@@ -220,10 +221,9 @@ class SensorNetwork:
         if first is None:
             return
         t, n, c = first
-        stamp = str(np.datetime64(int(self.timestamps[t]), "ns").astype("datetime64[s]"))
         raise DiststError(
             f"{origin}: {count} infinite value(s), the first at data row {t + 1} (time "
-            f"{stamp.replace('T', ' ')}), sensor {str(self.node_ids[n])!r}, channel "
+            f"{ns_text(self.timestamps[t])}), sensor {str(self.node_ids[n])!r}, channel "
             f"{self.channels[c]!r}: {self.values[t, n, c]}; {fix}"
         )
 
@@ -294,9 +294,8 @@ class SensorNetwork:
         }
 
     def _place(self, what: str, t: int, n: int, v: float) -> str:
-        stamp = str(np.datetime64(int(self.timestamps[t]), "ns"))[:19].replace("T", " ")
-        return (f"{what}, the first at data row {t + 1} (time {stamp}), sensor "
-                f"{str(self.node_ids[n])!r}: {v:g}")
+        return (f"{what}, the first at data row {t + 1} (time {ns_text(self.timestamps[t])}), "
+                f"sensor {str(self.node_ids[n])!r}: {v:g}")
 
 
 # -- on-disk layout ----------------------------------------------------------------------

@@ -49,8 +49,6 @@ def read_metrics_log(path: Location, warn: bool = True) -> list[dict]:
         except (ValueError, RecursionError) as e:
             if k == len(numbered) - 1:
                 if warn:
-                    import sys
-
                     print(f"WARNING: {path}: its last line (line {i}) is cut short, as an "
                           "interrupted write leaves it; the epochs before it are kept",
                           file=sys.stderr, flush=True)

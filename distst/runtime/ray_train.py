@@ -442,8 +442,8 @@ def _fit(job: WorkerJob, run_dir: Location, callbacks: list | None) -> dict:
 class _HeadWatch:
     """For a local Ray this process started: if its head (GCS) ends mid-run, Ray's driver
     trained on for 60 s, then exited with code 1 after a C++ log line, and left its node's
-    agents running. The watch notices within 2 s, ends what is left of that node (its
-    processes carry its node id), prints the one-line error with the resume hint and exits
+    agents running. The watch notices within 2 s, ends what is left of that node
+    (:func:`_end_node`), prints the one-line error with the resume hint and exits
     with code 2. On a cluster the head is not this process's to watch."""
 
     def __init__(self, run_dir: Location, interval_s: float = 2.0):

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from distst.config import PARTITIONED_MODES, fill_dataclass, read_saved_yaml
+from distst.engine.logs import read_metrics_log
 from distst.engine.timing import PHASES
 from distst.nn.registry import plan_halo_hops
 from distst.errors import DiststError
@@ -146,8 +147,6 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
         metrics["test_mae"] = final["test"]["avg"]["mae"]
     log = run_dir / "metrics.jsonl"
     if run.cfg.train.max_val_batches == 0 and log.is_file():
-        from distst.engine.logs import read_metrics_log
-
         recs = read_metrics_log(log)
         if recs:
             metrics["best_val_mae"] = min(r["val_mae"] for r in recs)

@@ -36,6 +36,7 @@ from distst.config import config_from_dict, fill_dataclass, load_yaml, read_save
 from distst.errors import DiststError
 from distst.storage import Location, configure, location
 from distst.engine.entry import shown
+from distst.engine.logs import read_metrics_log
 from distst.nn.registry import plan_halo_hops
 from distst.sweep import manifest
 from distst.sweep.config import (
@@ -117,8 +118,6 @@ def _last_epoch_record(run_dir: Location) -> dict:
     path = location(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return {}
-    from distst.engine.logs import read_metrics_log
-
     recs = read_metrics_log(path)
     return recs[-1] if recs else {}
 

@@ -26,15 +26,15 @@ def _train_workers() -> list[psutil.Process]:
             if "ray::RayTrainWorker" in " ".join(p.cmdline())]
 
 
-def _kill_after_first_checkpoint(run_dir, killed: list, timeout_s: float = 600) -> None:
+def _signal_after_first_checkpoint(run_dir, sig, hit: list, timeout_s: float = 600) -> None:
+    """Send ``sig`` to one Ray Train worker once the run has a checkpoint; ``hit`` gets it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if list(run_dir.glob("checkpoint_*/checkpoint.pt")):
             workers = _train_workers()
             if workers:
-                victim = workers[-1]
-                victim.send_signal(signal.SIGKILL)  # no goodbye: as a lost node's worker
-                killed.append(victim.pid)
+                workers[-1].send_signal(sig)
+                hit.append(workers[-1])
                 return
         time.sleep(0.05)
 
@@ -52,31 +52,20 @@ def test_killed_worker_restarts_from_checkpoint_and_ends_as_if_never_killed(
 
     run_dir = tmp_path / "runs" / "killed"
     killed: list = []
-    killer = threading.Thread(target=_kill_after_first_checkpoint, args=(run_dir, killed),
-                              daemon=True)
+    # SIGKILL: no goodbye, as a lost node's worker
+    killer = threading.Thread(target=_signal_after_first_checkpoint,
+                              args=(run_dir, signal.SIGKILL, killed), daemon=True)
     killer.start()
     _, final = train_ray(tiny(*args, "runtime.name=killed"))
     killer.join(timeout=5)
     assert killed, "no worker was killed: the run ended before its first checkpoint"
-    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == "zombie"
+    assert not psutil.pid_exists(killed[0].pid) or killed[0].status() == "zombie"
 
     hist = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [1, 2]  # each epoch logged once, after the restart too
     for h in ("15min", "60min", "avg"):
         assert final["test"][h]["mae"] == pytest.approx(whole["test"][h]["mae"], rel=1e-4), h
         assert final["test"][h]["rmse"] == pytest.approx(whole["test"][h]["rmse"], rel=1e-4)
-
-
-def _stop_after_first_checkpoint(run_dir, stopped: list, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if list(run_dir.glob("checkpoint_*/checkpoint.pt")):
-            workers = _train_workers()
-            if workers:
-                workers[-1].send_signal(signal.SIGSTOP)  # frozen: alive, silent, no goodbye
-                stopped.append(workers[-1])
-                return
-        time.sleep(0.05)
 
 
 def test_a_frozen_worker_is_marked_lost_and_the_run_restarts(ray_session, tiny, tmp_path):
@@ -89,8 +78,9 @@ def test_a_frozen_worker_is_marked_lost_and_the_run_restarts(ray_session, tiny, 
             "runtime.worker_timeout_s=4", "runtime.name=frozen"]
     run_dir = tmp_path / "runs" / "frozen"
     stopped: list = []
-    freezer = threading.Thread(target=_stop_after_first_checkpoint, args=(run_dir, stopped),
-                               daemon=True)
+    # SIGSTOP: frozen, alive and silent
+    freezer = threading.Thread(target=_signal_after_first_checkpoint,
+                               args=(run_dir, signal.SIGSTOP, stopped), daemon=True)
     freezer.start()
     try:
         _, final = train_ray(tiny(*args))

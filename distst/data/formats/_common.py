@@ -4,6 +4,7 @@ the documented start dates of the files without timestamps (see :mod:`distst.dat
 from __future__ import annotations
 
 import glob
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -11,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from distst.data.network import SensorNetwork, regular_times
+from distst.data.network import SensorNetwork, ns_text, regular_times
 from distst.errors import DiststError
 
 
@@ -191,19 +192,12 @@ def check_npy_size(path: Path, member: str | None = None) -> None:
             offset = f.tell()
     except (ValueError, OSError, zipfile.BadZipFile, EOFError):
         return  # not a .npy at all: numpy's own error says so, and allocates nothing
-    count = 1
-    for d in shape:
-        count *= int(d)
-    declared = count * dtype.itemsize
+    declared = math.prod(int(d) for d in shape) * dtype.itemsize
     if declared > present - offset:
         raise DiststError(
             f"{where}: its header declares an array of shape {tuple(shape)} {dtype} "
             f"({declared / 2**30:,.2f} GiB) but the file holds {max(0, present - offset):,} "
             "bytes of data; it is cut short or forged: get the file again")
-
-
-def _stamp(ns) -> str:
-    return str(np.datetime64(int(ns), "ns"))[:19].replace("T", " ")
 
 
 def _on_grid(values: np.ndarray, ts: np.ndarray, origin: str):
@@ -225,7 +219,7 @@ def _on_grid(values: np.ndarray, ts: np.ndarray, origin: str):
     if off.any():
         k = int(np.argmax(off))
         raise DiststError(
-            f"{origin}: the step from {_stamp(ts[k])} to {_stamp(ts[k + 1])} (time steps {k + 1} "
+            f"{origin}: the step from {ns_text(ts[k])} to {ns_text(ts[k + 1])} (time steps {k + 1} "
             f"and {k + 2}) is {d[k] / 60e9:g} min, not a whole number of the series' "
             f"{step / 60e9:g}-min steps ({int(off.sum())} such step(s)); resample the series to "
             f"a regular {step / 60e9:g}-min grid (e.g. pandas DataFrame.resample) or fix those "
@@ -237,12 +231,12 @@ def _on_grid(values: np.ndarray, ts: np.ndarray, origin: str):
     if added > len(ts):
         raise DiststError(
             f"{origin}: the timestamps would leave {added:,} of {total:,} {step / 60e9:g}-min "
-            f"steps empty (the longest gap from {_stamp(ts[k])} to {_stamp(ts[k + 1])}); check "
+            f"steps empty (the longest gap from {ns_text(ts[k])} to {ns_text(ts[k + 1])}); check "
             "the timestamps (a wrong year or day?) or cut the series where it stops")
     full = np.full((total,) + values.shape[1:], np.nan, dtype=values.dtype)  # [T', N, C]
     full[idx] = values
     gaps = {"filled_steps": added, "gaps": int((d > step).sum()), "step_minutes": step / 60e9,
-            "longest": [_stamp(ts[k]), _stamp(ts[k + 1])]}
+            "longest": [ns_text(ts[k]), ns_text(ts[k + 1])]}
     return full, ts[0] + np.arange(total, dtype=np.int64) * np.int64(step), gaps
 
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -55,10 +56,7 @@ class _BoundedArray(np.ndarray):
 
     def __new__(cls, shape, dtype=float, *args, **kwargs):
         dims = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = 1
-        for d in dims:
-            count *= int(d)
-        size = count * np.dtype(dtype).itemsize
+        size = math.prod(int(d) for d in dims) * np.dtype(dtype).itemsize
         if size > MAX_PICKLED_BYTES:
             raise pickle.UnpicklingError(
                 f"it declares an array of shape {dims} ({size / 2**30:,.1f} GiB), more than the "

@@ -88,9 +88,9 @@ def _weekday_timestamps(start, t: int, step_minutes: float, origin: str) -> np.n
     step_ns = int(round(step_minutes * 60e9))
     # D weekdays lie within (D // 5 + 2) calendar weeks: checked before pandas, which raises
     # or wraps past the int64-nanosecond range
-    regular_times(pd.Timestamp(start).normalize(), (t // per_day // 5 + 2) * 7 * per_day,
-                  step_ns, origin)
-    days = pd.bdate_range(pd.Timestamp(start).normalize(), periods=t // per_day)
+    day0 = pd.Timestamp(start).normalize()
+    regular_times(day0, (t // per_day // 5 + 2) * 7 * per_day, step_ns, origin)
+    days = pd.bdate_range(day0, periods=t // per_day)
     day_ns = days.as_unit("ns").asi8.astype(np.int64)  # [D]
     steps = np.arange(per_day, dtype=np.int64) * step_ns  # [S]
     return (day_ns[:, None] + steps[None, :]).reshape(-1)  # [D, S] -> [D * S]

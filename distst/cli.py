@@ -82,7 +82,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         data_dir = src.local
     else:
         from distst.config import DataConfig
-        from distst.engine.bundle import fetch_dataset
+        from distst.engine.provision import fetch_dataset
 
         data_dir, source = fetch_dataset(DataConfig(path=args.data_dir))[0], args.data_dir
     with output_dir(args.out, META_NAME, "partition plan") as out:
@@ -198,7 +198,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     where = args.dir
     if is_remote(where):  # read through the node cache, as a run would
         from distst.config import DataConfig
-        from distst.engine.bundle import fetch_dataset
+        from distst.engine.provision import fetch_dataset
 
         data = DataConfig(path=where)
         if args.cache_dir:

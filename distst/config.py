@@ -180,8 +180,8 @@ class RuntimeConfig:
     #: loss and metrics on inner nodes only; "exchange": worker i holds part i and its 1-hop
     #: boundary, and every graph product first fetches the boundary nodes' current values
     #: from their owners (backward: returns their gradients), so training equals one process
-    #: on the whole graph (distst.nn.layers.exchange; partition.halo_hops is not used: the
-    #: plan's boundary is what the model reads, distst.nn.registry.plan_halo_hops);
+    #: on the whole graph (distst.engine.exchange; partition.halo_hops is not used: the
+    #: plan's boundary is what the model reads, distst.engine.parallelize.plan_halo_hops);
     #: "local": one plain process, no Ray
     mode: str = "replicate"
     workers: int = 2

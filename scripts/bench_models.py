@@ -116,7 +116,7 @@ def build(name: str, n: int, params: dict):
     channels and 12 -> 12 steps; ``params`` are the model's keyword arguments."""
     import torch
 
-    from distst.engine.bundle import local_coarsening
+    from distst.graph.coarsening import local_coarsening
     from distst.nn.registry import build_model
 
     ei, ew, coords, attrs = graph_for(name, n)

@@ -49,7 +49,7 @@ def overhead(trials: int) -> list[tuple[str, str]]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     sweep = load_sweep(_tiny_sweep(tmp, trials))
     # the sweep driver prepares the data once; do it before timing anything
-    from distst.engine.bundle import ensure_dataset
+    from distst.engine.provision import ensure_dataset
 
     ensure_dataset(sweep.base.data)
     raw = sweep.base.to_dict()
@@ -80,7 +80,7 @@ def example(path: str, overrides: list[str]) -> list[tuple[str, str]]:
 
     tmp = tempfile.mkdtemp(prefix="bench-sweep-ex-")
     sweep = load_sweep(path, [f"storage={tmp}", "name=example", *overrides])
-    from distst.engine.bundle import ensure_dataset
+    from distst.engine.provision import ensure_dataset
 
     ensure_dataset(sweep.base.data)
     t0 = time.perf_counter()

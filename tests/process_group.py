@@ -3,7 +3,11 @@
 This is what the W workers of a Ray Train run execute: the driver's
 :func:`distst.engine.entry.prepare_workers`, then :meth:`WorkerJob.run` in every worker with a
 context of its rank, all-reduces and DDP on a gloo group made the way Ray Train makes it
-(``env://``). What it leaves out is Ray itself: the controller, the actors and their
+(``env://``), except that the default group serves CUDA tensors only (``cuda:gloo``), as
+Ray's NCCL group on GPUs does: a CPU tensor handed to it fails ("No backend type associated
+with device type cpu"), so every run here shows that the engine's collectives go through
+groups made for their device (distst.engine.collectives) on a machine without a GPU. What it
+leaves out is Ray itself: the controller, the actors and their
 reports, which cost a Ray run about 10 s and 25 CPU-seconds however short it is
 (scripts/bench_ray_fit.py). Tests of the engine's multi-worker semantics (every model in
 shard mode, exchange mode's exactness) run here, many runs on one spawn; tests of what Ray
@@ -22,6 +26,10 @@ import torch.distributed as dist
 from distst.config import Config
 from distst.engine.context import LocalContext
 from distst.engine.entry import WorkerJob, prepare_workers, read_test_metrics, run_dir_for, shown
+
+
+#: the default group's backend: gloo registered for CUDA tensors only (see the docstring)
+DEFAULT_BACKEND = "cuda:gloo"
 
 
 class GroupContext(LocalContext):
@@ -43,11 +51,13 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, runs: list[tuple[WorkerJob, str]]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world)
+    dist.init_process_group(DEFAULT_BACKEND, init_method="env://", rank=rank, world_size=world)
     try:
+        between = dist.new_group(backend="gloo")
         for job, run_dir in runs:
             job.run(GroupContext(run_dir, resume_from=job.resume))
-            dist.barrier()  # the next run starts together, as a new worker group would
+            # the next run starts together, as a new worker group would
+            dist.barrier(group=between)
     finally:
         dist.destroy_process_group()
 

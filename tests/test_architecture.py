@@ -42,7 +42,8 @@ MODEL_SIDE = ("distst.nn", "distst.engine", "distst.runtime", "distst.sweep", "d
               "ray", "torch_geometric")
 
 
-@pytest.mark.parametrize("sub", ["config", "data", "graph", "storage", "typecheck", "errors"])
+@pytest.mark.parametrize("sub", ["config", "layout", "data", "graph", "storage", "typecheck",
+                                 "errors"])
 def test_config_data_and_graph_know_nothing_of_models_engine_or_ray(sub):
     assert _bad(sub, MODEL_SIDE) == {}
 
@@ -86,3 +87,49 @@ def test_only_runtime_imports_ray_train_and_only_sweep_imports_ray_tune():
                              "metrics", "storage", "cli")
             for p, m in _bad(sub, ("ray.tune",)).items()}
     assert tune == {}
+
+
+#: torch.distributed calls that talk to other workers (or make groups to talk on)
+COLLECTIVES = {"all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor",
+               "all_to_all", "all_to_all_single", "broadcast", "broadcast_object_list",
+               "barrier", "reduce", "reduce_scatter", "reduce_scatter_tensor", "gather",
+               "gather_object", "scatter", "send", "recv", "isend", "irecv", "new_group",
+               "DistributedDataParallel"}
+
+
+def test_every_collective_goes_through_engine_collectives():
+    """One module knows each group's device (distst.engine.collectives); a collective called
+    anywhere else could hand a CPU tensor to an NCCL group."""
+    found = {}
+    for path in sorted(PKG.rglob("*.py")):
+        if path == PKG / "engine" / "collectives.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+                base = f.value if isinstance(f, ast.Attribute) else None
+                via = getattr(base, "id", "") if base is not None else ""
+                # dist.x(...), torch.distributed.x(...), DistributedDataParallel(...)
+                if name in COLLECTIVES and (via in ("dist", "distributed") or
+                                            name == "DistributedDataParallel" or
+                                            isinstance(base, ast.Attribute)
+                                            and base.attr == "distributed"):
+                    found.setdefault(str(path.relative_to(PKG.parent)), []).append(
+                        f"{name} (line {node.lineno})")
+    assert found == {}
+
+
+def test_models_have_no_word_of_parallel_modes():
+    """Strategies are applied from outside the model (distst.engine.parallelize): nn/ names
+    graph operators, boundaries and per-node parameters, never a mode."""
+    import re
+
+    word = re.compile(r"\b(exchange|shard|sharded|replicate|runtime\.mode)\b", re.I)
+    found = {}
+    for path in _modules("nn"):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if word.search(line):
+                found.setdefault(str(path.relative_to(PKG.parent)), []).append(i)
+    assert found == {}

@@ -374,7 +374,7 @@ def replicas_in_replicate_mode(tmp_path):
 
 def exchange_plan_without_boundary(tmp_path):
     from distst.config import load_config
-    from distst.engine.bundle import ensure_dataset
+    from distst.engine.provision import ensure_dataset
     from distst.graph.partition.plan import make_plan
 
     argv = _ray_train(tmp_path, "runtime.mode=exchange")

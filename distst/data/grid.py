@@ -57,7 +57,7 @@ from scipy.signal import lfilter
 from distst.data.network import SensorNetwork
 from distst.errors import DiststError
 
-#: bump when the generated series change, so cached grids (distst.engine.bundle) are rebuilt
+#: bump when the generated series change, so cached grids (distst.engine.provision) are rebuilt
 GENERATOR_VERSION = 1
 LAND_USES = ("residential", "office", "retail", "leisure")
 ATTR_NAMES = [f"poi_{u}" for u in LAND_USES] + ["road_density"]

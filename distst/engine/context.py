@@ -1,8 +1,8 @@
 """What the training loop needs from its surroundings, without knowing whether Ray is there.
 
 The engine runs in one plain process with :class:`LocalContext`; the runtime layer hands it a
-context backed by Ray Train (``distst.runtime``). Collective sums go through
-``torch.distributed`` whenever a process group exists, so the same loop serves both.
+context backed by Ray Train (``distst.runtime``). A context says who this worker is (rank,
+world size, device); the collectives between workers are :mod:`distst.engine.collectives`'.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.distributed as dist
 
 from distst.engine.checkpoint import CHECKPOINT_FILE, checkpoint_dirs
 from distst.storage import Location, location
@@ -46,14 +45,6 @@ class Context:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum ``t`` over workers in place (no-op without a process group)."""
-        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
-            # gloo cannot reduce float64 on every build; sums are moved as float64 on CPU
-            # where it can, which is the case for the CPU gloo backend used here.
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
 
     @contextmanager
     def checkpoint_dir(self) -> Iterator[Path]:

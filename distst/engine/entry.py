@@ -6,7 +6,7 @@ import itertools
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -21,9 +21,11 @@ from distst.engine.checkpoint import (
 )
 from distst.engine.context import Context, LocalContext
 from distst.engine.logs import trackers
-from distst.engine.bundle import build_bundle, ensure_dataset, ensure_plan, plan_parts
+from distst.engine.bundle import build_bundle
+from distst.engine.provision import ensure_dataset, ensure_plan, plan_parts
 from distst.engine.trainer import TEST_METRICS, Trainer
 from distst.errors import DiststError, Interrupted
+from distst.layout import Layout
 from distst.storage import Location, configure, is_remote, location
 
 
@@ -143,11 +145,11 @@ def open_worker_data(cfg: Config, dataset_dir: str | Path, plan_dir: str | Path 
     URI, generated when it is a synthetic network made on another node. What was fetched is
     logged and recorded in ``run_dir/fetch/rank_R.json`` (rank, node, source, bytes).
     """
-    from distst.engine.bundle import cache_root, fetch_dataset
+    from distst.engine.provision import cache_root, fetch_dataset
     from distst.graph.partition.plan import fetch_part, open_part
 
     copied, source = 0, None
-    index = ctx.rank % cfg.partition.parts  # replicas of a part share its files
+    index = Layout.of(cfg).part(ctx.rank)  # replicas of a part share its files
     if plan_dir is not None:
         source = f"{plan_dir}/part_{index}"
         if not is_remote(str(plan_dir)):
@@ -188,7 +190,7 @@ def graph_constants(cfg: Config, bundle) -> dict:
 
     want = cfg.model.params.get("lambda_max",
                                 model_param_defaults(cfg.model.name).get("lambda_max"))
-    return {"lambda_max": bundle.laplacian_lambda_max()} if want == "exact" else {}
+    return {"lambda_max": bundle.graph.laplacian_lambda_max()} if want == "exact" else {}
 
 
 def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
@@ -196,11 +198,12 @@ def preflight(cfg: Config, dataset_dir: str | Path) -> dict:
     this process before any worker starts; returns the fitted scaler state for the workers,
     so that W workers do not scan the training series W times, and the whole-graph constants
     (:func:`graph_constants`) shard workers cannot compute: ``{"scaler": ..., "graph": ...}``."""
-    from distst.nn.registry import build_model, require_exchange, require_recompute
+    from distst.engine.parallelize import require_exact_parts
+    from distst.nn.registry import build_model, require_recompute
 
     require_recompute(cfg.model.name, cfg.train.recompute)
-    if cfg.runtime.mode == "exchange":
-        require_exchange(cfg.model.name, cfg.model.params)
+    if Layout.of(cfg).exact_parts:
+        require_exact_parts(cfg)
     bundle = build_bundle(cfg.data, dataset_dir)
     build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name),
                 dict(cfg.model.params))
@@ -234,14 +237,15 @@ def prepare_workers(cfg: Config, resume_from: str | Path | None = None) -> Worke
     configure(cfg.runtime.storage_options)
     dataset_dir = ensure_dataset(cfg.data)
     plan_dir = None
-    if cfg.runtime.partitioned:
+    layout = Layout.of(cfg)
+    if layout.partitioned:
         plan_dir = str(ensure_plan(cfg, dataset_dir))
-        want = cfg.partition.parts * cfg.runtime.replicas
-        if cfg.runtime.workers != want:
-            print(f"{cfg.runtime.mode} mode: {cfg.partition.parts} parts x "
-                  f"{cfg.runtime.replicas} replicas -> {want} workers "
-                  f"(runtime.workers={cfg.runtime.workers} ignored)", flush=True)
-            cfg = replace(cfg, runtime=replace(cfg.runtime, workers=want))
+        if cfg.runtime.workers != layout.world_size:
+            print(f"{layout.describe()} (runtime.workers={cfg.runtime.workers} ignored)",
+                  flush=True)
+    for note in layout.notices():
+        print(note, flush=True)
+    cfg = layout.fit(cfg)
     checked = preflight(cfg, dataset_dir)
     resume = str(resolve_checkpoint(resume_from)) if resume_from else None
     return WorkerJob(cfg, str(Path(dataset_dir).resolve()), plan_dir, checked["scaler"],
@@ -278,7 +282,8 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
     dataset_dir = payload["dataset_dir"]
     verify_plan(plan_dir, dataset_dir)
     set_threads(cfg)
-    cfg.runtime.mode = "shard"
+    # one process standing in for the plan's workers: one replica, the parts in turn
+    cfg.runtime.mode, cfg.runtime.replicas = "shard", 1
     total = None
     whole = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"])
     constants = graph_constants(cfg, whole)
@@ -290,7 +295,7 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
         state = payload["trainer"]
         trainer.load_state_dict(state)
         if state.get("best_model") is not None:
-            trainer.model.load_state_dict(trainer.shard.local_state(state["best_model"]))
+            trainer.model.load_state_dict(trainer.par.local_state(state["best_model"]))
         m = trainer.evaluate(split)
         if total is None:
             total = m
@@ -312,9 +317,9 @@ def restore_best(path: str | Path | Location, split: str = "test") -> Trainer:
         dataset_dir = ensure_dataset(cfg.data)
     set_threads(cfg)
     bundle = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"])
-    if cfg.runtime.mode == "exchange" and "coarsening" in model_data_keys(cfg.model.name):
+    if Layout.of(cfg).exact_parts and "coarsening" in model_data_keys(cfg.model.name):
         # the run coarsened inside its plan's parts (ST-UNet): so does its evaluation
-        bundle.coarsen_within = plan_parts(cfg, dataset_dir)
+        bundle.graph.coarsen_within = plan_parts(cfg, dataset_dir)
     ctx = LocalContext(resolve_checkpoint(path).parent)
     trainer = Trainer(cfg, bundle, ctx)
     state = payload["trainer"]

@@ -1,14 +1,16 @@
 """The training loop: one process, the same code on every Ray Train worker.
 
 ``Trainer.train_epoch`` shows a step in order: batch, forward, loss, backward, reduce, clip,
-step, report. What differs between modes is not in the loop: which nodes a worker owns and
-how per-node state is reduced live in :class:`distst.engine.shard.NodeShard` (shard
-semantics are described there); where checkpoints and metrics go is the
+step, report. What differs between modes is not in the loop: who is which worker is the
+:class:`distst.layout.Layout`'s, which nodes a worker owns and how gradients and per-node
+state are reduced is the strategy's (:func:`distst.engine.parallelize.parallelize`, whose
+touch points the step names), every collective goes through
+:mod:`distst.engine.collectives`, and where checkpoints and metrics go is the
 :class:`distst.engine.context.Context`'s business (a plain process or Ray Train).
 
-Replicate semantics: every worker holds the whole graph; each epoch the training windows are
-shuffled with a seed shared by all workers and cut into disjoint, equal slices (one per
-rank); a global batch of ``train.batch_size`` windows is split evenly so that W workers take
+Windows: each epoch the training windows are shuffled with a seed shared by all workers and
+cut into disjoint, equal slices, one per replica (the parts of one replica take the same
+windows); a global batch of ``train.batch_size`` windows is split evenly so that W workers take
 the same optimiser steps as one. Evaluation sums absolute/squared errors and counts over
 workers before dividing, so the reported metrics equal those of one process.
 """
@@ -26,13 +28,15 @@ import torch
 from distst.config import Config, null_value
 from distst.data.windows import iterate_batches, num_batches
 from distst.engine.checkpoint import load_checkpoint, save_checkpoint
+from distst.engine.collectives import Collectives
 from distst.engine.context import Context, NullBar
 from distst.engine.bundle import DataBundle, history_for_ha
-from distst.engine.shard import NodeShard
+from distst.engine.parallelize import parallelize
 from distst.engine.logs import RunLog, read_metrics_log
 from distst.engine.memory import HeapTrimmer
 from distst.engine.timing import StepClock, ring_bytes_sent
 from distst.errors import DiststError
+from distst.layout import Layout
 from distst.metrics import StreamingMetrics, masked_error_sum
 from distst.nn.common import inverse_sigmoid_decay
 from distst.nn.registry import build_model, require_recompute
@@ -60,10 +64,9 @@ class Trainer:
         self.ctx = ctx
         self.device = ctx.device
         self.null = null_value(cfg.data)
-        self.sharded = cfg.runtime.partitioned
-        # P parts x R replicas: worker rank = replica * P + part
-        self.replicas = cfg.runtime.replicas if self.sharded else 1
-        self.replica = ctx.rank // cfg.partition.parts if self.sharded else 0
+        self.layout = Layout.of(cfg)
+        #: every collective of this worker (groups made here: every rank builds one)
+        self.comm = Collectives(self.layout, ctx.rank, ctx.world_size, self.device)
         seed_everything(cfg.train.seed)
         params = dict(cfg.model.params)
         self.model = build_model(cfg.model.name, bundle.kwargs_for_model(cfg.model.name), params)
@@ -75,18 +78,12 @@ class Trainer:
         self.model.step_hook = self.trim_heap
         self.model.to(self.device)
         self.trainable = any(p.requires_grad for p in self.model.parameters())
-        self.shard = NodeShard(
-            self.model, ctx, sharded=self.sharded, num_local=bundle.network.num_nodes,
-            num_inner=bundle.num_inner, global_ids=bundle.global_ids,
-            num_global=bundle.num_global_nodes, parts=cfg.partition.parts,
-            replicas=self.replicas)
-        self.shard.init_params(cfg.train.seed)
-        if cfg.runtime.mode == "exchange":
-            self.shard.connect_exchange(cfg.model.name, cfg.model.params)
         if hasattr(self.model, "fit_history"):
             self.model.fit_history(*[t.to(self.device) for t in history_for_ha(bundle)])
+        # the layout's strategy, applied from outside the model
+        self.par = parallelize(self.model, cfg, self.layout, self.comm, bundle.owned)
         # the module the loop calls: DDP around self.model with several workers
-        self.wrapped = self.shard.wrap(self.trainable)
+        self.wrapped = self.par.wrapped
         tc = cfg.train
         self.optimizer = (
             torch.optim.Adam(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
@@ -114,17 +111,12 @@ class Trainer:
         self.run_log = RunLog(ctx.run_dir, tensorboard=cfg.train.tensorboard)
 
     # -- helpers -------------------------------------------------------------------------
-    def _per_worker_batch(self, batch_size: int) -> int:
-        if self.sharded:  # every part of a replica sees its replica's windows (own nodes)
-            return max(1, batch_size // self.replicas)
-        return max(1, batch_size // self.ctx.world_size)
-
     def _window_split(self) -> tuple[int, int]:
-        """(rank, world) for splitting windows: the parts of one replica take the same
-        windows, the replicas split them."""
-        if self.sharded:
-            return self.replica, self.replicas
-        return self.ctx.rank, self.ctx.world_size
+        """(index, count) of this worker's slice of the windows (:meth:`Layout.window_split`);
+        one process standing in for a layout takes them all."""
+        if self.ctx.world_size == 1:
+            return 0, 1
+        return self.layout.window_split(self.ctx.rank)
 
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean training loss over observed targets (``pred``, ``y`` in original units).
@@ -135,10 +127,10 @@ class Trainer:
         tc = self.cfg.train
         std = self.std if tc.loss_scale == "normalized" else None
         if std is not None and std.dim() == 2:  # per-node std [N, C_t]: owned nodes only
-            std = self.shard.inner_rows(std)
-        total, count = masked_error_sum(self.shard.inner(pred), self.shard.inner(y), tc.loss,
+            std = self.par.inner_rows(std)
+        total, count = masked_error_sum(self.par.inner(pred), self.par.inner(y), tc.loss,
                                         null_value=self.null, delta=tc.huber_delta, scale=std)
-        return self.shard.mean_loss(total, count)
+        return self.par.mean_loss(total, count)
 
     def _scale_targets(self, y: torch.Tensor) -> torch.Tensor:
         # y: [B, H, N, C_t] in original units with NaN; teacher forcing wants scaled, no NaN
@@ -164,7 +156,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Trainer state for a checkpoint; per-node parameters are stored for the whole graph
         (collective in shard mode: every rank must call it)."""
-        shard = self.shard
+        shard = self.par
         best = shard.global_state(self.best_state) if self.best_state is not None else None
         return {
             "model": shard.global_state(self.model.state_dict()),
@@ -185,7 +177,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         try:
-            self.model.load_state_dict(self.shard.local_state(state["model"]))
+            self.model.load_state_dict(self.par.local_state(state["model"]))
         except RuntimeError as e:  # another model or other sizes: name the first mismatch
             detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()),
                           str(e).splitlines()[0])
@@ -194,7 +186,7 @@ class Trainer:
                 f"this config ({detail}); use the config the checkpoint was trained with (the "
                 "config.yaml in its run folder)") from None
         if self.optimizer and state.get("optimizer"):
-            self.optimizer.load_state_dict(self.shard.local_optimizer_state(state["optimizer"]))
+            self.optimizer.load_state_dict(self.par.local_optimizer_state(state["optimizer"]))
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
@@ -203,7 +195,7 @@ class Trainer:
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
         best = state.get("best_model")
-        self.best_state = self.shard.local_state(best) if best is not None else None
+        self.best_state = self.par.local_state(best) if best is not None else None
         self.history = list(state.get("history", []))
         self.step_in_epoch = int(state.get("step_in_epoch", 0))
         self.epoch_loss = list(state.get("epoch_loss", [0.0, 0]))
@@ -227,8 +219,8 @@ class Trainer:
     def train_epoch(self) -> dict:
         tc = self.cfg.train
         ds = self.bundle.datasets["train"]
-        bs = self._per_worker_batch(tc.batch_size)
         rank, world = self._window_split()
+        bs = max(1, tc.batch_size // world)
         start = self.step_in_epoch
         batches = iterate_batches(ds, bs, shuffle=True, seed=tc.seed, epoch=self.epoch,
                                   rank=rank, world_size=world, drop_last=True,
@@ -252,7 +244,8 @@ class Trainer:
         bar.update(start)
         clock, timed = self.clock, self.clock.enabled
         clock.start()
-        exchanged = self.shard.exchange_bytes()
+        exchanged = self.par.exchange_bytes()
+        par = self.par
         for i, (x, y) in enumerate(batches, start=start):
             if i >= n_batches:
                 break
@@ -263,28 +256,27 @@ class Trainer:
             loss = self._loss(pred, y)
             clock.lap("forward")
             self.optimizer.zero_grad(set_to_none=True)
-            if timed:  # DDP's overlapped reduce taken apart, to time it (engine.timing)
-                with self.shard.backward_without_reduce(self.wrapped):
-                    loss.backward()
-                clock.lap("backward")
-                self.shard.wait_for_all()
-                clock.lap("idle")
-                payload = self.shard.reduce_shared(self.wrapped)
-            else:
+            # strategy: DDP's reduce overlapped with backward, or (exchange mode, and timed
+            # steps, which take it apart to time it: engine.timing) left to reduce_grads
+            with par.backward_context(timed):
                 loss.backward()
-                payload = 0
-            payload += self.shard.reduce_grads()
+            clock.lap("backward")
+            if timed:
+                par.wait_for_all()
+                clock.lap("idle")
+            # strategy: what backward did not reduce, and the per-node rows to their owners
+            payload = par.reduce_grads(timed)
             clock.lap("allreduce")
             # the norm of the reduced gradients is the same on every worker, so all of them
             # stop together at a non-finite loss (one worker's NaN reaches all through DDP)
-            norm = self.shard.clip(tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            norm = par.clip(tc.grad_clip if tc.grad_clip > 0 else math.inf)
             if not math.isfinite(norm):
                 self._non_finite(loss, i, n_batches)
             self.optimizer.step()
             if self.trim_heap is not None:
                 self.trim_heap()
             clock.lap("optimizer")
-            now = self.shard.exchange_bytes()
+            now = par.exchange_bytes()
             clock.end_step(self.global_step, payload,
                            ring_bytes_sent(payload, self.ctx.world_size), now - exchanged)
             exchanged = now
@@ -297,8 +289,7 @@ class Trainer:
             bar.set_postfix(loss=f"{total / count:.4f}", win_s=f"{wps:.0f}")
             every = tc.checkpoint_every_steps
             if every and (i + 1) % every == 0 and i + 1 < n_batches:
-                red = self.ctx.all_reduce_sum(torch.tensor(
-                    [carried[0] + total, carried[1] + count], dtype=torch.float64))
+                red = self.comm.sum_books([carried[0] + total, carried[1] + count])
                 self.step_in_epoch, self.epoch_loss = i + 1, [float(red[0]), int(red[1])]
                 self._checkpoint({"epoch": self.epoch, "step": self.global_step,
                                   "partial": True})
@@ -307,8 +298,7 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - t0
         # mean training loss over workers, so every rank logs the same number
-        red = self.ctx.all_reduce_sum(torch.tensor(
-            [carried[0] + total, float(carried[1] + count)], dtype=torch.float64))
+        red = self.comm.sum_books([carried[0] + total, float(carried[1] + count)])
         return {
             "train_loss": float(red[0] / max(red[1], 1.0)),
             "train_time_s": elapsed,
@@ -343,8 +333,8 @@ class Trainer:
             x = x.to(self.device)
             out = self.forecast(net, x)
             # [B, H, N_local, C] -> owned nodes only; halo nodes are scored by their owner
-            metrics.update(self.shard.inner(out), self.shard.inner(y))
-        state = self.ctx.all_reduce_sum(metrics.state())
+            metrics.update(self.par.inner(out), self.par.inner(y))
+        state = self.comm.sum_books(metrics.state())
         return StreamingMetrics.from_state(state, self.bundle.horizon, null_value=self.null)
 
     def _truncate_log(self) -> None:
@@ -367,12 +357,13 @@ class Trainer:
         """This worker's timed steps and what they processed (train.step_timing)."""
         if not self.clock.enabled:
             return
-        bs = self._per_worker_batch(self.cfg.train.batch_size)
-        shard = self.shard
+        _, world = self._window_split()
+        bs = max(1, self.cfg.train.batch_size // world)
+        shard = self.par
         self.clock.save(self.ctx.run_dir, self.ctx.rank, self.ctx.world_size, {
             "node": self.ctx.node, "mode": self.cfg.runtime.mode,
             # the global batch: windows one optimiser step consumes over all workers
-            "windows_per_step": bs * (self.replicas if self.sharded else self.ctx.world_size),
+            "windows_per_step": bs * world,
             "worker_windows_per_step": bs, "inner_nodes": shard.num_inner,
             "local_nodes": int(shard.global_ids.numel()), "global_nodes": shard.num_global,
             "parameters": sum(p.numel() for p in self.model.parameters()),

@@ -31,10 +31,11 @@ class ForecastModel(nn.Module):
 
     model_name = "model"
     targets_in_input = True
-    #: runtime.mode=exchange is exact for this model: every read of a neighbour goes through
-    #: a graph operator's sparse product (distst.nn.layers.exchange); set by the models that
-    #: were checked to equal one process on the whole graph (tests/nn/test_exchange.py)
-    EXCHANGE = False
+    #: every read of a neighbour goes through a graph operator's sparse product (or a
+    #: ``boundary.gather``, distst.nn.layers.graph.with_boundary), so a graph split from
+    #: outside the model with a boundary on its operators computes exactly what the whole
+    #: graph does; set by the models checked to equal one process (tests/nn/test_split_graphs.py)
+    OPERATOR_READS = False
     #: the model runs its recurrent steps through :meth:`recurrent_step`, so that
     #: ``train.recompute: step`` applies to it
     RECURRENT = False
@@ -104,7 +105,7 @@ class GraphInput(NamedTuple):
 
 class GraphModel(ForecastModel):
     """Base of the models that read the graph: the local edges, the whole-graph degrees of the
-    local nodes (shard mode: so that a part's operators equal the whole graph's on its inner
+    local nodes (a part of a split graph: so that a part's operators equal the whole graph's on its inner
     rows) and the whole graph's Laplacian eigenvalue on demand, kept in :attr:`graph_input`
     for the subclass to build its operators from."""
 

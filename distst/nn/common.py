@@ -75,6 +75,6 @@ def node_parameter(num_nodes: int, dim: int, std: float = 0.1) -> torch.nn.Param
     own (seeded from torch's initial seed) so that it consumes none of the global random
     stream: the shared parameters created after it are then the same whatever the number of
     local nodes, i.e. the same in every part of a partitioned run as in one process. The engine
-    overwrites it from the nodes' global ids anyway (distst.engine.shard.NodeShard)."""
+    overwrites it from the nodes' global ids anyway (set from outside the model)."""
     g = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
     return torch.nn.Parameter(torch.randn(num_nodes, dim, generator=g) * std)

@@ -34,7 +34,7 @@ the node's own; (2) for k >= 2 it uses the Chebyshev-like recursion ``2 P x_{k-1
 (and does not reset ``x_{k-2}`` between the two directions) instead of the plain power
 ``P^k X``. Both follow the paper here; the parameter count is the same.
 
-Shard mode: row i of ``P_f`` reads node i's OUT-neighbours, row i of ``P_b`` its IN-neighbours,
+A split graph: row i of ``P_f`` reads node i's OUT-neighbours, row i of ``P_b`` its IN-neighbours,
 and both are normalised by node i's own whole-graph degree (``out_degree`` / ``in_degree``).
 distst's halos follow incoming paths, so on a directed graph an inner node at a part boundary
 can have out-neighbours outside its part's halo; its forward rows then miss those terms (they
@@ -64,11 +64,11 @@ class DCRNN(GraphSeq2Seq):
     Hyperparameters (paper defaults): ``K = 2`` (max_diffusion_step, k = 0..K), ``hidden_size =
     64``, ``num_layers = 2``, ``filter_type = "dual_random_walk"`` (or ``"random_walk"``: the
     forward walk only). Self loops in the edges are kept (DCRNN uses the adjacency as is); none
-    are added. ``out_degree`` / ``in_degree``: whole-graph degrees of the local nodes (shard
+    are added. ``out_degree`` / ``in_degree``: whole-graph degrees of the local nodes (a part
     mode), used to normalise ``P_f`` / ``P_b``; None = summed from the given edges.
     """
 
-    EXCHANGE = True
+    OPERATOR_READS = True
 
     model_name = "dcrnn"
 

@@ -47,14 +47,14 @@ class GCGRU(GraphSeq2Seq):
     whatever the module's train/eval mode -- the engine passes 0 outside training).
     ``node_embedding_dim > 0`` (default 0, not in the paper) appends a learnable per-node
     vector to the encoder inputs; the engine treats it as a per-node parameter
-    (``node_parameters``), owned by the shard that owns the node.
+    (``node_parameters``), owned by the part that owns the node.
     Defaults: K=3, two layers of 64 units (ST-UNet / DCRNN settings); the Laplacian uses
     ``normalization`` ("sym" or "rw") and ``lambda_max`` (:func:`resolve_lambda_max`: a number,
     2 by default = PyG ChebConv's ``L~ = -D^-1/2 A D^-1/2`` without self loops, or ``"exact"``,
     Eq. 2's largest eigenvalue). The graph must be undirected (:class:`GraphOperator`).
     """
 
-    EXCHANGE = True
+    OPERATOR_READS = True
 
     model_name = "gcgru"
     GRAPH = GraphOperator.GRAPH
@@ -68,7 +68,7 @@ class GCGRU(GraphSeq2Seq):
         self.hidden_size, self.num_layers, self.K = hidden_size, num_layers, K
         if node_embedding_dim < 0:
             raise DiststError(f"{name}: node_embedding_dim={node_embedding_dim} must be >= 0")
-        # shard mode: normalised with the whole-graph degrees, so that a shard's inner rows of
+        # A split graph: normalised with the whole-graph degrees, so that a part's inner rows of
         # L~ equal the full graph's for "sym" and "rw" alike
         self.graph = self.chebyshev(normalization, lambda_max)
         self.node_embedding_dim = node_embedding_dim

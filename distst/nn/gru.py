@@ -19,7 +19,7 @@ class GRUSeq2Seq(ForecastModel):
     Subclasses swap the recurrent layer (``rnn``): :class:`distst.nn.lstm.LSTMSeq2Seq`.
     """
 
-    EXCHANGE = True
+    OPERATOR_READS = True
     RECURRENT = True
 
     rnn: type[nn.Module] = nn.GRU

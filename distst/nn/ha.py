@@ -42,7 +42,7 @@ class HistoricalAverage(ForecastModel):
     channel (``day_of_week=False``) the table is daily and only time of day is read.
     """
 
-    EXCHANGE = True
+    OPERATOR_READS = True
 
     model_name = "ha"
     #: the time channels are counted below, with a message that says which are missing

@@ -28,8 +28,8 @@ parameters ("w/o MP").
 Scale (distst's addition): ``graph="dense"`` is the paper's N x N adaptive graph and the default.
 ``graph="sparse"`` restricts the softmax of every row to the node's ``graph_hops``-hop
 neighbourhood in the physical graph (self included), so memory and time grow with the edges,
-not N^2; in shard mode it is built on the local graph (part + halo), so a worker never holds
-more. With a neighbourhood that covers a connected graph, sparse equals dense (tested).
+not N^2; on a part of a split graph it is built on the local graph (part + halo), so a
+worker never holds more. With a neighbourhood that covers a connected graph, sparse equals dense (tested).
 Per-node weights of the spatial encoder are materialised once per forward when they fit in
 ``meta_weight_budget_mb``; otherwise (large N) they are never materialised: ``theta = E P`` is
 applied as ``(E kron x) P`` and recomputed in the backward pass (:class:`KronLinear`).
@@ -52,7 +52,7 @@ across midnight and across the week's end (``scripts/bench_himnet.py``).
 
 Deviations from the authors' code, all documented here: the per-node embedding starts as
 N(0, 0.1^2) (``node_parameter_std``; the reference uses Xavier-normal, std sqrt(2 / (N + d)),
-which is 0.095 at N = 207) so that every shard initialises a node identically; the decoder's
+which is 0.095 at N = 207) so that every part initialises a node identically; the decoder's
 future time features (authors' encoding) are derived from the last input step and
 ``steps_per_day`` (exact on gap-free windows of grid-aligned timestamps, which is all distst
 makes; the authors read them from the data); the per-node weights are generated once per
@@ -87,15 +87,15 @@ class AdaptiveGraph:
 
     ``emb`` [N, d] (one graph for the batch) or [B, N, d] (one per sample, the decoder's);
     ``sparse``: the neighbourhood pattern (:func:`csr_structure`) or None for dense;
-    ``exchange`` (exchange mode; the pattern then has the inner rows only): every propagation
-    first takes the halo rows of ``x`` from their owners.
+    ``boundary`` (a graph split from outside the model; the pattern then has the owned rows
+    only): every propagation first takes the rows this worker does not hold from it.
     """
 
-    def __init__(self, emb: torch.Tensor, sparse: dict | None, exchange=None):
+    def __init__(self, emb: torch.Tensor, sparse: dict | None, boundary=None):
         self.per_sample = emb.dim() == 3
         self.n = emb.shape[-2]
         self.sparse = sparse
-        self.exchange = exchange
+        self.boundary = boundary
         if sparse is None:
             # [N, N] or [B, N, N]; row n is the distribution over the nodes n reads from
             self.a = torch.softmax(torch.relu(emb @ emb.transpose(-1, -2)), dim=-1)
@@ -110,8 +110,8 @@ class AdaptiveGraph:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, b, c = x.shape
-        if self.exchange is not None:
-            x = self.exchange.gather(x)  # the halo rows' current values, from their owners
+        if self.boundary is not None:
+            x = self.boundary.gather(x)  # the halo rows' current values, from their owners
         if not self.per_sample:
             # [N, B, C] -> [N, B*C]: one product for the whole batch
             flat = x.reshape(n, b * c)
@@ -228,12 +228,13 @@ class HimNet(GraphModel):
     #: the inputs end with time channels; the check below counts the value channels
     targets_in_input = False
     node_parameter_std = 0.1
-    #: exchange mode with graph="sparse": the learned edge values are computed on the inner
-    #: rows from the halo's embeddings (E_s: a per-node parameter, whose halo copies the
-    #: engine keeps equal to their owner's; E_st: fetched from the owners), and every
-    #: propagation fetches the halo rows of its input (:meth:`HaloExchange.gather`), so the
-    #: plan's boundary must be ``graph_hops`` deep (:meth:`exchange_reach`)
-    EXCHANGE = True
+    #: with graph="sparse" every neighbour read is routed (a split graph is exact): the
+    #: learned edge values are computed on the owned rows from the halo's embeddings (E_s: a
+    #: per-node parameter, whose halo copies the engine keeps equal to their owner's; E_st:
+    #: taken from the boundary), and every propagation takes the halo rows of its input from
+    #: the boundary (``boundary.gather``), which must be ``graph_hops`` deep
+    #: (:meth:`boundary_reach`)
+    OPERATOR_READS = True
     RECURRENT = True
 
     @classmethod
@@ -241,17 +242,17 @@ class HimNet(GraphModel):
         return inspect.signature(cls.__init__).parameters[key].default
 
     @classmethod
-    def check_exchange(cls, params: dict) -> None:
+    def check_operator_reads(cls, params: dict) -> str | None:
         graph = params.get("graph", cls._default("graph"))
         if graph != "sparse":
-            raise DiststError(
-                f"runtime.mode=exchange: himnet with graph={graph!r} reads every node of the "
-                "graph in each row of its N x N adaptive graph, which no boundary covers; set "
-                "model.params.graph=sparse (each row restricted to the graph_hops-hop "
-                "neighbourhood), or train the dense graph with runtime.mode=shard or replicate")
+            return (f"himnet with graph={graph!r} reads every node of the graph in each row of "
+                    "its N x N adaptive graph, which no boundary covers; set "
+                    "model.params.graph=sparse (each row restricted to the graph_hops-hop "
+                    "neighbourhood)")
+        return None
 
     @classmethod
-    def exchange_reach(cls, params: dict) -> int:
+    def boundary_reach(cls, params: dict) -> int:
         return int(params.get("graph_hops", cls._default("graph_hops")))
 
     def __init__(self, *, steps_per_day: int = 288, time_of_day: bool = True,
@@ -306,16 +307,16 @@ class HimNet(GraphModel):
             self.tod_embedding = nn.Embedding(steps_per_day, tod_embedding_dim)
             self.dow_embedding = nn.Embedding(7, dow_embedding_dim) if day_of_week else None
         if use_e_s:
-            # per-node rows: the engine initialises them from the global node id and, in shard
-            # mode, keeps them out of DDP and reduces their gradients exactly
+            # per-node rows: the engine initialises them from the global node id and, on a split
+            # graph, keeps them out of DDP and reduces their gradients exactly
             self.node_embedding = node_parameter(num_nodes, node_embedding_dim,
                                                  self.node_parameter_std)
             self.node_parameters = ("node_embedding",)
         if use_e_st:
             self.st_proj = nn.Linear(hidden_size, st_embedding_dim)
         self.graph_kind = graph
-        #: set by distst.nn.layers.exchange.attach in exchange mode
-        self.exchange = None
+        #: what supplies the rows this worker does not hold (set from outside the model)
+        self.boundary = None
         self._inner_pattern = None
         if graph == "sparse":
             edge_index = self.graph_input.edge_index
@@ -387,7 +388,7 @@ class HimNet(GraphModel):
         if self.graph_kind == "sparse":
             sparse = {k: getattr(self, f"nb_{k}")
                       for k in ("row", "col", "crow", "t_perm", "t_crow", "t_col")}
-            ex = self.exchange
+            ex = self.boundary
             if ex is not None:
                 # the inner rows only: a halo row's neighbourhood is not all here, and its
                 # output is never read (the next propagation fetches it from its owner)
@@ -397,7 +398,7 @@ class HimNet(GraphModel):
                     self._inner_pattern = (key, csr_structure(
                         sparse["row"][keep], sparse["col"][keep], self.num_nodes))
                 sparse = self._inner_pattern[1]
-        return AdaptiveGraph(emb, sparse, self.exchange)
+        return AdaptiveGraph(emb, sparse, self.boundary)
 
     def _encode(self, cells, seq: torch.Tensor, graph, emb) -> torch.Tensor:
         """seq [N, T, B, F] -> the last layer's states [N, T, B, H]."""
@@ -429,9 +430,9 @@ class HimNet(GraphModel):
         h_last = (h_s + h_t)[:, -1]  # [N, B, H]
         if self.use_e_st:
             e_st = self.st_proj(h_last)  # [N, B, d_st]
-            if self.exchange is not None:
+            if self.boundary is not None:
                 # the halo rows of h_last are not computed here: the scores read the owners'
-                e_st = self.exchange.gather(e_st)
+                e_st = self.boundary.gather(e_st)
             e_st = e_st.transpose(0, 1)  # [N, B, d_st] -> [B, N, d_st]
         else:
             e_st = x.new_ones(b, n, self.d_st)

@@ -20,14 +20,14 @@ is spatial ``Dense(64-16-8-8)`` -> d = 8 characteristics, temporal ``Conv3x3(64-
 
 The output convolution is a plain (unscaled) convolution; the paper does not list it. Its
 kernel defaults to 1x1, a per-cell read-out like the dense projection of the other HyperST
-models, which also keeps the receptive field (and a shard's halo) at 2 cells per 3x3 layer.
+models, which also keeps the receptive field (and a part's halo) at 2 cells per 3x3 layer.
 
 The grid is the graph: cell n's k x k neighbourhood is found from the integer ``coords``
 (row, col) of the nodes (distst.data.grid.generate_grid_network writes them), not from the edge
 list. A ``[N, k*k]`` neighbour index (-1 where the cell is outside the grid or not among the
 local nodes -> zero padding, exactly like ``conv2d(padding=k//2)`` at the border) is built once,
 and a convolution is one gather plus one matmul, ``x_nb [B*N, k*k*C_in] @ W [k*k*C_in, C_out]``.
-Only local nodes are needed, so the model runs on a shard: an inner node's output equals the full
+Only local nodes are needed, so the model runs on a part of a graph: an inner node's output equals the full
 grid's when the halo holds every cell within its receptive field. A 3x3 layer reaches the 8
 surrounding cells, a diagonal being 2 hops on the 4-neighbour graph, so the halo must span
 ``2 * (number of 3x3 layers)`` hops (4 by default; 6 with ``output_kernel=3``).

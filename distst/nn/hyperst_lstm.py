@@ -3,7 +3,7 @@
 Both are per-node LSTM encoder-decoders whose weights come from each node's spatial attributes:
 ``attrs [N, A] --SpatialModule--> e [N, d] --deduction--> per-node LSTM weights``. There is no
 graph; nodes differ only through their attributes, so a node's forecast depends on its own
-history and attributes alone (which is also why shard mode needs no halo for these models).
+history and attributes alone (which is also why a split graph needs no halo for these models).
 
 * HyperST-LSTM-G ("generates all the parameter weights of dense layers in the LSTM cell"):
   every LSTM weight and bias is produced by the general HyperST layer (Fig. 5,

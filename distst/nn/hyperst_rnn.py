@@ -29,7 +29,7 @@ plain shared linear layer (the paper scales convolutions only). With every ``z =
 models are their plain counterparts (GCGRU / DCRNN) exactly; :class:`FactorHead`'s ``z = 1 +
 eW`` starts them there.
 
-Shard mode: the scales are per node and come from the node's own attributes, so a worker needs
+A split graph: the scales are per node and come from the node's own attributes, so a worker needs
 only its local nodes' attributes; the graph operators use the whole-graph degrees when given.
 HyperST models have no per-node parameters; the attributes are a non-persistent buffer (data)
 and the scales are recomputed every forward so that gradients reach the spatial module.
@@ -90,7 +90,7 @@ class HyperSTGCGRU(GCGRU):
     -> [B, horizon, N, output_dim]``. Hyperparameters: GCGRU's (``K = 3``, ``hidden_size =
     64``, ``num_layers = 2`` -- Table 1's GCGRU(64-64) --, ``normalization = "sym"``) plus
     ``spatial_widths`` (Table 1: Dense(64-8-8-4), d = 4). Needs ``spatial_attrs [N, A]``.
-    ``out_degree`` (shard mode): whole-graph out-degrees for the Laplacian normalisation.
+    ``out_degree`` (a part of a split graph): whole-graph out-degrees for the Laplacian normalisation.
     The state-dict names of the cells and the projection are GCGRU's, so a GCGRU checkpoint
     loads with ``strict=False`` (only the spatial module and heads are new).
     """

@@ -40,12 +40,12 @@ MODELS: dict[str, str] = {
 #: sizes; the local graph; ``spatial_attrs`` float32 [N, A] standardised node attributes
 #: (distst.graph.spatial; None when the dataset has none); ``coords`` float64 [N, 2] or None;
 #: ``out_degree`` / ``in_degree`` float64 [N]: WHOLE-graph weighted degrees of the local nodes
-#: (self loops excluded), so that a shard normalises its edges as the full graph would. A model
-#: that normalises the graph must declare them: shard-mode edge weights are the raw local ones.
+#: (self loops excluded), so that a part normalises its edges as the full graph would. A model
+#: that normalises the graph must declare them: a part's edge weights are the raw local ones.
 #: ``steps_per_day`` (from the sampling interval); ``time_of_day`` / ``day_of_week``: whether the
 #: input's last channels carry those features (distst.data.windows order: tod, then dow).
 #: ``coarsening``: ``coarsening(levels) -> [(parent [N_{l-1}], edge_index, edge_weight, N_l)]``
-#: for l = 1..levels, GPA (ST-UNet Algorithm 1) run on the model's LOCAL graph (a shard's part
+#: for l = 1..levels, GPA (ST-UNet Algorithm 1) run on the model's LOCAL graph (a part's part
 #: plus halo), so super-nodes never span two parts; a callable so that only models that pool
 #: pay for it and the model keeps knowing nothing of distst.graph.
 #: ``laplacian_lambda_max``: ``() -> float``, the largest eigenvalue of the WHOLE graph's
@@ -79,23 +79,21 @@ def model_graph(name: str) -> str | None:
     return kind
 
 
-def exchange_models() -> list[str]:
-    """The models ``runtime.mode=exchange`` trains exactly (``EXCHANGE`` on the class)."""
-    return sorted(n for n in MODELS if getattr(model_class(n), "EXCHANGE", False))
+def operator_read_models() -> list[str]:
+    """The models whose every neighbour read goes through their graph operators
+    (``OPERATOR_READS`` on the class): a graph split with a boundary is exact for them."""
+    return sorted(n for n in MODELS if getattr(model_class(n), "OPERATOR_READS", False))
 
 
-def require_exchange(name: str, params: dict | None = None) -> None:
-    """Refuse ``runtime.mode=exchange`` for a model without an exchange path, or with
-    settings (``params``: ``model.params``) its exchange path does not cover."""
+def operator_reads(name: str, params: dict | None = None) -> str | None:
+    """None when model ``name`` with ``params`` (``model.params``) reads its neighbours through
+    its graph operators only; else why not."""
     cls = model_class(name)
-    if not getattr(cls, "EXCHANGE", False):
-        raise DiststError(
-            f"runtime.mode=exchange: model {name} has no exchange path (it reads neighbours "
-            f"outside the graph operators' sparse products); models with one: "
-            f"{', '.join(exchange_models())}; train {name} with runtime.mode=shard or replicate")
-    check = getattr(cls, "check_exchange", None)
-    if check is not None:
-        check(dict(params or {}))
+    if not getattr(cls, "OPERATOR_READS", False):
+        return (f"model {name} reads neighbours outside its graph operators' sparse products; "
+                f"models whose reads all go through them: {', '.join(operator_read_models())}")
+    check = getattr(cls, "check_operator_reads", None)
+    return check(dict(params or {})) if check is not None else None
 
 
 def recurrent_models() -> list[str]:
@@ -113,22 +111,12 @@ def require_recompute(name: str, recompute: str) -> None:
             f"for {name}")
 
 
-def exchange_reach(name: str, params: dict | None = None) -> int:
-    """How many hops of boundary a worker of ``runtime.mode=exchange`` needs: 1 for models
-    whose every neighbour read is one graph product (the exchange fetches the 1-hop boundary
-    at each), more for a model that reads a wider neighbourhood at once (HimNet's sparse
-    adaptive graph: its ``graph_hops``)."""
-    reach = getattr(model_class(name), "exchange_reach", None)
+def boundary_reach(name: str, params: dict | None = None) -> int:
+    """How many hops of boundary one graph operator of model ``name`` reads: 1 for models
+    whose every neighbour read is one graph product, more for a model that reads a wider
+    neighbourhood at once (HimNet's sparse adaptive graph: its ``graph_hops``)."""
+    reach = getattr(model_class(name), "boundary_reach", None)
     return int(reach(dict(params or {}))) if reach is not None else 1
-
-
-def plan_halo_hops(cfg) -> int:
-    """The halo depth of the plan a run opens (``cfg``: a :class:`distst.config.Config`):
-    ``partition.halo_hops`` in shard mode; in exchange mode the boundary the model reads
-    (:func:`exchange_reach`), whose exchanges replace a deeper halo."""
-    if cfg.runtime.mode == "exchange":
-        return exchange_reach(cfg.model.name, cfg.model.params)
-    return cfg.partition.halo_hops
 
 
 def _own_inits(cls: type) -> list:

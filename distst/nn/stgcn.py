@@ -28,11 +28,11 @@ single-step); like BasicTS and LargeST this implementation emits all ``horizon``
 
 Layer norm -- deviation: the paper normalises over ``[N, C]`` (all nodes and channels of a step)
 with an ``[N, C]`` affine. That couples every node of the graph through the normalisation
-statistics (a shard, which sees only its local nodes, would normalise differently from the full
+statistics (a part, which sees only its local nodes, would normalise differently from the full
 graph) and its affine is a per-node parameter (breaking node-permutation equivariance and the
 "no per-node parameters" rule). distst normalises each node over its channels only, with a
 per-channel affine ``[C]`` (``nn.LayerNorm(C)``): a node's output depends only on its
-receptive field, so shard mode is exact for inner nodes given a deep enough halo
+receptive field, so a split graph is exact for inner nodes given a deep enough halo
 (``num_blocks * (Ks - 1)`` hops).
 
 Dropout defaults to 0: the paper gives no rate (the reference code trains with keep_prob 1).
@@ -222,7 +222,7 @@ class STGCN(GraphModel):
     lambda_max = 2. ``input_len`` must exceed ``2 * num_blocks * (Kt - 1)`` (8 by default).
     """
 
-    EXCHANGE = True
+    OPERATOR_READS = True
 
     model_name = "stgcn"
     GRAPH = GraphOperator.GRAPH

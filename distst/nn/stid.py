@@ -24,7 +24,7 @@ with the two trailing 1x1 dimensions dropped), so equal weights give equal outpu
 
 Deviations, both forced by distst's engine and documented here:
 
-* The node embedding is a per-node parameter (``node_parameters``: in shard mode each worker
+* The node embedding is a per-node parameter (``node_parameters``: on a split graph each worker
   holds its own nodes' rows and their gradients are reduced exactly). The engine initialises it
   ``N(0, 0.1^2)`` from each node's global id, not Xavier-uniform over ``[N, D_s]``, whose
   spread depends on N and would differ between a part and the whole graph (for N = 207 and
@@ -75,7 +75,7 @@ class STID(ForecastModel):
     decoder loop).
     """
 
-    EXCHANGE = True  # reads no neighbour: every part computes its own nodes exactly
+    OPERATOR_READS = True  # reads no neighbour: every part computes its own nodes exactly
 
     model_name = "stid"
     targets_in_input = False

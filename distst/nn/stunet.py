@@ -78,18 +78,18 @@ Where the paper is ambiguous, this implementation chooses:
    and bias, Ba et al. 2016) over its H features before it feeds anything -- the next layer,
    the skip, the ST-Pool or the output -- while the recurrent state stays as the cell
    computed it (Eq. 7 unchanged). The statistics are per node, sample and step, never across
-   nodes, so the model stays node-permutation equivariant and shard mode stays exact. The
+   nodes, so the model stays node-permutation equivariant and a split graph stays exact. The
    encoder's top layer output feeds nothing (only its states continue in the decoder), so it
    has no norm. ``layer_norm=False`` is the model before this switch; the plain variant is
    exactly GCGRU only then. (The paper's loss is the mean of L1 and L2 on the normalised
    scale: ``train.loss=mae_mse``, ``train.loss_scale=normalized`` in the preset.)
 
-Shard mode: ``coarsening`` is GPA run on the model's LOCAL graph (part + halo), so super-nodes
+A split graph: ``coarsening`` is GPA run on the model's LOCAL graph (part + halo), so super-nodes
 never span two parts; ``out_degree`` (whole-graph degrees) normalises the level-0 operator as
 GCGRU does, coarse operators are normalised from their own (local) edges. ``in_degree`` is
 accepted for the engine's data contract and unused (the Chebyshev operator needs out-degrees).
-Exchange mode (:meth:`STUNet.connect_exchange`): every stage's graph convolution fetches its
-boundary rows from their owners. Super-nodes stay inside parts: each worker runs GPA on its own
+A graph split from outside the model with a boundary (:meth:`STUNet.attach_boundary`): every
+stage's graph convolution takes its boundary rows from their owners. Super-nodes stay inside parts: each worker runs GPA on its own
 nodes' subgraph and contracts every edge at them, cut edges included. So the model equals one
 process on the whole graph whose coarsening is GPA per part
 (``GraphCoarsening.within(parts)``); a whole-graph GPA, as ``--local`` uses, may merge nodes
@@ -183,11 +183,11 @@ class Unpool(nn.Module):
 
 def _contract(ei: torch.Tensor, ew: torch.Tensor, parent: torch.Tensor, num_owned: int,
               coarse) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Exchange mode: the coarser graph's edges at own super-nodes and its out-degrees.
+    """A split graph: the coarser graph's edges at own super-nodes and its out-degrees.
 
     ``ei [2, E], ew [E]``: the finer local graph, whose edges at the ``num_owned`` own nodes
     (the first rows) are complete; ``parent [N_fine_local]``: the coarse local row of each
-    fine row (``coarse``: the coarse :class:`HaloExchange`). Edges inside a super-node vanish,
+    fine row (``coarse``: the coarse graph's boundary). Edges inside a super-node vanish,
     parallel ones add up (GPA's contraction). An own super-node's degree is summed from its
     edges; the other rows' degrees come from their owners."""
     own = (ei[0] < num_owned) | (ei[1] < num_owned)
@@ -225,8 +225,8 @@ class STUNet(GraphModel):
 
     model_name = "stunet"
     GRAPH = GraphOperator.GRAPH
-    #: exact in exchange mode with partition-local coarsening (:meth:`connect_exchange`)
-    EXCHANGE = True
+    #: every neighbour read is routed, with partition-local coarsening (:meth:`attach_boundary`)
+    OPERATOR_READS = True
     RECURRENT = True
 
     def __init__(self, *, coarsening=None, K: int = 3, hidden_size: int = 64, levels: int = 2,
@@ -272,7 +272,7 @@ class STUNet(GraphModel):
         self._rank_counts: list[list[int]] = []
         self.ranks = 2 ** levels
         self.normalization = normalization
-        #: kept for exchange mode, which coarsens again once the workers are connected
+        #: kept for a split graph, which coarsens again once its boundary is attached
         self._coarsening = coarsening if self.spatial else None
         self._unpool_degree = self.graph_input.out_degree if self.spatial else None
         if self.spatial:
@@ -339,7 +339,7 @@ class STUNet(GraphModel):
     def _build_stages(self, hier: list, edge_index, edge_weight, out_degree) -> None:
         """Pooling maps and coarse operators of every stage from the per-level ``hier``
         (``(parent, edge_index, edge_weight, num_nodes[, degree])``; ``degree``, the coarse
-        nodes' out-degrees, when the local edges do not give them: exchange mode)."""
+        nodes' out-degrees, when the local edges do not give them: a split graph)."""
         p, d = self.levels, self.depth
         fine_ei, fine_ew, fine_n = edge_index, edge_weight, self.num_nodes
         fine_deg = out_degree
@@ -389,37 +389,37 @@ class STUNet(GraphModel):
                                              degree=fine_deg))
             self.stage_nodes.append(level_n)
 
-    def connect_exchange(self, exchange) -> int:
-        """runtime.mode=exchange (:func:`distst.nn.layers.exchange.connect`): the input graph's
-        operator gets the boundary exchange, and the coarse stages are built again so that
+    def attach_boundary(self, boundary) -> int:
+        """A graph split from outside the model (a strategy calls this): the input
+        graph's operator gets the ``boundary``, and the coarse stages are built again so that
         every stage is exact too. Each worker coarsens its own nodes alone (GPA on its
         part's subgraph: super-nodes never span parts). A stage's local graph is its own
         super-nodes plus the super-nodes next to them. Its edges are contracted from the
         finer level's edges at own nodes, so an own row is complete. The neighbours'
-        degrees come from their owners, and the stage's operator gets an exchange of its
-        own. The one-process equivalent is this model with ``coarsening.within(parts)``
-        (:class:`distst.engine.bundle.GraphCoarsening`). Returns how many operators got an
-        exchange."""
-        self.graphs[0].exchange = exchange
+        degrees come from their owners, and the stage's operator gets a boundary of its own
+        (``boundary.coarsen``). The one-process equivalent is this model with
+        ``coarsening.within(parts)`` (:class:`distst.graph.coarsening.GraphCoarsening`).
+        Returns how many operators got a boundary."""
+        self.graphs[0].boundary = boundary
         if not self.spatial:
             return 1
         device, dtype = self.graphs[0].op_val.device, self.graphs[0].op_val.dtype
         fine = self._coarsening.undirected()  # the local graph as GPA reads it
         ei, ew = fine
-        owned = self._hierarchy(self._coarsening, owned=exchange.num_inner)
-        hier, exchanges, ex = [], [], exchange
+        owned = self._hierarchy(self._coarsening, owned=boundary.num_inner)
+        hier, boundaries, ex = [], [], boundary
         for parent, _, _, n_owned in owned:
             coarse, parent_local = ex.coarsen(parent, n_owned)
             ei, ew, degree = _contract(ei, ew, parent_local, ex.num_inner, coarse)
             hier.append((parent_local, ei, ew.float(), coarse.num_local, degree))
-            exchanges.append(coarse)
+            boundaries.append(coarse)
             ex = coarse
         self.graphs = nn.ModuleList([self.graphs[0]])
         self.stage_nodes, self._rank_counts = [self.num_nodes], []
         # level-0 degrees for the unpool ranks: the whole graph's (kept from construction)
         self._build_stages(hier, fine[0], fine[1], self._unpool_degree)
         for k in range(1, self.depth + 1):
-            self.graphs[k].exchange = exchanges[k * self.levels - 1]
+            self.graphs[k].boundary = boundaries[k * self.levels - 1]
         self.to(device=device, dtype=dtype)
         return self.depth + 1
 

@@ -30,6 +30,7 @@ from distst.engine.logs import trackers
 from distst.engine.entry import (WorkerJob, prepare_workers, read_test_metrics, resume_hint,
                                  run_dir_for, shown)
 from distst.errors import DiststError, Interrupted
+from distst.layout import Layout
 from distst.storage import Location, configure, location
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
@@ -262,24 +263,7 @@ def _lost_nodes(before: dict[str, str]) -> str:
 
 
 def check_resources(cfg: Config) -> None:
-    rt = cfg.runtime
-    total = ray.cluster_resources()
-    need_cpu = rt.workers * rt.cpus_per_worker
-    have_cpu = total.get("CPU", 0.0)
-    if need_cpu > have_cpu:
-        raise DiststError(
-            f"runtime.workers={rt.workers} x runtime.cpus_per_worker={rt.cpus_per_worker} needs "
-            f"{need_cpu:g} CPUs but the Ray cluster has {have_cpu:g}; lower --workers or "
-            "runtime.cpus_per_worker"
-        )
-    need_gpu = rt.workers * rt.gpus_per_worker
-    if rt.use_gpu and total.get("GPU", 0.0) < need_gpu:
-        raise DiststError(
-            f"runtime.use_gpu with {rt.workers} workers x runtime.gpus_per_worker="
-            f"{rt.gpus_per_worker:g} needs {need_gpu:g} GPUs but the Ray cluster has "
-            f"{total.get('GPU', 0.0):g}; set runtime.use_gpu=false, fewer workers, or a "
-            "fraction (runtime.gpus_per_worker=0.5 puts two workers on one GPU)"
-        )
+    Layout.of(cfg).check_fits(ray.cluster_resources())
 
 
 class _Trainer(TorchTrainer):
@@ -330,27 +314,30 @@ def _use_store(addr: str, port: int) -> None:
                       TORCHELASTIC_USE_AGENT_STORE="True")
 
 
-def _loopback_torch_config():
-    """A TorchConfig whose process group meets at a store on loopback (a Ray whose nodes
-    are all this machine on loopback, :func:`_all_on_loopback`). Ray Train's own start-up otherwise,
-    through its helpers; if another Ray lays them out differently, Ray's default."""
+def torch_config(layout: Layout, loopback: bool):
+    """Ray Train's TorchConfig for ``layout``: its process group's backend
+    (:attr:`Layout.torch_backend`: CPU tensors served beside NCCL, gloo for shared GPUs), and
+    on a Ray whose nodes are all this machine on loopback (:func:`_all_on_loopback`) a
+    rendezvous store on loopback (Ray Train's own start-up otherwise, through its helpers; if
+    another Ray lays them out differently, Ray's default)."""
+    backend = layout.torch_backend
+    if not loopback:
+        return ray.train.torch.TorchConfig(backend=backend)
     try:
         from ray.train._internal.worker_group import WorkerGroup as V1WorkerGroup
         from ray.train.torch.config import (TorchConfig, _set_torch_distributed_env_vars,
                                             _setup_torch_process_group, _TorchBackend)
     except ImportError:
-        return ray.train.torch.TorchConfig()
+        return ray.train.torch.TorchConfig(backend=backend)
 
     class _LoopbackBackend(_TorchBackend):
         def on_start(self, worker_group, backend_config):
-            gpu = worker_group.get_resources_per_worker().get("GPU", 0) > 0
-            backend = backend_config.backend or ("nccl" if gpu else "gloo")
             addr, port = worker_group.execute_single(0, _serve_store_on_loopback)
             worker_group.execute(_use_store, addr=addr, port=port)
             if not isinstance(worker_group, V1WorkerGroup):
                 worker_group.execute(_set_torch_distributed_env_vars)
             ray.get([worker_group.execute_single_async(
-                i, _setup_torch_process_group, backend=backend, world_rank=i,
+                i, _setup_torch_process_group, backend=backend_config.backend, world_rank=i,
                 world_size=len(worker_group), init_method="env://",
                 timeout_s=backend_config.timeout_s) for i in range(len(worker_group))])
 
@@ -359,7 +346,7 @@ def _loopback_torch_config():
         def backend_cls(self):
             return _LoopbackBackend
 
-    return _LoopbackConfig()
+    return _LoopbackConfig(backend=backend)
 
 
 class TrackerCallback(UserCallback):
@@ -403,15 +390,14 @@ def _fit(job: WorkerJob, run_dir: Location, callbacks: list | None) -> dict:
         ray.get_runtime_context().get_node_id(), soft=True)).remote()
     limit = node_wait(cfg)[1]
     nodes = _alive_nodes()
+    layout = Layout.of(cfg)
     trainer = _Trainer(
         train_loop_per_worker,
         train_loop_config={"job": job, "run_dir": str(run_dir), "board": board},
-        **({"torch_config": _loopback_torch_config()} if _all_on_loopback(nodes) else {}),
+        torch_config=torch_config(layout, loopback=_all_on_loopback(nodes)),
         scaling_config=ScalingConfig(
-            num_workers=cfg.runtime.workers, use_gpu=cfg.runtime.use_gpu,
-            resources_per_worker={"CPU": cfg.runtime.cpus_per_worker,
-                                  **({"GPU": cfg.runtime.gpus_per_worker}
-                                     if cfg.runtime.use_gpu else {})}),
+            num_workers=layout.world_size, use_gpu=layout.use_gpu,
+            resources_per_worker=layout.resources_per_worker),
         # Ray writes the checkpoints straight into the run folder, on whatever storage
         run_config=RunConfig(name=run_dir.name, storage_path=run_dir.parent.path,
                              storage_filesystem=run_dir.fs,

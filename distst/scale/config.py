@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from distst.config import Config, apply_overrides, check_run_name, config_from_dict
+from distst.layout import Layout
 from distst.errors import DiststError
 from distst.sweep.config import override_list, read_with_base, set_key
 
@@ -157,7 +158,7 @@ def build_study(sc: StudyConfig, base_raw: dict, source: str = "") -> Study:
 
 def ignored_keys(cfg: Config) -> set[str]:
     """Grid keys a run's mode does not read: the halo depth outside shard mode (exchange
-    plans the boundary its model reads, distst.nn.registry.plan_halo_hops), and the
+    plans the boundary its model reads, distst.engine.parallelize.plan_halo_hops), and the
     partition outside the partitioned modes."""
     rt = cfg.runtime
     if not rt.partitioned:
@@ -217,7 +218,7 @@ def run_config(sc: StudyConfig, base_raw: dict, values: dict) -> Config:
                     f"runtime.workers={rt.workers} is not a multiple of "
                     f"runtime.replicas={reps} ({rt.mode} mode runs parts x replicas workers)")
             pc.parts = rt.workers // reps
-        rt.workers = pc.parts * reps
+    rt.workers = Layout.of(cfg).world_size
     if "nodes_per_worker" in values:
         npw = values["nodes_per_worker"]
         if isinstance(npw, bool) or not isinstance(npw, int) or npw < 2:

@@ -35,7 +35,8 @@ import yaml
 from distst.config import PARTITIONED_MODES, fill_dataclass, read_saved_yaml
 from distst.engine.logs import read_metrics_log
 from distst.engine.timing import PHASES
-from distst.nn.registry import plan_halo_hops
+from distst.engine.parallelize import plan_halo_hops
+from distst.layout import Layout
 from distst.errors import DiststError
 from distst.scale.config import Study, StudyConfig, StudyRun, build_study
 from distst.scale.model import PerfModel, fit_model, model_table
@@ -104,19 +105,7 @@ def dry_run_table(study: Study) -> str:
 def check_cluster(study: Study, cpus: float, gpus: float) -> None:
     """Refuse, before anything runs, a run the cluster cannot hold."""
     for r in study.runs:
-        rt = r.cfg.runtime
-        need = rt.workers * rt.cpus_per_worker
-        if need > cpus + 1e-9:
-            raise DiststError(
-                f"study run {r.name} needs {rt.workers} workers x runtime.cpus_per_worker="
-                f"{rt.cpus_per_worker:g} = {need:g} CPUs but the Ray cluster has {cpus:g}; drop "
-                "it from the grid, add nodes, or lower runtime.cpus_per_worker (several "
-                "workers then share a core: say so when you report the numbers)")
-        if rt.use_gpu and rt.workers * rt.gpus_per_worker > gpus + 1e-9:
-            raise DiststError(
-                f"study run {r.name} needs {rt.workers * rt.gpus_per_worker:g} GPUs but the Ray "
-                f"cluster has {gpus:g}; drop it from the grid or share GPUs "
-                "(runtime.gpus_per_worker=0.5)")
+        Layout.of(r.cfg).check_fits({"CPU": cpus, "GPU": gpus}, who=f"study run {r.name}")
 
 
 # -- one run's figures ---------------------------------------------------------------------
@@ -195,7 +184,7 @@ def run_rows(run: StudyRun, run_dir: Location, warmup: int, quality: dict | None
 
 def plan_quality(cfg, plan: str) -> dict | None:
     """The cut figures a plan's META.json records (a remote plan: its mirrored META)."""
-    from distst.engine.bundle import cache_root
+    from distst.engine.provision import cache_root
     from distst.graph.partition.plan import load_plan, plan_mirror
 
     src = location(plan)
@@ -207,7 +196,7 @@ def plan_quality(cfg, plan: str) -> dict | None:
 def run_study(study: Study, resume: bool = False, study_dir: str | Path | Location | None = None,
               dry_run: bool = False, address: str = "") -> StudyResult:
     """Run (or with ``resume``, continue) ``study``; with ``dry_run`` only print the runs."""
-    from distst.engine.bundle import ensure_dataset, ensure_plan
+    from distst.engine.provision import ensure_dataset, ensure_plan
     from distst.engine.entry import shown
     from distst.runtime.ray_train import connect, train_ray
 

@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from distst.config import Config
+from distst.layout import Layout
 
 #: RSS of a Ray Train worker with torch imported, before any data (measured on cpu2)
 BASE_BYTES = 450 * 2**20
@@ -100,9 +101,8 @@ def worker_memory(cfg: Config, total_nodes: int, local_nodes: float, steps: int,
     probe = _probe(_probe_key(cfg), cfg.to_yaml())
     params = _linear(probe, "params", total_nodes)
     per_window = _linear(probe, "act_per_window", local_nodes)
-    world = cfg.runtime.workers
-    batch = math.ceil(cfg.train.batch_size / (cfg.runtime.replicas if cfg.runtime.partitioned
-                                              else world))
+    # the windows of one worker's step: the replicas split the global batch
+    batch = math.ceil(cfg.train.batch_size / Layout.of(cfg).replicas)
     parts = {"base": BASE_BYTES, "series": local_nodes * steps * channels * 4,
              "model_state": 16 * params, "activations": ALLOCATOR_FACTOR * per_window * batch}
     return {**parts, "total": sum(parts.values()), "params": params, "batch": batch}
@@ -111,8 +111,8 @@ def worker_memory(cfg: Config, total_nodes: int, local_nodes: float, steps: int,
 def local_nodes(run_cfg: Config) -> tuple[int, float, int, str] | None:
     """(sensors of the graph, the most sensors one worker holds, time steps, how the halo
     was found) for a generated graph; None for a dataset (sizes known once it is read)."""
-    from distst.engine.bundle import cache_root, synth_cache_dir
-    from distst.nn.registry import plan_halo_hops
+    from distst.engine.provision import cache_root, synth_cache_dir
+    from distst.engine.parallelize import plan_halo_hops
     from distst.scale.driver import real_cuts_at
 
     cfg = run_cfg

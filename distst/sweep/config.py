@@ -43,6 +43,7 @@ from distst.config import (
     read_yaml,
 )
 from distst.errors import DiststError
+from distst.layout import Layout
 from distst.typecheck import fits_type
 
 DOMAINS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -394,10 +395,9 @@ def trial_config(base_raw: dict, values: dict) -> Config:
 
 
 def workers_of(cfg: Config, sc: SweepConfig) -> int:
-    """Ray Train workers of one trial: one per part in shard mode."""
-    if cfg.runtime.partitioned:
-        return cfg.partition.parts
-    return sc.workers_per_trial or cfg.runtime.workers
+    """Ray Train workers of one trial (its :class:`distst.layout.Layout`): parts x replicas in
+    shard and exchange mode."""
+    return Layout.of(cfg, workers=sc.workers_per_trial or None).world_size
 
 
 def partition_combos(sweep: Sweep) -> list[dict]:
@@ -419,14 +419,14 @@ def partition_combos(sweep: Sweep) -> list[dict]:
 def _exchange_reaches(sweep: Sweep) -> list[int]:
     """Every boundary depth an exchange-mode trial can need: the model's reach at each
     combination of the searched ``model.params`` values (continuous ones at their bounds)."""
-    from distst.nn.registry import exchange_reach
+    from distst.nn.registry import boundary_reach
 
     domains = [d for d in sweep.domains if d.key.startswith("model.params.")]
     reaches = set()
     for values in itertools.product(*[d.candidates() for d in domains]):
         params = dict(sweep.base.model.params)
         params.update({d.key[len("model.params."):]: v for d, v in zip(domains, values)})
-        reaches.add(exchange_reach(sweep.base.model.name, params))
+        reaches.add(boundary_reach(sweep.base.model.name, params))
     return sorted(reaches)
 
 
@@ -434,11 +434,17 @@ def max_workers(sweep: Sweep) -> int:
     """The most workers any trial can ask for."""
     combos = partition_combos(sweep)
     if combos:
-        return max(c["parts"] for c in combos)
+        replicas = _candidates(sweep, "runtime.replicas", sweep.base.runtime.replicas)
+        return max(c["parts"] for c in combos) * max(int(r) for r in replicas)
     d = next((d for d in sweep.domains if d.key == "runtime.workers"), None)
     if d is not None and not sweep.cfg.workers_per_trial:
         return max(int(v) for v in d.candidates())
     return workers_of(sweep.base, sweep.cfg)
+
+
+def _candidates(sweep: Sweep, key: str, default) -> list:
+    d = next((d for d in sweep.domains if d.key == key), None)
+    return d.candidates() if d is not None else [default]
 
 
 @dataclass

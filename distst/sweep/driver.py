@@ -33,11 +33,12 @@ import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from distst.config import config_from_dict, fill_dataclass, load_yaml, read_saved_yaml
+from distst.layout import Layout
 from distst.errors import DiststError
 from distst.storage import Location, configure, location
 from distst.engine.entry import shown
 from distst.engine.logs import read_metrics_log
-from distst.nn.registry import plan_halo_hops
+from distst.engine.parallelize import plan_halo_hops
 from distst.sweep import manifest
 from distst.sweep.config import (
     PARTITION_KEYS,
@@ -140,9 +141,7 @@ def trial_main(config: dict, static: dict) -> None:
         # the driver made every plan before the trials started: never partition in a trial
         pc.plan = static["plans"][plan_key(pc.method, pc.parts,
                                            plan_halo_hops(cfg), pc.seed)]
-        rt.workers = pc.parts
-    elif static["workers_per_trial"]:
-        rt.workers = static["workers_per_trial"]
+    rt.workers = Layout.of(cfg, workers=static["workers_per_trial"] or None).world_size
     cfg.train.progress = False
     cfg = config_from_dict(cfg.to_dict())  # re-check cross-field rules (batch vs workers)
     run_dir = location(rt.storage) / trial_id
@@ -226,7 +225,7 @@ def _sweep_dir(sweep: Sweep) -> Location:
 
 def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
     """Every partition plan the trials can need, made (or found in the cache) once, here."""
-    from distst.engine.bundle import ensure_plan
+    from distst.engine.provision import ensure_plan
 
     plans = {}
     for combo in partition_combos(sweep):
@@ -241,7 +240,7 @@ def make_plans(sweep: Sweep, dataset_dir) -> dict[str, str]:
 def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None = None,
               progress: bool = True) -> SweepResult:
     """Run (or with ``resume``, continue) ``sweep``; returns the trials sorted by the metric."""
-    from distst.engine.bundle import ensure_dataset
+    from distst.engine.provision import ensure_dataset
     from distst.engine.entry import preflight
     from distst.runtime.ray_train import connect, max_failures
 

@@ -8,7 +8,7 @@ import torch
 def test_grid_synth_is_generated_once_and_cached(tmp_path):
     from distst.config import load_config
     from distst.data.network import load_network
-    from distst.engine.bundle import ensure_dataset
+    from distst.engine.provision import ensure_dataset
 
     cfg = load_config(None, ["model.name=hyperst_cnn", f"data.cache_dir={tmp_path}",
                              "data.synth.graph=grid", "data.synth.grid=[4, 5]",
@@ -24,7 +24,7 @@ def test_grid_synth_is_generated_once_and_cached(tmp_path):
 
 
 def test_local_coarsening_levels_chain_to_the_local_nodes():
-    from distst.engine.bundle import local_coarsening
+    from distst.graph.coarsening import local_coarsening
 
     # a 6-node path: GPA pairs neighbours, so each level roughly halves it
     ei = np.array([[0, 1, 1, 2, 2, 3, 3, 4, 4, 5], [1, 0, 2, 1, 3, 2, 4, 3, 5, 4]])
@@ -44,7 +44,7 @@ def test_coarsening_within_parts_never_merges_two_parts_and_contracts_every_edge
     """Exchange mode's coarsening, in one process: GPA per part, numbered part by part; the
     coarse graph holds every edge of the graph between different super-nodes, cut ones too.
     With one part it is the plain coarsening; ``owned=k`` is the first k nodes' own GPA."""
-    from distst.engine.bundle import GraphCoarsening
+    from distst.graph.coarsening import GraphCoarsening
 
     rng = np.random.default_rng(0)
     n = 24
@@ -147,7 +147,7 @@ def _plan_in_process(cfg, dataset_dir, q):
     import time
 
     import distst.graph.partition.plan as plan
-    from distst.engine.bundle import ensure_plan
+    from distst.engine.provision import ensure_plan
 
     real = plan._dump_json
 
@@ -167,7 +167,7 @@ def test_two_runs_planning_the_same_cached_plan_at_once_share_it(tiny):
     waits for the first's plan instead of being refused by its claim on the folder."""
     import multiprocessing as mp
 
-    from distst.engine.bundle import ensure_dataset
+    from distst.engine.provision import ensure_dataset
 
     cfg = tiny("runtime.workers=2", "runtime.mode=shard", "partition.parts=2", nodes=30)
     data = ensure_dataset(cfg.data)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from distst.engine.context import LocalContext
-from distst.engine.bundle import build_bundle, ensure_dataset
+from distst.engine.bundle import build_bundle
+from distst.engine.provision import ensure_dataset
 from distst.engine.entry import train_local
 from distst.engine.trainer import Trainer
 
@@ -57,14 +58,13 @@ def test_trainer_loss_equals_hand_computation(tiny, tmp_path, kind, scale):
         assert got < _hand(pred, y, kind, 0.7) / 10
 
 
-class _TwoShards(LocalContext):
+class _TwoShards:
     """Shard mode's collectives for two workers emulated in one process: the count
     all-reduce returns the total over both parts (set before each call)."""
 
-    world_size = 2
     total = None
 
-    def all_reduce_sum(self, t):
+    def sum_(self, t):
         t.copy_(self.total.to(t))
         return t
 
@@ -85,12 +85,12 @@ def test_shard_losses_sum_to_the_whole_graph_loss(tiny, tmp_path, kind):
              torch.cat([torch.arange(k, n), torch.arange(2)])]
     inner = [k, n - k]
     count = sum(int((~torch.isnan(y[:, :, p[:m]])).sum()) for p, m in zip(parts, inner))
-    ctx = _TwoShards(tmp_path / "run")
-    ctx.total = torch.tensor([float(count)], dtype=torch.float64)
-    trainer.shard.ctx, trainer.shard.sharded = ctx, True
+    comm = _TwoShards()
+    comm.total = torch.tensor([float(count)], dtype=torch.float64)
+    trainer.par.comm, trainer.par.world_size = comm, 2
     losses = []
     for p, m in zip(parts, inner):
-        trainer.shard.num_inner = m
+        trainer.par.num_inner = m
         losses.append(float(trainer._loss(pred[:, :, p], y[:, :, p])))
     assert sum(losses) / 2 == pytest.approx(whole, rel=1e-5)
 

@@ -133,8 +133,8 @@ def test_chebyshev_models_get_the_symmetrised_whole_graph_operator_on_shards(tmp
                             lambda_max=constants["lambda_max"])
         local = build_model("gcgru", part.kwargs_for_model("gcgru"), dict(cfg.model.params))
         op = local.graph()[0].to_dense()
-        ids = torch.as_tensor(part.global_ids)
-        inner = part.num_inner
+        ids = torch.as_tensor(part.owned.global_ids)
+        inner = part.owned.num_inner
         # rows of inner nodes, columns of every local node: the whole graph's entries
         np.testing.assert_allclose(op[:inner].numpy(), full[ids[:inner]][:, ids].numpy(),
                                    atol=1e-6)

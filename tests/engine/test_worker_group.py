@@ -35,7 +35,7 @@ TRAINABLE = [m for m in MODELS if m != "ha"]
 FLOAT_ORDER = 5e-4
 
 #: exchange mode's runs: 2 epochs of 6 steps, every step a few hundred exchanges (the
-#: layer-level test, tests/nn/test_exchange.py, holds each model's step to 1e-5)
+#: layer-level test, tests/nn/test_split_graphs.py, holds each model's step to 1e-5)
 SHORT = ["train.epochs=2", "train.max_batches_per_epoch=6", "train.max_val_batches=2"]
 # a per-node embedding (gathered like a feature, its gradient summed to the owner) and a
 # global clip norm; no teacher forcing, so both runs draw the same random numbers
@@ -165,7 +165,7 @@ def test_stunet_trains_exactly_with_coarsening_inside_parts(two_workers, local, 
 
     def within_parts(*args, **kwargs):
         bundle = real(*args, **kwargs)
-        bundle.coarsen_within = parts
+        bundle.graph.coarsen_within = parts
         return bundle
 
     monkeypatch.setattr(entry, "build_bundle", within_parts)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distst.engine.bundle import local_coarsening
+from distst.graph.coarsening import local_coarsening
 
 from distst.nn.registry import MODELS, build_model, model_class
 from tiny_models import TINY

@@ -15,7 +15,7 @@ from process_group import train_group
 # global clip norm; no teacher forcing, so both runs draw the same random numbers. The runs
 # sum in different float32 orders, which Adam carries to ~1e-4 over epochs (see
 # tests/runtime/test_shard.py FLOAT_ORDER); the layer-level test holds exchange to 1e-5
-# per step (tests/nn/test_exchange.py)
+# per step (tests/nn/test_split_graphs.py)
 COMMON = ["train.cl_decay_steps=0", "partition.parts=2", "model.params.node_embedding_dim=3",
           "train.grad_clip=0.5", "train.epochs=2",
           # 2 epochs of 6 steps: every step makes a few hundred exchanges
@@ -54,7 +54,8 @@ def test_exchange_training_equals_one_process_on_the_whole_graph(ray_session, ti
 def test_exchange_with_a_model_that_has_no_exchange_path_is_refused_before_start(tiny):
     from distst.errors import DiststError
 
-    with pytest.raises(DiststError, match=r"model hyperst_cnn has no exchange path.*gcgru"):
+    with pytest.raises(DiststError, match=r"runtime.mode=exchange: model hyperst_cnn reads "
+                       r"neighbours outside its graph operators.*gcgru.*runtime.mode=shard"):
         train_ray(tiny("runtime.mode=exchange", "partition.parts=2", model="hyperst_cnn"))
     with pytest.raises(DiststError, match=r"himnet with graph='dense'.*graph=sparse"):
         train_ray(tiny("runtime.mode=exchange", "partition.parts=2", model="himnet"))

@@ -104,14 +104,15 @@ def test_resume_from_ray_checkpoint(two_worker_run, monkeypatch):
 
 def test_too_many_workers_is_refused_before_starting(ray_session, tiny):
     cfg = tiny("runtime.workers=3")
-    with pytest.raises(DiststError, match="needs 3 CPUs but the Ray cluster has 2"):
+    with pytest.raises(DiststError, match="needs 3 workers x runtime.cpus_per_worker=1 = 3 "
+                       "CPUs but the Ray cluster has 2"):
         check_resources(cfg)
 
 
 def test_use_gpu_on_a_cluster_without_gpus_is_one_clear_error(ray_session, tiny):
     cfg = tiny("runtime.use_gpu=true", "runtime.gpus_per_worker=0.5")
-    with pytest.raises(DiststError, match=r"runtime.use_gpu with 2 workers x "
-                       r"runtime.gpus_per_worker=0.5 needs 1 GPUs but the Ray cluster has 0"):
+    with pytest.raises(DiststError, match=r"needs 2 workers x runtime.gpus_per_worker=0.5 = 1 "
+                       r"GPUs but the Ray cluster has 0"):
         check_resources(cfg)
     with pytest.raises(DiststError, match="gpus_per_worker' must be > 0"):
         tiny("runtime.gpus_per_worker=0")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distst.nn.registry import plan_halo_hops
+from distst.engine.parallelize import plan_halo_hops
 from distst.scale.config import load_study
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "configs" / "studies").glob("*.yaml"))

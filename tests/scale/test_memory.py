@@ -23,7 +23,7 @@ def test_activations_scale_with_sensors_and_batch_and_parameters_are_not_counted
 
 
 def test_replicate_splits_the_batch_and_shard_holds_a_part_with_its_halo(tiny):
-    from distst.engine.bundle import ensure_dataset, ensure_plan
+    from distst.engine.provision import ensure_dataset, ensure_plan
 
     rep = tiny("runtime.workers=2", "runtime.mode=replicate", nodes=40)
     assert worker_memory(rep, 40, 40, 288)["batch"] == 16

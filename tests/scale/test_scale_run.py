@@ -118,7 +118,7 @@ def test_shard_study_reports_partition_figures(ray_session, tmp_path):
 def test_a_run_the_cluster_cannot_hold_is_refused_before_anything_runs(ray_session, tmp_path):
     p = _study(tmp_path, {"runtime.workers": [1, 3]}, name="big",
                overrides={"runtime.cpus_per_worker": 1})
-    with pytest.raises(DiststError, match=r"study run r01-w3 needs 3 workers x "
+    with pytest.raises(DiststError, match=r"study run r01-w3 \(replicate mode, 3 workers\) needs 3 workers x "
                                           r"runtime.cpus_per_worker=1 = 3 CPUs but the Ray "
                                           r"cluster has 2"):
         run_study(load_study(p))

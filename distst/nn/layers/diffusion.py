@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from distst.nn.layers import graph as graphops
-from distst.nn.layers.exchange import exchanged
 
 
 #: filter_type -> the random-walk directions it diffuses along (DCRNN's names; "laplacian"
@@ -28,7 +27,7 @@ def diffusion_features(supports, x: torch.Tensor, K: int) -> torch.Tensor:
     n, m, f = x.shape
     x0 = x.reshape(n, m * f)  # [N, M*F]: batch and features become columns of one spmm
     basis = [x0]
-    # the first hop of every direction reads x0: one boundary exchange for all of them
+    # the first hop of every direction reads x0: one boundary fetch for all of them
     first = graphops.spmm_shared(list(supports), x0) if K > 0 else []
     for (op, op_t), xk in zip(supports, first):
         basis.append(xk)
@@ -44,11 +43,12 @@ class DiffusionOperators(nn.Module):
 
     Non-persistent buffers, like :class:`distst.nn.gcgru.GraphOperator`: the graph is data,
     rebuilt from the dataset, never checkpointed. ``out_degree`` / ``in_degree`` (float [N],
-    optional) are the whole-graph degrees of the local nodes in shard mode.
+    optional) are the whole-graph degrees of the local nodes on a part of a split graph.
     """
 
-    #: the boundary exchange of runtime.mode=exchange (set by the engine; None otherwise)
-    exchange = None
+    #: what supplies the rows of neighbours this worker does not hold
+    #: (distst.nn.layers.graph.with_boundary; set from outside the model, None otherwise)
+    boundary = None
 
     def __init__(self, edge_index, edge_weight, num_nodes: int,
                  directions: tuple[str, ...] = ("forward", "backward"),
@@ -73,5 +73,5 @@ class DiffusionOperators(nn.Module):
 
     def forward(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``[(P_f, P_f^T), (P_b, P_b^T)]`` (one pair per direction) as CSR tensors."""
-        return [(exchanged(self._csr(f"p{i}"), self.exchange), self._csr(f"p{i}_t"))
+        return [(graphops.with_boundary(self._csr(f"p{i}"), self.boundary), self._csr(f"p{i}_t"))
                 for i in range(len(self.directions))]

@@ -10,7 +10,7 @@ graph convolution equals ``torch_geometric.nn.ChebConv`` for equal weights:
 * ``"sym"``: ``L = I - D^-1/2 A D^-1/2``; with the default ``lambda_max = 2`` (PyG's value for
   sym normalisation) the operator is ``L~ = -D^-1/2 A D^-1/2`` with a zero diagonal.
 * ``"rw"``: ``L = I - D^-1 A``; ``L~ = 2 L / lambda_max - I``.
-* ``"none"``: the edge weights already ARE the normalised adjacency (e.g. a shard's
+* ``"none"``: the edge weights already ARE the normalised adjacency (e.g. a part's
   ``D^-1/2 A D^-1/2`` entries computed on the whole graph before slicing, so that inner nodes
   see exactly the full-graph operator); ``L~ = -(2 / lambda_max) A + (2 / lambda_max - 1) I``.
 
@@ -37,7 +37,6 @@ import torch
 from torch import nn
 
 from distst.errors import DiststError
-from distst.nn.layers.exchange import exchange_of, exchanged
 
 NORMALIZATIONS = ("sym", "rw", "none")
 
@@ -128,7 +127,7 @@ def cheb_operator_coo(
 ) -> torch.Tensor:
     """The rescaled Laplacian ``L~ = 2 L / lambda_max - I`` (ST-UNet Eq. 2) as coalesced COO [N, N].
 
-    ``degree`` (float [N], optional) replaces the degrees summed from these edges: a shard passes
+    ``degree`` (float [N], optional) replaces the degrees summed from these edges: a part passes
     the WHOLE-graph out-degrees of its local nodes so that its inner rows equal the full graph's.
     """
     if normalization not in NORMALIZATIONS:
@@ -229,9 +228,10 @@ class _SpMM(torch.autograd.Function):
 
 def spmm(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """Sparse [N, N] times dense [N, M]; ``a_t`` (the transpose) speeds up the backward pass.
-    In exchange mode the operator carries a :class:`~distst.nn.layers.exchange.HaloExchange`
-    and the product takes the halo rows of ``x`` from their owners (the one place where
-    partition-parallel training talks to other workers).
+    An operator that carries a ``boundary`` (:func:`with_boundary`: set from outside the
+    model, by a strategy that splits the graph) multiplies through it: the boundary object
+    supplies the rows of ``x`` this worker does not hold (the one place where a model's
+    neighbour reads can leave the worker).
 
     Mixed precision (``train.precision: bf16``): MKL has no bf16 sparse kernel, and autocast
     would cast both factors of ``torch.sparse.mm`` to bf16, so the product runs with autocast
@@ -240,8 +240,8 @@ def spmm(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Te
 
 
 def spmm_shared(pairs, x: torch.Tensor) -> list[torch.Tensor]:
-    """``[spmm(a, a_t, x) for a, a_t in pairs]``: in exchange mode the boundary rows of the
-    shared input ``x`` are fetched once for all the operators, not once per operator."""
+    """``[spmm(a, a_t, x) for a, a_t in pairs]``: with a boundary, the rows of the shared
+    input ``x`` it supplies are fetched once for all the operators, not once per operator."""
     return _products(pairs, x) if pairs else []
 
 
@@ -249,8 +249,8 @@ def _products(pairs, x: torch.Tensor) -> list[torch.Tensor]:
     dtype = x.dtype
     with torch.autocast(x.device.type, enabled=False):
         x = x.to(pairs[0][0].dtype)
-        ex = exchange_of(pairs[0][0])
-        if ex is not None and all(exchange_of(a) is ex for a, _ in pairs):
+        ex = boundary_of(pairs[0][0])
+        if ex is not None and all(boundary_of(a) is ex for a, _ in pairs):
             out = ex.products([a for a, _ in pairs], x)
         else:
             out = [_product(a, a_t, x) for a, a_t in pairs]
@@ -258,10 +258,24 @@ def _products(pairs, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _product(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    ex = exchange_of(a)
+    ex = boundary_of(a)
     if ex is not None:
         return ex.product(a, x)
     return _local_product(a, a_t, x)
+
+
+def with_boundary(op: torch.Tensor, boundary) -> torch.Tensor:
+    """Mark the sparse operator ``op`` so that :func:`spmm` multiplies it through
+    ``boundary.product`` / ``boundary.products`` (an attribute on the per-forward CSR view:
+    the operator modules stay picklable and the call sites keep their ``(op, op_t)`` pairs).
+    ``boundary`` None leaves ``op`` as it is."""
+    if boundary is not None:
+        op._distst_boundary = boundary
+    return op
+
+
+def boundary_of(op: torch.Tensor):
+    return getattr(op, "_distst_boundary", None)
 
 
 def _local_product(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
@@ -315,7 +329,7 @@ def random_walk_operator_coo(
     and the identity term of the filter is separate (k = 0). Duplicate edges add up.
 
     ``degree`` (float [N], optional) replaces the degrees summed from these edges (out-degree for
-    ``"forward"``, in-degree for ``"backward"``): a shard passes the WHOLE-graph degrees of its
+    ``"forward"``, in-degree for ``"backward"``): a part passes the WHOLE-graph degrees of its
     local nodes, which by the data contract EXCLUDE self loops, so the self-loop weight found in
     these edges (a self loop of a local node is always a local edge) is added back. Rows of
     nodes whose neighbours in that direction are all local then equal the full graph's rows.
@@ -391,7 +405,7 @@ def resolve_lambda_max(model: str, lambda_max, laplacian_lambda_max=None) -> flo
 
     A number is used as given (2 is the upper bound of the normalised Laplacian's spectrum and
     PyG's default); ``"exact"`` asks the engine's ``laplacian_lambda_max()`` for the largest
-    eigenvalue of the WHOLE graph's normalised Laplacian (a shard gets the whole-graph value).
+    eigenvalue of the WHOLE graph's normalised Laplacian (a part gets the whole-graph value).
     """
     if isinstance(lambda_max, str):
         if lambda_max not in LAMBDA_MAX_CHOICES:
@@ -426,15 +440,16 @@ class GraphOperator(nn.Module):
 
     #: what the models built on this operator need from the engine (see registry.model_graph)
     GRAPH = "undirected"
-    #: the boundary exchange of runtime.mode=exchange (set by the engine; None otherwise)
-    exchange = None
+    #: what supplies the rows of neighbours this worker does not hold (:func:`with_boundary`;
+    #: set from outside the model, None otherwise)
+    boundary = None
 
     def __init__(self, edge_index, edge_weight, num_nodes: int, normalization: str,
                  lambda_max: float = 2.0, degree=None, model: str = "graph convolution"):
         super().__init__()
         self.num_nodes = num_nodes
         require_symmetric(edge_index, edge_weight, num_nodes, model)
-        # degree: optional whole-graph degrees of the local nodes (shard mode), see
+        # degree: optional whole-graph degrees of the local nodes (a part of a split graph), see
         # cheb_operator; None = summed from these edges (the behaviour before).
         op = cheb_operator(edge_index, edge_weight, num_nodes, normalization,
                                     lambda_max, degree=degree)
@@ -450,4 +465,4 @@ class GraphOperator(nn.Module):
         op = assemble_csr(CSRParts(self.op_crow, self.op_col, self.op_val), n)
         op_t = assemble_csr(
             CSRParts(self.op_t_crow, self.op_t_col, self.op_t_val), n)
-        return exchanged(op, self.exchange), op_t
+        return with_boundary(op, self.boundary), op_t

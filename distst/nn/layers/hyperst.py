@@ -5,7 +5,7 @@ The spatial module (Fig. 4, first stage) embeds each node's spatial attributes i
 d-dimensional vector of spatial characteristics; the deduction module (second stage) maps that
 vector, through one independent linear "factor head" per generated quantity, onto the weights
 of the temporal module's layers. Everything here is per node: with attributes ``[N, A]`` a
-layer gets ``[N, ...]`` generated weights, which is why a shard only needs the attributes of
+layer gets ``[N, ...]`` generated weights, which is why a part only needs the attributes of
 its own (inner + halo) nodes and HyperST models have no per-node parameters.
 """
 

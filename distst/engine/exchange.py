@@ -1,11 +1,13 @@
-"""Exact partition-parallel graph products: the boundary exchange of ``runtime.mode=exchange``.
+"""Exact partition-parallel graph products: the boundary exchange of ``runtime.mode=exchange``,
+applied from outside the model (:func:`connect`): models only route their neighbour reads
+through their graph operators and declare it (``OPERATOR_READS``, distst.nn.base).
 
 Worker i holds part i (its inner nodes first) and the 1-hop boundary around it (its halo). A
 graph operator whose rows are the local nodes, normalised with the whole graph's degrees,
 gives exactly the whole-graph product on the inner rows when the halo columns are multiplied
-with the owners' current values. :func:`exchange_product` (which
-:func:`distst.nn.layers.graph.spmm` calls for an operator that carries a
-:class:`HaloExchange`) computes ``A[:, inner] @ x_inner + A[:, halo] @ x_halo`` where the
+with the owners' current values. :meth:`HaloExchange.products` (which
+:func:`distst.nn.layers.graph.spmm` calls for an operator that carries one as its
+``boundary``) computes ``A[:, inner] @ x_inner + A[:, halo] @ x_halo`` where the
 owners send ``x_halo``: the inner part is multiplied while the boundary rows are in flight
 (the overlap of PipeGCN, without its staleness: the result is exact), and no copy of ``x`` is
 made. The backward pass sends ``A[:, halo]^T @ grad`` back to the owners, who add it to their
@@ -14,8 +16,9 @@ are zero and never read: every read of a neighbour goes through the next exchang
 loss counts the inner nodes only. One exchange per sparse product, batched over the batch
 and time columns, so an order-K Chebyshev filter sends K-1 rounds.
 
-Transport: ``torch.distributed.all_to_all_single`` (asynchronous) on a process group of its
-own (gloo on CPU, NCCL on GPU), so that it never interleaves with DDP's gradient all-reduce.
+Transport: ``all_to_all_single`` (asynchronous) on the replica's compute group of
+:mod:`distst.engine.collectives` (gloo on CPU, NCCL on own GPUs), the lists set up on its gloo
+side group; why it never interleaves with the gradient all-reduce is said there.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from distst.engine.collectives import Group, all_gather_object, all_to_all_async
 from distst.errors import DiststError
 
 
@@ -34,16 +37,15 @@ class HaloExchange:
     """The send and receive lists of one worker, built once from every worker's node lists.
 
     ``nodes``: the global ids of the local rows, the ``num_inner`` owned ones first. Every
-    rank of ``group`` calls the constructor (it all-gathers the lists)."""
+    rank of ``group`` (one replica's parts) calls the constructor (it all-gathers the lists)."""
 
-    def __init__(self, nodes: np.ndarray, num_inner: int, group=None):
+    def __init__(self, nodes: np.ndarray, num_inner: int, group: Group):
         self.group = group
-        self.rank = dist.get_rank(group)
-        world = dist.get_world_size(group)
+        self.rank = group.rank
+        world = group.size
         nodes = np.asarray(nodes, dtype=np.int64)
         mine = (nodes[:num_inner].tolist(), nodes[num_inner:].tolist())
-        everyone: list = [None] * world
-        dist.all_gather_object(everyone, mine, group=group)
+        everyone = all_gather_object(group, mine)
         owner = {}
         for r, (inner, _) in enumerate(everyone):
             for pos, g in enumerate(inner):
@@ -143,8 +145,7 @@ class HaloExchange:
         if parent.shape != (self.num_inner,):
             raise DiststError(f"exchange: coarsening gives {list(parent.shape)} parents for "
                               f"{self.num_inner} owned nodes")
-        counts: list = [None] * dist.get_world_size(self.group)
-        dist.all_gather_object(counts, int(num_coarse), group=self.group)
+        counts = all_gather_object(self.group, int(num_coarse))
         offset = sum(counts[:self.rank])
         gid = torch.full((self.num_local,), -1, dtype=torch.long, device=self.recv_rows.device)
         gid[:self.num_inner] = (parent + offset).to(gid.device)
@@ -160,8 +161,7 @@ class HaloExchange:
     def _start(self, out_rows: int, data: torch.Tensor, out_counts, in_counts,
                count: bool = True):
         out = data.new_empty((out_rows, *data.shape[1:]))
-        work = dist.all_to_all_single(out, data.contiguous(), out_counts, in_counts,
-                                      group=self.group, async_op=True)
+        work = all_to_all_async(self.group, out, data, out_counts, in_counts)
         if count:  # no part is in its own halo: every row of ``data`` leaves this worker
             self._sent[0] += data.numel() * data.element_size()
         return out, work
@@ -258,32 +258,16 @@ class _Gather(torch.autograd.Function):
         return g, None
 
 
-def exchanged(op: torch.Tensor, exchange: HaloExchange | None) -> torch.Tensor:
-    """Mark the sparse operator ``op`` so that :func:`distst.nn.layers.graph.spmm` multiplies
-    it through :meth:`HaloExchange.product` (an attribute on the per-forward CSR view: the operator
-    modules stay picklable and the ~40 call sites keep their ``(op, op_t)`` pairs)."""
-    if exchange is not None:
-        op._distst_exchange = exchange
-    return op
-
-
-def exchange_of(op: torch.Tensor) -> HaloExchange | None:
-    return getattr(op, "_distst_exchange", None)
-
-
 def connect(model: torch.nn.Module, exchange: HaloExchange) -> int:
-    """Connect ``model`` to the boundary exchange: its own ``connect_exchange`` when it has
-    one (a model with coarse graphs builds an exchange per graph), else :func:`attach`.
-    Returns how many graph operators got one."""
-    hook = getattr(model, "connect_exchange", None)
-    return hook(exchange) if hook is not None else attach(model, exchange)
-
-
-def attach(model: torch.nn.Module, exchange: HaloExchange) -> int:
-    """Give every graph-operator module of ``model`` the exchange; returns how many."""
+    """Connect ``model`` to the boundary exchange: its own ``attach_boundary`` when it has
+    one (a model with coarse graphs builds an exchange per graph), else every graph-operator
+    module's ``boundary`` slot. Returns how many graph operators got one."""
+    hook = getattr(model, "attach_boundary", None)
+    if hook is not None:
+        return hook(exchange)
     n = 0
     for m in model.modules():
-        if hasattr(m, "exchange") and callable(getattr(m, "forward", None)):
-            m.exchange = exchange
+        if hasattr(m, "boundary") and callable(getattr(m, "forward", None)):
+            m.boundary = exchange
             n += 1
     return n

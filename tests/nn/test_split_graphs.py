@@ -15,6 +15,7 @@ import torch
 from distst.config import DataConfig
 from distst.data.network import SensorNetwork, save_network
 from distst.graph.partition.plan import make_plan, open_part
+from process_group import DEFAULT_BACKEND
 
 N, STEPS, BATCH = 36, 400, 3
 MODELS = {
@@ -102,7 +103,7 @@ def _loss_and_grads(case: str, dataset, part, scaler, init: dict, exchange=None,
     names of the per-node parameters. ``parts``: the plan's part of every node, for the
     whole graph's coarsening (exchange mode's super-nodes stay inside parts)."""
     from distst.engine.bundle import build_bundle
-    from distst.nn.layers.exchange import connect
+    from distst.engine.exchange import connect
     from distst.nn.registry import build_model
 
     model_name, params, _ = CASES[case]
@@ -112,8 +113,7 @@ def _loss_and_grads(case: str, dataset, part, scaler, init: dict, exchange=None,
     if parts is not None and "coarsening" in kwargs:
         kwargs["coarsening"] = kwargs["coarsening"].within(parts)
     model = build_model(model_name, kwargs, dict(params))
-    local = (np.asarray(bundle.global_ids) if bundle.global_ids is not None
-             else np.arange(bundle.network.num_nodes))
+    local = bundle.owned.global_ids
     state = dict(init)
     for name in getattr(model, "node_parameters", ()):  # a part holds its nodes' rows
         state[name] = init[name][torch.as_tensor(local)]
@@ -122,13 +122,13 @@ def _loss_and_grads(case: str, dataset, part, scaler, init: dict, exchange=None,
     if case in FLOAT64:
         model.double()
     if exchange is not None:
-        assert connect(model, exchange(bundle)) >= (1 if model.EXCHANGE and model_name not in ("gru", "stid")
+        assert connect(model, exchange(bundle)) >= (1 if model.OPERATOR_READS and model_name not in ("gru", "stid")
                                                     else 0)
     x, y = bundle.datasets["train"].batch(np.arange(BATCH) * 7)
     if case in FLOAT64:
         x, y = x.double(), y.double()
     out = model(x, targets=torch.nan_to_num(y), teacher_forcing=0.0)
-    inner = bundle.num_inner if bundle.num_inner is not None else bundle.network.num_nodes
+    inner = bundle.owned.num_inner
     # a sum, not a mean: the parts' losses and gradients add up to the whole graph's
     loss = (out - torch.nan_to_num(y))[:, :, :inner].abs().sum()
     loss.backward()
@@ -152,18 +152,22 @@ def _worker(rank, world, port, dataset, jobs, out_dir):
     exchange mode."""
     import torch.distributed as dist
 
-    from distst.nn.layers.exchange import HaloExchange
+    from distst.engine.collectives import Collectives
+    from distst.engine.exchange import HaloExchange
+    from distst.layout import Layout
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group(DEFAULT_BACKEND, rank=rank, world_size=world)
     try:
-        group = dist.new_group(backend="gloo")
+        comm = Collectives(Layout("exchange", parts=world), rank, world, torch.device("cpu"))
+        group = comm.replica_group()
         for case, (scaler, init, plan) in jobs.items():
             holder = {}
 
             def make(bundle, holder=holder):
-                holder["ex"] = HaloExchange(bundle.global_ids, bundle.num_inner, group=group)
+                holder["ex"] = HaloExchange(bundle.owned.global_ids, bundle.owned.num_inner,
+                                          group=group)
                 return holder["ex"]
 
             loss, grads, out, ids, local, node_params = _loss_and_grads(
@@ -224,7 +228,7 @@ def test_exchange_equals_one_process_on_the_whole_graph(case, exchanged_runs):
     for name, g in grads.items():
         if name in parts[0]["node_params"]:
             # a per-node parameter: every copy's rows add into their global rows (what
-            # distst.engine.shard.NodeShard.reduce_grads does)
+            # distst.engine.parallelize.Parallel.reduce_grads does)
             summed = torch.zeros_like(g)
             for p in parts:
                 summed.index_add_(0, torch.as_tensor(p["local"]), p["grads"][name])

@@ -409,7 +409,7 @@ def partition_combos(sweep: Sweep) -> list[dict]:
         d = next((d for d in sweep.domains if d.key == f"partition.{name}"), None)
         axes.append(d.candidates() if d else [getattr(sweep.base.partition, name)])
     combos = [dict(zip(PARTITION_KEYS, combo)) for combo in itertools.product(*axes)]
-    if sweep.base.runtime.mode == "exchange":
+    if Layout.of(sweep.base).exact_parts:
         # the boundary the model reads, whatever halo_hops says: one plan per reach the
         # searched model params can give (HimNet's graph_hops)
         combos = [{**c, "halo_hops": r} for c in combos for r in _exchange_reaches(sweep)]

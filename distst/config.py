@@ -189,9 +189,11 @@ class RuntimeConfig:
     #: split each global batch of train.batch_size windows, shared parameters' gradients are
     #: averaged over all P x R workers. The way to use 16 GPUs on a graph that needs 4
     replicas: int = 1
-    #: one CUDA device per worker (NCCL between them)
+    #: one CUDA device per worker (NCCL between them, gloo beside it for CPU numbers:
+    #: distst.layout.Layout)
     use_gpu: bool = False
-    #: GPUs per worker with use_gpu; a fraction lets several workers share a device
+    #: GPUs per worker with use_gpu; a fraction lets several workers share a device, which
+    #: NCCL refuses: their collectives then run on gloo (slower), and the run says so
     gpus_per_worker: float = 1.0
     #: Ray address; empty = RAY_ADDRESS if set, else a local Ray instance
     address: str = ""

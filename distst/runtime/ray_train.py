@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.fs
@@ -263,7 +264,88 @@ def _lost_nodes(before: dict[str, str]) -> str:
 
 
 def check_resources(cfg: Config) -> None:
-    Layout.of(cfg).check_fits(ray.cluster_resources())
+    """Room for the run's workers, now or after waiting for the cluster to grow
+    (:func:`wait_for_room`); refused at once when nothing can join (a Ray this process
+    started) or the cluster's declared maximum can never hold them."""
+    layout = Layout.of(cfg)
+    have, waited = wait_for_room(layout.total_resources,
+                                 [layout.resources_per_worker] * layout.world_size,
+                                 cfg.runtime.node_wait_s, f"this run ({layout.describe()})")
+    try:
+        layout.check_fits(have)
+    except DiststError as e:
+        if not waited:
+            raise
+        raise DiststError(f"{e}. Waited {waited:.0f} s (runtime.node_wait_s) for the cluster "
+                          "to grow; check the autoscaler's node types and their limits, or "
+                          "wait longer") from None
+
+
+#: where ``ray up`` leaves the autoscaler's cluster config on the head
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def declared_maximum() -> dict[str, float] | None:
+    """The most resources the cluster can ever have: the head's plus every worker node type's
+    resources times its ``max_workers``, from the autoscaler config ``ray up`` leaves on the
+    head (an upper bound: the global ``max_workers`` may allow fewer). None where it is not
+    readable (a driver off the head, KubeRay, a cluster without an autoscaler)."""
+    import yaml
+
+    path = Path(os.path.expanduser(BOOTSTRAP_CONFIG))
+    try:
+        conf = yaml.safe_load(path.read_text())
+        total: dict[str, float] = {}
+        for name, nt in (conf.get("available_node_types") or {}).items():
+            count = 1 if name == conf.get("head_node_type") else int(nt.get("max_workers", 0))
+            for res, v in (nt.get("resources") or {}).items():
+                total[res] = total.get(res, 0.0) + float(v) * count
+        return total or None
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return None
+
+
+def _fits(need: dict[str, float], have: dict[str, float]) -> bool:
+    return all(v <= have.get(k, 0.0) + 1e-9 for k, v in need.items())
+
+
+def wait_for_room(need: dict[str, float], bundles: list[dict], wait_s: float,
+                  who: str) -> tuple[dict[str, float], float]:
+    """(the cluster's resources, seconds waited) once they hold ``need`` (``bundles``: the shapes that make it
+    up, one per worker or driver). On a cluster that lacks room, Ray's autoscaler is asked
+    for the bundles (``ray.autoscaler.sdk.request_resources``: a cluster that autoscales from
+    zero learns of a run only this way), the wait is said once, and after ``wait_s`` seconds
+    without room the resources as they are come back for the caller's one-line refusal. No
+    wait where nothing can join: a Ray this process started, ``wait_s`` 0, or a need beyond
+    the cluster's declared maximum (:func:`declared_maximum`). The request is withdrawn as
+    soon as there is room, or at the end of the wait, so that a driver that dies leaves no
+    standing demand that keeps nodes up."""
+    have = ray.cluster_resources()
+    if _fits(need, have) or started_here() or wait_s <= 0:
+        return have, 0.0
+    most = declared_maximum()
+    if most is not None and not _fits(need, most):
+        return have, 0.0
+    from ray.autoscaler.sdk import request_resources
+
+    short = ", ".join(f"{v:g} {k}" for k, v in need.items())
+    print(f"{who} needs {short} and the Ray cluster has "
+          + (", ".join(f"{have.get(k, 0.0):g} {k}" for k in need)) + f" now: asked the "
+          f"autoscaler for {len(bundles)} x {bundles[0]}; waiting up to {wait_s:g} s "
+          "(runtime.node_wait_s)", flush=True)
+    request_resources(bundles=bundles)
+    t0 = time.monotonic()
+    try:
+        deadline = t0 + wait_s
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            have = ray.cluster_resources()
+            if _fits(need, have):
+                print(f"{who}: the cluster has room now", flush=True)
+                break
+    finally:
+        request_resources(bundles=[])
+    return have, time.monotonic() - t0
 
 
 class _Trainer(TorchTrainer):

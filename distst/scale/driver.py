@@ -198,7 +198,7 @@ def run_study(study: Study, resume: bool = False, study_dir: str | Path | Locati
     """Run (or with ``resume``, continue) ``study``; with ``dry_run`` only print the runs."""
     from distst.engine.provision import ensure_dataset, ensure_plan
     from distst.engine.entry import shown
-    from distst.runtime.ray_train import connect, train_ray
+    from distst.runtime.ray_train import connect, train_ray, wait_for_room
 
     sc = study.cfg
     configure(study.runs[0].cfg.runtime.storage_options)
@@ -210,10 +210,12 @@ def run_study(study: Study, resume: bool = False, study_dir: str | Path | Locati
     if not resume and (sdir / STUDY_FILE).exists():
         raise DiststError(f"study directory {sdir} already holds a study; continue it with "
                           f"'distst scale --resume {sdir}' or set another name (--set name=...)")
-    import ray
-
     connect(address or sc.address or study.runs[0].cfg.runtime.address)
-    total = ray.cluster_resources()
+    # room for the largest run (an autoscaling cluster may start with none): runs go one by one
+    big = max((Layout.of(r.cfg) for r in study.runs),
+              key=lambda lay: tuple(sorted(lay.total_resources.items())))
+    total, _ = wait_for_room(big.total_resources, [big.resources_per_worker] * big.world_size,
+                             study.runs[0].cfg.runtime.node_wait_s, f"study {sdir.name}")
     check_cluster(study, total.get("CPU", 0.0), total.get("GPU", 0.0))
     sdir.mkdir()
     if not resume:

@@ -453,6 +453,8 @@ class Resources:
     cpus_per_worker: float
     driver_cpus: float
     max_concurrent_trials: int
+    #: GPUs per worker (0 without runtime.use_gpu)
+    gpus_per_worker: float = 0.0
 
     @property
     def per_trial(self) -> float:
@@ -463,12 +465,16 @@ def _floor(x: float, step: float = 0.05) -> float:
     return math.floor(x / step + 1e-9) * step
 
 
-def plan_resources(sweep: Sweep, cluster_cpus: float) -> Resources:
+def plan_resources(sweep: Sweep, cluster_cpus: float, cluster_gpus: float = 0.0) -> Resources:
     """CPUs per worker and concurrent trials such that the trials running at once fit the
-    cluster, drivers included: a driver holding CPUs its own workers wait for would hang."""
+    cluster, drivers included: a driver holding CPUs its own workers wait for would hang.
+    With ``runtime.use_gpu`` the trials at once also fit the cluster's GPUs. Automatic CPUs
+    per worker (``cpus_per_worker: 0``) are at most the base config's
+    ``runtime.cpus_per_worker``, and the plan says when they are fewer."""
     sc = sweep.cfg
     w = max_workers(sweep)
     d = sc.driver_cpus
+    base_cpw = float(sweep.base.runtime.cpus_per_worker)
     if w > cluster_cpus:
         raise DiststError(
             f"workers_per_trial={w} (runtime.workers / partition.parts) needs at least {w} CPUs "
@@ -477,9 +483,10 @@ def plan_resources(sweep: Sweep, cluster_cpus: float) -> Resources:
     cpw = sc.cpus_per_worker
     if cpw == 0:
         if sc.max_concurrent_trials:
-            cpw = min(1.0, _floor((cluster_cpus / sc.max_concurrent_trials - d) / w))
+            cpw = min(base_cpw, _floor((cluster_cpus / sc.max_concurrent_trials - d) / w))
         else:
-            cpw = 1.0 if w + d <= cluster_cpus else _floor((cluster_cpus - d) / w)
+            cpw = base_cpw if w * base_cpw + d <= cluster_cpus else \
+                min(base_cpw, _floor((cluster_cpus - d) / w))
         if cpw <= 0:
             raise DiststError(
                 f"max_concurrent_trials={sc.max_concurrent_trials} trials of {w} workers do not "
@@ -490,11 +497,25 @@ def plan_resources(sweep: Sweep, cluster_cpus: float) -> Resources:
             f"one trial needs driver_cpus {d:g} + {w} workers x cpus_per_worker {cpw:g} = "
             f"{need:g} CPUs but the Ray cluster has {cluster_cpus:g}; lower cpus_per_worker "
             "or workers_per_trial")
+    gpw = float(sweep.base.runtime.gpus_per_worker) if sweep.base.runtime.use_gpu else 0.0
+    if gpw and w * gpw > cluster_gpus + 1e-9:
+        raise DiststError(
+            f"one trial needs {w} workers x runtime.gpus_per_worker {gpw:g} = {w * gpw:g} GPUs "
+            f"but the Ray cluster has {cluster_gpus:g}; lower workers_per_trial, share GPUs "
+            "(runtime.gpus_per_worker=0.5) or add GPU nodes")
+    by_gpu = int((cluster_gpus + 1e-9) // (w * gpw)) if gpw else None
     mct = sc.max_concurrent_trials or max(1, int((cluster_cpus + 1e-9) // need))
+    if by_gpu is not None and mct > by_gpu:
+        if sc.max_concurrent_trials:
+            raise DiststError(
+                f"max_concurrent_trials={mct} trials x {w * gpw:g} GPUs = {mct * w * gpw:g} "
+                f"GPUs but the Ray cluster has {cluster_gpus:g}; lower max_concurrent_trials "
+                "or leave it 0 (as many as the GPUs hold)")
+        mct = by_gpu
     if mct * need > cluster_cpus + 1e-9:
         raise DiststError(
             f"max_concurrent_trials={mct} x {need:g} CPUs per trial = {mct * need:g} CPUs but "
             f"the Ray cluster has {cluster_cpus:g}: waiting trial drivers would hold the CPUs "
             "that running trials' workers need; lower max_concurrent_trials or set "
             "cpus_per_worker: 0 (automatic)")
-    return Resources(w, round(cpw, 4), d, mct)
+    return Resources(w, round(cpw, 4), d, mct, gpw)

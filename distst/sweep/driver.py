@@ -46,6 +46,7 @@ from distst.sweep.config import (
     Sweep,
     SweepConfig,
     build_sweep,
+    max_workers,
     partition_combos,
     plan_resources,
     set_key,
@@ -242,7 +243,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     """Run (or with ``resume``, continue) ``sweep``; returns the trials sorted by the metric."""
     from distst.engine.provision import ensure_dataset
     from distst.engine.entry import preflight
-    from distst.runtime.ray_train import connect, max_failures
+    from distst.runtime.ray_train import connect, max_failures, wait_for_room
 
     sc = sweep.cfg
     configure(sweep.base.runtime.storage_options)
@@ -256,7 +257,23 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     preflight(sweep.base, dataset_dir)
     check_models(sweep, dataset_dir)
     connect(sc.address or sweep.base.runtime.address)
-    res = plan_resources(sweep, ray.cluster_resources().get("CPU", 0.0))
+    # room for one trial (its driver and workers) on a cluster that may start with none;
+    # concurrency is planned from what the cluster has once that trial fits
+    rt = sweep.base.runtime
+    w, cpw = max_workers(sweep), sc.cpus_per_worker or rt.cpus_per_worker
+    worker = {"CPU": cpw, **({"GPU": rt.gpus_per_worker} if rt.use_gpu else {})}
+    # the least one trial runs with: automatic CPUs per worker shrink to fit (at least one
+    # CPU per worker in all, plan_resources), set ones do not
+    need = {"CPU": sc.driver_cpus + w * cpw if sc.cpus_per_worker else float(w),
+            **({"GPU": w * rt.gpus_per_worker} if rt.use_gpu else {})}
+    have, _ = wait_for_room(need, [{"CPU": sc.driver_cpus}, *[worker] * w],
+                            rt.node_wait_s, f"sweep {sdir.name}")
+    res = plan_resources(sweep, have.get("CPU", 0.0), have.get("GPU", 0.0))
+    if not sc.cpus_per_worker and res.cpus_per_worker < rt.cpus_per_worker:
+        print(f"sweep: runtime.cpus_per_worker={rt.cpus_per_worker:g} does not fit "
+              f"{res.max_concurrent_trials} trial(s) on {have.get('CPU', 0.0):g} CPUs: each "
+              f"worker gets {res.cpus_per_worker:g} (set cpus_per_worker in the sweep to "
+              "choose)", flush=True)
     plans = make_plans(sweep, dataset_dir)
     sdir.mkdir()
     if not resume:

@@ -162,3 +162,25 @@ def test_example_sweeps_load(name):
     assert sw.cfg.num_samples >= 4 and sw.domains
     r = plan_resources(sw, 2)
     assert r.max_concurrent_trials * r.per_trial <= 2 + 1e-9
+
+
+def test_gpu_trials_at_once_fit_the_gpus_and_set_cpus_per_worker_are_kept(tmp_path):
+    """A GPU sweep once planned 7 concurrent trials where 1 fits (CPUs only), and replaced the
+    base config's runtime.cpus_per_worker=4 by 1.0."""
+    base = {"data": {"synth": {"nodes": 20, "days": 4}, "cache_dir": str(tmp_path / "cache")},
+            "model": {"name": "gcgru", "params": {"K": 2, "hidden_size": 8, "num_layers": 1}},
+            "train": {"epochs": 3, "batch_size": 32},
+            "runtime": {"mode": "replicate", "workers": 2, "use_gpu": True,
+                        "cpus_per_worker": 4}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(
+        {"base": "base.yaml", "search_space": {"train.lr": {"choice": [0.01]}}}))
+    sw = load_sweep(tmp_path / "sweep.yaml")
+    r = plan_resources(sw, 32, 2)  # 32 CPUs hold 3 trials, 2 GPUs one
+    assert (r.workers, r.cpus_per_worker, r.gpus_per_worker, r.max_concurrent_trials) == (
+        2, 4.0, 1.0, 1)
+    assert plan_resources(sw, 32, 4).max_concurrent_trials == 2
+    assert plan_resources(sw, 5, 2).cpus_per_worker == 2.45  # fewer only where 4 do not fit
+    with pytest.raises(DiststError, match=r"2 workers x runtime.gpus_per_worker 1 = 2 GPUs but "
+                       r"the Ray cluster has 1"):
+        plan_resources(sw, 32, 1)

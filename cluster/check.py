@@ -9,6 +9,17 @@ line per problem, each naming the file, the key and the fix).
   command) passes distst's own config validation, as ``distst train`` / ``distst tune`` would
   check it before starting anything.
 - Shell scripts parse (``bash -n``).
+- The example train commands put the run and its plan where every node reads them: a
+  ``runtime.storage`` given, and in shard / exchange mode a ``partition.plan`` made on shared
+  storage beforehand or a ``data.cache_dir`` every node mounts (a plan made on the fly lands
+  in the head's ``~/.cache/distst``, and the workers fail with "part_0 ... is not on node").
+- GPU node types of the launchers declare their GPUs and CPUs in ``resources`` (Ray's GCP
+  provider detects TPUs only, so ``resources: {}`` never lets the autoscaler add a GPU node).
+- An AWS head with an instance profile of its own (Ray then skips its default role) ships
+  the policy that lets it launch workers (``aws-head-policy.json``: EC2 run, terminate,
+  describe, tag, and ``iam:PassRole`` for the workers' profile).
+- Token auth is on: the launchers start Ray with ``RAY_AUTH_MODE=token`` and mount the
+  submitter's token on every node; KubeRay clusters set ``authOptions: {mode: token}``.
 """
 
 from __future__ import annotations
@@ -46,12 +57,94 @@ def _first_line(e: Exception) -> str:
 def check_launcher(path: Path) -> list[str]:
     from ray.autoscaler._private.util import validate_config
 
+    conf = yaml.safe_load(path.read_text())
     try:
-        validate_config(yaml.safe_load(path.read_text()))
+        validate_config(conf)
     except Exception as e:  # jsonschema.ValidationError, ValueError, RuntimeError
         where = "/".join(str(p) for p in getattr(e, "absolute_path", []))
         return [f"{path}: {('key ' + where + ': ') if where else ''}{_first_line(e)} "
                 "(Ray's cluster launcher schema; see ray/autoscaler/ray-schema.json)"]
+    return check_gpu_resources(path, conf) + check_head_role(path, conf) + \
+        check_launcher_auth(path, conf)
+
+
+def check_launcher_auth(path: Path, conf: dict) -> list[str]:
+    """Token auth on every node: ``ray start --head`` turns it on only when told, and a
+    cluster without it runs anything anyone sends to its dashboard."""
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands")
+              for c in conf.get(key) or [] if "ray start" in c]
+    if not starts or not all("RAY_AUTH_MODE=token" in c for c in starts):
+        return [f"{path}: key head_start_ray_commands / worker_start_ray_commands: start Ray "
+                "with RAY_AUTH_MODE=token on every node (token auth is off otherwise)"]
+    if "~/.ray/auth_token" not in (conf.get("file_mounts") or {}):
+        return [f"{path}: key file_mounts: the nodes need the submitter's token: mount "
+                "\"~/.ray/auth_token\": \"~/.ray/auth_token\""]
+    return []
+
+
+def check_kuberay_auth(path: Path, text: str) -> list[str]:
+    out = []
+    for doc in yaml.safe_load_all(text):
+        if not isinstance(doc, dict) or doc.get("kind") not in ("RayCluster", "RayJob"):
+            continue
+        spec = doc.get("spec") or {}
+        spec = spec.get("rayClusterSpec", spec) if doc["kind"] == "RayJob" else spec
+        if (spec.get("authOptions") or {}).get("mode") != "token":
+            out.append(f"{path}: {doc['kind']} {doc.get('metadata', {}).get('name')}: no "
+                       "authOptions {mode: token}: the cluster would run without token auth "
+                       "(KubeRay >= 1.5.1 sets RAY_AUTH_MODE and the token on every pod)")
+    return out
+
+
+#: instance types with GPUs: AWS g*/p* families; GCP says so with guestAccelerators or a
+#: GPU machine family (a2, a3, g2)
+_GPU_TYPE = re.compile(r"^(g\d|p\d|a2-|a3-|g2-)")
+
+
+def check_gpu_resources(path: Path, conf: dict) -> list[str]:
+    out = []
+    for name, nt in (conf.get("available_node_types") or {}).items():
+        nc = nt.get("node_config") or {}
+        kind = str(nc.get("InstanceType") or nc.get("machineType") or "")
+        if not (nc.get("guestAccelerators") or _GPU_TYPE.match(kind)):
+            continue
+        res = nt.get("resources") or {}
+        if not (float(res.get("GPU", 0)) > 0 and float(res.get("CPU", 0)) > 0):
+            out.append(f"{path}: key available_node_types/{name}/resources: a GPU node type "
+                       f"({kind or 'guestAccelerators'}) declares {res}; the autoscaler adds a "
+                       "node only for resources it knows it has: set resources: {\"CPU\": "
+                       "VCPUS, \"GPU\": GPUS} of the machine type")
+    return out
+
+
+#: what a head with its own instance profile needs to launch and stop workers
+HEAD_ACTIONS = ("ec2:RunInstances", "ec2:TerminateInstances", "ec2:DescribeInstances",
+                "ec2:CreateTags", "iam:PassRole")
+
+
+def check_head_role(path: Path, conf: dict) -> list[str]:
+    if (conf.get("provider") or {}).get("type") != "aws":
+        return []
+    head = (conf.get("available_node_types") or {}).get(conf.get("head_node_type"), {})
+    if "IamInstanceProfile" not in (head.get("node_config") or {}):
+        return []
+    policy = path.parent / "aws-head-policy.json"
+    try:
+        import json
+
+        doc = json.loads(policy.read_text())
+        granted = {a for st in doc.get("Statement", []) if st.get("Effect") == "Allow"
+                   for a in ([st["Action"]] if isinstance(st.get("Action"), str)
+                             else st.get("Action", []))}
+    except (OSError, ValueError, AttributeError, KeyError) as e:
+        return [f"{path}: the head's IamInstanceProfile replaces Ray's default role, so the "
+                f"head needs a policy that lets it launch workers; {policy} is not readable "
+                f"({_first_line(e)}): ship it with {', '.join(HEAD_ACTIONS)}"]
+    lacking = [a for a in HEAD_ACTIONS if a not in granted and
+               f"{a.split(':')[0]}:*" not in granted]
+    if lacking:
+        return [f"{policy}: the head's policy lacks {', '.join(lacking)}; without them the "
+                "autoscaler on the head cannot launch or stop workers"]
     return []
 
 
@@ -112,8 +205,23 @@ def check_command(path: Path, argv: list[str]) -> list[str]:
     try:
         if argv[0] == "train":
             from distst.config import load_config
+            from distst.layout import Layout
 
-            load_config(ROOT / args.config, sets)
+            cfg = load_config(ROOT / args.config, sets)
+            given = {s.split("=", 1)[0] for s in args.set or []}
+            where = f"{path}: distst train {args.config}"
+            if "runtime.storage" not in given:
+                return [f"{where}: the run would go to runtime.storage={cfg.runtime.storage} "
+                        "on the node that runs the command; add --set runtime.storage=URI "
+                        "(s3://BUCKET/runs) or a folder every node mounts"]
+            if Layout.of(cfg).partitioned and not cfg.partition.plan \
+                    and "data.cache_dir" not in given:
+                return [f"{where}: {cfg.runtime.mode} mode makes its plan on the fly in "
+                        f"data.cache_dir={cfg.data.cache_dir} of the node that runs the "
+                        "command, which the workers do not read; make the plan on shared "
+                        "storage first (python -m distst partition DATA --out "
+                        "s3://BUCKET/plans/NAME) and add --set partition.plan=s3://BUCKET/"
+                        "plans/NAME, or set data.cache_dir to a folder every node mounts"]
         else:
             from distst.sweep.config import load_sweep
 
@@ -129,11 +237,18 @@ def check(kit: Path = KIT) -> list[str]:
     problems = []
     for name in LAUNCHERS:
         problems += check_launcher(kit / name)
+    ignore = kit / "Dockerfile.dockerignore"
+    if ".venv" not in (ignore.read_text().split() if ignore.is_file() else []):
+        problems.append(f"{ignore}: the image is built from the checkout (docker build -f "
+                        "cluster/Dockerfile .); without .venv listed here the whole virtual "
+                        "environment goes into the build context")
     files = [kit / "Dockerfile", *(kit / n for n in LAUNCHERS + SCRIPTS),
              *sorted((kit / "kuberay").glob("*.yaml"))]
     for path in files:
         text = path.read_text()
         problems += check_images(path, text, ray, version)
+        if path.parent.name == "kuberay":
+            problems += check_kuberay_auth(path, text)
         for argv in distst_commands(text, is_yaml=path.suffix == ".yaml"):
             problems += check_command(path, argv)
         if path.suffix in (".sh", ".sbatch"):

@@ -38,10 +38,21 @@ def pinned_ray(deps: list[str]) -> str:
     raise SystemExit("pyproject.toml pins no Ray version (expected ray[...]==X.Y.Z)")
 
 
+def pinned_torch(root: Path = ROOT) -> str:
+    """The torch version the image installs (cluster/Dockerfile: ``pip install "torch==X"``):
+    the nodes get the same one, never whatever is newest (several GB of CUDA packages)."""
+    m = re.search(r"torch==([\w.+]+)", (root / "cluster" / "Dockerfile").read_text())
+    if not m:
+        raise SystemExit("cluster/Dockerfile pins no torch version (expected torch==X.Y.Z)")
+    return m.group(1)
+
+
 def runtime_env(root: Path = ROOT) -> dict:
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
-    pip = [d for d in deps if not re.match(r"ray\b", d)]
     pinned_ray(deps)  # refuse a pyproject.toml without the pin the images are built on
+    torch = f"torch=={pinned_torch(root)}"
+    pip = [torch if re.match(r"torch\s*([<>=!~;\[]|$)", d) else d for d in deps
+           if not re.match(r"ray\b", d)]
     return {"working_dir": str(root), "excludes": EXCLUDES, "pip": pip}
 
 

@@ -17,7 +17,11 @@ if [ "${1:-}" != "--" ] && [ -n "${1:-}" ]; then addr="$1"; shift; fi
 [ "${1:-}" = "--" ] && shift
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 cd "$(dirname "$0")/.."
+# the checkout's environment (scripts/install.sh), whose Ray is the pinned one; PATH otherwise
+venv="${DISTST_VENV:-.venv}"
+ray=ray; python=python
+if [ -x "$venv/bin/ray" ]; then ray="$venv/bin/ray"; python="$venv/bin/python"; fi
 if [ "$install" = 1 ]; then
-  exec ray job submit --address "$addr" --runtime-env-json "$(python cluster/runtime_env.py)" -- "$@"
+  exec "$ray" job submit --address "$addr" --runtime-env-json "$("$python" cluster/runtime_env.py)" -- "$@"
 fi
-exec ray job submit --address "$addr" --working-dir . -- "$@"
+exec "$ray" job submit --address "$addr" --working-dir . -- "$@"

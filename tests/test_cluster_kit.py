@@ -55,8 +55,28 @@ def test_the_kit_as_shipped_passes_every_check():
      "runtime.max_failure"),
     ("slurm.sbatch", "--set runtime.max_failures=3", "--set runtime.max_failures=-1",
      "runtime.max_failures' must be >= 0"),
-    ("submit.sh", 'exec ray job submit --address "$addr" --working-dir',
-     'exec ray job submit --address "$addr" )) --working-dir', "bash -n"),
+    ("submit.sh", 'exec "$ray" job submit --address "$addr" --working-dir',
+     'exec "$ray" job submit --address "$addr" )) --working-dir', "bash -n"),
+    # issue 32: a GPU node type the autoscaler cannot plan for (GCP detects TPUs only)
+    ("gcp.yaml", 'resources: {"CPU": 8, "GPU": 1}', "resources: {}",
+     "a GPU node type (g2-standard-8) declares {}"),
+    ("aws.yaml", 'resources: {"CPU": 4, "GPU": 1}', 'resources: {"CPU": 4}',
+     "a GPU node type (g5.xlarge)"),
+    # an AWS head whose own profile cannot launch workers
+    ("aws-head-policy.json", '"iam:PassRole"', '"iam:GetRole"', "lacks iam:PassRole"),
+    # an example that plans on the head's disk, or keeps its runs there
+    ("aws.yaml", "\\\n#       --set partition.plan=s3://BUCKET/plans/pems-l-p2", "",
+     "makes its plan on the fly in data.cache_dir=~/.cache/distst"),
+    ("kuberay/raycluster.yaml", " --set runtime.storage=/mnt/distst/runs", "",
+     "the run would go to runtime.storage=runs"),
+    ("Dockerfile.dockerignore", ".venv\n", "", "the whole virtual environment"),
+    # clusters without token auth
+    ("gcp.yaml", "RAY_AUTH_MODE=token ray start --address", "ray start --address",
+     "start Ray with RAY_AUTH_MODE=token on every node"),
+    ("aws.yaml", '"~/.ray/auth_token": "~/.ray/auth_token"', '"~/x": "~/x"',
+     "the nodes need the submitter's token"),
+    ("kuberay/rayjob-sweep.yaml", "authOptions: {mode: token, secretName: distst-ray-token}",
+     "authOptions: {mode: disabled}", "RayJob distst-sweep: no authOptions {mode: token}"),
 ])
 def test_each_broken_file_is_one_line_naming_it(kit_copy, file, old, new, expect):
     path = kit_copy / file
@@ -75,6 +95,9 @@ def test_runtime_env_installs_the_dependencies_and_uploads_the_package():
     env = _load("runtime_env").runtime_env()
     assert env["working_dir"] == str(KIT.parent)
     assert "torch-geometric>=2.5" in env["pip"] and "pymetis>=2023.1" in env["pip"]
+    # the image's torch on every node, never whatever is newest (issue 32)
+    assert [d for d in env["pip"] if d.startswith("torch") and "geometric" not in d] == [
+        "torch==2.13.0"]
     assert not [d for d in env["pip"] if d.startswith("ray")]  # the cluster's own Ray stays
     excluded = _get_excludes(KIT.parent, env["excludes"])
     root = KIT.parent

@@ -127,8 +127,12 @@ def _last_epoch_record(run_dir: Location) -> dict:
 def trial_main(config: dict, static: dict) -> None:
     """The Tune function of one trial: its Config, then one Ray Train run (must live in the
     installed package so that Ray workers can import it)."""
-    from distst.runtime.ray_train import train_ray
+    from distst.runtime.ray_train import PREEMPTION_WATCHER_ENV, train_ray
 
+    if static.get("local_ray"):
+        # the driver started this Ray on its machine: no node to drain, as in a local run
+        # (train_env); a trial runs in an actor, which never started a Ray itself
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     cfg = trial_config(static["base_raw"], {key: config[key] for key in static["keys"]})
     trial_id = ray.tune.get_context().get_trial_id()
     rt = cfg.runtime
@@ -243,7 +247,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
     """Run (or with ``resume``, continue) ``sweep``; returns the trials sorted by the metric."""
     from distst.engine.provision import ensure_dataset
     from distst.engine.entry import preflight
-    from distst.runtime.ray_train import connect, max_failures, wait_for_room
+    from distst.runtime.ray_train import connect, max_failures, started_here, wait_for_room
 
     sc = sweep.cfg
     configure(sweep.base.runtime.storage_options)
@@ -285,7 +289,8 @@ def run_sweep(sweep: Sweep, resume: bool = False, sweep_dir: str | Path | None =
           f"{res.driver_cpus:g} CPU, {res.max_concurrent_trials} at a time", flush=True)
     static = {"base_raw": sweep.base_raw, "keys": sweep.searched_keys, "sweep_dir": str(sdir),
               "plans": plans, "cpus_per_worker": res.cpus_per_worker,
-              "workers_per_trial": sc.workers_per_trial, "metric": sc.metric}
+              "workers_per_trial": sc.workers_per_trial, "metric": sc.metric,
+              "local_ray": started_here()}
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(trial_main, static=static),
         ray.tune.PlacementGroupFactory([{"CPU": res.driver_cpus}]))

@@ -70,6 +70,19 @@ def test_four_trials_of_two_workers_finish_on_two_cpus(asha):
     print(f"4-trial sweep wall time: {wall:.1f} s")
 
 
+def test_trials_on_the_drivers_local_ray_start_no_preemption_watcher(asha):
+    """As a local run (tests/runtime/test_ray_train.py): a Ray the sweep's driver started has no
+    node to drain, and a watcher per trial is one more process beside the training threads."""
+    import ray
+    import ray._private.state
+
+    job = ray.get_runtime_context().get_job_id()
+    classes = {a["ActorClassName"] for a in ray._private.state.actors().values()
+               if a["JobID"] == job}
+    assert "TrainController" in classes, classes  # the trials' runs are in this job's table
+    assert "PreemptionWatcher" not in classes
+
+
 def test_an_environment_secret_reaches_no_file_of_the_sweep(asha, env_secret_in):
     """Tune's state, every trial's run and the exported tables hold no environment secret
     (AWS_SECRET_ACCESS_KEY here), though every trial's processes have it."""

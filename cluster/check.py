@@ -20,6 +20,8 @@ line per problem, each naming the file, the key and the fix).
   describe, tag, and ``iam:PassRole`` for the workers' profile).
 - Token auth is on: the launchers start Ray with ``RAY_AUTH_MODE=token`` and mount the
   submitter's token on every node; KubeRay clusters set ``authOptions: {mode: token}``.
+- KubeRay pods that mount the shared volume run as the ``distst`` service account (pvc.yaml:
+  the cloud role, IRSA / Workload Identity) with ``fsGroup`` set (the image's user is uid 1000).
 """
 
 from __future__ import annotations
@@ -80,6 +82,37 @@ def check_launcher_auth(path: Path, conf: dict) -> list[str]:
         return [f"{path}: key file_mounts: the nodes need the submitter's token: mount "
                 "\"~/.ray/auth_token\": \"~/.ray/auth_token\""]
     return []
+
+
+def _pod_specs(node) -> list[dict]:
+    """Every pod spec (a mapping with ``containers``) inside a manifest."""
+    if isinstance(node, dict):
+        found = [node] if "containers" in node else []
+        return found + [p for v in node.values() for p in _pod_specs(v)]
+    if isinstance(node, list):
+        return [p for v in node for p in _pod_specs(v)]
+    return []
+
+
+def check_kuberay_pods(path: Path, text: str) -> list[str]:
+    """Pods that mount the shared volume run as the distst service account (their cloud
+    role) with the ray user's group owning what they write."""
+    out = []
+    for doc in yaml.safe_load_all(text):
+        for pod in _pod_specs(doc):
+            mounts = {m.get("name") for c in pod["containers"] for m in c.get("volumeMounts", [])}
+            if "distst-shared" not in mounts:
+                continue
+            name = pod["containers"][0].get("name")
+            if (pod.get("securityContext") or {}).get("fsGroup") is None:
+                out.append(f"{path}: pod of container {name}: no securityContext.fsGroup; the "
+                           "image's ray user (uid 1000) may not write the shared volume: set "
+                           "securityContext: {fsGroup: 100}")
+            if pod.get("serviceAccountName") != "distst":
+                out.append(f"{path}: pod of container {name}: serviceAccountName is "
+                           f"{pod.get('serviceAccountName')!r}; run it as distst (pvc.yaml), "
+                           "whose role reaches the buckets (IRSA / Workload Identity)")
+    return out
 
 
 def check_kuberay_auth(path: Path, text: str) -> list[str]:
@@ -248,7 +281,7 @@ def check(kit: Path = KIT) -> list[str]:
         text = path.read_text()
         problems += check_images(path, text, ray, version)
         if path.parent.name == "kuberay":
-            problems += check_kuberay_auth(path, text)
+            problems += check_kuberay_auth(path, text) + check_kuberay_pods(path, text)
         for argv in distst_commands(text, is_yaml=path.suffix == ".yaml"):
             problems += check_command(path, argv)
         if path.suffix in (".sh", ".sbatch"):

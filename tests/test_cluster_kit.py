@@ -77,6 +77,11 @@ def test_the_kit_as_shipped_passes_every_check():
      "the nodes need the submitter's token"),
     ("kuberay/rayjob-sweep.yaml", "authOptions: {mode: token, secretName: distst-ray-token}",
      "authOptions: {mode: disabled}", "RayJob distst-sweep: no authOptions {mode: token}"),
+    # pods on the shared volume without the ray user's group, or without the cloud role
+    ("kuberay/shell.yaml", "  securityContext: {fsGroup: 100}\n", "",
+     "pod of container shell: no securityContext.fsGroup"),
+    ("kuberay/rayjob-train.yaml", "serviceAccountName: distst ", "serviceAccountName: default ",
+     "pod of container ray-head: serviceAccountName is 'default'"),
 ])
 def test_each_broken_file_is_one_line_naming_it(kit_copy, file, old, new, expect):
     path = kit_copy / file

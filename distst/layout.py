@@ -32,6 +32,11 @@ from distst.config import PARTITIONED_MODES, Config
 from distst.errors import DiststError
 
 
+def fits(need: dict[str, float], have: dict[str, float]) -> bool:
+    """Whether resources ``have`` (a cluster's: ``{"CPU": 8.0, ...}``) hold ``need``."""
+    return all(v <= float(have.get(k, 0.0)) + 1e-9 for k, v in need.items())
+
+
 @dataclass(frozen=True)
 class Layout:
     """``parts x replicas`` workers of ``mode`` (see the module docstring)."""
@@ -153,7 +158,7 @@ class Layout:
         resources), naming what it needs and the knobs that change it."""
         for res, need in self.total_resources.items():
             got = float(have.get(res, 0.0))
-            if need > got + 1e-9:
+            if not fits({res: need}, have):
                 per = self.resources_per_worker[res]
                 knob = ("runtime.cpus_per_worker" if res == "CPU" else "runtime.gpus_per_worker")
                 raise DiststError(

@@ -91,8 +91,10 @@ class Collectives:
     rank: int
     world_size: int
     device: torch.device
-    world: Group | None = None
-    _replicas: list = field(default_factory=list)
+    #: all ranks (None without a process group), and one group per replica (exchange mode)
+    world: Group | None = field(init=False, default=None)
+    _replicas: list = field(init=False, default_factory=list)
+    active: bool = field(init=False, default=False)
 
     def __post_init__(self):
         self.active = (self.world_size > 1 and dist.is_available() and dist.is_initialized())

@@ -140,8 +140,8 @@ class Parallel:
     def backward_context(self, timed: bool = False):
         """The context backward runs in: DDP's overlapped reduce, or (exchange mode, or a
         timed step that takes the reduce apart) none, left to :meth:`reduce_shared`."""
-        if isinstance(self.wrapped, DistributedDataParallel) and (timed or not
-                                                                  self.overlaps_reduce):
+        if isinstance(self.wrapped, DistributedDataParallel) and (
+                timed or not self.overlaps_reduce):
             return self.wrapped.no_sync()
         return contextlib.nullcontext()
 
@@ -181,8 +181,9 @@ class Parallel:
 
     def reduce_grads(self, timed: bool = False) -> int:
         """After backward: the shared gradients DDP did not reduce during it
-        (:attr:`overlaps_reduce`, or ``timed``: see :meth:`backward_context`), and every per-node copy's gradient summed into its global row
-        with each copy handed the total / W; returns the bytes all-reduced.
+        (:attr:`overlaps_reduce`, or ``timed``: see :meth:`backward_context`), and every
+        per-node copy's gradient summed into its global row with each copy handed the
+        total / W; returns the bytes all-reduced.
 
         Worker i's loss is W * (its share of the full-graph loss), so the summed gradient over
         copies, divided by W, is exactly the full-graph gradient of that node's parameters."""

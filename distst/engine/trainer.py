@@ -118,6 +118,10 @@ class Trainer:
             return 0, 1
         return self.layout.window_split(self.ctx.rank)
 
+    def _worker_batch(self, batch_size: int) -> int:
+        """This worker's windows of a global batch (:meth:`Layout.worker_batch`)."""
+        return self.layout.worker_batch(batch_size) if self.ctx.world_size > 1 else batch_size
+
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean training loss over observed targets (``pred``, ``y`` in original units).
 
@@ -220,7 +224,7 @@ class Trainer:
         tc = self.cfg.train
         ds = self.bundle.datasets["train"]
         rank, world = self._window_split()
-        bs = max(1, tc.batch_size // world)
+        bs = self._worker_batch(tc.batch_size)
         start = self.step_in_epoch
         batches = iterate_batches(ds, bs, shuffle=True, seed=tc.seed, epoch=self.epoch,
                                   rank=rank, world_size=world, drop_last=True,
@@ -322,7 +326,7 @@ class Trainer:
         net = model if model is not None else self.wrapped
         ds = self.bundle.datasets[split]
         rank, world = self._window_split()
-        bs = max(1, self.cfg.train.eval_batch_size // world)
+        bs = self._worker_batch(self.cfg.train.eval_batch_size)
         metrics = StreamingMetrics(self.bundle.horizon, null_value=self.null)
         net.eval()
         for i, (x, y) in enumerate(iterate_batches(ds, bs, shuffle=False, seed=0, epoch=0,
@@ -357,13 +361,12 @@ class Trainer:
         """This worker's timed steps and what they processed (train.step_timing)."""
         if not self.clock.enabled:
             return
-        _, world = self._window_split()
-        bs = max(1, self.cfg.train.batch_size // world)
+        bs = self._worker_batch(self.cfg.train.batch_size)
         shard = self.par
         self.clock.save(self.ctx.run_dir, self.ctx.rank, self.ctx.world_size, {
             "node": self.ctx.node, "mode": self.cfg.runtime.mode,
             # the global batch: windows one optimiser step consumes over all workers
-            "windows_per_step": bs * world,
+            "windows_per_step": bs * self._window_split()[1],
             "worker_windows_per_step": bs, "inner_nodes": shard.num_inner,
             "local_nodes": int(shard.global_ids.numel()), "global_nodes": shard.num_global,
             "parameters": sum(p.numel() for p in self.model.parameters()),

@@ -31,7 +31,7 @@ from distst.engine.logs import trackers
 from distst.engine.entry import (WorkerJob, prepare_workers, read_test_metrics, resume_hint,
                                  run_dir_for, shown)
 from distst.errors import DiststError, Interrupted
-from distst.layout import Layout
+from distst.layout import Layout, fits
 from distst.storage import Location, configure, location
 from distst.runtime.progress import DriverDisplay, ProgressBoard, WorkerBar
 
@@ -305,14 +305,10 @@ def declared_maximum() -> dict[str, float] | None:
         return None
 
 
-def _fits(need: dict[str, float], have: dict[str, float]) -> bool:
-    return all(v <= have.get(k, 0.0) + 1e-9 for k, v in need.items())
-
-
 def wait_for_room(need: dict[str, float], bundles: list[dict], wait_s: float,
                   who: str) -> tuple[dict[str, float], float]:
-    """(the cluster's resources, seconds waited) once they hold ``need`` (``bundles``: the shapes that make it
-    up, one per worker or driver). On a cluster that lacks room, Ray's autoscaler is asked
+    """(the cluster's resources, seconds waited) once they hold ``need`` (``bundles``: the
+    shapes that make it up, one per worker or driver). On a cluster that lacks room, Ray's autoscaler is asked
     for the bundles (``ray.autoscaler.sdk.request_resources``: a cluster that autoscales from
     zero learns of a run only this way), the wait is said once, and after ``wait_s`` seconds
     without room the resources as they are come back for the caller's one-line refusal. No
@@ -321,10 +317,10 @@ def wait_for_room(need: dict[str, float], bundles: list[dict], wait_s: float,
     soon as there is room, or at the end of the wait, so that a driver that dies leaves no
     standing demand that keeps nodes up."""
     have = ray.cluster_resources()
-    if _fits(need, have) or started_here() or wait_s <= 0:
+    if fits(need, have) or started_here() or wait_s <= 0:
         return have, 0.0
     most = declared_maximum()
-    if most is not None and not _fits(need, most):
+    if most is not None and not fits(need, most):
         return have, 0.0
     from ray.autoscaler.sdk import request_resources
 
@@ -340,7 +336,7 @@ def wait_for_room(need: dict[str, float], bundles: list[dict], wait_s: float,
         while time.monotonic() < deadline:
             time.sleep(1.0)
             have = ray.cluster_resources()
-            if _fits(need, have):
+            if fits(need, have):
                 print(f"{who}: the cluster has room now", flush=True)
                 break
     finally:

@@ -22,6 +22,14 @@ line per problem, each naming the file, the key and the fix).
   submitter's token on every node; KubeRay clusters set ``authOptions: {mode: token}``.
 - KubeRay pods that mount the shared volume run as the ``distst`` service account (pvc.yaml:
   the cloud role, IRSA / Workload Identity) with ``fsGroup`` set (the image's user is uid 1000).
+- KubeRay heads (where a job's driver runs) read MLflow credentials from the ``distst-mlflow``
+  Secret (``cluster/submit.sh`` never sends them); a RayJob that sweeps mounts its signing key
+  from a Secret, which outlives the job, and its entrypoint copies the key to a mode-600 file
+  before ``distst tune`` (a Secret volume under fsGroup is group-readable, which distst refuses).
+- The Dockerfile holds every ``pip install`` to the versions the base image ships (a
+  constraints file from ``pip list --format=freeze``, so pip cannot move Ray's own
+  dependencies) and installs distst with the extras a cluster uses (``mlflow``,
+  ``tensorboard``).
 """
 
 from __future__ import annotations
@@ -115,6 +123,46 @@ def check_kuberay_pods(path: Path, text: str) -> list[str]:
     return out
 
 
+def _head_pod(doc: dict) -> dict | None:
+    spec = doc.get("spec") or {}
+    spec = spec.get("rayClusterSpec", spec) if doc.get("kind") == "RayJob" else spec
+    return (((spec.get("headGroupSpec") or {}).get("template") or {}).get("spec"))
+
+
+def check_kuberay_secrets(path: Path, text: str) -> list[str]:
+    out = []
+    for doc in yaml.safe_load_all(text):
+        if not isinstance(doc, dict) or doc.get("kind") not in ("RayCluster", "RayJob"):
+            continue
+        where = f"{path}: {doc['kind']} {doc.get('metadata', {}).get('name')}"
+        pod = _head_pod(doc) or {"containers": [{}]}
+        head = pod["containers"][0]
+        if not any((e.get("secretRef") or {}).get("name") == "distst-mlflow"
+                   for e in head.get("envFrom") or []):
+            out.append(f"{where}: the head container reads no MLflow credentials; add envFrom: "
+                       "[{secretRef: {name: distst-mlflow, optional: true}}] (the job's driver "
+                       "runs there, and cluster/submit.sh withholds credentials)")
+        entry = (doc.get("spec") or {}).get("entrypoint") or ""
+        if doc["kind"] != "RayJob" or not re.search(r"python -m distst tune\b", entry):
+            continue
+        secrets = {v["name"] for v in pod.get("volumes") or [] if "secret" in v}
+        mounts = [m["mountPath"] for m in head.get("volumeMounts") or []
+                  if m.get("name") in secrets]
+        before = entry.split("python -m distst tune")[0]
+        if not mounts:
+            out.append(f"{where}: the sweep's signing key is made in the head pod's home and "
+                       "dies with the RayJob, so no later job can --resume it; mount the "
+                       "Secret distst-sweep-key on the head (secret: {secretName: "
+                       "distst-sweep-key, defaultMode: 0400})")
+        elif not re.search(r"install -D -m 600 (%s)/\S+ \S+ &&" % "|".join(map(re.escape, mounts)),
+                           before):
+            out.append(f"{where}: the entrypoint does not copy the key from {mounts[0]} to a "
+                       "mode-600 file before distst tune (a Secret volume under fsGroup is "
+                       "group-readable, and distst refuses such a key); begin it with install "
+                       f"-D -m 600 {mounts[0]}/sweep.key $HOME/.config/distst/sweep.key &&")
+    return out
+
+
 def check_kuberay_auth(path: Path, text: str) -> list[str]:
     out = []
     for doc in yaml.safe_load_all(text):
@@ -199,6 +247,33 @@ def check_images(path: Path, text: str, ray: str, version: str) -> list[str]:
     return out
 
 
+#: the extras of distst the image must carry (runtime.loggers: [mlflow]; `tensorboard`)
+IMAGE_EXTRAS = ("mlflow", "tensorboard")
+
+
+def check_dockerfile(path: Path, text: str) -> list[str]:
+    flat = re.sub(r"\\\n\s*", " ", text)
+    runs = [ln.strip()[4:] for ln in flat.splitlines() if ln.strip().startswith("RUN ")]
+    frozen = next((m.group(1) for r in runs
+                   if (m := re.search(r"pip list --format=freeze > (\S+)", r))), None)
+    installs = [r for r in runs if "pip install" in r]
+    if frozen is None or runs.index(next(r for r in runs if frozen in r)) > \
+            runs.index(installs[0]):
+        return [f"{path}: no constraints from the base image before the first pip install; "
+                "add RUN pip list --format=freeze > /home/ray/image-constraints.txt there and "
+                "-c /home/ray/image-constraints.txt to every pip install (else pip may move "
+                "the packages Ray was built with)"]
+    out = [f"{path}: RUN {r[:60]}...: pip install without -c {frozen} may move the packages "
+           "Ray was built with; add -c " + frozen for r in installs if f"-c {frozen}" not in r]
+    extras = [set(m.group(1).split(",")) for r in installs
+              if (m := re.search(r"/distst\[([\w,]+)\]", r))]
+    missing = [e for e in IMAGE_EXTRAS if not any(e in x for x in extras)]
+    if missing:
+        out.append(f"{path}: distst is installed without the extras {missing}; install "
+                   f"\"/home/ray/distst[{','.join(IMAGE_EXTRAS)}]\"")
+    return out
+
+
 def _yaml_strings(node) -> list[str]:
     if isinstance(node, str):
         return [node]
@@ -280,8 +355,11 @@ def check(kit: Path = KIT) -> list[str]:
     for path in files:
         text = path.read_text()
         problems += check_images(path, text, ray, version)
+        if path.name == "Dockerfile":
+            problems += check_dockerfile(path, text)
         if path.parent.name == "kuberay":
-            problems += check_kuberay_auth(path, text) + check_kuberay_pods(path, text)
+            problems += (check_kuberay_auth(path, text) + check_kuberay_pods(path, text)
+                         + check_kuberay_secrets(path, text))
         for argv in distst_commands(text, is_yaml=path.suffix == ".yaml"):
             problems += check_command(path, argv)
         if path.suffix in (".sh", ".sbatch"):

@@ -4,10 +4,12 @@
 #   cluster/submit.sh [--install] [ADDRESS] -- python -m distst train CONFIG ...
 #
 # ADDRESS defaults to $RAY_ADDRESS or the local head's dashboard (http://127.0.0.1:8265).
-# The repository is uploaded as the job's working directory (Ray puts it on every worker's
-# sys.path, so the job runs this checkout's distst even where the image has another one).
-# --install also has Ray pip-install distst's dependencies on every node (runtime environment
-# of cluster/runtime_env.py), for a cluster whose image has Ray but not distst's packages.
+# The job's runtime environment comes from cluster/runtime_env.py: the repository is uploaded
+# as the job's working directory (Ray puts it on every worker's sys.path, so the job runs this
+# checkout's distst even where the image has another one), and the submitter's MLFLOW_*
+# settings go with it, credentials withheld (said on stderr: the cluster holds those).
+# --install also has Ray pip-install distst's dependencies on every node, for a cluster whose
+# image has Ray but not distst's packages.
 # Ray 2.60 heads use token auth by default; the CLI reads the token when RAY_AUTH_MODE=token.
 set -euo pipefail
 install=0
@@ -21,7 +23,7 @@ cd "$(dirname "$0")/.."
 venv="${DISTST_VENV:-.venv}"
 ray=ray; python=python
 if [ -x "$venv/bin/ray" ]; then ray="$venv/bin/ray"; python="$venv/bin/python"; fi
-if [ "$install" = 1 ]; then
-  exec "$ray" job submit --address "$addr" --runtime-env-json "$("$python" cluster/runtime_env.py)" -- "$@"
-fi
-exec "$ray" job submit --address "$addr" --working-dir . -- "$@"
+flags=()
+if [ "$install" = 1 ]; then flags=(--install); fi
+env_json="$("$python" cluster/runtime_env.py ${flags[@]+"${flags[@]}"})"
+exec "$ray" job submit --address "$addr" --runtime-env-json "$env_json" -- "$@"

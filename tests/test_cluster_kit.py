@@ -55,8 +55,8 @@ def test_the_kit_as_shipped_passes_every_check():
      "runtime.max_failure"),
     ("slurm.sbatch", "--set runtime.max_failures=3", "--set runtime.max_failures=-1",
      "runtime.max_failures' must be >= 0"),
-    ("submit.sh", 'exec "$ray" job submit --address "$addr" --working-dir',
-     'exec "$ray" job submit --address "$addr" )) --working-dir', "bash -n"),
+    ("submit.sh", 'exec "$ray" job submit --address "$addr" --runtime-env-json',
+     'exec "$ray" job submit --address "$addr" )) --runtime-env-json', "bash -n"),
     # issue 32: a GPU node type the autoscaler cannot plan for (GCP detects TPUs only)
     ("gcp.yaml", 'resources: {"CPU": 8, "GPU": 1}', "resources: {}",
      "a GPU node type (g2-standard-8) declares {}"),
@@ -82,6 +82,22 @@ def test_the_kit_as_shipped_passes_every_check():
      "pod of container shell: no securityContext.fsGroup"),
     ("kuberay/rayjob-train.yaml", "serviceAccountName: distst ", "serviceAccountName: default ",
      "pod of container ray-head: serviceAccountName is 'default'"),
+    # the sweep key dying with the RayJob, or refused as group-readable; MLflow credentials
+    # that only a submitter could send
+    ("kuberay/rayjob-sweep.yaml",
+     "                - {name: sweep-key, mountPath: /etc/distst/sweep-key, readOnly: true}\n",
+     "", "RayJob distst-sweep: the sweep's signing key is made in the head pod's home"),
+    ("kuberay/rayjob-sweep.yaml", "install -D -m 600 /etc/distst/sweep-key/sweep.key",
+     "cp /etc/distst/sweep-key/sweep.key", "does not copy the key from /etc/distst/sweep-key"),
+    ("kuberay/raycluster.yaml", "{name: distst-mlflow, optional: true}",
+     "{name: mlflow, optional: true}", "RayCluster distst: the head container reads no MLflow"),
+    # an image whose pip may move Ray's packages, or without the tensorboard command
+    ("Dockerfile", "RUN pip list --format=freeze > /home/ray/image-constraints.txt\n", "",
+     "no constraints from the base image before the first pip install"),
+    ("Dockerfile", 'pip install --no-cache-dir -c /home/ray/image-constraints.txt "torch',
+     'pip install --no-cache-dir "torch', "pip install without -c /home/ray/image-constraints"),
+    ("Dockerfile", "distst[mlflow,tensorboard]", "distst[mlflow]",
+     "distst is installed without the extras ['tensorboard']"),
 ])
 def test_each_broken_file_is_one_line_naming_it(kit_copy, file, old, new, expect):
     path = kit_copy / file
@@ -97,7 +113,8 @@ def test_each_broken_file_is_one_line_naming_it(kit_copy, file, old, new, expect
 def test_runtime_env_installs_the_dependencies_and_uploads_the_package():
     from ray._private.runtime_env.packaging import _get_excludes
 
-    env = _load("runtime_env").runtime_env()
+    assert "pip" not in _load("runtime_env").runtime_env()  # only with --install
+    env = _load("runtime_env").runtime_env(install=True)
     assert env["working_dir"] == str(KIT.parent)
     assert "torch-geometric>=2.5" in env["pip"] and "pymetis>=2023.1" in env["pip"]
     # the image's torch on every node, never whatever is newest (issue 32)
@@ -162,3 +179,43 @@ def test_the_ray_stop_check_finds_each_form(tmp_path, name, text):
     for sub in ("tests", "cluster"):
         (tmp_path / sub).mkdir()
     assert len(_ray_stop_commands(tmp_path)) == 1
+
+
+def test_a_job_gets_the_submitters_mlflow_settings_but_never_its_credentials(tmp_path):
+    """cluster/submit.sh as run: its `ray job submit` (a stand-in that records its argv) gets
+    the tracking URI and experiment in the job's runtime environment; the password, the token
+    and a URI with user:password@ stay behind, each named on stderr (issue 32)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)
+    argv_file = tmp_path / "argv.json"
+    (venv / "ray").write_text(f"#!{sys.executable}\nimport json, sys\n"
+                              f"json.dump(sys.argv[1:], open({str(argv_file)!r}, 'w'))\n")
+    (venv / "ray").chmod(0o755)
+    env = dict(os.environ, DISTST_VENV=str(venv.parent), RAY_ADDRESS="http://127.0.0.1:1",
+               MLFLOW_TRACKING_URI="http://mlflow.internal:5000",
+               MLFLOW_EXPERIMENT_NAME="pems", MLFLOW_TRACKING_PASSWORD="hunter2-secret",
+               MLFLOW_TRACKING_TOKEN="tok-secret",
+               MLFLOW_REGISTRY_URI="https://alice:pw-secret@mlflow.internal")
+    res = subprocess.run(["bash", str(KIT / "submit.sh"), "--", "python", "-m", "distst",
+                          "train", "configs/quickstart.yaml"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[:4] == ["job", "submit", "--address", "http://127.0.0.1:1"]
+    assert argv[argv.index("--") + 1:] == ["python", "-m", "distst", "train",
+                                           "configs/quickstart.yaml"]
+    runtime = json.loads(argv[argv.index("--runtime-env-json") + 1])
+    assert runtime["working_dir"] == str(KIT.parent) and "pip" not in runtime
+    assert runtime["env_vars"] == {"MLFLOW_EXPERIMENT_NAME": "pems",
+                                   "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"}
+    assert "secret" not in json.dumps(argv)
+    withheld = [ln for ln in res.stderr.splitlines() if "not sent to the job" in ln]
+    assert [ln.split(": ")[2] for ln in withheld] == [
+        "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"]
+    assert "secret" not in res.stderr

@@ -72,6 +72,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from distst.engine.predict import predict, write_table
+
+    fc = predict(args.run, data=args.data, at=args.at, last=args.last, split=args.split)
+    fmt = write_table(fc, args.out, args.format)
+    w, h, n, _ = fc.values.shape
+    gaps = int((fc.gaps > 0).sum())
+    print(f"{fc.model}: {w} window(s) x {h} horizon steps x {n} sensors = {w * h * n} "
+          f"forecasts ({', '.join(fc.channels)}) written to {args.out} ({fmt})"
+          + (f"; {gaps} window-sensor pair(s) had missing input (column input_gaps)"
+             if gaps else ""))
+    return 0
+
+
 def cmd_partition(args: argparse.Namespace) -> int:
     from distst.graph.partition.plan import META_NAME, make_plan
     from distst.graph.partition.quality import format_quality_table
@@ -388,6 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="forecasts of a trained run as a long table (Parquet "
+                                        "or CSV)")
+    pr.add_argument("run", help="run directory or checkpoint directory (a path or a URI)")
+    pr.add_argument("--data", help="prepared dataset (a folder or URI) of the run's sensors, "
+                                   "channels and step; default: the run's own")
+    pr.add_argument("--at", nargs="+", metavar="TIME",
+                    help="forecast from the windows whose last input step is at these times")
+    pr.add_argument("--last", action="store_true", help="forecast from the newest window")
+    pr.add_argument("--split", choices=["train", "val", "test"],
+                    help="forecast from every window of the run's split (its own data)")
+    pr.add_argument("--out", required=True, help="the table: FILE.parquet, FILE.csv or a URI")
+    pr.add_argument("--format", choices=["parquet", "csv"],
+                    help="default: csv when --out ends in .csv, else parquet")
+    pr.set_defaults(func=cmd_predict)
 
     d = sub.add_parser("data", help="prepare, generate or inspect datasets")
     dsub = d.add_subparsers(dest="data_verb", required=True)

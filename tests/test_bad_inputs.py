@@ -876,6 +876,17 @@ def mlflow_closed_port(tmp_path):
             lambda: any((tmp_path / "runs").glob("*/test_metrics.json")))
 
 
+def predict_other_sensors(tmp_path):
+    """New data for `distst predict` whose sensors are not the run's."""
+    run = _trained_run(tmp_path, data=_dataset(tmp_path))
+    other = tmp_path / "other"
+    assert main(_prepare(_los(tmp_path / "raw-other", ids=[f"s{i}" for i in range(5)] + ["z9"]),
+                         other)) == 0
+    out = tmp_path / "forecasts.parquet"
+    return (["predict", str(run), "--data", str(other), "--last", "--out", str(out)],
+            lambda: not out.exists())
+
+
 #: cases whose command succeeds with one warning (or note) line: what it says is the message
 GOES_ON = {"prepare_implausible_values", "generic_missing_rows", "plot_metrics_log_cut_short",
            "evaluate_checkpoint_cut_short", "mlflow_closed_port"}
@@ -1048,6 +1059,8 @@ CASES = {
                            mlflow_closed_port),
     "synth_billion_nodes": ("`data synth --nodes 1000000000` (MemoryError after 18 s)",
                             synth_billion_nodes),
+    "predict_other_sensors": ("`distst predict --data` of another network's sensors",
+                              predict_other_sensors),
 }
 
 

@@ -197,7 +197,8 @@ def test_a_job_gets_the_submitters_mlflow_settings_but_never_its_credentials(tmp
     (venv / "ray").write_text(f"#!{sys.executable}\nimport json, sys\n"
                               f"json.dump(sys.argv[1:], open({str(argv_file)!r}, 'w'))\n")
     (venv / "ray").chmod(0o755)
-    env = dict(os.environ, DISTST_VENV=str(venv.parent), RAY_ADDRESS="http://127.0.0.1:1",
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # not this session's
+    env.update(DISTST_VENV=str(venv.parent), RAY_ADDRESS="http://127.0.0.1:1",
                MLFLOW_TRACKING_URI="http://mlflow.internal:5000",
                MLFLOW_EXPERIMENT_NAME="pems", MLFLOW_TRACKING_PASSWORD="hunter2-secret",
                MLFLOW_TRACKING_TOKEN="tok-secret",

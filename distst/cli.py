@@ -86,6 +86,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from distst.engine.export import PROGRAM, export_run
+
+    meta = export_run(args.run, args.out)
+    print(f"{meta['model']} (epoch {meta['epoch']}) exported to {args.out}: {PROGRAM} "
+          f"(TorchScript: values [B, {meta['input_len']}, {meta['num_nodes']}, "
+          f"{len(meta['channels'])}] and int64 timestamps [B, {meta['input_len']}] in, "
+          f"[B, {meta['horizon']}, {meta['num_nodes']}, {len(meta['target_channels'])}] out) "
+          "and meta.json")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    from distst.engine.checkpoint import load_checkpoint
+    from distst.runtime.ray_train import connect
+    from distst.serve.app import serve_run, stop
+
+    load_checkpoint(args.run)  # a missing or damaged run is one line here, not a dead replica
+    connect(args.address or "")
+    url = serve_run(args.run, host=args.host, port=args.port, replicas=args.replicas,
+                    cpus_per_replica=args.cpus_per_replica, threads=args.threads,
+                    access_log=args.access_log)
+    print(f"serving {args.run} at {url}: POST {url}/forecast (JSON or Arrow), GET "
+          f"{url}/metadata, GET {url}/healthz; Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping the service", flush=True)
+    finally:
+        stop()
+    return 0
+
+
 def cmd_partition(args: argparse.Namespace) -> int:
     from distst.graph.partition.plan import META_NAME, make_plan
     from distst.graph.partition.quality import format_quality_table
@@ -417,6 +453,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["parquet", "csv"],
                     help="default: csv when --out ends in .csv, else parquet")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="a run as a TorchScript program that loads with plain "
+                                       "torch (no distst), with its metadata")
+    ex.add_argument("run", help="run directory or checkpoint directory (a path or a URI)")
+    ex.add_argument("--out", required=True, help="folder for model.ts and meta.json (or a URI)")
+    ex.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="forecasts over HTTP: a run as a Ray Serve deployment")
+    sv.add_argument("run", help="run directory or checkpoint directory (a path or a URI)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default loopback only; 0.0.0.0 for all)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--replicas", type=int, default=1, help="model replicas (Ray actors)")
+    sv.add_argument("--cpus-per-replica", type=float, default=1.0)
+    sv.add_argument("--threads", type=int, default=1, help="torch threads per replica")
+    sv.add_argument("--access-log", action="store_true", help="log a line per request")
+    sv.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("data", help="prepare, generate or inspect datasets")
     dsub = d.add_subparsers(dest="data_verb", required=True)

@@ -89,6 +89,15 @@ def test_only_runtime_imports_ray_train_and_only_sweep_imports_ray_tune():
     assert tune == {}
 
 
+def test_only_the_service_imports_ray_serve():
+    serve = {p: m for sub in ("config", "data", "graph", "nn", "engine", "runtime", "sweep",
+                              "scale", "metrics", "storage", "cli")
+             for p, m in _bad(sub, ("ray.serve",)).items()}
+    assert serve == {}
+    # its request formats know nothing of Ray
+    assert _bad("serve/windows", ("ray",)) == {}
+
+
 #: torch.distributed calls that talk to other workers (or make groups to talk on)
 COLLECTIVES = {"all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor",
                "all_to_all", "all_to_all_single", "broadcast", "broadcast_object_list",

@@ -887,6 +887,24 @@ def predict_other_sensors(tmp_path):
             lambda: not out.exists())
 
 
+def export_over_foreign_folder(tmp_path):
+    """`distst export --out` a folder of the user's own files."""
+    run = _trained_run(tmp_path)
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+    return (["export", str(run), "--out", str(mine)],
+            lambda: (mine / "todo.txt").read_text() == "keep me"
+            and not (mine / "model.ts").exists())
+
+
+def serve_missing_run(tmp_path):
+    """`distst serve` of a run folder that holds no checkpoint: said before any Ray starts."""
+    empty = tmp_path / "runs" / "nothing"
+    empty.mkdir(parents=True)
+    return ["serve", str(empty), "--port", "8765"], None
+
+
 #: cases whose command succeeds with one warning (or note) line: what it says is the message
 GOES_ON = {"prepare_implausible_values", "generic_missing_rows", "plot_metrics_log_cut_short",
            "evaluate_checkpoint_cut_short", "mlflow_closed_port"}
@@ -1061,6 +1079,9 @@ CASES = {
                             synth_billion_nodes),
     "predict_other_sensors": ("`distst predict --data` of another network's sensors",
                               predict_other_sensors),
+    "export_over_foreign_folder": ("`distst export --out` a folder of the user's own files",
+                                   export_over_foreign_folder),
+    "serve_missing_run": ("`distst serve` of a folder without a checkpoint", serve_missing_run),
 }
 
 

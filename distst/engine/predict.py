@@ -132,6 +132,16 @@ def window_starts(net: SensorNetwork, input_len: int, at: list[str] | None, last
             f"a forecast at {_fmt_time(ts[bad])} needs {input_len} input steps and {where} has "
             f"{bad + 1} up to then; the first time with a full window is "
             f"{_fmt_time(ts[input_len - 1])}")
+    # a window across a gap in the timestamps (a missing day) would feed the model steps that
+    # are not consecutive, as training never did (distst.engine.bundle.drop_gap_windows)
+    step_ns = int(round(net.step_minutes * 60e9))
+    for s, e in zip(starts, ends):
+        if ts[e] - ts[s] != (input_len - 1) * step_ns:
+            raise DiststError(
+                f"the window ending at {_fmt_time(ts[e])} spans "
+                f"{(ts[e] - ts[s]) / 60e9:g} min from {_fmt_time(ts[s])}, not "
+                f"{(input_len - 1) * net.step_minutes:g}: {where} has a gap in its timestamps "
+                "there; forecast from a time with a full, gap-free input window")
     return starts
 
 

@@ -124,6 +124,7 @@ def test_the_cli_writes_parquet_or_csv(trained, tmp_path, capsys):
     ("no_step", "no step of the run's dataset"),
     ("too_early", "needs 12 input steps"),
     ("none", "--at TIME [TIME ...], --last or --split NAME"),
+    ("gap", "spans 85 min from 2012-03-02 07:00:00, not 55: dataset"),
 ])
 def test_bad_requests_are_refused_naming_the_difference(trained, tmp_path, case, expect):
     d, run = trained
@@ -143,6 +144,15 @@ def test_bad_requests_are_refused_naming_the_difference(trained, tmp_path, case,
         np.savetxt(raw / "los_adj.csv", adj, delimiter=",")
         _prepare(raw, tmp_path / "data")
         kw["data"] = str(tmp_path / "data")
+    elif case == "gap":  # a prepared dataset whose clock skips half an hour before 07:30
+        import shutil
+
+        shutil.copytree(d / "data", tmp_path / "data")
+        ts = np.load(tmp_path / "data" / "timestamps.npy")
+        cut = int(np.searchsorted(ts, np.datetime64("2012-03-02T07:30", "ns").astype(np.int64)))
+        ts[cut:] += 30 * 60 * 10**9
+        np.save(tmp_path / "data" / "timestamps.npy", ts)
+        kw = {"data": str(tmp_path / "data"), "at": ["2012-03-02T08:25"]}
     elif case == "no_step":
         kw["at"] = ["2012-03-02T08:01"]
     elif case == "too_early":

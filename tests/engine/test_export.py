@@ -22,7 +22,7 @@ from distst.engine.export import forecaster, trace
 from distst.engine.predict import predict
 from distst.errors import DiststError
 from distst.nn.registry import MODELS
-from raw_files import write_los_loop
+from raw_files import trained_los_run
 from tiny_models import TINY
 
 #: the README's loader, as a user without distst runs it: raw windows of the dataset in,
@@ -45,15 +45,7 @@ np.save(f"{art}/check.npy", out.numpy())
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
-    raw = write_los_loop(d / "raw", nodes=12, steps=3 * 288, seed=2)
-    assert main(["data", "prepare", "--format", "los-loop", "--path", str(raw),
-                 "--out", str(d / "data")]) == 0
-    assert main(["train", "configs/quickstart.yaml", "--local", *[
-        a for kv in [f"data.path={d / 'data'}", f"runtime.storage={d / 'runs'}",
-                     "runtime.name=e", "model.params={K: 2, hidden_size: 8, num_layers: 1}",
-                     "train.epochs=1", "train.batch_size=32", "train.threads=1",
-                     "train.progress=false"] for a in ("--set", kv)]]) == 0
-    return d, d / "runs" / "e"
+    return d, trained_los_run(d, "e", seed=2)
 
 
 def test_the_artifact_loads_without_distst_and_equals_predict(trained, capsys):

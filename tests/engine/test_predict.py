@@ -14,7 +14,7 @@ from distst.data.windows import iterate_batches
 from distst.engine.entry import evaluate_checkpoint, restore_best
 from distst.engine.predict import predict
 from distst.errors import DiststError
-from raw_files import write_los_loop
+from raw_files import trained_los_run
 
 
 def _prepare(raw, out):
@@ -26,14 +26,7 @@ def _prepare(raw, out):
 def trained(tmp_path_factory):
     """A local GCGRU run on a 12-sensor Los-loop-format dataset of 3 days."""
     d = tmp_path_factory.mktemp("predict")
-    raw = write_los_loop(d / "raw", nodes=12, steps=3 * 288, seed=1)
-    _prepare(raw, d / "data")
-    assert main(["train", "configs/quickstart.yaml", "--local", *[
-        a for kv in [f"data.path={d / 'data'}", f"runtime.storage={d / 'runs'}",
-                     "runtime.name=p", "model.params={K: 2, hidden_size: 8, num_layers: 1}",
-                     "train.epochs=1", "train.batch_size=32", "train.threads=1",
-                     "train.progress=false"] for a in ("--set", kv)]]) == 0
-    return d, d / "runs" / "p"
+    return d, trained_los_run(d, "p", seed=1)
 
 
 def test_the_test_split_forecasts_are_the_ones_evaluate_scores(trained):

@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from distst.cli import main
 from distst.engine.entry import restore_best
 from distst.engine.predict import predict
 from ray_heads import free_port
-from raw_files import write_los_loop
+from raw_files import trained_los_run
 
 ARROW = "application/vnd.apache.arrow.stream"
 AT = ["2012-03-02T08:00", "2012-03-02T17:30", "2012-03-03T06:05"]
@@ -28,16 +27,7 @@ AT = ["2012-03-02T08:00", "2012-03-02T17:30", "2012-03-03T06:05"]
 def service(ray_session, tmp_path_factory):
     from distst.serve.app import serve_run, stop
 
-    d = tmp_path_factory.mktemp("serve")
-    raw = write_los_loop(d / "raw", nodes=10, steps=3 * 288, seed=3)
-    assert main(["data", "prepare", "--format", "los-loop", "--path", str(raw),
-                 "--out", str(d / "data")]) == 0
-    assert main(["train", "configs/quickstart.yaml", "--local", *[
-        a for kv in [f"data.path={d / 'data'}", f"runtime.storage={d / 'runs'}",
-                     "runtime.name=s", "model.params={K: 2, hidden_size: 8, num_layers: 1}",
-                     "train.epochs=1", "train.batch_size=32", "train.threads=1",
-                     "train.progress=false"] for a in ("--set", kv)]]) == 0
-    run = d / "runs" / "s"
+    run = trained_los_run(tmp_path_factory.mktemp("serve"), "s", nodes=10, seed=3)
     # no CPU reserved: the session Ray holds each test to giving back what it took, and the
     # replica lives for the whole module
     url = serve_run(str(run), port=free_port(), cpus_per_replica=0)

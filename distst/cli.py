@@ -73,9 +73,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from distst.engine.predict import predict, write_table
+    from distst.engine.predict import forecast_job, write_table
 
-    fc = predict(args.run, data=args.data, at=args.at, last=args.last, split=args.split)
+    job = forecast_job(args.run, data=args.data, at=args.at, last=args.last, split=args.split,
+                       layout=not args.whole)
+    if job.plan_dir is not None:
+        from distst.runtime.ray_train import predict_ray
+
+        fc = predict_ray(job, args.address)
+    else:
+        fc = job.assemble([job.piece()])
     fmt = write_table(fc, args.out, args.format)
     w, h, n, _ = fc.values.shape
     gaps = int((fc.gaps > 0).sum())
@@ -452,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="the table: FILE.parquet, FILE.csv or a URI")
     pr.add_argument("--format", choices=["parquet", "csv"],
                     help="default: csv when --out ends in .csv, else parquet")
+    pr.add_argument("--whole", action="store_true",
+                    help="a run trained in shard or exchange mode: forecast the whole graph in "
+                         "this process (default: through the run's own parts, one Ray worker "
+                         "each, as it trained and scored)")
+    pr.add_argument("--address", default="",
+                    help="the Ray cluster of a forecast through the run's parts (default: "
+                         "RAY_ADDRESS, else a local Ray)")
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="a run as a TorchScript program that loads with plain "

@@ -82,3 +82,33 @@ def train_group(configs: list[Config], resume_from: list | None = None
                                 [(job, str(d)) for job, d in zip(jobs, run_dirs)]),
                  nprocs=jobs[0].cfg.runtime.workers, join=True)
         return [(shown(d), read_test_metrics(d)) for d in run_dirs]
+
+
+def _forecaster(rank: int, world: int, port: int, job, out: str) -> None:
+    import pickle
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group(DEFAULT_BACKEND, init_method="env://", rank=rank, world_size=world)
+    try:
+        ctx = GroupContext(str(Path(job.checkpoint).parent))
+        ctx.keeps_fetch_records = False
+        piece = job.piece(ctx)
+        (Path(out) / f"piece_{rank}.pkl").write_bytes(pickle.dumps(piece))
+    finally:
+        dist.destroy_process_group()
+
+
+def forecast_group(job, out: Path):
+    """A forecast through the run's layout (``job``: :func:`distst.engine.predict.forecast_job`
+    with a plan) on one spawn of its workers, as :func:`distst.runtime.ray_train.predict_ray`
+    makes it on Ray; returns (the assembled forecasts, the pieces by rank)."""
+    import pickle
+
+    import torch.multiprocessing as mp
+
+    world = job.layout.world_size
+    out.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_forecaster, args=(world, _free_port(), job, str(out)), nprocs=world, join=True)
+    pieces = [pickle.loads((out / f"piece_{r}.pkl").read_bytes()) for r in range(world)]
+    return job.assemble(pieces), pieces

@@ -37,6 +37,9 @@ class Context:
     device: torch.device = torch.device("cpu")
     #: the machine this worker runs on, as messages and fetch records name it
     node: str = socket.gethostname()
+    #: whether :meth:`record_fetch` keeps its record in the run folder (a forecast from a
+    #: finished run says what it fetched, but leaves the training's records as they are)
+    keeps_fetch_records: bool = True
 
     def __init__(self, run_dir: str | Path | Location):
         #: where the run's files go: a local folder or a URI (runtime.storage)
@@ -81,6 +84,8 @@ class Context:
         print(f"worker {self.rank} on node {self.node}: {source}: "
               + (f"fetched {copied} bytes" if copied else "read in place or from the node's "
                  "cache (0 bytes fetched)"), flush=True)
+        if not self.keeps_fetch_records:
+            return
         (self.run_dir / "fetch" / f"rank_{self.rank}.json").write_text(json.dumps(
             {"rank": self.rank, "node": self.node, "source": source, "bytes": copied}))
 

@@ -306,26 +306,38 @@ def evaluate_checkpoint_sharded(path: str | Path, plan_dir: str | Path,
                               step_minutes=bundle.network.step_minutes)}
 
 
-def restore_best(path: str | Path | Location, split: str = "test") -> Trainer:
-    """A trainer in this process holding a checkpoint's best model over the whole graph
-    (``trainer.bundle`` has the data, ``trainer.cfg`` the run's config); ``split`` must exist."""
+def restore_best(path: str | Path | Location, split: str = "test", *, cfg: Config | None = None,
+                 part=None, ctx: Context | None = None,
+                 lambda_max: float | None = None) -> Trainer:
+    """A trainer holding a checkpoint's best model (``trainer.bundle`` has the data,
+    ``trainer.cfg`` the run's config); ``split`` must exist.
+
+    By default over the whole graph in this process. A worker of a partitioned layout (a
+    forecast through the run's own parts, :mod:`distst.engine.predict`) passes its ``part`` of
+    the plan, its ``ctx`` (rank, device, collectives), the run's ``cfg`` fitted to that layout
+    and the whole graph's ``lambda_max``: it then holds its part's rows of the per-node
+    parameters, and in exchange mode its graph products fetch their boundary from the owners.
+    """
     from distst.nn.registry import model_data_keys
 
-    payload, cfg = load_checkpoint(path)
+    payload, stored = load_checkpoint(path)
+    cfg = cfg or stored
     dataset_dir = payload["dataset_dir"]
-    if not Path(dataset_dir).exists():
+    if part is None and not Path(dataset_dir).exists():
         dataset_dir = ensure_dataset(cfg.data)
     set_threads(cfg)
-    bundle = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"])
-    if Layout.of(cfg).exact_parts and "coarsening" in model_data_keys(cfg.model.name):
+    bundle = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"], part=part,
+                          lambda_max=lambda_max)
+    if (part is None and Layout.of(cfg).exact_parts
+            and "coarsening" in model_data_keys(cfg.model.name)):
         # the run coarsened inside its plan's parts (ST-UNet): so does its evaluation
         bundle.graph.coarsen_within = plan_parts(cfg, dataset_dir)
-    ctx = LocalContext(resolve_checkpoint(path).parent)
+    ctx = ctx or LocalContext(resolve_checkpoint(path).parent)
     trainer = Trainer(cfg, bundle, ctx)
     state = payload["trainer"]
     trainer.load_state_dict(state)
-    if state.get("best_model") is not None:
-        trainer.model.load_state_dict(state["best_model"])
+    if trainer.best_state is not None:  # this worker's rows of the best model
+        trainer.model.load_state_dict(trainer.best_state)
     if split not in bundle.datasets:
         raise DiststError(f"split {split!r} does not exist; choices: {', '.join(bundle.datasets)}")
     return trainer

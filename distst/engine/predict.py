@@ -26,9 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distst.config import Config
 from distst.data.network import SensorNetwork, load_network
 from distst.data.windows import WindowDataset, iterate_batches
+from distst.engine.bundle import build_bundle
+from distst.engine.context import Context
 from distst.errors import DiststError
+from distst.layout import Layout
 from distst.storage import Location, is_uri, location
 
 #: the table's leading columns; the target channels' columns and ``input_gaps`` follow
@@ -145,13 +149,155 @@ def window_starts(net: SensorNetwork, input_len: int, at: list[str] | None, last
     return starts
 
 
-def predict(run: str | Path | Location, data: str | None = None, at: list[str] | None = None,
-            last: bool = False, split: str | None = None) -> Forecasts:
-    """Forecasts of the best model of ``run`` (a run directory or a checkpoint) from the
-    windows ``at`` / ``last`` of ``data`` (a prepared dataset folder or URI; default the run's
-    own), or from every window of the run's ``split``."""
-    from distst.engine.entry import restore_best
-    from distst.metrics import observed_mask
+@dataclass(frozen=True)
+class ForecastPiece:
+    """One worker's forecasts: its owned sensors' rows (``nodes``: their positions in the run's
+    sensor order), ``values`` [W, H, n, C_t] and ``gaps`` [W, n]; the windows' times."""
+
+    nodes: np.ndarray
+    values: np.ndarray
+    gaps: np.ndarray
+    forecast_times: np.ndarray
+    target_times: np.ndarray
+
+
+@dataclass(frozen=True)
+class ForecastJob:
+    """What forecasting a run takes, decided once by :func:`forecast_job` and handed to every
+    worker that makes a piece of it (:meth:`piece`): the checkpoint, the run's config (fitted
+    to the layout the forecast runs in), the data and its windows.
+
+    ``plan_dir`` set: the run's own layout, one worker per part of the plan (shard: each part
+    with its halo, as the run trained and scored; exchange: each boundary fetched from its
+    owner, so the forecasts are the whole graph's); None: the whole graph in one process."""
+
+    checkpoint: str
+    cfg: Config
+    dataset_dir: str
+    #: new data (a prepared dataset folder or URI); None: the run's own series
+    data: str | None
+    #: the new data's column of each of the run's sensors (None: the run's own data)
+    cols: np.ndarray | None
+    #: the windows' first input steps in the data's series
+    starts: np.ndarray
+    plan_dir: str | None = None
+    #: the whole graph's Laplacian eigenvalue for models that ask for the exact one
+    lambda_max: float | None = None
+    model: str = ""
+    sensor_ids: tuple = ()
+    channels: tuple = ()
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.of(self.cfg) if self.plan_dir is not None else Layout()
+
+    def piece(self, ctx: Context | None = None) -> ForecastPiece:
+        """This worker's forecasts (``ctx``: its rank; None: the whole graph in this process).
+        Every worker of a layout calls it together: exchange mode's products are collective."""
+        from distst.engine.entry import open_worker_data, restore_best
+        from distst.metrics import observed_mask
+
+        part = None
+        if self.plan_dir is not None:
+            _, part = open_worker_data(self.cfg, self.dataset_dir, self.plan_dir, ctx)
+        trainer = restore_best(self.checkpoint, cfg=self.cfg, part=part, ctx=ctx,
+                               lambda_max=self.lambda_max)
+        bundle = trainer.bundle
+        lin, horizon = bundle.input_len, bundle.horizon
+        if self.data is None:  # the run's own series: the part's columns (inner, halo) or all
+            net, cols = bundle.network, None
+        else:
+            net = load_network(_local_data(self.data))
+            cols = self.cols if part is None else self.cols[part.nodes]
+        ts = np.asarray(net.timestamps, dtype=np.int64)
+        step_ns = int(round(net.step_minutes * 60e9))
+        starts = self.starts
+        # only the steps the windows read, plus the horizon past the end of the data (a
+        # window at the newest step forecasts the future): [lo, hi) of the series, padded
+        lo, hi = int(starts.min()), int(starts.max()) + lin
+        pad = max(0, int(starts.max()) + lin + horizon - len(ts))
+        vals = np.asarray(net.values[lo:hi + horizon - pad])
+        if cols is not None:
+            vals = vals[:, cols]  # [T', N_local, C] in the run's (or the part's) sensor order
+        span_ts = ts[lo:hi + horizon - pad]
+        if pad:
+            vals = np.concatenate([vals, np.full((pad, *vals.shape[1:]), np.nan, vals.dtype)])
+            span_ts = np.concatenate([span_ts, ts[-1] + step_ns * np.arange(1, pad + 1)])
+        ds = WindowDataset(vals, span_ts, starts - lo, input_len=lin, horizon=horizon,
+                           scaler=bundle.scaler, input_channels=bundle.input_channels,
+                           target_channels=bundle.target_channels,
+                           add_time_of_day=bundle.datasets["train"].add_time_of_day,
+                           add_day_of_week=bundle.datasets["train"].add_day_of_week)
+        outs = []
+        net_fn = trainer.wrapped
+        net_fn.eval()
+        with torch.no_grad():
+            for x, _ in iterate_batches(ds, max(1, self.cfg.train.eval_batch_size),
+                                        shuffle=False, drop_last=False, even=False):
+                out = trainer.forecast(net_fn, x.to(trainer.device))
+                outs.append(trainer.par.inner(out).cpu().numpy())  # owned sensors only
+        inner = trainer.par.num_inner
+        # input gaps per window and owned sensor: [W, L, n, C_in] -> [W, n]
+        rel = starts - lo
+        idx = rel[:, None] + np.arange(lin)[None, :]  # [W, L]
+        inputs = torch.from_numpy(np.asarray(vals[idx][:, :, :inner][..., bundle.input_channels],
+                                             np.float64))
+        gaps = (~observed_mask(inputs, trainer.null)).sum(dim=(1, 3)).numpy().astype(np.int32)
+        nodes = (np.asarray(part.inner_global, dtype=np.int64) if part is not None
+                 else np.arange(inner, dtype=np.int64))
+        return ForecastPiece(nodes, np.concatenate(outs).astype(np.float32), gaps,
+                             span_ts[rel + lin - 1],
+                             span_ts[rel[:, None] + lin + np.arange(horizon)[None, :]])
+
+    def assemble(self, pieces: list[ForecastPiece]) -> Forecasts:
+        """The pieces of every part as one set of forecasts in the run's sensor order; every
+        sensor exactly once, or the pieces are refused (a part lost or forecast twice)."""
+        n = len(self.sensor_ids)
+        seen = np.zeros(n, dtype=np.int64)
+        for p in pieces:
+            np.add.at(seen, p.nodes, 1)
+        if (seen != 1).any():
+            bad = np.flatnonzero(seen != 1)
+            raise DiststError(f"the forecast's pieces cover sensor {self.sensor_ids[bad[0]]} "
+                              f"{int(seen[bad[0]])} times (and {bad.size - 1} more not once); "
+                              "every part of the plan must forecast its own sensors once")
+        first = pieces[0]
+        w, h, _, c = first.values.shape
+        values = np.empty((w, h, n, c), dtype=np.float32)
+        gaps = np.empty((w, n), dtype=np.int32)
+        for p in pieces:
+            values[:, :, p.nodes] = p.values
+            gaps[:, p.nodes] = p.gaps
+        return Forecasts(self.model, values, first.forecast_times, first.target_times, gaps,
+                         list(self.sensor_ids), list(self.channels))
+
+
+def _local_data(data: str) -> str:
+    """A prepared dataset given as a folder or URI, as a local folder (a URI is fetched into
+    this node's cache once)."""
+    if is_uri(data):
+        from distst.config import DataConfig
+        from distst.engine.provision import fetch_dataset
+
+        return str(fetch_dataset(DataConfig(path=data), quiet=True)[0])
+    local = location(data).local
+    if not (Path(local) / "meta.json").is_file():
+        raise DiststError(f"dataset {data}: no meta.json here; give a folder that `distst data "
+                          "prepare` (or `distst data synth`) wrote (on a cluster, a URI every "
+                          "node reads)")
+    return str(local)
+
+
+def forecast_job(run: str | Path | Location, data: str | None = None,
+                 at: list[str] | None = None, last: bool = False, split: str | None = None,
+                 layout: bool = False) -> ForecastJob:
+    """Everything checked and decided before any forecast is made: the windows ``at`` /
+    ``last`` of ``data`` (a prepared dataset folder or URI; default the run's own) or every
+    window of the run's ``split``, and with ``layout`` the run's own parts when it was
+    trained on a partitioned layout (shard or exchange: one worker per part, one replica)."""
+    from distst.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from distst.engine.entry import graph_constants
+    from distst.engine.provision import ensure_dataset, ensure_plan
 
     chosen = sum([bool(at), bool(last), split is not None])
     if chosen != 1:
@@ -160,67 +306,50 @@ def predict(run: str | Path | Location, data: str | None = None, at: list[str] |
     if split is not None and data is not None:
         raise DiststError(f"--split {split} forecasts the run's own windows; --data gives new "
                           "data, from which --at or --last choose the windows")
-    trainer = restore_best(run, split or "test")
-    cfg, bundle = trainer.cfg, trainer.bundle
+    ckpt = resolve_checkpoint(run)
+    payload, cfg = load_checkpoint(ckpt)
+    dataset_dir = payload["dataset_dir"]
+    if not Path(dataset_dir).exists():
+        dataset_dir = str(ensure_dataset(cfg.data))
+    # the whole graph's series (memory-mapped) and splits: the windows are chosen here
+    bundle = build_bundle(cfg.data, dataset_dir, scaler_state=payload["scaler"], notices=False)
+    if split is not None and split not in bundle.splits:
+        raise DiststError(f"split {split!r} does not exist; choices: {', '.join(bundle.splits)}")
     run_net = bundle.network
-    lin, horizon = bundle.input_len, bundle.horizon
+    where = f"the run's dataset {bundle.dataset_dir}"
+    cols = None
     if split is not None:
-        net, cols, where = run_net, None, f"the run's dataset {bundle.dataset_dir}"
         starts = np.asarray(bundle.splits[split], dtype=np.int64)
+        if starts.size == 0:
+            raise DiststError(f"split {split!r} of the run has no windows to forecast from")
+        net = run_net
     else:
-        if data is None:
-            net, cols, where = run_net, None, f"the run's dataset {bundle.dataset_dir}"
-        else:
+        net = run_net
+        if data is not None:
             where = f"dataset {data}"
-            if is_uri(data):
-                from distst.config import DataConfig
-                from distst.engine.provision import fetch_dataset
-
-                local = fetch_dataset(DataConfig(path=data))[0]
-            else:
-                local = location(data).local
-            if not (Path(local) / "meta.json").is_file():
-                raise DiststError(f"{where}: no meta.json; give a folder that `distst data "
-                                  "prepare` (or `distst data synth`) wrote")
-            net = load_network(local)
+            net = load_network(_local_data(data))
             cols = match_network(run_net, net, where)
-        starts = window_starts(net, lin, at, last, where)
-    if starts.size == 0:
-        raise DiststError(f"split {split!r} of the run has no windows to forecast from")
-    ts = np.asarray(net.timestamps, dtype=np.int64)
-    step_ns = int(round(net.step_minutes * 60e9))
-    # only the steps the windows read, plus the horizon past the end of the data (a window
-    # at the newest step forecasts the future): [lo, hi) of the series, padded with NaN
-    lo, hi = int(starts.min()), int(starts.max()) + lin
-    pad = max(0, int(starts.max()) + lin + horizon - len(ts))
-    vals = np.asarray(net.values[lo:hi + horizon - pad])
-    if cols is not None:
-        vals = vals[:, cols]  # the run's sensor order
-    span_ts = ts[lo:hi + horizon - pad]
-    if pad:
-        vals = np.concatenate([vals, np.full((pad, *vals.shape[1:]), np.nan, vals.dtype)])
-        span_ts = np.concatenate([span_ts, ts[-1] + step_ns * np.arange(1, pad + 1)])
-    ds = WindowDataset(vals, span_ts, starts - lo, input_len=lin, horizon=horizon,
-                       scaler=bundle.scaler, input_channels=bundle.input_channels,
-                       target_channels=bundle.target_channels,
-                       add_time_of_day=bundle.datasets["train"].add_time_of_day,
-                       add_day_of_week=bundle.datasets["train"].add_day_of_week)
-    outs = []
-    trainer.model.eval()
-    with torch.no_grad():
-        for x, _ in iterate_batches(ds, max(1, cfg.train.eval_batch_size), shuffle=False,
-                                    drop_last=False, even=False):
-            outs.append(trainer.forecast(trainer.model, x.to(trainer.device)).cpu().numpy())
-    # input gaps per window and sensor: [W, L, N, C_in] -> [W, N]
-    rel = starts - lo
-    idx = rel[:, None] + np.arange(lin)[None, :]  # [W, L]
-    inputs = torch.from_numpy(np.asarray(vals[idx][..., bundle.input_channels], np.float64))
-    gaps = (~observed_mask(inputs, trainer.null)).sum(dim=(1, 3)).numpy().astype(np.int32)
-    forecast_times = span_ts[rel + lin - 1]
-    target_times = span_ts[rel[:, None] + lin + np.arange(horizon)[None, :]]
-    return Forecasts(cfg.model.name, np.concatenate(outs).astype(np.float32),
-                     forecast_times, target_times, gaps, _ids(run_net),
-                     [run_net.channels[c] for c in bundle.target_channels])
+        starts = window_starts(net, bundle.input_len, at, last, where)
+    plan_dir, lambda_max = None, None
+    if layout and Layout.of(cfg).partitioned:
+        plan_dir = str(ensure_plan(cfg, dataset_dir))
+        lambda_max = graph_constants(cfg, bundle).get("lambda_max")
+        # one replica of the parts: every part forecasts every window for its own sensors
+        cfg.runtime.replicas = 1
+        cfg = Layout.of(cfg).fit(cfg)
+    return ForecastJob(str(ckpt), cfg, str(dataset_dir), data, cols, starts, plan_dir,
+                       lambda_max, cfg.model.name, tuple(_ids(run_net)),
+                       tuple(run_net.channels[c] for c in bundle.target_channels))
+
+
+def predict(run: str | Path | Location, data: str | None = None, at: list[str] | None = None,
+            last: bool = False, split: str | None = None) -> Forecasts:
+    """Forecasts of the best model of ``run`` (a run directory or a checkpoint) from the
+    windows ``at`` / ``last`` of ``data`` (a prepared dataset folder or URI; default the run's
+    own), or from every window of the run's ``split``: the whole graph in this process.
+    Through the run's own parts on Ray workers: ``distst.runtime.ray_train.predict_ray``."""
+    job = forecast_job(run, data, at, last, split)
+    return job.assemble([job.piece()])
 
 
 def write_table(fc: Forecasts, out: str | Path, fmt: str | None = None) -> str:

@@ -30,6 +30,7 @@ from distst.engine.context import KEEP_CHECKPOINTS, Context, NullBar
 from distst.engine.logs import trackers
 from distst.engine.entry import (WorkerJob, prepare_workers, read_test_metrics, resume_hint,
                                  run_dir_for, shown)
+from distst.engine.predict import ForecastJob, Forecasts
 from distst.errors import DiststError, Interrupted
 from distst.layout import Layout, fits
 from distst.storage import Location, configure, location
@@ -626,10 +627,88 @@ def _run_failed(err: BaseException, run_dir: Location, cfg: Config,
                        f"{resume_hint(run_dir)}")
 
 
-def _user_error(err: BaseException) -> DiststError | None:
+def _user_error(err: BaseException, who: str = "a training worker") -> DiststError | None:
     """The DiststError a worker raised, if that is what failed the run."""
     marker = "DiststError: "
     lines = [ln for ln in str(err).splitlines() if marker in ln]
     if lines:
-        return DiststError("a training worker failed: " + lines[-1].split(marker, 1)[1].strip())
+        return DiststError(f"{who} failed: " + lines[-1].split(marker, 1)[1].strip())
     return None
+
+
+@ray.remote(num_cpus=0)
+class _Pieces:
+    """The forecast pieces of a :func:`predict_ray` run, handed over by the workers (on any
+    node) and collected on the driver's: no storage that every node shares is needed."""
+
+    def __init__(self):
+        self.pieces: dict = {}
+
+    def put(self, rank: int, piece) -> None:
+        self.pieces[rank] = piece
+
+    def get(self) -> dict:
+        return self.pieces
+
+
+def predict_loop_per_worker(config: dict) -> None:
+    """Entry point of every worker of a forecast through the run's layout."""
+    _quiet_report_log()
+    job: ForecastJob = config["job"]
+    configure(job.cfg.runtime.storage_options)
+    ctx = RayContext(config["run_dir"])
+    ctx.keeps_fetch_records = False  # the training's records of what its workers fetched stay
+    piece = job.piece(ctx)
+    ray.get(config["pieces"].put.remote(ctx.rank, piece))
+
+
+def predict_ray(job: ForecastJob, address: str = "") -> Forecasts:
+    """The forecasts of ``job`` (:func:`distst.engine.predict.forecast_job` with a plan) made
+    by one Ray Train worker per part of the run's plan, on the Ray at ``address`` (else
+    ``RAY_ADDRESS``, else a local one), assembled into one set in the run's sensor order."""
+    cfg = job.cfg
+    layout = job.layout
+    connect(address)
+    check_resources(cfg)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    pieces = _Pieces.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=True)).remote()
+    # Ray Train keeps its own state under storage_path; a forecast reports no checkpoint,
+    # so nothing of it is needed afterwards, and nothing is written into the run's folder
+    scratch = Path(tempfile.mkdtemp(prefix="distst-predict-"))
+    run_dir = location(job.checkpoint).parent
+    trainer = _Trainer(
+        predict_loop_per_worker,
+        train_loop_config={"job": job, "run_dir": str(run_dir), "pieces": pieces},
+        torch_config=torch_config(layout, loopback=_all_on_loopback(_alive_nodes())),
+        scaling_config=ScalingConfig(num_workers=layout.world_size, use_gpu=layout.use_gpu,
+                                     resources_per_worker=layout.resources_per_worker),
+        run_config=RunConfig(name="predict", storage_path=str(scratch),
+                             failure_config=FailureConfig(
+                                 max_failures=0, controller_failure_limit=node_wait(cfg)[1]),
+                             logging_config=LoggingConfig(log_level="WARNING")),
+    )
+    print(f"forecasting through the run's layout: {layout.describe()}", flush=True)
+    try:
+        with _environ(train_env(cfg)):
+            result = trainer.fit()
+        if result.error:
+            raise result.error
+        got = ray.get(pieces.get.remote())
+    except (KeyboardInterrupt, SystemExit):
+        raise Interrupted("the forecast was stopped; nothing was written") from None
+    except Exception as e:
+        raise _user_error(e, "a forecast worker") or DiststError(
+            f"the forecast stopped: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
+            if str(e).strip() else f"the forecast stopped: {type(e).__name__}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            ray.kill(pieces)
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    if sorted(got) != list(range(layout.world_size)):
+        raise DiststError(f"the forecast got pieces from workers {sorted(got)} of "
+                          f"{layout.world_size}; run it again")
+    return job.assemble([got[r] for r in range(layout.world_size)])

@@ -167,6 +167,21 @@ def test_a_train_job_waits_for_the_autoscaler_reads_parts_per_node_and_survives_
     assert res.returncode == 0, res.stdout + res.stderr
     for png in ("curves.png", "horizon.png", "forecast.png"):
         assert (home / "plots" / png).read_bytes()[:4] == b"\x89PNG", png
+    # forecasts of the shard run come from its own parts, one worker per node, as one table
+    table = f"{base}/forecasts/sim-train.parquet"
+    rc, log = _submit(env, "python", "-m", "distst", "predict", run, "--split", "test",
+                      "--out", table)
+    assert rc == 0, log[-4000:]
+    assert "forecasting through the run's layout: shard mode, 2 parts x 1 replicas" in log
+    import io
+
+    import pandas as pd
+    from distst.storage import location as loc
+
+    df = pd.read_parquet(io.BytesIO(loc(table).read_bytes()))
+    sensors = df["sensor_id"].unique()
+    assert len(sensors) == 16 and len(df) == df["forecast_time"].nunique() * 12 * 16
+    assert df.groupby(["forecast_time", "horizon_step"]).size().eq(16).all()
 
 
 def test_a_sweep_and_a_study_submitted_as_jobs_keep_everything_in_the_bucket(sim, cloud,

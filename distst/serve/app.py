@@ -24,6 +24,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from distst.errors import DiststError
 from distst.serve.windows import ARROW, BadRequest, read_arrow, read_json, write_arrow, write_json
 
 APP = "distst"
@@ -91,14 +92,48 @@ class Forecasts:
                               f"{str(e).splitlines()[0][:200] if str(e) else ''}")
 
 
+#: whether this process started Ray Serve (then :func:`stop` ends it; one that ran before,
+#: on a shared cluster, keeps running with whatever else it serves)
+_STARTED: list[bool] = [False]
+
+
+def _running_serve():
+    """The client of the Serve already running on the connected Ray, or None."""
+    from ray.serve.context import _get_global_client
+
+    try:
+        return _get_global_client(raise_if_no_controller_running=False)
+    except Exception:  # another Ray lays its internals out otherwise: start Serve as usual
+        return None
+
+
 def serve_run(run: str, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
               cpus_per_replica: float = 1.0, threads: int = 1, max_batch: int = 32,
               batch_wait_ms: float = 5.0, access_log: bool = False) -> str:
     """Deploys the service on the connected Ray and returns its URL; it keeps running after
     this returns (:func:`stop` ends it). ``access_log``: a line per request in the replica's
     log (and on the console of ``distst serve``); off by default: in the load test it cost
-    12% of the throughput (16.7 against 19.0 requests/s, benchmarks/RESULTS.md)."""
-    serve.start(http_options={"host": host, "port": port})
+    12% of the throughput (16.7 against 19.0 requests/s, benchmarks/RESULTS.md).
+
+    On a cluster where Ray Serve already runs, its proxy keeps the host and port it was
+    started with (Ray only warns that new ones "will not be applied"), and an application of
+    the same name would be replaced: both are refused with what to do instead."""
+    running = _running_serve()
+    if running is None:
+        serve.start(http_options={"host": host, "port": port})
+        _STARTED[0] = True
+    else:
+        http = running.http_config
+        if (http.host, int(http.port)) != (host, int(port)):
+            raise DiststError(
+                f"Ray Serve already runs on this cluster and listens on {http.host}:{http.port},"
+                f" which it cannot change while it runs; serve on it with --host {http.host} "
+                f"--port {http.port}, or on a cluster without Serve")
+        if APP in (serve.status().applications or {}):
+            raise DiststError(
+                f"an application named {APP!r} already runs on this cluster's Serve (another "
+                f"distst serve at {http.host}:{http.port}); stop it (Ctrl-C in its terminal, "
+                f"or serve.delete({APP!r})) before serving another run")
     app = Forecasts.options(num_replicas=replicas, max_ongoing_requests=4 * max_batch,
                             ray_actor_options={"num_cpus": cpus_per_replica},
                             logging_config={"enable_access_log": access_log}).bind(
@@ -108,5 +143,10 @@ def serve_run(run: str, host: str = "127.0.0.1", port: int = 8000, replicas: int
 
 
 def stop() -> None:
-    """Ends the service's application and Serve's proxy and controller on this Ray."""
-    serve.shutdown()
+    """Ends the service's application, and Serve's proxy and controller where this process
+    started them (a Serve that ran before keeps serving its other applications)."""
+    if _STARTED[0]:
+        serve.shutdown()
+        _STARTED[0] = False
+    else:
+        serve.delete(APP)

@@ -192,3 +192,19 @@ def test_a_bad_request_gets_a_4xx_with_one_line(service, case, status, expect):
     assert got_status == status, text
     assert text.count("\n") == 1 and "Traceback" not in text, text
     assert expect in text, text
+
+
+def test_a_second_service_on_a_running_serve_is_refused_with_what_to_do(service):
+    from distst.errors import DiststError
+    from distst.serve.app import serve_run
+
+    url, run = service
+    port = int(url.rsplit(":", 1)[1])
+    # Serve's proxy cannot move: Ray would only warn and listen where it was
+    with pytest.raises(DiststError, match=rf"already runs on this cluster and listens on "
+                       rf"127.0.0.1:{port}.*--host 127.0.0.1 --port {port}"):
+        serve_run(str(run), port=free_port(), cpus_per_replica=0)
+    # and the same application name would replace the service that runs
+    with pytest.raises(DiststError, match=r"an application named 'distst' already runs"):
+        serve_run(str(run), port=port, cpus_per_replica=0)
+    assert _get(url + "/healthz") == (200, "ok\n")

@@ -109,6 +109,13 @@ class TrainConfig:
     #: step's internals in the backward pass (activation checkpointing): much less memory
     #: for some more time; "none" stores everything
     recompute: str = "none"
+    #: split each worker's share of a batch into this many micro-batches, run one after the
+    #: other, whose gradients add up to the whole share's (each piece's error sum over the
+    #: whole batch's count of observed targets); DDP all-reduces once per step. The optimiser
+    #: steps, the schedules and the progress count whole batches: a graph too large for
+    #: batch_size windows at once trains at that batch size in about 1/micro_batches of the
+    #: activation memory, for some time (smaller products)
+    micro_batches: int = 1
     #: CPU on Linux: when the memory glibc's allocator holds freed (resident, beyond the live
     #: tensors) has grown by more than this many MiB, hand it back to the system, checked at
     #: every recurrent step and training step. Bounds RSS near the live tensors at the price
@@ -355,6 +362,9 @@ def validate(cfg: Config) -> None:
     if not (math.isfinite(cfg.train.grad_clip) and cfg.train.grad_clip >= 0):
         raise DiststError(f"config key 'train.grad_clip' must be a finite number >= 0 "
                           f"(0 = no clipping), got {cfg.train.grad_clip}")
+    if cfg.train.micro_batches < 1:
+        raise DiststError(f"config key 'train.micro_batches' must be >= 1 (1: the whole batch "
+                          f"at once), got {cfg.train.micro_batches}")
     if cfg.train.patience < 1:
         raise DiststError(f"config key 'train.patience' must be >= 1 (epochs without a better "
                           f"validation MAE before stopping), got {cfg.train.patience}; to "

@@ -2,6 +2,11 @@
 bounded load test of `distst serve` on loopback.
 
     python scripts/bench_forecasts.py [--run RUN] [--requests 2000] [--concurrency 16]
+    python scripts/bench_forecasts.py --layout
+
+``--layout``: the quickstart trained a few steps in shard and in exchange mode (2 parts, Ray
+Train) and `distst predict --split test` through the run's own parts (one Ray worker each,
+Ray Train's start included) against ``--whole`` (one process), on the same machine.
 
 Without ``--run`` it trains the quickstart model (GCGRU, 1,026 sensors) for a few steps into
 a temp folder: the model's size, not its accuracy, sets the costs measured here. The load
@@ -41,6 +46,45 @@ def _train(tmp: Path) -> Path:
         assert main(["train", "configs/quickstart.yaml", "--local",
                      *[a for kv in sets for a in ("--set", kv)]]) == 0
     return tmp / "runs" / "q"
+
+
+def _train_layout(tmp: Path, mode: str) -> Path:
+    from distst.cli import main
+
+    sets = [f"runtime.storage={tmp / 'runs'}", f"runtime.name={mode}", f"runtime.mode={mode}",
+            "train.epochs=1", "train.max_batches_per_epoch=3", "train.max_val_batches=1",
+            "train.max_test_batches=1", "train.progress=false"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["train", "configs/quickstart.yaml",
+                     *[a for kv in sets for a in ("--set", kv)]]) == 0
+    return tmp / "runs" / mode
+
+
+def bench_layout(tmp: Path, repeat: int = 3) -> dict:
+    """Forecasts of the test split through the run's parts (Ray) and of the whole graph."""
+    from distst.engine.predict import forecast_job
+    from distst.runtime.ray_train import connect, predict_ray
+
+    out = {}
+    for mode in ("shard", "exchange"):
+        run = _train_layout(tmp, mode)
+        connect("")
+        res = {}
+        for name, layout in (("parts", True), ("whole", False)):
+            def once():
+                job = forecast_job(run, split="test", layout=layout)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    fc = (predict_ray(job) if job.plan_dir else job.assemble([job.piece()]))
+                res[name + "_values"] = fc.values
+                return fc
+
+            t = _timed(once, repeat)
+            windows = res[name + "_values"].shape[0]
+            res[name] = {"windows": windows, "s": t, "wps": windows / t}
+        diff = float(np.abs(res.pop("parts_values") - res.pop("whole_values")).max())
+        out[mode] = {**res, "max_diff_parts_vs_whole": diff}
+        print(json.dumps({mode: out[mode]}), flush=True)
+    return out
 
 
 def _timed(fn, repeat=3) -> float:
@@ -146,7 +190,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the replica")
     ap.add_argument("--access-log", action="store_true", help="the replica logs every request")
+    ap.add_argument("--layout", action="store_true",
+                    help="predict through a shard and an exchange run's parts against --whole")
     args = ap.parse_args()
+    if args.layout:
+        with tempfile.TemporaryDirectory(prefix="bench-forecasts-") as tmp:
+            bench_layout(Path(tmp))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-forecasts-") as tmp:
         run = Path(args.run) if args.run else _train(Path(tmp))
         pred = bench_predict(run)

@@ -16,7 +16,9 @@ Every model runs at its paper preset (``configs/models/<name>.yaml`` params); ov
 
 ``--variants`` (issue 16) runs each (model, N) once per training setting: ``fp32``, ``bf16``
 (``train.precision: bf16``: autocast around the forward, as the trainer does), ``recompute``
-(``train.recompute: step``) and ``bf16+recompute``; ``+trim`` adds ``train.heap_slack_mib``
+(``train.recompute: step``) and ``bf16+recompute``; ``microK`` (``micro4``,
+``recompute+micro4``...: ``train.micro_batches: K``, the batch in K pieces, one forward and
+backward each, gradients added; issue 34); ``+trim`` adds ``train.heap_slack_mib``
 (``--heap-slack-mib``, the trainer's hook at every recurrent step and after every step).
 Besides the RSS peak the table gives the bytes autograd saved for the backward pass (each storage once, parameters left out: the
 tensors' own size, measured in one more forward after the timed steps), so that the
@@ -143,6 +145,10 @@ def child(args) -> int:
     model = model.to(dev)
     model.recompute = "recompute" in args.variant
     bf16 = "bf16" in args.variant
+    import re
+
+    # microK: the batch in K pieces, one forward and backward each (train.micro_batches)
+    micro = int(re.search(r"micro(\d+)", args.variant).group(1)) if "micro" in args.variant else 1
     trim = None
     if "trim" in args.variant:
         from distst.engine.memory import HeapTrimmer
@@ -161,9 +167,9 @@ def child(args) -> int:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
 
-    def forward():
+    def forward(xs=None):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            return model(x).float()
+            return model(x if xs is None else xs).float()
 
     def step():
         if opt is None:
@@ -171,8 +177,9 @@ def child(args) -> int:
                 forward()
             return
         opt.zero_grad(set_to_none=True)
-        loss = (forward() - y).abs().mean()
-        loss.backward()
+        for xs, ys in zip(torch.tensor_split(x, micro), torch.tensor_split(y, micro)):
+            loss = (forward(xs) - ys).abs().sum() / y.numel()
+            loss.backward()
         opt.step()
         if trim is not None:
             trim()
@@ -193,7 +200,8 @@ def child(args) -> int:
     else:
         mem = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / MIB
     live = sampler.stop() / MIB if sampler is not None else None
-    saved = saved_bytes(model, forward) / MIB if opt is not None else 0.0
+    piece = torch.tensor_split(x, micro)[0]
+    saved = saved_bytes(model, lambda: forward(piece)) / MIB if opt is not None else 0.0
     if args.profile:
         profile_step(step, args.profile, f"{args.model} N={n} {args.variant}")
     print(json.dumps({"params": nparams, "seconds": statistics.median(times), "mem_mib": mem,
@@ -285,7 +293,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=["fp32"],
                     choices=["fp32", "bf16", "recompute", "bf16+recompute", "fp32+trim",
-                             "recompute+trim", "bf16+recompute+trim"])
+                             "recompute+trim", "bf16+recompute+trim", "micro2", "micro4",
+                             "micro8", "recompute+micro4", "recompute+micro8",
+                             "recompute+trim+micro4"])
     ap.add_argument("--heap-slack-mib", type=int, default=1024,
                     help="the +trim variants' train.heap_slack_mib (default 1024)")
     ap.add_argument("--live-peak", action="store_true",

@@ -112,3 +112,21 @@ def forecast_group(job, out: Path):
     mp.spawn(_forecaster, args=(world, _free_port(), job, str(out)), nprocs=world, join=True)
     pieces = [pickle.loads((out / f"piece_{r}.pkl").read_bytes()) for r in range(world)]
     return job.assemble(pieces), pieces
+
+
+def _call(rank: int, world: int, port: int, fn, args) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group(DEFAULT_BACKEND, init_method="env://", rank=rank, world_size=world)
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_group(fn, world: int, *args) -> None:
+    """``fn(rank, *args)`` in each of ``world`` processes of one gloo group (``fn``: a
+    module-level function, as spawn pickles it by name)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_call, args=(world, _free_port(), fn, args), nprocs=world, join=True)

@@ -24,8 +24,9 @@ every copy, the clip norm counting each node once (by its owner), and checkpoint
 them for the whole graph so that any partition can resume.
 
 The training step's touch points, in the order the loop calls them: :meth:`Parallel.inner`
-(what the loss and metrics see), :meth:`Parallel.mean_loss`, backward (inside
-:meth:`Parallel.backward_context`), :meth:`Parallel.reduce_grads`, :meth:`Parallel.clip`.
+(what the loss and metrics see), :meth:`Parallel.global_count` once per step, then per
+micro-batch forward and backward inside :meth:`Parallel.step_context` with
+:meth:`Parallel.scale_loss`, then :meth:`Parallel.reduce_grads`, :meth:`Parallel.clip`.
 """
 
 from __future__ import annotations
@@ -137,11 +138,16 @@ class Parallel:
         before, spread +-1.5; benchmarks/RESULTS.md)."""
         return isinstance(self.wrapped, DistributedDataParallel) and not self.layout.exact_parts
 
-    def backward_context(self, timed: bool = False):
-        """The context backward runs in: DDP's overlapped reduce, or (exchange mode, or a
-        timed step that takes the reduce apart) none, left to :meth:`reduce_shared`."""
+    def step_context(self, timed: bool = False, sync: bool = True):
+        """The context one micro-batch's forward *and* backward run in: DDP's reduce overlapped
+        with the backward of the step's last micro-batch (``sync``), or none, left to
+        :meth:`reduce_shared` (exchange mode; a timed step, which takes the reduce apart; the
+        micro-batches before the last, whose gradients accumulate). DDP decides in forward
+        whether the backward all-reduces, so ``no_sync`` must hold the forward too: around
+        backward alone it reduced anyway (measured, torch 2.13), and exchange mode and timed
+        steps all-reduced their shared gradients twice until 2026-12-07."""
         if isinstance(self.wrapped, DistributedDataParallel) and (
-                timed or not self.overlaps_reduce):
+                timed or not self.overlaps_reduce or not sync):
             return self.wrapped.no_sync()
         return contextlib.nullcontext()
 
@@ -160,9 +166,21 @@ class Parallel:
         batch's mean (the counts summed over workers), so that DDP's average is the gradient
         of the batch's masked mean. In replicate mode too: the average of each worker's own
         mean would weigh an observed target by how many of its worker's targets are missing."""
+        return self.scale_loss(total, self.global_count(count))
+
+    def global_count(self, count: torch.Tensor) -> torch.Tensor:
+        """``count`` (observed targets of this worker's share of a batch) summed over the
+        workers: the denominator of the batch's masked mean (one all-reduce)."""
+        if self.world_size == 1:
+            return count
+        return self.comm.sum_(count.to(torch.float64).reshape(1))  # on the compute device
+
+    def scale_loss(self, total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """The loss to back-propagate for an error sum ``total`` of (a micro-batch of) this
+        worker's share, over the batch's :meth:`global_count`: the gradients of the pieces
+        of a batch then add up to the batch's (see :meth:`mean_loss`)."""
         if self.world_size == 1:
             return total / count.clamp(min=1)
-        count = self.comm.sum_(count.to(torch.float64).reshape(1))  # on the compute device
         return total * self.world_size / count.clamp(min=1.0).to(total.dtype)
 
     def _params(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -181,7 +199,7 @@ class Parallel:
 
     def reduce_grads(self, timed: bool = False) -> int:
         """After backward: the shared gradients DDP did not reduce during it
-        (:attr:`overlaps_reduce`, or ``timed``: see :meth:`backward_context`), and every
+        (:attr:`overlaps_reduce`, or ``timed``: see :meth:`step_context`), and every
         per-node copy's gradient summed into its global row with each copy handed the
         total / W; returns the bytes all-reduced.
 

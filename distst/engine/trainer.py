@@ -37,7 +37,7 @@ from distst.engine.memory import HeapTrimmer
 from distst.engine.timing import StepClock, ring_bytes_sent
 from distst.errors import DiststError
 from distst.layout import Layout
-from distst.metrics import StreamingMetrics, masked_error_sum
+from distst.metrics import StreamingMetrics, masked_error_sum, observed_mask
 from distst.nn.common import inverse_sigmoid_decay
 from distst.nn.registry import build_model, require_recompute
 
@@ -107,6 +107,13 @@ class Trainer:
         # summed loss, so that a run restored mid-epoch ends the epoch as if never stopped
         self.step_in_epoch = 0
         self.epoch_loss = [0.0, 0]
+        share = self._worker_batch(cfg.train.batch_size)
+        if cfg.train.micro_batches > share:
+            raise DiststError(
+                f"train.micro_batches={cfg.train.micro_batches} is more than the {share} "
+                f"windows this worker takes per step (train.batch_size={cfg.train.batch_size}"
+                + (f" over {self.layout.replicas} replicas" if share != cfg.train.batch_size
+                   else "") + f"); set train.micro_batches to at most {share}")
         self.clock = StepClock(self.device, cfg.train.step_timing and self.trainable)
         self.run_log = RunLog(ctx.run_dir, tensorboard=cfg.train.tensorboard)
 
@@ -123,18 +130,57 @@ class Trainer:
         return self.layout.worker_batch(batch_size) if self.ctx.world_size > 1 else batch_size
 
     def _loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean training loss over observed targets (``pred``, ``y`` in original units).
+        """Mean training loss over observed targets (``pred``, ``y`` in original units)."""
+        return self.par.mean_loss(*self._error_sum(pred, y))
 
-        ``train.loss_scale=normalized`` divides the errors by the scaler's std, i.e. computes
-        the loss on the scaled targets (ST-UNet, Sec. 4.2); it stays a sum over entries, so
-        shard mode's count all-reduce below is exact either way."""
+    def _error_sum(self, pred: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum of the training loss's per-entry errors, count of observed targets) over the
+        owned nodes. ``train.loss_scale=normalized`` divides the errors by the scaler's std,
+        i.e. computes the loss on the scaled targets (ST-UNet, Sec. 4.2); it stays a sum over
+        entries, so shard mode's count all-reduce is exact either way."""
         tc = self.cfg.train
-        std = self.std if tc.loss_scale == "normalized" else None
+        return masked_error_sum(self.par.inner(pred), self.par.inner(y), tc.loss,
+                                null_value=self.null, delta=tc.huber_delta,
+                                scale=self._loss_std())
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, teacher_forcing: float,
+                          timed: bool = False) -> torch.Tensor:
+        """Forward and backward of this worker's share of one batch, in ``train.micro_batches``
+        pieces (``torch.tensor_split`` along the batch) whose gradients add up to the whole
+        share's: every piece's error sum is divided by the whole batch's count of observed
+        targets over all workers (:meth:`Parallel.global_count`, once). DDP all-reduces with
+        the last piece's backward, or (exchange mode, timed steps) after it, in
+        :meth:`Parallel.reduce_grads`. Returns the step's loss, detached.
+
+        Equal to the whole batch at once up to float rounding for every model without
+        randomness inside a step: dropout masks and teacher forcing's coin flips are drawn
+        per piece (the same distribution, other draws)."""
+        tc, par, clock = self.cfg.train, self.par, self.clock
+        count = par.global_count(observed_mask(par.inner(y), self.null).sum())
+        pieces = min(tc.micro_batches, x.shape[0])
+        xs, ys = torch.tensor_split(x, pieces), torch.tensor_split(y, pieces)
+        loss = None
+        for j in range(pieces):
+            # strategy: DDP's reduce overlapped with the last piece's backward, or (exchange
+            # mode, and timed steps, which take it apart to time it: engine.timing) left to
+            # reduce_grads
+            with par.step_context(timed, sync=j == pieces - 1):
+                pred = self._predict(xs[j], ys[j], teacher_forcing)
+                total, _ = self._error_sum(pred, ys[j])
+                piece = par.scale_loss(total, count)
+                clock.lap("forward")
+                piece.backward()
+                clock.lap("backward")
+            loss = piece.detach() if loss is None else loss + piece.detach()
+        return loss
+
+    def _loss_std(self) -> torch.Tensor | None:
+        """The scale the training errors are divided by (``train.loss_scale``), owned rows."""
+        std = self.std if self.cfg.train.loss_scale == "normalized" else None
         if std is not None and std.dim() == 2:  # per-node std [N, C_t]: owned nodes only
             std = self.par.inner_rows(std)
-        total, count = masked_error_sum(self.par.inner(pred), self.par.inner(y), tc.loss,
-                                        null_value=self.null, delta=tc.huber_delta, scale=std)
-        return self.par.mean_loss(total, count)
+        return std
 
     def _scale_targets(self, y: torch.Tensor) -> torch.Tensor:
         # y: [B, H, N, C_t] in original units with NaN; teacher forcing wants scaled, no NaN
@@ -256,15 +302,8 @@ class Trainer:
             x, y = x.to(self.device), y.to(self.device)
             clock.lap("data")
             tf = teacher_forcing_ratio(self.global_step, tc.cl_decay_steps)
-            pred = self._predict(x, y, tf)
-            loss = self._loss(pred, y)
-            clock.lap("forward")
             self.optimizer.zero_grad(set_to_none=True)
-            # strategy: DDP's reduce overlapped with backward, or (exchange mode, and timed
-            # steps, which take it apart to time it: engine.timing) left to reduce_grads
-            with par.backward_context(timed):
-                loss.backward()
-            clock.lap("backward")
+            loss = self._forward_backward(x, y, tf, timed)
             if timed:
                 par.wait_for_all()
                 clock.lap("idle")

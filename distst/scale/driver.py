@@ -72,8 +72,8 @@ def dry_run_table(study: Study) -> str:
     from distst.scale.memory import local_nodes, worker_memory
 
     lines = ["| run | " + " | ".join(study.cfg.grid) + " | workers | CPUs | GPUs | threads/worker "
-             "| sensors/worker | series MB/worker | est. peak MB/worker |",
-             "|---" * (len(study.cfg.grid) + 8) + "|"]
+             "| sensors/worker | windows/micro-batch | series MB/worker | est. peak MB/worker |",
+             "|---" * (len(study.cfg.grid) + 9) + "|"]
     for r in study.runs:
         rt = r.cfg.runtime
         sizes = local_nodes(r.cfg)
@@ -81,7 +81,7 @@ def dry_run_table(study: Study) -> str:
             d = r.cfg.data.path
             ready = not d or is_uri(d) or (Path(d) / "meta.json").is_file()
             # a study may be planned before its datasets are prepared; the run itself refuses
-            nodes = series = est = "dataset" if ready else "not prepared yet"
+            nodes = series = est = held = "dataset" if ready else "not prepared yet"
         else:
             total, local, steps, how = sizes
             mem = worker_memory(r.cfg, total, local, steps)
@@ -89,16 +89,19 @@ def dry_run_table(study: Study) -> str:
             nodes = f"{approx}{local:.0f}"
             series = f"{mem['series'] / 2**20:.1f}"
             est = f"{approx}{mem['total'] / 2**20:.0f}"
+            held = str(mem["batch"])
         lines.append(
             f"| {r.name} | " + " | ".join(str(r.values.get(k, "-")) for k in study.cfg.grid)
             + f" | {rt.workers} | {rt.workers * rt.cpus_per_worker:g} | "
             f"{rt.workers * rt.gpus_per_worker if rt.use_gpu else 0:g} | "
-            f"{r.cfg.train.threads or 'default'} | {nodes} | {series} | {est} |")
+            f"{r.cfg.train.threads or 'default'} | {nodes} | {held} | {series} | {est} |")
     lines += ["", "sensors/worker: the largest part with its halo (~: no plan cached yet, so the "
               "halo share is the real graphs' at that part size); est. peak: a worker with "
               "torch loaded + series + 16 B per parameter + 2.5 x the activations a probe "
-              "forward keeps for backward (distst/scale/memory.py; within 6% of the measured "
-              "GCGRU studies in benchmarks/RESULTS.md)"]
+              "forward keeps for backward, for the windows of one micro-batch (a worker's "
+              "share of train.batch_size over train.micro_batches) under the run's "
+              "train.recompute and train.precision (distst/scale/memory.py; within 6% of the "
+              "measured GCGRU studies in benchmarks/RESULTS.md)"]
     return "\n".join(lines)
 
 

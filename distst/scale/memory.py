@@ -10,9 +10,10 @@ Peak host memory of a training worker is, to first order,
   the real graphs have at that part size, ``cut_reference.json``);
 * 16 bytes per parameter: weights, gradients and Adam's two moments;
 * activations: the bytes autograd keeps for backward, measured by a probe (a forward pass of
-  the run's model on two small generated graphs, 32 and 64 sensors; fitted linearly in the
-  sensors, so per-node parameters and activations scale) times the worker's sensors and
-  batch; ``k`` (:data:`ALLOCATOR_FACTOR`) is what the allocator and the backward pass's
+  the run's model on two small generated graphs, 32 and 64 sensors, under the run's
+  ``train.recompute`` and ``train.precision``; fitted linearly in the sensors, so per-node
+  parameters and activations scale) times the worker's sensors and the windows of one
+  micro-batch (``train.micro_batches`` splits a worker's share of the batch); ``k`` (:data:`ALLOCATOR_FACTOR`) is what the allocator and the backward pass's
   transient buffers add on top, calibrated on the measured studies in benchmarks/RESULTS.md.
 
 It is an estimate for choosing batch sizes and worker counts, not a promise: the summary of
@@ -43,7 +44,8 @@ def _probe_key(cfg: Config) -> tuple:
     d = cfg.data
     return (cfg.model.name, repr(sorted(cfg.model.params.items())), d.input_len, d.horizon,
             d.time_of_day, d.day_of_week, d.synth.graph if not d.path else "knn",
-            tuple(d.input_channels), tuple(d.target_channels))
+            tuple(d.input_channels), tuple(d.target_channels), cfg.train.recompute,
+            cfg.train.precision)
 
 
 @lru_cache(maxsize=32)
@@ -81,7 +83,11 @@ def _probe(key: tuple, cfg_yaml: str) -> dict:
                 return t
 
             model.train()
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            # what the run's worker keeps: recomputed steps keep their inputs only, bf16
+            # keeps half-width activations (distst.engine.trainer.Trainer.forecast)
+            model.recompute = cfg.train.recompute == "step"
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(
+                    "cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
                 pred = model(x, targets=torch.nan_to_num(y), teacher_forcing=0.0)
             out[n] = {"params": params,
                       "act_per_window": (sum(seen.values()) + pred.nbytes) / PROBE_BATCH}
@@ -101,8 +107,11 @@ def worker_memory(cfg: Config, total_nodes: int, local_nodes: float, steps: int,
     probe = _probe(_probe_key(cfg), cfg.to_yaml())
     params = _linear(probe, "params", total_nodes)
     per_window = _linear(probe, "act_per_window", local_nodes)
-    # the windows of one worker's step: the replicas split the global batch
-    batch = math.ceil(cfg.train.batch_size / Layout.of(cfg).replicas)
+    # the windows whose activations one worker holds at once: the replicas split the global
+    # batch, and micro-batches split a worker's share (one piece's forward and backward at a
+    # time; the gradients they add into are in model_state)
+    share = math.ceil(cfg.train.batch_size / Layout.of(cfg).replicas)
+    batch = math.ceil(share / max(1, min(cfg.train.micro_batches, share)))
     parts = {"base": BASE_BYTES, "series": local_nodes * steps * channels * 4,
              "model_state": 16 * params, "activations": ALLOCATOR_FACTOR * per_window * batch}
     return {**parts, "total": sum(parts.values()), "params": params, "batch": batch}

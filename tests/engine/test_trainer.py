@@ -127,13 +127,15 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_checkpoint(ti
                                                                              monkeypatch):
     from distst.engine.trainer import Trainer
 
-    loss = Trainer._loss
+    errors = Trainer._error_sum
 
     def poisoned(self, pred, y):  # a loss that diverges in the second epoch
-        out = loss(self, pred, y)
-        return out * float("nan") if self.epoch >= 1 and self.global_step % 3 == 2 else out
+        total, count = errors(self, pred, y)
+        if self.epoch >= 1 and self.global_step % 3 == 2:
+            total = total * float("nan")
+        return total, count
 
-    monkeypatch.setattr(Trainer, "_loss", poisoned)
+    monkeypatch.setattr(Trainer, "_error_sum", poisoned)
     cfg = tiny("train.epochs=4", "runtime.mode=local")
     with pytest.raises(DiststError, match=r"training diverged at epoch 2, step \d+ of \d+: "
                                           r"loss nan.*last good checkpoint \(epoch 1\).*"

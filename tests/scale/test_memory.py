@@ -39,3 +39,22 @@ def test_replicate_splits_the_batch_and_shard_holds_a_part_with_its_halo(tiny):
     assert worker_memory(shard, 40, 20, 288)["batch"] == 32  # every part sees every window
     assert local_nodes(tiny("runtime.mode=replicate", nodes=40))[1:] == (40.0, 4 * 288,
                                                                          "whole graph")
+
+
+def test_micro_batches_recompute_and_bf16_shrink_the_activations(tiny):
+    """The estimate holds one micro-batch's activations, measured under the run's recompute
+    and precision."""
+    cfg = tiny("runtime.mode=local")
+    whole = worker_memory(cfg, 1000, 1000, 288)
+    four = worker_memory(tiny("runtime.mode=local", "train.micro_batches=4"), 1000, 1000, 288)
+    assert (whole["batch"], four["batch"]) == (32, 8)
+    assert four["activations"] == pytest.approx(whole["activations"] / 4)
+    assert four["model_state"] == whole["model_state"]
+    # 32 windows in 3 pieces: the largest piece holds 11
+    assert worker_memory(tiny("runtime.mode=local", "train.micro_batches=3"), 1000, 1000, 288)["batch"] == 11
+    # a recurrent model that recomputes its steps keeps each step's input only; bf16 keeps
+    # half-width activations where autocast casts them
+    recomputed = worker_memory(tiny("runtime.mode=local", "train.recompute=step"), 1000, 1000, 288)
+    assert recomputed["activations"] < 0.6 * whole["activations"]
+    bf16 = worker_memory(tiny("runtime.mode=local", "train.precision=bf16"), 1000, 1000, 288)
+    assert bf16["activations"] < whole["activations"]

@@ -15,6 +15,12 @@ window's input values of that sensor were missing (NaN or ``data.null_value``). 
 input is fed to the model as the run fed it in training (0 after scaling: the training mean);
 the column says which forecasts stand on such inputs. A window may reach past the end of the
 data (``last``): its targets are the future, and the table holds forecasts only.
+
+Where the forecasts are made: :func:`forecast_job` decides everything once (windows, data,
+layout) into a :class:`ForecastJob`; its :meth:`ForecastJob.piece` is what one worker makes
+(the whole graph in one process, or one part of the run's plan for a run trained in shard or
+exchange mode, on the Ray workers of ``distst.runtime.ray_train.predict_ray``), and
+:meth:`ForecastJob.assemble` puts the pieces together in the run's sensor order.
 """
 
 from __future__ import annotations

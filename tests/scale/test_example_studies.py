@@ -61,5 +61,7 @@ def test_example_study_parts_have_a_real_boundary(path, shared_data):
         if hops >= 2:
             assert min(shares) >= 0.05, (run.name, [round(x, 3) for x in shares])
         checked += 1
-    if "100k" not in path.stem:
+    # the large examples (generated graphs beyond 5,000 sensors; ca-8600 runs exchange mode,
+    # exact at any boundary) are documented in benchmarks/RESULTS.md instead
+    if path.stem not in ("strong-100k", "ca-8600"):
         assert checked, f"{path.name} has no multi-part shard run to check"

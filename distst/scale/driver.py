@@ -102,6 +102,13 @@ def dry_run_table(study: Study) -> str:
               "share of train.batch_size over train.micro_batches) under the run's "
               "train.recompute and train.precision (distst/scale/memory.py; within 6% of the "
               "measured GCGRU studies in benchmarks/RESULTS.md)"]
+    if any(r.cfg.train.recompute == "step" and not r.cfg.runtime.use_gpu for r in study.runs):
+        # measured (bench_models.py, CPU): peak RSS 3.9x the saved bytes for GCGRU and 8.2-8.3x
+        # for DCRNN with recompute, against the 2.5x the estimate assumes
+        lines.append("train.recompute=step on CPU: a lower bound. Recomputing in backward and "
+                     "glibc's held heap took the measured peak to 4-8x the saved activations "
+                     "(DCRNN at 8,600 sensors: 14.1 GB where this table says 4.8; "
+                     "benchmarks/RESULTS.md); train.heap_slack_mib bounds the held heap")
     return "\n".join(lines)
 
 

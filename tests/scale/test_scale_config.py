@@ -140,3 +140,14 @@ def test_accuracy_over_seeds_is_mean_and_spread_per_setting():
     # a seed that did not finish is not averaged in
     assert "| shard | 2 | 1 | 30.0% | 1 | 3.500 | 5.000 |" in table
     assert seed_table(recs, ["partition.halo_hops"]) == []
+
+
+def test_the_dry_run_says_its_estimate_is_a_lower_bound_with_recompute_on_cpu(tmp_path):
+    p = _study(tmp_path, {"graph": [20], "runtime.workers": [1]})
+    assert "lower bound" not in dry_run_table(load_study(p))
+    study = load_study(p, ["train.recompute=step", "train.micro_batches=4"])
+    table = dry_run_table(study)
+    assert table.splitlines()[-1].startswith("train.recompute=step on CPU: a lower bound")
+    row = next(ln for ln in table.splitlines() if ln.startswith("| r0"))
+    # the batch in 4 micro-batches: a quarter of its windows held at once
+    assert f"| 20 | {study.runs[0].cfg.train.batch_size // 4} |" in row

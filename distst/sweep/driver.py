@@ -390,7 +390,11 @@ def summarise(sweep: Sweep, sdir: Location, grid) -> SweepResult:
     sign = 1.0 if sc.mode == "min" else -1.0
     rows = []
     for result in grid:
-        trial_id = Path(result.path).name
+        # the trial's own id names its run folder (trials/<trial_id>, made by the trial); Tune's
+        # folder for a trial restored by --resume whose run had started before the kill gets
+        # a suffix (the name was taken by that run: trials/<trial_id>_91a3), so its name is
+        # not the run's. Tune reports the id with every result.
+        trial_id = str((result.metrics or {}).get("trial_id") or Path(result.path).name)
         df = result.metrics_dataframe
         vals = (df[sc.metric].dropna().tolist()
                 if df is not None and sc.metric in df.columns else [])

@@ -184,3 +184,26 @@ def test_gpu_trials_at_once_fit_the_gpus_and_set_cpus_per_worker_are_kept(tmp_pa
     with pytest.raises(DiststError, match=r"2 workers x runtime.gpus_per_worker 1 = 2 GPUs but "
                        r"the Ray cluster has 1"):
         plan_resources(sw, 32, 1)
+
+
+def test_the_summary_names_each_trials_own_run_folder(tmp_path):
+    """A trial restored by --resume whose run had started before the driver died gets a Tune
+    folder with a suffix (its name was taken by the run): the summary still points at the
+    run's folder, trials/<trial_id> (seen in CI: trials/b06d1_00001_91a3 named a folder that
+    does not exist)."""
+    from types import SimpleNamespace
+
+    from distst.storage import location
+    from distst.sweep.driver import summarise
+
+    sweep = load_sweep(_write(tmp_path, {"train.lr": {"choice": [0.01, 0.001]}}))
+    sdir = tmp_path / "sweeps" / "s"
+    (sdir / "trials").mkdir(parents=True)
+    grid = [SimpleNamespace(path=str(sdir / "trials" / name), metrics_dataframe=None,
+                            metrics=metrics, error=RuntimeError("failed"), config={})
+            for name, metrics in (("b06d1_00000", {"trial_id": "b06d1_00000"}),
+                                  ("b06d1_00001_91a3", {"trial_id": "b06d1_00001"}),
+                                  ("b06d1_00002", None))]  # failed before any report
+    res = summarise(sweep, location(str(sdir)), grid)
+    assert [r["trial"] for r in res.rows] == ["b06d1_00000", "b06d1_00001", "b06d1_00002"]
+    assert [Path(r["run_dir"]).name for r in res.rows] == [r["trial"] for r in res.rows]

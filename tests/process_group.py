@@ -84,19 +84,12 @@ def train_group(configs: list[Config], resume_from: list | None = None
         return [(shown(d), read_test_metrics(d)) for d in run_dirs]
 
 
-def _forecaster(rank: int, world: int, port: int, job, out: str) -> None:
+def _forecast_piece(rank: int, job, out: str) -> None:
     import pickle
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    dist.init_process_group(DEFAULT_BACKEND, init_method="env://", rank=rank, world_size=world)
-    try:
-        ctx = GroupContext(str(Path(job.checkpoint).parent))
-        ctx.keeps_fetch_records = False
-        piece = job.piece(ctx)
-        (Path(out) / f"piece_{rank}.pkl").write_bytes(pickle.dumps(piece))
-    finally:
-        dist.destroy_process_group()
+    ctx = GroupContext(str(Path(job.checkpoint).parent))
+    ctx.keeps_fetch_records = False
+    (Path(out) / f"piece_{rank}.pkl").write_bytes(pickle.dumps(job.piece(ctx)))
 
 
 def forecast_group(job, out: Path):
@@ -105,11 +98,9 @@ def forecast_group(job, out: Path):
     makes it on Ray; returns (the assembled forecasts, the pieces by rank)."""
     import pickle
 
-    import torch.multiprocessing as mp
-
     world = job.layout.world_size
     out.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_forecaster, args=(world, _free_port(), job, str(out)), nprocs=world, join=True)
+    run_group(_forecast_piece, world, job, str(out))
     pieces = [pickle.loads((out / f"piece_{r}.pkl").read_bytes()) for r in range(world)]
     return job.assemble(pieces), pieces
 

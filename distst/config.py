@@ -184,11 +184,12 @@ class MlflowConfig:
 class RuntimeConfig:
     #: "replicate": whole graph per worker, windows split across workers (Ray Train DDP);
     #: "shard": worker i holds part i plus its halo, every worker sees the same windows,
-    #: loss and metrics on inner nodes only; "exchange": worker i holds part i and its 1-hop
-    #: boundary, and every graph product first fetches the boundary nodes' current values
+    #: loss and metrics on inner nodes only; "exchange": worker i holds part i and its
+    #: boundary, and every graph filter first fetches the boundary nodes' current values
     #: from their owners (backward: returns their gradients), so training equals one process
     #: on the whole graph (distst.engine.exchange; partition.halo_hops is not used: the
-    #: plan's boundary is what the model reads, distst.engine.parallelize.plan_halo_hops);
+    #: plan's boundary is as deep as the model's filters chain products, K-1 hops for an
+    #: order-K Chebyshev filter, distst.engine.parallelize.plan_halo_hops);
     #: "local": one plain process, no Ray
     mode: str = "replicate"
     workers: int = 2

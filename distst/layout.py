@@ -209,20 +209,26 @@ class Ownership:
     num_global: int
     #: a part of a plan (shard, exchange) rather than the whole graph
     partial: bool = False
+    #: a part's halo depth (the plan's ``halo_hops``): its halo holds every node within so
+    #: many hops of its owned nodes
+    halo_hops: int = 0
 
     @classmethod
     def whole(cls, num_nodes: int) -> "Ownership":
         return cls(int(num_nodes), np.arange(int(num_nodes), dtype=np.int64), int(num_nodes))
 
     @classmethod
-    def of_part(cls, nodes, num_inner: int, num_global: int) -> "Ownership":
-        """A plan's part: ``nodes`` its local nodes' global ids, the owned ones first."""
+    def of_part(cls, nodes, num_inner: int, num_global: int, halo_hops: int = 0
+                ) -> "Ownership":
+        """A plan's part: ``nodes`` its local nodes' global ids, the owned ones first, its
+        halo ``halo_hops`` deep."""
         ids = np.asarray(nodes, dtype=np.int64)
         if not 0 <= num_inner <= ids.size or ids.size > num_global:
             raise DiststError(f"ownership: {num_inner} owned of {ids.size} local nodes of a "
                               f"{num_global}-node graph; the plan is inconsistent, make it "
                               "again")
-        return cls(int(num_inner), ids, int(num_global), partial=True)
+        return cls(int(num_inner), ids, int(num_global), partial=True,
+                   halo_hops=int(halo_hops))
 
     @property
     def num_local(self) -> int:

@@ -293,7 +293,7 @@ def build_bundle(data: DataConfig, dataset_dir: str | Path, scaler_state: dict |
     whole = str(Path(dataset_dir).resolve())
     if part is not None:
         view = GraphView(net, whole, Ownership.of_part(part.nodes, part.num_inner,
-                                                       part.num_global),
+                                                       part.num_global, part.halo_hops),
                          out_degree=part.deg, in_degree=part.in_deg,
                          undirected_degree=part.undirected_degree,
                          spatial_attrs=part.spatial_attrs)

@@ -2,7 +2,7 @@
 applied from outside the model (:func:`connect`): models only route their neighbour reads
 through their graph operators and declare it (``OPERATOR_READS``, distst.nn.base).
 
-Worker i holds part i (its inner nodes first) and the 1-hop boundary around it (its halo). A
+Worker i holds part i (its inner nodes first) and the boundary around it (its halo). A
 graph operator whose rows are the local nodes, normalised with the whole graph's degrees,
 gives exactly the whole-graph product on the inner rows when the halo columns are multiplied
 with the owners' current values. :meth:`HaloExchange.products` (which
@@ -14,7 +14,13 @@ made. The backward pass sends ``A[:, halo]^T @ grad`` back to the owners, who ad
 rows' gradients, while the inner part's transpose product runs. The halo rows of a product
 are zero and never read: every read of a neighbour goes through the next exchange, and the
 loss counts the inner nodes only. One exchange per sparse product, batched over the batch
-and time columns, so an order-K Chebyshev filter sends K-1 rounds.
+and time columns, so an order-K Chebyshev filter sends K-1 rounds on a 1-hop halo.
+
+On a deeper halo (a plan of ``halo_hops >= K-1``; exchange mode plans the depth its model's
+filters chain, distst.nn.registry.boundary_depth) a filter exchanges once
+(:meth:`HaloExchange.chain`): its first product fetches the whole halo's rows of the input,
+overlapped as above, and keeps the halo rows the later products read; those run locally on
+shrinking row sets. GCGRU (K = 3): half the rounds; DCRNN (K = 2, two directions): a third.
 
 Transport: ``all_to_all_single`` (asynchronous) on the replica's compute group of
 :mod:`distst.engine.collectives` (gloo on CPU, NCCL on own GPUs), the lists set up on its gloo
@@ -37,10 +43,14 @@ class HaloExchange:
     """The send and receive lists of one worker, built once from every worker's node lists.
 
     ``nodes``: the global ids of the local rows, the ``num_inner`` owned ones first. Every
-    rank of ``group`` (one replica's parts) calls the constructor (it all-gathers the lists)."""
+    rank of ``group`` (one replica's parts) calls the constructor (it all-gathers the lists).
+    ``depth``: how many hops of the whole graph around the owned nodes the halo holds (the
+    plan's ``halo_hops``); a chain of up to ``depth`` products runs on one fetch
+    (:meth:`chain`)."""
 
-    def __init__(self, nodes: np.ndarray, num_inner: int, group: Group):
+    def __init__(self, nodes: np.ndarray, num_inner: int, group: Group, depth: int = 1):
         self.group = group
+        self.depth = int(depth)
         self.rank = group.rank
         world = group.size
         nodes = np.asarray(nodes, dtype=np.int64)
@@ -69,11 +79,13 @@ class HaloExchange:
         self.num_inner = num_inner
         self.recv_rows = torch.as_tensor(recv_rows, dtype=torch.long)
         self.send_rows = torch.as_tensor(send_rows, dtype=torch.long)
-        # bytes sent (forward and backward), shared with the coarser graphs' exchanges
+        # bytes sent and rounds (forward and backward), shared with the coarser graphs'
         self._sent = [0]
+        self._rounds = [0]
         #: the exchange of the next coarser graph (:meth:`coarsen`), if any
         self.coarser: HaloExchange | None = None
         self._splits: dict = {}
+        self._chains: dict = {}
 
     @property
     def bytes_sent(self) -> int:
@@ -81,20 +93,28 @@ class HaloExchange:
         made from it: for step timing and its test."""
         return self._sent[0]
 
+    @property
+    def rounds(self) -> int:
+        """Exchanges this worker took part in (each one ``all_to_all``), counted like
+        :attr:`bytes_sent`."""
+        return self._rounds[0]
+
     def to(self, device) -> "HaloExchange":
         self.recv_rows = self.recv_rows.to(device)
         self.send_rows = self.send_rows.to(device)
-        self._splits = {}
+        self._splits, self._chains = {}, {}
         return self
 
-    def split(self, a: torch.Tensor) -> "SplitOperator":
+    def split(self, a: torch.Tensor, rows: str = "owned") -> "SplitOperator":
         """The local operator ``a`` (CSR [N_local, N_local]) cut into its inner columns and
-        its halo columns (in the order the halo rows arrive), halo rows dropped; computed
-        once per operator (keyed by its value buffer, which the module keeps)."""
-        key = (a.values().data_ptr(), a.values().device)
+        its halo columns (in the order the halo rows arrive), its halo rows dropped
+        (``rows="owned"``) or kept (``"all"``: a chain's first product); computed once per
+        operator (keyed by its value buffer, which the module keeps)."""
+        key = (a.values().data_ptr(), a.values().device, rows)
         got = self._splits.get(key)
         if got is None:
-            got = self._splits[key] = _split(a, self.num_inner, self.recv_rows)
+            got = self._splits[key] = _split(a, self.num_inner, self.recv_rows,
+                                             self.num_local if rows == "all" else self.num_inner)
         return got
 
     def product(self, a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -102,13 +122,43 @@ class HaloExchange:
         rows; zero on the halo rows)."""
         return self.products([a], x)[0]
 
-    def products(self, ops: list[torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+    def products(self, ops: list[torch.Tensor], x: torch.Tensor, rows: str = "owned"
+                 ) -> list[torch.Tensor]:
         """``[a @ x for a in ops]`` with one exchange of ``x``'s halo rows for all of them (the
-        first hop of every direction of a diffusion convolution reads the same input)."""
+        first hop of every direction of a diffusion convolution reads the same input). The
+        products' halo rows are zero (``rows="owned"``), or ``a``'s own where ``a`` has
+        them (``"all"``: the first products of a :meth:`chain`, whose operators keep the rows
+        the later products read)."""
         if x.shape[0] != self.num_local:
             raise DiststError(f"exchange: a graph product on {x.shape[0]} rows, but this "
                               f"worker holds {self.num_local} nodes")
-        return list(_ExchangeProducts.apply(x, self, *[self.split(a) for a in ops]))
+        return list(_ExchangeProducts.apply(x, self, *[self.split(a, rows) for a in ops]))
+
+    def chain(self, a: torch.Tensor, a_t: torch.Tensor | None, steps: int
+              ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Operators for ``steps`` products chained on one :meth:`gather` of their first
+        input (an order-``steps + 1`` Chebyshev filter, a ``steps``-hop diffusion), or None
+        when the halo is not deep enough (``steps > depth``: each product then exchanges).
+
+        Product j (1..``steps``) keeps the rows within ``steps - j`` hops of the owned rows
+        and drops the rest (CSR [N_local, N_local] and its transpose, no boundary). Why this
+        is exact on the owned rows: a local row whose whole-graph distance from the owned
+        nodes is below ``depth`` has all its neighbours local (the plan's halo holds every
+        node within ``depth`` hops either way) and whole-graph normalisation, so its row is
+        the whole graph's; the distance counted on the local operator is never below the
+        whole graph's. After the gather every local row of the input is the owners' value;
+        product j is then exact on the rows it keeps by induction, and the last one on the
+        owned rows. The backward of the gather returns the halo rows' gradients home once.
+        One round per filter instead of ``steps``; the bytes are the whole halo's rows
+        (:attr:`depth` hops) instead of the 1-hop boundary per product; the products cover
+        the kept halo rows too (the compute of a ``depth``-hop shard)."""
+        if steps < 2 or steps > self.depth:
+            return None
+        key = (a.values().data_ptr(), a.values().device, int(steps))
+        got = self._chains.get(key)
+        if got is None:
+            got = self._chains[key] = _chain(a, self.num_inner, int(steps))
+        return got
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (local rows first: [N_local, ...]) with its halo rows replaced by their
@@ -155,7 +205,7 @@ class HaloExchange:
         parent_local = torch.cat([parent, num_coarse + torch.searchsorted(
             halo, gid[self.num_inner:])])
         self.coarser = HaloExchange(nodes.numpy(), int(num_coarse), group=self.group)
-        self.coarser._sent = self._sent
+        self.coarser._sent, self.coarser._rounds = self._sent, self._rounds
         return self.coarser.to(self.recv_rows.device), parent_local
 
     def _start(self, out_rows: int, data: torch.Tensor, out_counts, in_counts,
@@ -164,6 +214,7 @@ class HaloExchange:
         work = all_to_all_async(self.group, out, data, out_counts, in_counts)
         if count:  # no part is in its own halo: every row of ``data`` leaves this worker
             self._sent[0] += data.numel() * data.element_size()
+            self._rounds[0] += 1
         return out, work
 
 
@@ -181,14 +232,15 @@ def _csr(rows, cols, vals, shape) -> torch.Tensor:
             .to_sparse_csr()
 
 
-def _split(a: torch.Tensor, num_inner: int, recv_rows: torch.Tensor) -> SplitOperator:
+def _split(a: torch.Tensor, num_inner: int, recv_rows: torch.Tensor,
+           num_rows: int) -> SplitOperator:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         coo = a.to_sparse_coo().coalesce()
     rows, cols = coo.indices()
     vals = coo.values()
     n = a.shape[0]
-    keep = rows < num_inner  # a halo row's product is never read
+    keep = rows < num_rows  # (owned rows only:) a halo row's product is never read
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
     inner = cols < num_inner
     ri, ci, vi = rows[inner], cols[inner], vals[inner]
@@ -206,6 +258,34 @@ def _split(a: torch.Tensor, num_inner: int, recv_rows: torch.Tensor) -> SplitOpe
     else:
         split += [None, None]
     return SplitOperator(*split)
+
+
+def _chain(a: torch.Tensor, num_inner: int, steps: int
+           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:meth:`HaloExchange.chain`'s operators: the hop distance of every local row from the
+    owned rows over ``a``'s pattern (either direction), then ``a`` cut to the rows within
+    ``steps - j`` hops for product j."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        coo = a.to_sparse_coo().coalesce()
+    rows, cols = coo.indices()
+    vals = coo.values()
+    n = a.shape[0]
+    far = steps + 1
+    dist = torch.full((n,), far, dtype=torch.long, device=rows.device)
+    dist[:num_inner] = 0
+    for hop in range(1, steps):  # rows beyond steps - 1 hops are never kept
+        near = dist < hop
+        reached = torch.zeros(n, dtype=torch.bool, device=rows.device)
+        reached[cols[near[rows]]] = True  # neighbours read by a row within reach ...
+        reached[rows[near[cols]]] = True  # ... and rows that read one (either direction)
+        dist[reached & (dist == far)] = hop
+    out = []
+    for j in range(1, steps + 1):
+        keep = dist[rows] <= steps - j
+        r, c, v = rows[keep], cols[keep], vals[keep]
+        out.append((_csr(r, c, v, (n, n)), _csr(c, r, v, (n, n))))
+    return out
 
 
 class _ExchangeProducts(torch.autograd.Function):

@@ -56,13 +56,21 @@ def require_exact_parts(cfg: Config) -> None:
 
 def plan_halo_hops(cfg: Config) -> int:
     """The halo depth of the plan a run opens: ``partition.halo_hops`` in shard mode; in
-    exchange mode the boundary the model reads (distst.nn.registry.boundary_reach), whose
-    exchanges replace a deeper halo."""
-    from distst.nn.registry import boundary_reach
+    exchange mode the boundary the model's filters read in one exchange each
+    (distst.nn.registry.boundary_depth), whose exchanges replace a deeper halo."""
+    from distst.nn.registry import boundary_depth
 
     if Layout.of(cfg).exact_parts:
-        return boundary_reach(cfg.model.name, cfg.model.params)
+        return boundary_depth(cfg.model.name, cfg.model.params)
     return cfg.partition.halo_hops
+
+
+def least_halo_hops(cfg: Config) -> int:
+    """The shallowest plan exchange mode can run exactly (distst.nn.registry.boundary_reach):
+    a given plan between this and :func:`plan_halo_hops` runs with more exchanges."""
+    from distst.nn.registry import boundary_reach
+
+    return boundary_reach(cfg.model.name, cfg.model.params)
 
 
 def parallelize(model: torch.nn.Module, cfg: Config, layout: Layout, comm: Collectives,
@@ -111,8 +119,8 @@ class Parallel:
 
         group = self.comm.replica_group()
         if group is not None:
-            self.exchange = HaloExchange(self.owned.global_ids, self.num_inner,
-                                         group=group).to(self.comm.device)
+            self.exchange = HaloExchange(self.owned.global_ids, self.num_inner, group=group,
+                                         depth=self.owned.halo_hops).to(self.comm.device)
             connect(self.model, self.exchange)
 
     def exchange_bytes(self) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from distst.config import Config, DataConfig
 from distst.data.network import is_dataset_dir
-from distst.engine.parallelize import plan_halo_hops
+from distst.engine.parallelize import least_halo_hops, plan_halo_hops
 from distst.errors import DiststError
 from distst.layout import Layout
 from distst.storage import fetch, file_lock, is_remote, location, resolved
@@ -128,7 +128,7 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path, hops: int | None = None) -
                 f"partition.plan {pc.plan} has {meta.num_parts} parts but partition.parts="
                 f"{pc.parts}; set partition.parts={meta.num_parts} or make a new plan"
             )
-        need = plan_halo_hops(cfg) if hops is None else hops
+        need = least_halo_hops(cfg) if hops is None else hops
         if Layout.of(cfg).exact_parts and meta.halo_hops < need:
             what = ("has no boundary" if meta.halo_hops < 1 else
                     f"has a {meta.halo_hops}-hop boundary, and {cfg.model.name} reads {need} hops")

@@ -69,6 +69,8 @@ class DCRNN(GraphSeq2Seq):
     """
 
     OPERATOR_READS = True
+    #: a filter's products in a row on one input (distst.nn.registry.boundary_depth)
+    FILTER_CHAIN = ("K", 0)
 
     model_name = "dcrnn"
 

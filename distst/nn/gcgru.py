@@ -55,6 +55,8 @@ class GCGRU(GraphSeq2Seq):
     """
 
     OPERATOR_READS = True
+    #: a filter's products in a row on one input (distst.nn.registry.boundary_depth)
+    FILTER_CHAIN = ("K", -1)
 
     model_name = "gcgru"
     GRAPH = GraphOperator.GRAPH

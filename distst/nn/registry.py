@@ -119,6 +119,22 @@ def boundary_reach(name: str, params: dict | None = None) -> int:
     return int(reach(dict(params or {}))) if reach is not None else 1
 
 
+def boundary_depth(name: str, params: dict | None = None) -> int:
+    """The halo depth a split graph of model ``name`` is planned with when its parts fetch
+    their boundary: its :func:`boundary_reach`, or deeper where each graph filter then fetches
+    its input's halo once instead of once per product (``FILTER_CHAIN = (key, offset)`` on the class: a
+    filter chains ``params[key] + offset`` products, e.g. ``("K", -1)`` for an order-K
+    Chebyshev filter)."""
+    cls = model_class(name)
+    reach = boundary_reach(name, params)
+    chain = getattr(cls, "FILTER_CHAIN", None)
+    if chain is None:
+        return reach
+    key, offset = chain
+    value = dict(params or {}).get(key, model_signature(cls)[key].default)
+    return max(reach, int(value) + int(offset))
+
+
 def _own_inits(cls: type) -> list:
     """The ``__init__`` of ``cls`` and, while one passes ``**kwargs`` on, its bases'."""
     inits = []

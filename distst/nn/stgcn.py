@@ -156,6 +156,12 @@ class ChebConv(nn.Module):
         if co >= ci or K == 1:
             feats = cheb_features(op, op_t, x, K)  # [N*M, K*c_in]
             return torch.addmm(bias, feats, w).view(n, m, co)
+        # on a split graph with a deep enough halo: one fetch of x (every Y_k is row-wise in
+        # x), then the K-1 products locally on shrinking row sets; else each fetches its own
+        chain = graphops.chained_operators(op, op_t, K - 1)
+        if chain is not None:
+            x = graphops.fetch_boundary(op, x.reshape(n, m * ci)).view(n, m, ci)
+        ops = iter(chain or [(op, op_t)] * (K - 1))
         # Clenshaw: S = sum_k T_k(L~) Y_k with Y_k = X theta_k, via
         # b_k = Y_k + 2 L~ b_{k+1} - b_{k+2} (k = K-1..1), S = Y_0 + L~ b_1 - b_2.
         w = w.view(K, ci, co).permute(1, 0, 2).reshape(ci, K * co)
@@ -164,11 +170,11 @@ class ChebConv(nn.Module):
         ys = y.reshape(K, n, m * co).unbind(0)  # unbind: one stacked backward, no zero fills
         b1, b2 = ys[K - 1], None
         for k in range(K - 2, 0, -1):
-            nxt = ys[k] + 2.0 * graphops.spmm(op, op_t, b1)
+            nxt = ys[k] + 2.0 * graphops.spmm(*next(ops), b1)
             if b2 is not None:
                 nxt = nxt - b2
             b1, b2 = nxt, b1
-        out = ys[0] + graphops.spmm(op, op_t, b1)
+        out = ys[0] + graphops.spmm(*next(ops), b1)
         if b2 is not None:
             out = out - b2
         return out.view(n, m, co) + bias
@@ -223,6 +229,8 @@ class STGCN(GraphModel):
     """
 
     OPERATOR_READS = True
+    #: a filter's products in a row on one input (distst.nn.registry.boundary_depth)
+    FILTER_CHAIN = ("Ks", -1)
 
     model_name = "stgcn"
     GRAPH = GraphOperator.GRAPH

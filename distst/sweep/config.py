@@ -419,14 +419,14 @@ def partition_combos(sweep: Sweep) -> list[dict]:
 def _exchange_reaches(sweep: Sweep) -> list[int]:
     """Every boundary depth an exchange-mode trial can need: the model's reach at each
     combination of the searched ``model.params`` values (continuous ones at their bounds)."""
-    from distst.nn.registry import boundary_reach
+    from distst.nn.registry import boundary_depth
 
     domains = [d for d in sweep.domains if d.key.startswith("model.params.")]
     reaches = set()
     for values in itertools.product(*[d.candidates() for d in domains]):
         params = dict(sweep.base.model.params)
         params.update({d.key[len("model.params."):]: v for d, v in zip(domains, values)})
-        reaches.add(boundary_reach(sweep.base.model.name, params))
+        reaches.add(boundary_depth(sweep.base.model.name, params))
     return sorted(reaches)
 
 

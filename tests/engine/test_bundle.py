@@ -183,3 +183,25 @@ def test_two_runs_planning_the_same_cached_plan_at_once_share_it(tiny):
     assert got[0][1] == got[1][1]
     plans = Path(got[0][1]).parent
     assert sorted(p.name for p in plans.iterdir()) == [Path(got[0][1]).name]
+
+
+def test_exchange_plans_the_filter_deep_boundary_and_takes_a_shallower_given_plan(tiny,
+                                                                                  tmp_path):
+    """Exchange mode plans the boundary a filter chains (2 hops for GCGRU at K = 3: one fetch
+    per filter); a plan given with a 1-hop boundary still runs (a fetch per product), and one
+    without a boundary is refused."""
+    from distst.engine.provision import ensure_dataset, ensure_plan
+    from distst.errors import DiststError
+    from distst.graph.partition.plan import load_plan, make_plan
+
+    cfg = tiny("runtime.workers=2", "runtime.mode=exchange", "partition.parts=2",
+               "model.params.K=3", nodes=30)
+    data = ensure_dataset(cfg.data)
+    assert load_plan(ensure_plan(cfg, data)).halo_hops == 2
+    for hops in (0, 1):
+        make_plan(data, tmp_path / f"plan{hops}", method="metis", parts=2, halo_hops=hops)
+    cfg.partition.plan = str(tmp_path / "plan1")
+    assert ensure_plan(cfg, data) == str(tmp_path / "plan1")
+    cfg.partition.plan = str(tmp_path / "plan0")
+    with pytest.raises(DiststError, match="has no boundary.*--halo-hops 1"):
+        ensure_plan(cfg, data)

@@ -82,3 +82,29 @@ def test_built_graph_models_keep_the_graph_only_in_their_operators(name, params)
     assert model.graph_input is None
     x = torch.randn(2, 4, 5, 3)
     assert model(x).shape == (2, 2, 5, 1)
+
+
+@pytest.mark.parametrize("name,params,reach,depth", [
+    ("gcgru", {}, 1, 2),                       # K = 3: two products per filter
+    ("gcgru", {"K": 2}, 1, 1),
+    ("gcgru", {"K": 5}, 1, 4),
+    ("dcrnn", {}, 1, 2),                       # K = 2 hops of diffusion
+    ("stgcn", {"Ks": 4}, 1, 3),
+    ("hyperst_gcgru", {"K": 3}, 1, 2),
+    ("himnet", {"graph": "sparse", "graph_hops": 3}, 3, 3),
+    ("gru", {}, 1, 1),
+])
+def test_exchange_plans_a_boundary_as_deep_as_a_filter_chains_products(name, params, reach,
+                                                                        depth):
+    """``boundary_reach``: the least boundary exchange mode can run exactly on (a given plan
+    may be that shallow); ``boundary_depth``: the one it plans, where every filter fetches
+    once."""
+    from distst.config import load_config
+    from distst.engine.parallelize import least_halo_hops, plan_halo_hops
+    from distst.nn.registry import boundary_depth, boundary_reach
+
+    assert (boundary_reach(name, params), boundary_depth(name, params)) == (reach, depth)
+    cfg = load_config(None, ["runtime.mode=exchange", f"model.name={name}",
+                             "partition.parts=2", "partition.halo_hops=7"])
+    cfg.model.params = dict(params)
+    assert (least_halo_hops(cfg), plan_halo_hops(cfg)) == (reach, depth)

@@ -44,6 +44,13 @@ _STU = {"K": 2, "hidden_size": 8, "dilation": 2, "layer_norm": True}
 CASES["stunet"] = ("stunet", {**_STU, "levels": 2, "depth": 1}, 1)
 CASES["stunet_2stages"] = ("stunet", {**_STU, "levels": 1, "depth": 2, "pool": "mean",
                                       "unpool": "weighted"}, 1)
+# a halo as deep as a filter's chain of products (K - 1 for Chebyshev, K for diffusion): one
+# fetch per filter instead of one per product (HaloExchange.chain)
+CASES["gcgru_chain"] = ("gcgru", MODELS["gcgru"], 2)
+CASES["dcrnn_chain"] = ("dcrnn", MODELS["dcrnn"], 2)
+CASES["stgcn_chain"] = ("stgcn", MODELS["stgcn"], 2)  # Clenshaw's chain too (8 -> 4 channels)
+# K = 4: T_2 = 2 L~ T_1 - T_0 reads T_0 on halo rows, so the input itself is fetched
+CASES["gcgru_k4_chain"] = ("gcgru", {**MODELS["gcgru"], "K": 4}, 3)
 #: cases compared in float64. In float32 ST-UNet's layer norms amplify the roundoff of a
 #: different summation order to ~2e-5 of the largest gradient (measured); in float64 every
 #: number agrees to ~1e-13, which is the proof that nothing but roundoff differs.
@@ -51,7 +58,7 @@ FLOAT64 = {"stunet", "stunet_2stages", "stunet_recompute"}
 # train.recompute=step: the backward pass runs each recurrent step again, its halo fetches
 # included, so the exchange's collectives also run inside the backward pass
 RECOMPUTE = {"gcgru_recompute": "gcgru", "himnet_recompute": "himnet_2hop",
-             "stunet_recompute": "stunet"}
+             "stunet_recompute": "stunet", "dcrnn_chain_recompute": "dcrnn_chain"}
 CASES.update({case: CASES[base] for case, base in RECOMPUTE.items()})
 
 
@@ -167,14 +174,15 @@ def _worker(rank, world, port, dataset, jobs, out_dir):
 
             def make(bundle, holder=holder):
                 holder["ex"] = HaloExchange(bundle.owned.global_ids, bundle.owned.num_inner,
-                                          group=group)
+                                          group=group, depth=bundle.owned.halo_hops)
                 return holder["ex"]
 
             loss, grads, out, ids, local, node_params = _loss_and_grads(
                 case, dataset, open_part(plan, rank), scaler, init, exchange=make)
             torch.save({"loss": loss, "grads": grads, "out": out, "ids": ids, "local": local,
                         "node_params": node_params,
-                        "bytes": holder["ex"].bytes_sent, "send": holder["ex"].send_counts,
+                        "bytes": holder["ex"].bytes_sent, "rounds": holder["ex"].rounds,
+                        "send": holder["ex"].send_counts,
                         "recv": holder["ex"].recv_counts, "levels": _levels(holder["ex"])},
                        os.path.join(out_dir, f"{case}-rank{rank}.pt"))
     finally:
@@ -378,3 +386,44 @@ def test_himnet_bytes_sent_are_the_boundary_volume(case, exchanged_runs, dataset
         rows_out, rows_in = sum(p["send"]), sum(p["recv"])
         assert rows_out > 0 and rows_in > 0
         assert p["bytes"] == 4 * (columns * rows_out + columns_back * rows_in)
+
+
+@pytest.mark.parametrize("case,base,per_filter", [("gcgru_chain", "gcgru", 2),
+                                                  ("dcrnn_chain", "dcrnn", 3)])
+def test_a_deep_halo_fetches_once_per_filter(case, base, per_filter, exchanged_runs, dataset,
+                                             monkeypatch):
+    """On a halo as deep as a filter's chain of products, a filter fetches its input's halo
+    once (HaloExchange.chain): GCGRU (K = 3) makes half the rounds of the 1-hop exchange, DCRNN
+    (K = 2, two directions: one shared first hop and one second hop each) a third. Bytes =
+    sum over filters of (rows out) x width x 4 forward and (rows in) x width x 4 backward where
+    a gradient flows, the rows being the whole halo's (2 hops), the widths counted from the
+    whole-graph model's own filters."""
+    from distst.engine.bundle import build_bundle
+    from distst.nn.layers import cells
+    from distst.nn.registry import build_model
+
+    world, _, _, runs = exchanged_runs
+    widths = []
+    for fn in ("cheb_features", "diffusion_features"):
+        real = getattr(cells, fn)
+
+        def counting(op, *args, real=real):
+            x = args[-2]  # (op, op_t, x, K) or (supports, x, K)
+            widths.append((x.shape[1] * x.shape[2], x.requires_grad))
+            return real(op, *args)
+
+        monkeypatch.setattr(cells, fn, counting)
+    name, params, _ = CASES[case]
+    whole = build_bundle(DataConfig(path=str(dataset)), dataset, notices=False)
+    torch.manual_seed(0)
+    init = build_model(name, whole.kwargs_for_model(name), dict(params)).state_dict()
+    _loss_and_grads(case, dataset, None, whole.scaler.state_dict(), init)
+    filters, filters_back = len(widths), sum(g for _, g in widths)
+    columns = sum(w for w, _ in widths)
+    columns_back = sum(w for w, g in widths if g)
+    for deep, shallow in zip(runs[case][1], runs[base][1]):
+        assert deep["rounds"] == filters + filters_back
+        assert shallow["rounds"] == per_filter * deep["rounds"]
+        rows_out, rows_in = sum(deep["send"]), sum(deep["recv"])
+        assert rows_in >= sum(shallow["recv"]) > 0  # the 2-hop halo holds the 1-hop one
+        assert deep["bytes"] == 4 * (columns * rows_out + columns_back * rows_in)

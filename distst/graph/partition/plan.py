@@ -135,6 +135,8 @@ class PartData:
     udeg_max: np.ndarray | None = None  # float64 [n_local]
     spatial_attrs: np.ndarray | None = None  # float32 [n_local, A], whole-graph standardised
     num_global: int = 0  # nodes of the whole graph
+    #: the plan's halo depth: every node within this many hops of the part (either way)
+    halo_hops: int = 0
     #: the whole dataset's file hashes as the plan recorded them (checkpoints name the
     #: dataset by them; a shard worker on another node has no copy of the dataset to hash)
     dataset_hashes: dict = field(default_factory=dict)
@@ -542,7 +544,7 @@ def open_part(plan_dir: str | Path, part: int) -> PartData:
     return PartData(part=int(part), path=d, nodes=nodes.astype(np.int64),
                     num_inner=int(info["num_inner"]), network=network,
                     deg=deg, in_deg=in_deg, udeg_max=udeg_max, spatial_attrs=spatial,
-                    num_global=meta.num_nodes,
+                    num_global=meta.num_nodes, halo_hops=meta.halo_hops,
                     dataset_hashes=dict(meta.inputs.get("hashes", {})))
 
 

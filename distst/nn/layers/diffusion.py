@@ -26,16 +26,38 @@ def diffusion_features(supports, x: torch.Tensor, K: int) -> torch.Tensor:
     """
     n, m, f = x.shape
     x0 = x.reshape(n, m * f)  # [N, M*F]: batch and features become columns of one spmm
+    chains = _chains(supports, K)
+    if chains is not None:  # on a deep enough halo: one fetch of x0, the rest local
+        first = graphops.chain_heads(supports[0][0], [c[0] for c in chains], x0)
+    else:
+        chains = [[(op, op_t)] * K for op, op_t in supports]
+        # the first hop of every direction reads x0: one boundary fetch for all of them
+        first = graphops.spmm_shared(list(supports), x0) if K > 0 else []
     basis = [x0]
-    # the first hop of every direction reads x0: one boundary fetch for all of them
-    first = graphops.spmm_shared(list(supports), x0) if K > 0 else []
-    for (op, op_t), xk in zip(supports, first):
+    for chain, xk in zip(chains, first):
         basis.append(xk)
-        for _ in range(K - 1):
-            xk = graphops.spmm(op, op_t, xk)  # P^k X = P (P^{k-1} X), [N, M*F]
+        for a, a_t in chain[1:]:
+            xk = graphops.spmm(a, a_t, xk)  # P^k X = P (P^{k-1} X), [N, M*F]
             basis.append(xk)
     # J x [N, M*F] -> [N, M, J, F] -> [N*M, J*F]
     return torch.stack([t.view(n, m, f) for t in basis], dim=2).view(n * m, len(basis) * f)
+
+
+def _chains(supports, K: int):
+    """The operators of each direction's K products when every direction's operator shares
+    one boundary deep enough for K hops (graphops.chained_operators), else None."""
+    if not supports:
+        return None
+    ex = graphops.boundary_of(supports[0][0])
+    if ex is None or any(graphops.boundary_of(op) is not ex for op, _ in supports):
+        return None
+    chains = []
+    for op, op_t in supports:
+        chain = graphops.chained_operators(op, op_t, K)
+        if chain is None:
+            return None
+        chains.append(chain)
+    return chains
 
 
 class DiffusionOperators(nn.Module):

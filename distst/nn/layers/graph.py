@@ -264,6 +264,33 @@ def _product(a: torch.Tensor, a_t: torch.Tensor | None, x: torch.Tensor) -> torc
     return _local_product(a, a_t, x)
 
 
+def chained_operators(op: torch.Tensor, op_t: torch.Tensor | None, steps: int
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """For ``steps`` products chained on one input (``op @ ... @ op @ x``): when ``op`` carries
+    a boundary whose halo is at least ``steps`` hops deep, the operators of the chain's
+    products (no boundary: local, exact on the owned rows once ``x``'s halo rows are fetched
+    with :func:`fetch_boundary`; see the boundary's ``chain``); else None (each product
+    fetches its own boundary)."""
+    ex = boundary_of(op)
+    return ex.chain(op, op_t, steps) if ex is not None and hasattr(ex, "chain") else None
+
+
+def chain_heads(op: torch.Tensor, heads: list, x: torch.Tensor) -> list[torch.Tensor]:
+    """The first products of chains (``heads``: the first pair of each chain from
+    :func:`chained_operators` on ``op``'s boundary) on one input ``x``, whose halo rows come
+    from their owners once, while the owned columns multiply (no copy of ``x``)."""
+    dtype = x.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        out = boundary_of(op).products([a for a, _ in heads], x.to(heads[0][0].dtype),
+                                       rows="all")
+    return [o.to(dtype) for o in out]
+
+
+def fetch_boundary(op: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x`` with the rows of ``op``'s halo taken from their owners (gradients go home)."""
+    return boundary_of(op).gather(x)
+
+
 def with_boundary(op: torch.Tensor, boundary) -> torch.Tensor:
     """Mark the sparse operator ``op`` so that :func:`spmm` multiplies it through
     ``boundary.product`` / ``boundary.products`` (an attribute on the per-forward CSR view:
@@ -376,14 +403,23 @@ def cheb_features(op: torch.Tensor, op_t: torch.Tensor | None, x: torch.Tensor,
     """
     n, m, f = x.shape
     t0 = x.reshape(n, m * f)  # [N, M*F]: batch and features become columns of one spmm
+    # on a split graph with a deep enough halo: one fetch of the input, then K-1 local products
+    # on shrinking row sets (chained_operators); else every product fetches its boundary
+    chain = chained_operators(op, op_t, K - 1)
+    if chain is not None and K > 3:  # T_2 = 2 L~ T_1 - T_0 reads T_0's halo rows too
+        t0 = fetch_boundary(op, t0)
+    ops = chain or [(op, op_t)] * (K - 1)
     basis = [t0]
     if K > 1:
-        t1 = spmm(op, op_t, t0)  # [N, M*F]
+        if chain is not None and K <= 3:  # T_1 exact on the rows T_2 reads, one fetch
+            t1 = chain_heads(op, ops[:1], t0)[0]
+        else:
+            t1 = spmm(*ops[0], t0)  # [N, M*F]
         basis.append(t1)
-        for _ in range(2, K):
+        for k in range(2, K):
             # T_k = 2 L~ T_{k-1} - T_{k-2}, in place on the product's fresh output (saved by
             # no backward): no two temporaries of [N, M*F] per order
-            t2 = spmm(op, op_t, t1).mul_(2.0).sub_(t0)
+            t2 = spmm(*ops[k - 1], t1).mul_(2.0).sub_(t0)
             basis.append(t2)
             t0, t1 = t1, t2
     # K x [N, M*F] -> [N, M, K, F] -> [N*M, K*F]

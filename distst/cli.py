@@ -144,7 +144,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
         data_dir, source = fetch_dataset(DataConfig(path=args.data_dir))[0], args.data_dir
     with output_dir(args.out, META_NAME, "partition plan") as out:
         _, _, quality = make_plan(data_dir, out, method=args.method, parts=args.parts,
-                                  halo_hops=args.halo_hops, seed=args.seed, source=source)
+                                  halo_hops=args.halo_hops, seed=args.seed, source=source,
+                                  order=args.order)
     print(format_quality_table(quality))
     print(f"\nplan written to {args.out if is_uri(args.out) else out}")
     return 0
@@ -437,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--parts", type=int, required=True, help="number of parts (= shard workers)")
     pa.add_argument("--halo-hops", type=int, default=2, help="k-hop halo around each part")
     pa.add_argument("--seed", type=int, default=0)
+    pa.add_argument("--order", default="ascending",
+                    help="ascending | rcm: each part's nodes in global-id order, or in reverse "
+                         "Cuthill-McKee order (neighbours close in memory: faster graph "
+                         "products on large parts)")
     pa.add_argument("--out", required=True, help="plan directory to write")
     pa.set_defaults(func=cmd_partition)
 

@@ -216,7 +216,15 @@ def test_partition_verb_and_its_errors(capsys, tmp_path):
     assert rc == 0, err
     assert "| parts | 3 |" in out and "edge cut (count)" in out and "plan written to" in out
     meta = json.loads((tmp_path / "plan" / "META.json").read_text())
-    assert meta["num_parts"] == 3 and meta["halo_hops"] == 1
+    assert meta["num_parts"] == 3 and meta["halo_hops"] == 1 and meta["order"] == "ascending"
+    rc, _, err = run(capsys, "partition", str(data), "--parts", "2", "--order", "rcm",
+                     "--out", str(tmp_path / "rcm"))
+    assert rc == 0, err
+    assert json.loads((tmp_path / "rcm" / "META.json").read_text())["order"] == "rcm"
+    rc, _, err = run(capsys, "partition", str(data), "--parts", "2", "--order", "bfs",
+                     "--out", str(tmp_path / "p4"))
+    assert_one_line_error(rc, err, "bfs", "rcm")
+    assert not (tmp_path / "p4").exists()
     rc, _, err = run(capsys, "partition", str(data), "--parts", "31", "--out", str(tmp_path / "p2"))
     assert_one_line_error(rc, err, "31", "30")
     rc, _, err = run(capsys, "partition", str(data), "--parts", "2", "--halo-hops", "-1",

@@ -140,7 +140,8 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path, hops: int | None = None) -
         return str(src)
     root = cache_root(cfg.data) / "plans"
     hops = plan_halo_hops(cfg) if hops is None else hops
-    out = root / f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{hops}-s{pc.seed}"
+    out = root / (f"{Path(dataset_dir).name}-{pc.method}-p{pc.parts}-h{hops}-s{pc.seed}"
+                  + ("" if pc.order == "ascending" else f"-{pc.order}"))
     # one planner per node: two runs started at once wait for one plan rather than the
     # second being refused by the first one's claim on the folder
     with file_lock(root / f".{out.name}.lock"):
@@ -153,7 +154,7 @@ def ensure_plan(cfg: Config, dataset_dir: str | Path, hops: int | None = None) -
         print(f"partitioning {dataset_dir} with {pc.method} into {pc.parts} parts "
               f"(halo {hops} hops) -> {out}", flush=True)
         make_plan(dataset_dir, out, method=pc.method, parts=pc.parts, halo_hops=hops,
-                  seed=pc.seed)
+                  seed=pc.seed, order=pc.order)
     return str(out)
 
 

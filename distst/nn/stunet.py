@@ -92,8 +92,10 @@ A graph split from outside the model with a boundary (:meth:`STUNet.attach_bound
 stage's graph convolution takes its boundary rows from their owners. Super-nodes stay inside parts: each worker runs GPA on its own
 nodes' subgraph and contracts every edge at them, cut edges included. So the model equals one
 process on the whole graph whose coarsening is GPA per part
-(``GraphCoarsening.within(parts)``); a whole-graph GPA, as ``--local`` uses, may merge nodes
-of two parts and is a different (equally valid) pooling.
+(``GraphCoarsening.within(parts)``, each part's nodes in ascending order; GPA breaks ties by
+position, so parts stored in another order, ``partition.order: rcm``, give other super-nodes);
+a whole-graph GPA, as ``--local`` uses, may merge nodes of two parts and is a different
+(equally valid) pooling.
 Graph operators and pooling maps are non-persistent buffers: checkpoints hold weights only,
 and every parameter shape is independent of the graph.
 """

@@ -53,7 +53,7 @@ MODES = ("min", "max")
 #: the base config's top-level sections: `--set` keys starting with one of them go to the
 #: base config, every other key to the sweep file itself
 BASE_SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
-PARTITION_KEYS = ("method", "parts", "halo_hops", "seed")
+PARTITION_KEYS = ("method", "parts", "halo_hops", "seed", "order")
 
 
 @dataclass

@@ -57,8 +57,8 @@ SWEEP_FILE = "sweep.yaml"
 PLANS_FILE = "plans.json"
 
 
-def plan_key(method, parts, halo_hops, seed) -> str:
-    return f"{method}|p{int(parts)}|h{int(halo_hops)}|s{int(seed)}"
+def plan_key(method, parts, halo_hops, seed, order="ascending") -> str:
+    return f"{method}|p{int(parts)}|h{int(halo_hops)}|s{int(seed)}|{order}"
 
 
 # -- inside a trial ----------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def trial_main(config: dict, static: dict) -> None:
         pc = cfg.partition
         # the driver made every plan before the trials started: never partition in a trial
         pc.plan = static["plans"][plan_key(pc.method, pc.parts,
-                                           plan_halo_hops(cfg), pc.seed)]
+                                           plan_halo_hops(cfg), pc.seed, pc.order)]
     rt.workers = Layout.of(cfg, workers=static["workers_per_trial"] or None).world_size
     cfg.train.progress = False
     cfg = config_from_dict(cfg.to_dict())  # re-check cross-field rules (batch vs workers)

@@ -205,3 +205,19 @@ def test_exchange_plans_the_filter_deep_boundary_and_takes_a_shallower_given_pla
     cfg.partition.plan = str(tmp_path / "plan0")
     with pytest.raises(DiststError, match="has no boundary.*--halo-hops 1"):
         ensure_plan(cfg, data)
+
+
+def test_partition_order_rcm_plans_its_own_cached_plan(tiny):
+    """partition.order=rcm: the cached plan is another folder (the ascending one stays
+    valid for runs that ask for it) whose parts keep their owned nodes in RCM order."""
+    from distst.engine.provision import ensure_dataset, ensure_plan
+    from distst.graph.partition.plan import load_plan
+
+    cfg = tiny("runtime.workers=2", "runtime.mode=shard", "partition.parts=2",
+               "partition.order=rcm", nodes=30)
+    data = ensure_dataset(cfg.data)
+    rcm = ensure_plan(cfg, data)
+    cfg.partition.order = "ascending"
+    asc = ensure_plan(cfg, data)
+    assert rcm != asc and rcm.endswith("-rcm")
+    assert (load_plan(rcm).order, load_plan(asc).order) == ("rcm", "ascending")

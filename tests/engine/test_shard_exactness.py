@@ -30,8 +30,9 @@ def dataset(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("method", ["metis", "gpa"])
-def test_inner_outputs_equal_full_graph_with_deep_enough_halo(dataset, tmp_path, method):
+@pytest.mark.parametrize("method,order", [("metis", "ascending"), ("gpa", "ascending"),
+                                          ("metis", "rcm")])
+def test_inner_outputs_equal_full_graph_with_deep_enough_halo(dataset, tmp_path, method, order):
     from distst.data.network import load_network
 
     torch.manual_seed(0)
@@ -43,7 +44,7 @@ def test_inner_outputs_equal_full_graph_with_deep_enough_halo(dataset, tmp_path,
 
     def shard_outputs(hops):
         plan, _, _ = make_plan(dataset, tmp_path / f"plan-{method}-{hops}", method=method,
-                               parts=3, halo_hops=hops)
+                               parts=3, halo_hops=hops, order=order)
         worst = 0.0
         for i in range(3):
             part = open_part(plan, i)

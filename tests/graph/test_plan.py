@@ -263,3 +263,47 @@ def test_make_plan_end_to_end(dataset, tmp_path, method):
     with pytest.raises(DiststError, match="hops=-2"):
         make_plan(dataset, tmp_path / "neg", method=method, parts=2, halo_hops=-2)
     assert not (tmp_path / "neg").exists()
+
+
+def _bandwidth(part) -> float:
+    """Median |i - j| over a part's edges between owned nodes, in local positions."""
+    ei = np.asarray(part.network.edge_index)
+    own = (ei[0] < part.num_inner) & (ei[1] < part.num_inner)
+    return float(np.median(np.abs(ei[0][own] - ei[1][own])))
+
+
+def test_an_rcm_plan_orders_each_parts_owned_nodes_near_their_neighbours(tmp_path):
+    """order="rcm": each part owns the same nodes as in the ascending plan, in reverse
+    Cuthill-McKee order (edges between owned nodes span fewer positions), with the same halo,
+    local edges and series columns by global id; META.json says so."""
+    from distst.graph.partition.plan import make_plan
+
+    n = 400
+    ds = save_network(synth_network(num_nodes=n, days=1, seed=5), tmp_path / "ds")
+    make_plan(ds, tmp_path / "asc", method="metis", parts=2, halo_hops=1)
+    make_plan(ds, tmp_path / "rcm", method="metis", parts=2, halo_hops=1, order="rcm")
+    assert (load_plan(tmp_path / "asc").order, load_plan(tmp_path / "rcm").order) == \
+        ("ascending", "rcm")
+    for i in range(2):
+        a, r = open_part(tmp_path / "asc", i), open_part(tmp_path / "rcm", i)
+        assert r.inner_global.tolist() != a.inner_global.tolist()
+        assert sorted(r.inner_global.tolist()) == a.inner_global.tolist()
+        assert r.halo_global.tolist() == a.halo_global.tolist()
+        assert _bandwidth(r) < 0.5 * _bandwidth(a)
+        # the same columns and edges, found by global id
+        pos = {g: k for k, g in enumerate(r.nodes.tolist())}
+        at = [pos[g] for g in a.nodes.tolist()]
+        assert np.array_equal(np.asarray(r.network.values)[:, at], np.asarray(a.network.values),
+                              equal_nan=True)
+        assert np.array_equal(r.deg[at], a.deg)
+        edges = {(int(a.nodes[s]), int(a.nodes[d])) for s, d in np.asarray(a.network.edge_index).T}
+        assert edges == {(int(r.nodes[s]), int(r.nodes[d]))
+                         for s, d in np.asarray(r.network.edge_index).T}
+
+
+def test_an_unknown_order_is_refused_before_anything_is_written(dataset, tmp_path):
+    from distst.graph.partition.plan import make_plan
+
+    with pytest.raises(DiststError, match="order 'bfs'.*ascending.*rcm"):
+        make_plan(dataset, tmp_path / "p", method="metis", parts=2, order="bfs")
+    assert not (tmp_path / "p").exists()

@@ -51,6 +51,10 @@ CASES["dcrnn_chain"] = ("dcrnn", MODELS["dcrnn"], 2)
 CASES["stgcn_chain"] = ("stgcn", MODELS["stgcn"], 2)  # Clenshaw's chain too (8 -> 4 channels)
 # K = 4: T_2 = 2 L~ T_1 - T_0 reads T_0 on halo rows, so the input itself is fetched
 CASES["gcgru_k4_chain"] = ("gcgru", {**MODELS["gcgru"], "K": 4}, 3)
+# a plan whose parts keep their owned nodes in reverse Cuthill-McKee order, not ascending
+CASES["gcgru_chain_rcm"] = CASES["gcgru_chain"]
+CASES["dcrnn_rcm"] = CASES["dcrnn"]
+ORDER = {"gcgru_chain_rcm": "rcm", "dcrnn_rcm": "rcm"}
 #: cases compared in float64. In float32 ST-UNet's layer norms amplify the roundoff of a
 #: different summation order to ~2e-5 of the largest gradient (measured); in float64 every
 #: number agrees to ~1e-13, which is the proof that nothing but roundoff differs.
@@ -201,10 +205,10 @@ def exchanged_runs(request, dataset, tmp_path_factory):
     world = request.param
     tmp = tmp_path_factory.mktemp(f"exchange{world}")
     plans = {}
-    for hops in sorted({h for _, _, h in CASES.values()}):
-        plans[hops], _, q = make_plan(dataset, tmp / f"plan{hops}", method="metis",
-                                      parts=world, halo_hops=hops)
-        if hops == 1:
+    for hops, order in sorted({(h, ORDER.get(c, "ascending")) for c, (_, _, h) in CASES.items()}):
+        plans[hops, order], _, q = make_plan(dataset, tmp / f"plan{hops}{order}", method="metis",
+                                             parts=world, halo_hops=hops, order=order)
+        if (hops, order) == (1, "ascending"):
             quality = q
     whole = build_bundle(DataConfig(path=str(dataset)), dataset, notices=False)
     scaler = whole.scaler.state_dict()
@@ -212,7 +216,8 @@ def exchanged_runs(request, dataset, tmp_path_factory):
     for case, (name, params, hops) in CASES.items():
         torch.manual_seed(0)
         jobs[case] = (scaler, build_model(name, whole.kwargs_for_model(name),
-                                          dict(params)).state_dict(), str(plans[hops]))
+                                          dict(params)).state_dict(),
+                      str(plans[hops, ORDER.get(case, "ascending")]))
     mp.spawn(_worker, args=(world, _free_port(), str(dataset), jobs, str(tmp)), nprocs=world)
     out = {}
     for case, (_, init, plan) in jobs.items():
@@ -221,7 +226,7 @@ def exchanged_runs(request, dataset, tmp_path_factory):
         parts = [torch.load(tmp / f"{case}-rank{r}.pt", weights_only=False)
                  for r in range(world)]
         out[case] = (full, parts)
-    return world, quality, plans[1], out
+    return world, quality, plans[1, "ascending"], out
 
 
 @pytest.mark.slow  # one spawn of P gloo processes runs every case
@@ -427,3 +432,14 @@ def test_a_deep_halo_fetches_once_per_filter(case, base, per_filter, exchanged_r
         rows_out, rows_in = sum(deep["send"]), sum(deep["recv"])
         assert rows_in >= sum(shallow["recv"]) > 0  # the 2-hop halo holds the 1-hop one
         assert deep["bytes"] == 4 * (columns * rows_out + columns_back * rows_in)
+
+
+def test_an_rcm_plan_orders_the_owned_nodes_and_changes_nothing_else(exchanged_runs):
+    """The rcm cases above ran on parts whose owned nodes are not in ascending order (so the
+    exactness test covers a worker's rows in any order), on the same partition."""
+    world, _, _, runs = exchanged_runs
+    for case, base in (("gcgru_chain_rcm", "gcgru_chain"), ("dcrnn_rcm", "dcrnn")):
+        for p, q in zip(runs[case][1], runs[base][1]):
+            assert sorted(p["ids"].tolist()) == sorted(q["ids"].tolist())
+            assert p["ids"].tolist() != q["ids"].tolist()
+            assert p["rounds"] == q["rounds"] and p["bytes"] == q["bytes"]

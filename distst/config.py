@@ -168,8 +168,9 @@ class PartitionConfig:
     seed: int = 0
     #: the order of each part's owned nodes in its files and in a worker's memory: "ascending"
     #: (global ids) or "rcm" (reverse Cuthill-McKee of the part's subgraph: neighbours close
-    #: in memory, 13-28% off a GCGRU step at 16,000-64,000 sensors per part; the results are
-    #: the same up to float roundoff; ids and outputs keep the dataset's order either way)
+    #: in memory: about 10% off a GCGRU step on a 32,000-sensor part, nothing below a few
+    #: thousand; the results are the same up to float roundoff; ids and outputs keep the
+    #: dataset's order either way)
     order: str = "ascending"
 
 

@@ -16,6 +16,8 @@ The series and the targets are permuted with the graph, so every order computes 
 numbers; the script checks the loss equal across orders.
 
     .venv/bin/python scripts/bench_locality.py [--nodes 1000 4000 16000] [--batch 8]
+    .venv/bin/python scripts/bench_locality.py --plan-parts 2 --orders ascending rcm \
+        --nodes 32000 --batch 2    # one shard worker's step, partition.order
 """
 
 from __future__ import annotations
@@ -103,6 +105,53 @@ def step_time(n: int, kind: str, batch: int, steps: int, threads: int) -> dict:
             "ms_per_1000": 1000 * t / (n / 1000), "first_loss": losses[0]}
 
 
+def plan_step_time(n: int, order: str, parts: int, batch: int, steps: int, threads: int,
+                   root: str) -> dict:
+    """The training step of part 0 of a ``parts``-part METIS plan (2-hop halo) of a generated
+    ``n``-sensor network (``distst data synth``'s kNN road graph, whose sensors come in no
+    spatial order), its owned nodes ``order``-ed as ``partition.order`` does: what one shard
+    worker computes."""
+    import os
+
+    from distst.config import DataConfig
+    from distst.data.network import save_network
+    from distst.data.synth import synth_network
+    from distst.engine.bundle import build_bundle
+    from distst.graph.partition.plan import make_plan, open_part
+    from distst.nn.registry import build_model
+
+    torch.set_num_threads(threads)
+    data = os.path.join(root, f"synth-{n}")
+    if not os.path.exists(data):
+        save_network(synth_network(num_nodes=n, days=2, seed=0), data)
+    plan = os.path.join(root, f"plan-{n}-{parts}-{order}")
+    if not os.path.exists(plan):
+        make_plan(data, plan, method="metis", parts=parts, halo_hops=2, order=order)
+    part = open_part(plan, 0)
+    bundle = build_bundle(DataConfig(path=data), data, part=part, notices=False)
+    torch.manual_seed(0)
+    model = build_model("gcgru", bundle.kwargs_for_model("gcgru"),
+                        {"K": 3, "hidden_size": 32, "num_layers": 1})
+    x, y = bundle.datasets["train"].batch(np.arange(batch) * 7)
+    y = torch.nan_to_num(y)
+    inner = part.num_inner
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        (model(x, targets=y) - y)[:, :, :inner].abs().mean().backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    ei = np.asarray(part.network.edge_index)
+    own = (ei[0] < inner) & (ei[1] < inner)
+    t = statistics.median(times)
+    return {"nodes": n, "parts": parts, "order": order, "local_rows": part.num_local,
+            "median_bandwidth": float(np.median(np.abs(ei[0][own] - ei[1][own]))),
+            "step_s": t, "ms_per_1000_local": 1000 * t / (part.num_local / 1000)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[1000, 4000, 16000])
@@ -110,7 +159,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--plan-parts", type=int, default=0, metavar="P",
+                    help="time part 0 of a P-part plan of a generated network instead, with "
+                         "--orders among ascending, rcm (partition.order)")
     args = ap.parse_args()
+    if args.plan_parts:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bench-locality-") as root:
+            for n in args.nodes:
+                for order in args.orders:
+                    print(json.dumps(plan_step_time(n, order, args.plan_parts, args.batch,
+                                                    args.steps, args.threads, root)),
+                          flush=True)
+        return
     for n in args.nodes:
         rows = [step_time(n, kind, args.batch, args.steps, args.threads) for kind in args.orders]
         base = rows[0]["first_loss"]

@@ -293,8 +293,9 @@ def inner_order(inner: np.ndarray, edge_index: np.ndarray, num_nodes: int,
     """``inner`` (a part's owned global ids, ascending) in the plan's ``order``:
     ``"ascending"`` as given; ``"rcm"``: reverse Cuthill-McKee of the part's own subgraph
     (either direction), which keeps a node's neighbours close in memory, so that the graph
-    products of a large part read rows near each other (at 16,000-64,000 sensors a GCGRU step
-    costs 13-28% less than in an unrelated order: benchmarks/RESULTS.md)."""
+    products of a large part read rows near each other (a GCGRU step on a 32,000-sensor part
+    of a generated network: about 10% less in 3 runs of 4; on whole random kNN graphs 13-14%
+    at 16,000 sensors and 28% at 64,000; nothing at a few thousand: benchmarks/RESULTS.md)."""
     if order not in ORDERS:
         raise DiststError(f"partition order {order!r} is not one of {list(ORDERS)}; "
                           "'rcm' keeps neighbours close in memory, 'ascending' keeps global ids")

@@ -427,11 +427,9 @@ def validate(cfg: Config) -> None:
                           f"allocator alone), got {cfg.train.heap_slack_mib}")
     if cfg.partition.parts < 1:
         raise DiststError(f"config key 'partition.parts' must be >= 1, got {cfg.partition.parts}")
-    from distst.graph.partition.plan import ORDERS
+    from distst.graph.partition.plan import check_order
 
-    if cfg.partition.order not in ORDERS:
-        raise DiststError(f"config key 'partition.order' is {cfg.partition.order!r}; choose "
-                          "'ascending' (global ids) or 'rcm' (neighbours close in memory)")
+    check_order(cfg.partition.order, "config key 'partition.order'")
     if cfg.partition.halo_hops < 0:
         raise DiststError(
             f"config key 'partition.halo_hops' must be >= 0, got {cfg.partition.halo_hops}"

@@ -232,14 +232,18 @@ def _csr(rows, cols, vals, shape) -> torch.Tensor:
             .to_sparse_csr()
 
 
-def _split(a: torch.Tensor, num_inner: int, recv_rows: torch.Tensor,
-           num_rows: int) -> SplitOperator:
+def _entries(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """``(rows, cols, values, N)`` of the sparse operator ``a`` [N, N]."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         coo = a.to_sparse_coo().coalesce()
     rows, cols = coo.indices()
-    vals = coo.values()
-    n = a.shape[0]
+    return rows, cols, coo.values(), a.shape[0]
+
+
+def _split(a: torch.Tensor, num_inner: int, recv_rows: torch.Tensor,
+           num_rows: int) -> SplitOperator:
+    rows, cols, vals, n = _entries(a)
     keep = rows < num_rows  # (owned rows only:) a halo row's product is never read
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
     inner = cols < num_inner
@@ -265,12 +269,7 @@ def _chain(a: torch.Tensor, num_inner: int, steps: int
     """:meth:`HaloExchange.chain`'s operators: the hop distance of every local row from the
     owned rows over ``a``'s pattern (either direction), then ``a`` cut to the rows within
     ``steps - j`` hops for product j."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        coo = a.to_sparse_coo().coalesce()
-    rows, cols = coo.indices()
-    vals = coo.values()
-    n = a.shape[0]
+    rows, cols, vals, n = _entries(a)
     far = steps + 1
     dist = torch.full((n,), far, dtype=torch.long, device=rows.device)
     dist[:num_inner] = 0

@@ -288,6 +288,14 @@ def _check_out_dir(out: Path, dataset: Path) -> None:
 ORDERS = ("ascending", "rcm")
 
 
+def check_order(order: str, what: str = "partition order") -> None:
+    """Refuse an ``order`` that is not one of :data:`ORDERS` (``what`` names where it came
+    from)."""
+    if order not in ORDERS:
+        raise DiststError(f"{what} {order!r} is not one of {list(ORDERS)}; 'rcm' keeps "
+                          "neighbours close in memory, 'ascending' keeps global ids")
+
+
 def inner_order(inner: np.ndarray, edge_index: np.ndarray, num_nodes: int,
                 order: str) -> np.ndarray:
     """``inner`` (a part's owned global ids, ascending) in the plan's ``order``:
@@ -296,9 +304,7 @@ def inner_order(inner: np.ndarray, edge_index: np.ndarray, num_nodes: int,
     products of a large part read rows near each other (a GCGRU step on a 32,000-sensor part
     of a generated network: about 10% less in 3 runs of 4; on whole random kNN graphs 13-14%
     at 16,000 sensors and 28% at 64,000; nothing at a few thousand: benchmarks/RESULTS.md)."""
-    if order not in ORDERS:
-        raise DiststError(f"partition order {order!r} is not one of {list(ORDERS)}; "
-                          "'rcm' keeps neighbours close in memory, 'ascending' keeps global ids")
+    check_order(order)
     if order == "ascending" or inner.size < 3:
         return inner
     import scipy.sparse as sp
@@ -673,7 +679,7 @@ def make_plan(
     from distst.graph.partition import partition_graph, partition_quality
 
     k_hop_halo(None, 0, np.empty(0, np.int64), halo_hops)  # refuse bad hops before partitioning
-    inner_order(np.empty(0, np.int64), np.empty((2, 0), np.int64), 0, order)  # and a bad order
+    check_order(order)  # and a bad order
     net = load_network(dataset_dir, mmap=True)
     partition = partition_graph(method, net.edge_index, net.edge_weight, net.num_nodes, parts,
                                 seed=seed, **options)

@@ -245,13 +245,17 @@ def spmm_shared(pairs, x: torch.Tensor) -> list[torch.Tensor]:
     return _products(pairs, x) if pairs else []
 
 
-def _products(pairs, x: torch.Tensor) -> list[torch.Tensor]:
+def _products(pairs, x: torch.Tensor, boundary=None, rows: str = "owned"
+              ) -> list[torch.Tensor]:
+    """The products of ``pairs`` on ``x`` in the operators' dtype, autocast off; through
+    ``boundary`` (default: the one all the operators carry) with its ``rows``."""
     dtype = x.dtype
     with torch.autocast(x.device.type, enabled=False):
         x = x.to(pairs[0][0].dtype)
-        ex = boundary_of(pairs[0][0])
-        if ex is not None and all(boundary_of(a) is ex for a, _ in pairs):
-            out = ex.products([a for a, _ in pairs], x)
+        ex = boundary or boundary_of(pairs[0][0])
+        if ex is not None and (boundary is not None
+                               or all(boundary_of(a) is ex for a, _ in pairs)):
+            out = ex.products([a for a, _ in pairs], x, rows=rows)
         else:
             out = [_product(a, a_t, x) for a, a_t in pairs]
     return [o.to(dtype) for o in out]
@@ -272,18 +276,14 @@ def chained_operators(op: torch.Tensor, op_t: torch.Tensor | None, steps: int
     with :func:`fetch_boundary`; see the boundary's ``chain``); else None (each product
     fetches its own boundary)."""
     ex = boundary_of(op)
-    return ex.chain(op, op_t, steps) if ex is not None and hasattr(ex, "chain") else None
+    return ex.chain(op, op_t, steps) if ex is not None else None
 
 
 def chain_heads(op: torch.Tensor, heads: list, x: torch.Tensor) -> list[torch.Tensor]:
     """The first products of chains (``heads``: the first pair of each chain from
     :func:`chained_operators` on ``op``'s boundary) on one input ``x``, whose halo rows come
     from their owners once, while the owned columns multiply (no copy of ``x``)."""
-    dtype = x.dtype
-    with torch.autocast(x.device.type, enabled=False):
-        out = boundary_of(op).products([a for a, _ in heads], x.to(heads[0][0].dtype),
-                                       rows="all")
-    return [o.to(dtype) for o in out]
+    return _products(heads, x, boundary=boundary_of(op), rows="all")
 
 
 def fetch_boundary(op: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
